@@ -1,0 +1,45 @@
+"""sdesolve: numerical SDE/ODE solvers for score-based diffusion models."""
+
+from . import grids, targets
+from .model import ScoreModel
+from .sample import sample
+from .sde import (
+    VDMSDE,
+    VESDE,
+    VPSDE,
+    CosineVPSDE,
+    DiscreteVPSDE,
+    FixedLinearGamma,
+    GammaSchedule,
+    LinearSDE,
+    ProbabilityFlowODE,
+    ReverseSDE,
+    SubVPSDE,
+)
+from .solvers import EulerMaruyama, NonFiniteError, Solver
+from .targets import Gaussian, GaussianMixture
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "LinearSDE",
+    "VPSDE",
+    "SubVPSDE",
+    "CosineVPSDE",
+    "VESDE",
+    "VDMSDE",
+    "GammaSchedule",
+    "FixedLinearGamma",
+    "DiscreteVPSDE",
+    "ReverseSDE",
+    "ProbabilityFlowODE",
+    "ScoreModel",
+    "Gaussian",
+    "GaussianMixture",
+    "targets",
+    "grids",
+    "sample",
+    "Solver",
+    "NonFiniteError",
+    "EulerMaruyama",
+]

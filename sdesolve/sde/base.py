@@ -1,0 +1,220 @@
+"""The base class of linear forward SDEs, defined by their marginal coefficients.
+
+A linear forward SDE ``dx = f(t) x dt + g(t) dW`` has Gaussian transition marginals
+``x_t | x_0 ~ N(alpha(t) x_0, sigma(t)^2 I)``. The marginal coefficients determine the
+SDE: ``f(t) = d log alpha / dt`` and ``g(t)^2 = d sigma^2 / dt - 2 f(t) sigma(t)^2``.
+A subclass therefore only has to provide ``_log_alpha`` and ``_log_sigma`` (float64
+tensors in, float64 tensors out); closed forms of ``_f``, ``_g2`` and ``_t_of_log_snr``
+are optional and otherwise derived by automatic differentiation and bisection.
+
+Every public coefficient method takes ``t`` as a Python number, a 0-d tensor or a
+per-sample tensor of shape ``(B,)``; it computes in float64 and returns the caller's
+dtype (float64 for Python numbers) on ``t``'s device.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from .._utils import (
+    TimeLike,
+    as_time64,
+    bcast,
+    check_batch,
+    check_time_range,
+    check_x,
+    out_dtype,
+    sum_event,
+)
+
+__all__ = ["LinearSDE"]
+
+
+def _derivative(fn, t64: Tensor) -> Tensor:
+    """d fn(t) / dt for an elementwise function of t, by autograd (exact, float64)."""
+    create = torch.is_grad_enabled()
+    with torch.enable_grad():
+        tt = t64.detach().requires_grad_(True)
+        y = fn(tt)
+        (d,) = torch.autograd.grad(y.sum(), tt, create_graph=create)
+    return d
+
+
+class LinearSDE(nn.Module):
+    """A linear forward SDE ``dx = f(t) x dt + g(t) dW`` on ``[0, T]``.
+
+    Subclass and implement ``_log_alpha(t)`` and ``_log_sigma(t)``; override ``_f``,
+    ``_g2`` and ``_t_of_log_snr`` where closed forms exist. Run
+    :func:`sdesolve.testing.check_sde` on the subclass to check its consistency.
+
+    Attributes:
+        T: the final time of the forward process (where the prior is used).
+        t_min: the smallest time a sampler reaches by default.
+        prior_std: standard deviation of the Gaussian prior ``N(0, prior_std^2 I)``.
+        variance_preserving: whether the process claims ``alpha^2 + sigma^2 = 1``.
+    """
+
+    T: float = 1.0
+    t_min: float = 1e-3
+    prior_std: float = 1.0
+    variance_preserving: bool = False
+
+    # ----------------------------------------------------------------- hooks
+    def _log_alpha(self, t: Tensor) -> Tensor:
+        raise NotImplementedError(f"{type(self).__name__} must implement _log_alpha(t)")
+
+    def _log_sigma(self, t: Tensor) -> Tensor:
+        raise NotImplementedError(f"{type(self).__name__} must implement _log_sigma(t)")
+
+    def _f(self, t: Tensor) -> Tensor:
+        return _derivative(self._log_alpha, t)
+
+    def _g2(self, t: Tensor) -> Tensor:
+        def var(s):
+            return torch.exp(2.0 * self._log_sigma(s))
+
+        return _derivative(var, t) - 2.0 * self._f(t) * var(t)
+
+    def _log_snr(self, t: Tensor) -> Tensor:
+        return 2.0 * (self._log_alpha(t) - self._log_sigma(t))
+
+    def _t_of_log_snr(self, lam: Tensor) -> Tensor:
+        """Invert the (strictly decreasing) log-SNR by bisection on [0, T]."""
+        lo = torch.zeros_like(lam)
+        hi = torch.full_like(lam, float(self.T))
+        for _ in range(200):
+            mid = 0.5 * (lo + hi)
+            above = self._log_snr(mid) > lam  # log-SNR too high: the time is later
+            lo = torch.where(above, mid, lo)
+            hi = torch.where(above, hi, mid)
+            if bool((hi - lo).max() <= 1e-15 * max(1.0, self.T)):
+                break
+        return 0.5 * (lo + hi)
+
+    # -------------------------------------------------------- public interface
+    def _time(self, t: TimeLike, name: str = "t") -> Tensor:
+        t64 = as_time64(t, name=name)
+        check_time_range(t64, 0.0, float(self.T), name=name)
+        return t64
+
+    def _out(self, v: Tensor, t: TimeLike) -> Tensor:
+        return v.to(out_dtype(t))
+
+    def log_alpha(self, t: TimeLike) -> Tensor:
+        """log alpha(t), the log of the mean coefficient."""
+        return self._out(self._log_alpha(self._time(t)), t)
+
+    def alpha(self, t: TimeLike) -> Tensor:
+        """alpha(t): x_t | x_0 has mean alpha(t) x_0."""
+        return self._out(torch.exp(self._log_alpha(self._time(t))), t)
+
+    def log_sigma(self, t: TimeLike) -> Tensor:
+        return self._out(self._log_sigma(self._time(t)), t)
+
+    def sigma(self, t: TimeLike) -> Tensor:
+        """sigma(t): x_t | x_0 has standard deviation sigma(t)."""
+        return self._out(torch.exp(self._log_sigma(self._time(t))), t)
+
+    def log_snr(self, t: TimeLike) -> Tensor:
+        """lambda(t) = log(alpha^2 / sigma^2), strictly decreasing in t."""
+        return self._out(self._log_snr(self._time(t)), t)
+
+    def t_of_log_snr(self, lam: TimeLike) -> Tensor:
+        """The time t at which log_snr(t) = lam (closed form where one exists)."""
+        lam64 = as_time64(lam, name="lam")
+        return self._out(self._t_of_log_snr(lam64), lam)
+
+    def f(self, t: TimeLike) -> Tensor:
+        """The drift coefficient f(t) = d log alpha / dt."""
+        return self._out(self._f(self._time(t)), t)
+
+    def g2(self, t: TimeLike) -> Tensor:
+        """The squared diffusion coefficient g(t)^2 = d sigma^2/dt - 2 f sigma^2."""
+        return self._out(self._g2(self._time(t)), t)
+
+    def diffusion(self, t: TimeLike) -> Tensor:
+        """The diffusion coefficient g(t)."""
+        return self._out(torch.sqrt(torch.clamp(self._g2(self._time(t)), min=0.0)), t)
+
+    def drift(self, x: Tensor, t: TimeLike) -> Tensor:
+        """The forward drift f(t) x, broadcast over x of shape (B, *event)."""
+        check_x(x)
+        t64 = self._time(t)
+        check_batch(t64, x)
+        return bcast(self._f(t64).to(device=x.device, dtype=x.dtype), x) * x
+
+    def marginal_prob(self, x0: Tensor, t: TimeLike) -> tuple[Tensor, Tensor]:
+        """Mean alpha(t) x0 and standard deviation sigma(t) of x_t | x_0 (broadcast to x0)."""
+        check_x(x0, name="x0")
+        t64 = self._time(t)
+        check_batch(t64, x0)
+        a = bcast(torch.exp(self._log_alpha(t64)).to(device=x0.device, dtype=x0.dtype), x0)
+        s = bcast(torch.exp(self._log_sigma(t64)).to(device=x0.device, dtype=x0.dtype), x0)
+        return a * x0, s
+
+    def perturb(self, x0: Tensor, t: TimeLike, noise: Tensor) -> Tensor:
+        """x_t = alpha(t) x0 + sigma(t) noise."""
+        check_x(x0, name="x0")
+        if noise.shape != x0.shape:
+            raise ValueError(f"noise must have the shape of x0 {tuple(x0.shape)}, got {tuple(noise.shape)}")
+        t64 = self._time(t)
+        check_batch(t64, x0)
+        a = bcast(torch.exp(self._log_alpha(t64)).to(device=x0.device, dtype=x0.dtype), x0)
+        s = bcast(torch.exp(self._log_sigma(t64)).to(device=x0.device, dtype=x0.dtype), x0)
+        return a * x0 + s * noise
+
+    def prior_sample(
+        self,
+        shape,
+        *,
+        generator: torch.Generator | None = None,
+        device=None,
+        dtype: torch.dtype = torch.float32,
+    ) -> Tensor:
+        """A draw from the prior N(0, prior_std^2 I) of the given shape (B, *event)."""
+        shape = tuple(int(s) for s in shape)
+        if len(shape) < 1 or any(s < 1 for s in shape):
+            raise ValueError(f"shape must be (B, *event) with positive sizes, got {shape}")
+        if not dtype.is_floating_point:
+            raise TypeError(f"dtype must be a floating dtype, got {dtype}")
+        if device is None and generator is not None:
+            device = generator.device
+        z = torch.randn(shape, generator=generator, device=device, dtype=dtype)
+        return z * self.prior_std
+
+    def prior_logp(self, z: Tensor) -> Tensor:
+        """Log-density of the prior at z, summed over event dims: shape (B,)."""
+        check_x(z, name="z")
+        s = float(self.prior_std)
+        d = z[0].numel()
+        zz = z.to(torch.float64)
+        lp = -0.5 * sum_event(zz * zz) / (s * s) - 0.5 * d * math.log(2 * math.pi * s * s)
+        return lp.to(z.dtype)
+
+    def network_time(self, t: Tensor) -> Tensor:
+        """What a network trained on this process receives as its time input (identity by default).
+
+        :class:`~sdesolve.ScoreModel` uses it unless given its own ``time_input``.
+        """
+        return t
+
+    # ----------------------------------------------------------- reverse time
+    def reverse(self, model, probability_flow: bool = False):
+        """The reverse-time SDE: drift f x - g^2 s(x, t), diffusion g (probability_flow=False)."""
+        from .reverse import ProbabilityFlowODE, ReverseSDE
+
+        if probability_flow:
+            return ProbabilityFlowODE(self, model)
+        return ReverseSDE(self, model)
+
+    def probability_flow(self, model):
+        """The probability-flow ODE: drift f x - 1/2 g^2 s(x, t), no diffusion."""
+        from .reverse import ProbabilityFlowODE
+
+        return ProbabilityFlowODE(self, model)
+
+    def extra_repr(self) -> str:
+        return f"T={self.T:g}, t_min={self.t_min:g}"

@@ -1,0 +1,152 @@
+"""The VP process through a discrete DDPM schedule, so integer-timestep networks work with every solver."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+from torch.nn import functional as F
+
+from .base import LinearSDE
+
+__all__ = ["DiscreteVPSDE", "ddpm_betas"]
+
+
+def ddpm_betas(
+    beta_schedule: str = "linear",
+    num_train_timesteps: int = 1000,
+    beta_start: float = 1e-4,
+    beta_end: float = 0.02,
+    max_beta: float = 0.999,
+) -> Tensor:
+    """DDPM betas (float64) by diffusers' schedule names.
+
+    ``"linear"``: evenly spaced from beta_start to beta_end (Ho et al. 2020);
+    ``"scaled_linear"``: evenly spaced in sqrt(beta) (latent diffusion);
+    ``"squaredcos_cap_v2"``: the cosine schedule (Nichol & Dhariwal 2021), betas capped at max_beta.
+    """
+    n = int(num_train_timesteps)
+    if n < 1:
+        raise ValueError(f"num_train_timesteps must be >= 1, got {num_train_timesteps}")
+    if beta_schedule == "linear":
+        return torch.linspace(beta_start, beta_end, n, dtype=torch.float64)
+    if beta_schedule == "scaled_linear":
+        return torch.linspace(beta_start**0.5, beta_end**0.5, n, dtype=torch.float64) ** 2
+    if beta_schedule == "squaredcos_cap_v2":
+
+        def alpha_bar(s: float) -> float:
+            return math.cos((s + 0.008) / 1.008 * math.pi / 2) ** 2
+
+        b = [min(1 - alpha_bar((i + 1) / n) / alpha_bar(i / n), max_beta) for i in range(n)]
+        return torch.tensor(b, dtype=torch.float64)
+    raise ValueError(f"beta_schedule must be 'linear', 'scaled_linear' or 'squaredcos_cap_v2', got {beta_schedule!r}")
+
+
+class DiscreteVPSDE(LinearSDE):
+    """The VP process through a discrete DDPM schedule of N steps.
+
+    Discrete step k = 0, ..., N-1 (with ``alphas_cumprod[k]``) sits at time ``t_k = (k + 1) / N``;
+    ``log alpha`` is interpolated piecewise-linearly in t between these knots and
+    ``(0, 0)`` (as DPM-Solver does), and ``sigma^2 = 1 - alpha^2``. So ``f`` and
+    ``g^2 = -2 f`` are piecewise constant. ``t_min`` defaults to ``1 / N`` (step 0).
+
+    A network trained on integer timesteps receives ``network_time(t) = N t - 1``, which
+    is exactly k at ``t_k``.
+
+    Pass exactly one of ``betas`` or ``alphas_cumprod`` (1-d, length N); or use
+    :meth:`from_schedule` with diffusers' schedule names.
+    """
+
+    variance_preserving = True
+
+    def __init__(
+        self, betas: Tensor | None = None, *, alphas_cumprod: Tensor | None = None, t_min: float | None = None
+    ):
+        super().__init__()
+        if (betas is None) == (alphas_cumprod is None):
+            raise ValueError("pass exactly one of betas or alphas_cumprod")
+        if betas is not None:
+            b = torch.as_tensor(betas, dtype=torch.float64).cpu()
+            if b.dim() != 1 or b.numel() < 1:
+                raise ValueError(f"betas must be a non-empty 1-d tensor, got shape {tuple(b.shape)}")
+            if not bool(torch.isfinite(b).all()) or bool(((b <= 0) | (b >= 1)).any()):
+                raise ValueError("betas must lie in (0, 1)")
+            log_ac = torch.cumsum(torch.log1p(-b), dim=0)
+        else:
+            ac = torch.as_tensor(alphas_cumprod, dtype=torch.float64).cpu()
+            if ac.dim() != 1 or ac.numel() < 1:
+                raise ValueError(f"alphas_cumprod must be a non-empty 1-d tensor, got shape {tuple(ac.shape)}")
+            if not bool(torch.isfinite(ac).all()) or bool(((ac <= 0) | (ac >= 1)).any()):
+                raise ValueError("alphas_cumprod must lie in (0, 1)")
+            if ac.numel() > 1 and bool((ac[1:] >= ac[:-1]).any()):
+                raise ValueError("alphas_cumprod must be strictly decreasing")
+            log_ac = torch.log(ac)
+        self.num_train_timesteps = n = int(log_ac.numel())
+        knots = torch.cat([torch.zeros(1, dtype=torch.float64), 0.5 * log_ac])
+        self.register_buffer("_log_alpha_knots", knots, persistent=False)
+        self.register_buffer("alphas_cumprod", log_ac.exp(), persistent=False)
+        t_min = 1.0 / n if t_min is None else float(t_min)
+        if not (0.0 <= t_min < self.T):
+            raise ValueError(f"t_min must lie in [0, T={self.T:g}), got {t_min}")
+        self.t_min = t_min
+
+    @classmethod
+    def from_schedule(
+        cls,
+        beta_schedule: str = "linear",
+        num_train_timesteps: int = 1000,
+        beta_start: float = 1e-4,
+        beta_end: float = 0.02,
+        **kwargs,
+    ) -> DiscreteVPSDE:
+        """Build from diffusers' schedule names (``linear``, ``scaled_linear``, ``squaredcos_cap_v2``)."""
+        return cls(ddpm_betas(beta_schedule, num_train_timesteps, beta_start, beta_end), **kwargs)
+
+    def _knots(self, t: Tensor) -> Tensor:
+        return self._log_alpha_knots.to(device=t.device)
+
+    def _segment(self, t: Tensor):
+        n = self.num_train_timesteps
+        u = t * n
+        k = torch.clamp(torch.floor(u.detach()), 0, n - 1).long()
+        return k, u - k.to(t.dtype)
+
+    def _log_alpha(self, t: Tensor) -> Tensor:
+        L = self._knots(t)
+        k, w = self._segment(t)
+        return L[k] + w * (L[k + 1] - L[k])
+
+    def _f(self, t: Tensor) -> Tensor:
+        L = self._knots(t)
+        k, _ = self._segment(t)
+        return (L[k + 1] - L[k]) * self.num_train_timesteps
+
+    def _log_sigma(self, t: Tensor) -> Tensor:
+        return 0.5 * torch.log(-torch.expm1(2.0 * self._log_alpha(t)))
+
+    def _log_snr(self, t: Tensor) -> Tensor:
+        la2 = 2.0 * self._log_alpha(t)
+        return la2 - torch.log(-torch.expm1(la2))
+
+    def _g2(self, t: Tensor) -> Tensor:
+        return -2.0 * self._f(t)
+
+    def _t_of_log_snr(self, lam: Tensor) -> Tensor:
+        target = -0.5 * F.softplus(-lam)  # log alpha where alpha^2 = sigmoid(lam)
+        L = self._knots(lam)
+        neg = -L  # increasing
+        j = torch.searchsorted(neg, -target).clamp(1, L.numel() - 1)
+        w = (target - L[j - 1]) / (L[j] - L[j - 1])
+        return (j - 1 + w) / self.num_train_timesteps
+
+    def network_time(self, t: Tensor) -> Tensor:
+        """The integer-timestep convention: t = (k + 1) / N maps to k."""
+        return t * self.num_train_timesteps - 1.0
+
+    def timestep_to_t(self, k) -> Tensor:
+        """The continuous time of discrete timestep k: (k + 1) / N (float64)."""
+        return (torch.as_tensor(k, dtype=torch.float64) + 1.0) / self.num_train_timesteps
+
+    def extra_repr(self) -> str:
+        return f"num_train_timesteps={self.num_train_timesteps}, t_min={self.t_min:g}"

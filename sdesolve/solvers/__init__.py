@@ -1,0 +1,6 @@
+"""Integrators: one file per family, each a small stateless object (``init`` / ``step``)."""
+
+from .base import NonFiniteError, Solver
+from .euler_maruyama import EulerMaruyama
+
+__all__ = ["Solver", "NonFiniteError", "EulerMaruyama"]

@@ -1,0 +1,129 @@
+"""The integrator protocol: a small stateless object that precomputes per-grid
+coefficients once (``init``) and advances a state by one grid interval (``step``).
+
+Conventions (every solver follows them):
+
+* ``init(sde, grid)`` receives the float64 CPU grid (T, ..., t_last) and returns a dict of
+  float64 CPU tensors of shape (n_steps,) (or (n_steps, k)); :meth:`Solver.solve` moves
+  them to the sample's device once, casting every entry to the sample's dtype except the
+  time entries (keys starting with ``"t"``), which stay float64.
+* ``step(model, state, i, coeffs, *, generator, noise, need_x0)`` advances ``state["x"]``
+  from ``grid[i]`` to ``grid[i + 1]``. ``noise=False`` asks a stochastic solver for the
+  noiseless mean (the last step when ``denoise=True``). Multistep history lives in the
+  state dict, never in the solver. No host-device synchronization inside ``step``.
+* Class attributes: ``order`` (deterministic convergence order, or weak order for SDE
+  solvers), ``strong_order``, ``nfe_per_step``, ``stochastic``, ``default_grid``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+__all__ = ["Solver", "NonFiniteError"]
+
+
+class NonFiniteError(FloatingPointError):
+    """Raised when a sampler produced NaN or inf; the message names the first bad step."""
+
+
+class Solver:
+    order: float = 1.0
+    strong_order: float | None = None
+    nfe_per_step: int = 1
+    stochastic: bool = False
+    default_grid: str = "uniform"
+
+    # ------------------------------------------------------------- interface
+    def check(self, sde) -> None:
+        """Raise ValueError if this solver does not apply to ``sde``."""
+
+    def init(self, sde, grid: Tensor) -> dict[str, Tensor]:
+        """Per-step coefficients (float64, host). The base gives the step's two times."""
+        return {"t": grid[:-1].clone(), "t_next": grid[1:].clone()}
+
+    def init_state(self, x: Tensor, coeffs: dict[str, Tensor]) -> dict[str, Any]:
+        return {"x": x}
+
+    def step(
+        self, model, state: dict, i: int, coeffs: dict, *, generator=None, noise: bool = True, need_x0: bool = False
+    ) -> dict:
+        raise NotImplementedError
+
+    def nfe(self, n_steps: int) -> int:
+        """Network evaluations for a solve of ``n_steps`` steps."""
+        return self.nfe_per_step * n_steps
+
+    # ------------------------------------------------------------- driving loop
+    def solve(
+        self,
+        sde,
+        model,
+        x: Tensor,
+        grid: Tensor,
+        *,
+        generator: torch.Generator | None = None,
+        denoise: bool = True,
+        callback: Callable[[dict], None] | None = None,
+        progress: bool = False,
+        check_finite: bool = True,
+    ) -> Tensor:
+        """Integrate from ``grid[0]`` to ``grid[-1]`` starting at ``x`` (fixed steps)."""
+        self.check(sde)
+        coeffs = _to_device(self.init(sde, grid), x)
+        state = self.init_state(x, coeffs)
+        n = grid.numel() - 1
+        bad = torch.full((), -1, dtype=torch.long, device=x.device) if check_finite else None
+        steps = range(n)
+        if progress:
+            from tqdm.auto import tqdm
+
+            steps = tqdm(steps, total=n, desc=type(self).__name__)
+        for i in steps:
+            last = i == n - 1
+            state = self.step(
+                model, state, i, coeffs, generator=generator, noise=not (denoise and last), need_x0=callback is not None
+            )
+            if bad is not None:
+                ok = torch.isfinite(state["x"]).all()
+                bad = torch.where((bad < 0) & ~ok, i, bad)
+            if callback is not None:
+                callback(
+                    {"i": i, "t": float(grid[i]), "t_next": float(grid[i + 1]), "x": state["x"], "x0": state.get("x0")}
+                )
+        if bad is not None:
+            raise_if_bad(bad, grid)
+        return state["x"]
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
+        return f"{type(self).__name__}({fields})"
+
+
+def raise_if_bad(bad: Tensor, grid: Tensor) -> None:
+    """Read the device-side record of the first non-finite step (one sync, after the loop)."""
+    b = int(bad)
+    if b >= 0:
+        raise NonFiniteError(
+            f"non-finite values (NaN or inf) first appeared at step {b}, from t = {float(grid[b]):.6g} "
+            f"to t = {float(grid[b + 1]):.6g}; check the model's output there, or pass check_finite=False"
+        )
+
+
+def _to_device(coeffs: dict[str, Tensor], x: Tensor) -> dict[str, Tensor]:
+    out = {}
+    for k, v in coeffs.items():
+        if isinstance(v, Tensor):
+            dtype = torch.float64 if k.startswith("t") else x.dtype
+            out[k] = v.to(device=x.device, dtype=dtype)
+        else:
+            out[k] = v
+    return out
+
+
+def randn_like(x: Tensor, generator: torch.Generator | None) -> Tensor:
+    """Standard normal noise of x's shape, dtype and device from ``generator``."""
+    return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)

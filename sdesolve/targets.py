@@ -1,0 +1,234 @@
+"""Data laws with exact answers under every linear forward process.
+
+Under ``x_t = alpha(t) x_0 + sigma(t) eps``, a Gaussian ``N(mu, diag(s^2))`` stays Gaussian,
+``N(alpha mu, diag(alpha^2 s^2 + sigma^2))``, and a mixture of diagonal Gaussians stays a
+mixture with the same weights. So scores, marginal log-densities and samples are exact at
+every t: the ground truth of the tests, the benchmarks and the demo.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from ._utils import TimeLike, as_time64, batch_time, bcast, check_batch, check_x
+from .model import ScoreModel, _identity
+
+__all__ = ["Gaussian", "GaussianMixture"]
+
+_LOG2PI = math.log(2 * math.pi)
+
+
+def _coefs64(sde, t: TimeLike, x: Tensor):
+    t64 = as_time64(t)
+    check_batch(t64, x)
+    if t64.device.type == "cpu":
+        sde._time(t64)  # validate the range where it costs no synchronization
+    t64 = batch_time(t64, x, dtype=torch.float64).clamp(0.0, float(sde.T))
+    a = torch.exp(sde._log_alpha(t64))
+    s = torch.exp(sde._log_sigma(t64))
+    return a, s
+
+
+def _positive(name: str, v: Tensor) -> Tensor:
+    if not bool(torch.isfinite(v).all()) or bool((v <= 0).any()):
+        raise ValueError(f"{name} must be positive and finite")
+    return v
+
+
+class _Target:
+    event_shape: tuple
+
+    def _check(self, x: Tensor) -> None:
+        check_x(x)
+        if tuple(x.shape[1:]) != tuple(self.event_shape):
+            raise ValueError(f"x must have shape (B, {', '.join(map(str, self.event_shape))}), got {tuple(x.shape)}")
+
+    @property
+    def dim(self) -> int:
+        return int(math.prod(self.event_shape))
+
+    def model(self, sde) -> ScoreModel:
+        """A :class:`~sdesolve.ScoreModel` with the exact score of p_t under ``sde``."""
+
+        def net(x: Tensor, t: Tensor) -> Tensor:
+            return self.marginal_score(x, t, sde)
+
+        return ScoreModel(net, sde, prediction="score", time_input=_identity)
+
+    def log_prob(self, x: Tensor) -> Tensor:
+        """log p_0(x) of the data law, per sample: shape (B,)."""
+        self._check(x)
+        xx = x.to(torch.float64)
+        one = torch.ones(x.shape[0], dtype=torch.float64, device=x.device)
+        return self._log_prob(xx, one, 0.0 * one).to(x.dtype)
+
+    def marginal_log_prob(self, x: Tensor, t: TimeLike, sde) -> Tensor:
+        """Exact log p_t(x) under the forward process ``sde``, per sample: shape (B,)."""
+        self._check(x)
+        a, s = _coefs64(sde, t, x)
+        return self._log_prob(x.to(torch.float64), a, s).to(x.dtype)
+
+    def marginal_score(self, x: Tensor, t: TimeLike, sde) -> Tensor:
+        """Exact grad_x log p_t(x) under ``sde``."""
+        self._check(x)
+        a, s = _coefs64(sde, t, x)
+        return self._score(x.to(torch.float64), a, s).to(x.dtype)
+
+    def marginal_sample(self, n: int, t: TimeLike, sde, *, generator=None, dtype=torch.float64) -> Tensor:
+        """n exact draws from p_t: alpha(t) x_0 + sigma(t) eps."""
+        x0 = self.sample(n, generator=generator, dtype=torch.float64)
+        eps = torch.randn(x0.shape, generator=generator, dtype=torch.float64, device=x0.device)
+        return sde.perturb(x0, float(t) if not isinstance(t, Tensor) else t, eps).to(dtype)
+
+
+class Gaussian(_Target):
+    """A Gaussian data law ``N(mean, diag(std^2))`` over events of ``mean``'s shape.
+
+    Args:
+        mean: tensor of the event shape (e.g. (D,) or (C, H, W)).
+        std: a positive number or a tensor broadcastable to the event shape.
+    """
+
+    def __init__(self, mean, std=1.0):
+        mean = torch.as_tensor(mean, dtype=torch.float64)
+        if mean.dim() == 0:
+            mean = mean.reshape(1)
+        if not bool(torch.isfinite(mean).all()):
+            raise ValueError("mean must be finite")
+        std = torch.as_tensor(std, dtype=torch.float64)
+        try:
+            std = torch.broadcast_to(std, mean.shape).clone()
+        except RuntimeError as e:
+            raise ValueError(
+                f"std of shape {tuple(std.shape)} does not broadcast to mean's shape {tuple(mean.shape)}"
+            ) from e
+        self.mean = mean
+        self.std = _positive("std", std)
+        self.event_shape = tuple(mean.shape)
+
+    def sample(self, n: int, *, generator=None, dtype=torch.float64, device=None) -> Tensor:
+        if int(n) < 1:
+            raise ValueError(f"n must be >= 1, got {n}")
+        if device is None and generator is not None:
+            device = generator.device
+        eps = torch.randn((int(n),) + self.event_shape, generator=generator, dtype=torch.float64, device=device)
+        return (self.mean.to(eps.device) + self.std.to(eps.device) * eps).to(dtype)
+
+    def marginal_moments(self, t: TimeLike, sde) -> tuple[Tensor, Tensor]:
+        """Mean and per-coordinate variance of p_t (float64, event shape)."""
+        t64 = sde._time(t)
+        if t64.dim() != 0:
+            raise ValueError("marginal_moments takes a scalar time")
+        a = torch.exp(sde._log_alpha(t64))
+        s = torch.exp(sde._log_sigma(t64))
+        return a * self.mean, a * a * self.std**2 + s * s
+
+    def _var(self, a: Tensor, s: Tensor, x: Tensor):
+        mu = bcast(a, x) * self.mean.to(x.device)
+        var = bcast(a * a, x) * (self.std.to(x.device) ** 2) + bcast(s * s, x)
+        return mu, var
+
+    def _log_prob(self, x: Tensor, a: Tensor, s: Tensor) -> Tensor:
+        mu, var = self._var(a, s, x)
+        lp = -0.5 * ((x - mu) ** 2 / var + torch.log(var) + _LOG2PI)
+        return lp.reshape(x.shape[0], -1).sum(1)
+
+    def _score(self, x: Tensor, a: Tensor, s: Tensor) -> Tensor:
+        mu, var = self._var(a, s, x)
+        return -(x - mu) / var
+
+    def flow(self, x: Tensor, t_from: float, t_to: float, sde) -> Tensor:
+        """The exact probability-flow ODE map from time t_from to t_to.
+
+        The standardized coordinate (x - mean_t) / std_t is constant along the flow of a
+        Gaussian law, so ``x_{t_to} = mean_{t_to} + std_{t_to} / std_{t_from} (x - mean_{t_from})``.
+        """
+        self._check(x)
+        m0, v0 = self.marginal_moments(t_from, sde)
+        m1, v1 = self.marginal_moments(t_to, sde)
+        dev = x.device
+        y = m1.to(dev) + torch.sqrt(v1 / v0).to(dev) * (x.to(torch.float64) - m0.to(dev))
+        return y.to(x.dtype)
+
+
+class GaussianMixture(_Target):
+    """A mixture of diagonal Gaussians: ``sum_k w_k N(means[k], diag(stds[k]^2))``.
+
+    Args:
+        weights: (K,) non-negative, summing to 1.
+        means: (K, *event).
+        stds: positive; shape (K,), or (K, *event), or a number.
+    """
+
+    def __init__(self, weights, means, stds=1.0):
+        w = torch.as_tensor(weights, dtype=torch.float64)
+        means = torch.as_tensor(means, dtype=torch.float64)
+        if w.dim() != 1 or w.numel() < 1:
+            raise ValueError(f"weights must be a non-empty 1-d tensor, got shape {tuple(w.shape)}")
+        if not bool(torch.isfinite(w).all()) or bool((w < 0).any()):
+            raise ValueError("weights must be non-negative and finite")
+        if abs(float(w.sum()) - 1.0) > 1e-6:
+            raise ValueError(f"weights must sum to 1, got sum {float(w.sum()):.6g}")
+        if means.dim() < 2 or means.shape[0] != w.shape[0]:
+            raise ValueError(
+                f"means must have shape (K, *event) with K = {w.shape[0]} components, got {tuple(means.shape)}"
+            )
+        if not bool(torch.isfinite(means).all()):
+            raise ValueError("means must be finite")
+        stds = torch.as_tensor(stds, dtype=torch.float64)
+        if stds.dim() == 1 and means.dim() > 1 and stds.shape[0] == means.shape[0]:
+            stds = stds.reshape((-1,) + (1,) * (means.dim() - 1))
+        try:
+            stds = torch.broadcast_to(stds, means.shape).clone()
+        except RuntimeError as e:
+            raise ValueError(f"stds of shape {tuple(stds.shape)} do not broadcast to means {tuple(means.shape)}") from e
+        self.weights = w
+        self.means = means
+        self.stds = _positive("stds", stds)
+        self.event_shape = tuple(means.shape[1:])
+
+    @property
+    def n_components(self) -> int:
+        return int(self.weights.shape[0])
+
+    def sample(self, n: int, *, generator=None, dtype=torch.float64, device=None) -> Tensor:
+        if int(n) < 1:
+            raise ValueError(f"n must be >= 1, got {n}")
+        if device is None and generator is not None:
+            device = generator.device
+        k = torch.multinomial(self.weights.to(device), int(n), replacement=True, generator=generator)
+        eps = torch.randn((int(n),) + self.event_shape, generator=generator, dtype=torch.float64, device=device)
+        return (self.means.to(device)[k] + self.stds.to(device)[k] * eps).to(dtype)
+
+    def _comp(self, x: Tensor, a: Tensor, s: Tensor):
+        # x: (B, *event) -> per-component means and variances of shape (B, K, *event)
+        ev = (1,) * len(self.event_shape)
+        a_ = a.reshape((-1, 1) + ev)
+        s_ = s.reshape((-1, 1) + ev)
+        mu = a_ * self.means.to(x.device).unsqueeze(0)
+        var = a_ * a_ * self.stds.to(x.device).unsqueeze(0) ** 2 + s_ * s_
+        return mu, var
+
+    def _component_logp(self, x: Tensor, a: Tensor, s: Tensor):
+        mu, var = self._comp(x, a, s)
+        diff = x.unsqueeze(1) - mu
+        lp = -0.5 * (diff**2 / var + torch.log(var) + _LOG2PI)
+        lp = lp.reshape(x.shape[0], self.n_components, -1).sum(-1) + torch.log(self.weights.to(x.device))
+        return lp, diff, var
+
+    def _log_prob(self, x: Tensor, a: Tensor, s: Tensor) -> Tensor:
+        lp, _, _ = self._component_logp(x, a, s)
+        return torch.logsumexp(lp, dim=1)
+
+    def _score(self, x: Tensor, a: Tensor, s: Tensor) -> Tensor:
+        lp, diff, var = self._component_logp(x, a, s)
+        r = torch.softmax(lp, dim=1).reshape((x.shape[0], self.n_components) + (1,) * len(self.event_shape))
+        return (r * (-diff / var)).sum(1)
+
+    def mean(self) -> Tensor:
+        """The mixture's mean (event shape)."""
+        w = self.weights.reshape((-1,) + (1,) * len(self.event_shape))
+        return (w * self.means).sum(0)
