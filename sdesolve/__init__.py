@@ -17,6 +17,7 @@ from .sde import (
     SubVPSDE,
 )
 from .solvers import EulerMaruyama, NonFiniteError, Solver
+from .solvers import VDMAncestral
 from .targets import Gaussian, GaussianMixture
 
 __version__ = "0.1.0"
@@ -42,4 +43,5 @@ __all__ = [
     "Solver",
     "NonFiniteError",
     "EulerMaruyama",
+    "VDMAncestral",
 ]

@@ -2,5 +2,6 @@
 
 from .base import NonFiniteError, Solver
 from .euler_maruyama import EulerMaruyama
+from .vdm_ancestral import VDMAncestral
 
-__all__ = ["Solver", "NonFiniteError", "EulerMaruyama"]
+__all__ = ["Solver", "NonFiniteError", "EulerMaruyama", "VDMAncestral"]
