@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .._utils import TimeLike, as_time64, bcast
+from .._utils import TimeLike, as_time64, bcast, check_batch, check_x, out_dtype
 from ..model import as_model
 
 __all__ = ["ReverseSDE", "ProbabilityFlowODE"]
@@ -28,7 +28,10 @@ class _Reverse:
         self.model = as_model(model, sde)
 
     def _coefs(self, t: TimeLike, x: Tensor):
-        t64 = as_time64(t).to(x.device).clamp(0.0, float(self.sde.T))
+        check_x(x)
+        t64 = as_time64(t)
+        check_batch(t64, x)
+        t64 = t64.to(x.device).clamp(0.0, float(self.sde.T))
         f = bcast(self.sde._f(t64).to(x.dtype), x)
         g2 = bcast(self.sde._g2(t64).to(x.dtype), x)
         return t64, f, g2
@@ -38,8 +41,9 @@ class _Reverse:
         return f * x - (self.drift_weight * g2) * self.model.score(x, t64)
 
     def diffusion(self, t: TimeLike) -> Tensor:
+        """g(t), in t's dtype (float64 for Python numbers)."""
         t64 = as_time64(t).clamp(0.0, float(self.sde.T))
-        return torch.sqrt(torch.clamp(self.sde._g2(t64), min=0.0))
+        return torch.sqrt(torch.clamp(self.sde._g2(t64), min=0.0)).to(out_dtype(t))
 
 
 class ReverseSDE(_Reverse):
@@ -54,5 +58,5 @@ class ProbabilityFlowODE(_Reverse):
     drift_weight = 0.5
 
     def diffusion(self, t: TimeLike) -> Tensor:
-        t64 = as_time64(t)
-        return torch.zeros_like(t64)
+        """Zero: the probability flow is deterministic."""
+        return torch.zeros_like(as_time64(t), dtype=out_dtype(t))

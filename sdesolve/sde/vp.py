@@ -100,8 +100,13 @@ class SubVPSDE(_LinearBeta):
     def _t_of_log_snr(self, lam: Tensor) -> Tensor:
         # a = alpha^2 solves e^lam (1 - a)^2 = a; the root in (0, 1) is
         # a = 2 e^lam / (2 e^lam + 1 + sqrt(4 e^lam + 1)).
-        e = torch.exp(torch.clamp(lam, max=700.0))
-        log_a = math.log(2.0) + lam - torch.log(2.0 * e + 1.0 + torch.sqrt(4.0 * e + 1.0))
+        # Evaluated without overflow: for lam < 0 with e = e^lam <= 1 as written; for lam >= 0
+        # divided through by e^lam, with u = e^-lam <= 1: a = 2 / (2 + u + sqrt(4u + u^2)).
+        e = torch.exp(torch.clamp(lam, max=0.0))
+        u = torch.exp(torch.clamp(-lam, max=0.0))
+        log_a_neg = math.log(2.0) + lam - torch.log(2.0 * e + 1.0 + torch.sqrt(4.0 * e + 1.0))
+        log_a_pos = math.log(2.0) - torch.log(2.0 + u + torch.sqrt(4.0 * u + u * u))
+        log_a = torch.where(lam < 0, log_a_neg, log_a_pos)
         return self._t_of_half_int_beta(-0.5 * log_a)
 
 
@@ -122,6 +127,8 @@ class CosineVPSDE(LinearSDE):
         super().__init__()
         if not (math.isfinite(s) and s > 0):
             raise ValueError(f"s must be a positive finite number, got {s}")
+        if not math.isfinite(log_snr_min):
+            raise ValueError(f"log_snr_min must be a finite number, got {log_snr_min}")
         self.s = float(s)
         self.log_snr_min = float(log_snr_min)
         self._log_cos0 = math.log(math.cos(0.5 * math.pi * self.s / (1.0 + self.s)))

@@ -1,0 +1,374 @@
+"""Forward processes: invariants (property tests), exact values from the papers, dtypes, shapes,
+reverse-time drifts.
+
+Every expected value here is written from the papers' formulas, independently of sdesolve's code.
+"""
+
+import math
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+import sdesolve as sd
+from sdesolve.sde import ddpm_betas
+from sdesolve.testing import sdes, times
+
+F64 = torch.float64
+
+
+def sde_and_time(kinds=None):
+    return sdes(kinds).flatmap(lambda s: st.tuples(st.just(s), times(s)))
+
+
+def sde_and_times(n=2, kinds=None):
+    return sdes(kinds).flatmap(lambda s: st.tuples(st.just(s), st.lists(times(s), min_size=n, max_size=n)))
+
+
+def d_dt(fn, t: torch.Tensor) -> torch.Tensor:
+    """Derivative of an elementwise function of t by autograd (written here, independently of the core)."""
+    with torch.enable_grad():
+        tt = t.clone().requires_grad_(True)
+        y = fn(tt)
+        if not y.requires_grad:  # constant in t
+            return torch.zeros_like(t)
+        (d,) = torch.autograd.grad(y.sum(), tt)
+    return d
+
+
+def builtin_sdes():
+    return [
+        sd.VPSDE(),
+        sd.SubVPSDE(),
+        sd.CosineVPSDE(),
+        sd.VESDE(),
+        sd.VDMSDE(sd.FixedLinearGamma()),
+        sd.DiscreteVPSDE.from_schedule("linear"),
+        sd.DiscreteVPSDE.from_schedule("scaled_linear"),
+        sd.DiscreteVPSDE.from_schedule("squaredcos_cap_v2"),
+    ]
+
+
+BUILTIN_IDS = ["vp", "subvp", "cosine", "ve", "vdm", "ddpm-linear", "ddpm-scaled", "ddpm-cos"]
+
+
+# ------------------------------------------------------------------ property tests (hypothesis)
+@given(sde_and_time())
+def test_alpha_sigma_positive_finite_and_variance_preserving(case):
+    sde, t = case
+    a, s = sde.alpha(t), sde.sigma(t)
+    assert torch.isfinite(a) and torch.isfinite(s) and a > 0 and s > 0
+    if sde.variance_preserving:
+        assert abs(float(a * a + s * s) - 1.0) < 1e-12
+
+
+@given(sde_and_time())
+def test_log_snr_is_log_alpha2_over_sigma2(case):
+    sde, t = case
+    lam = float(sde.log_snr(t))
+    expected = math.log(float(sde.alpha(t)) ** 2 / float(sde.sigma(t)) ** 2)
+    assert lam == pytest.approx(expected, rel=1e-12, abs=1e-12)
+
+
+@given(sde_and_times(2))
+def test_log_snr_strictly_decreasing(case):
+    sde, (t1, t2) = case
+    if t1 == t2:
+        return
+    lo, hi = min(t1, t2), max(t1, t2)
+    assert float(sde.log_snr(lo)) > float(sde.log_snr(hi))
+
+
+@given(sde_and_time())
+def test_f_is_dlogalpha_dt_and_moment_ode(case):
+    sde, t = case
+    t64 = torch.tensor([t], dtype=F64)
+    dlog_alpha = d_dt(lambda s: torch.log(sde.alpha(s)), t64)
+    dvar = d_dt(lambda s: sde.sigma(s) ** 2, t64)
+    f, g2, var = sde.f(t64), sde.g2(t64), sde.sigma(t64) ** 2
+    assert torch.allclose(f, dlog_alpha, rtol=1e-10, atol=1e-12 * (1 + float(dlog_alpha.abs())))
+    rhs = 2 * f * var + g2
+    scale = float(dvar.abs() + (2 * f * var).abs() + g2.abs())
+    assert abs(float(dvar - rhs)) <= 1e-10 * scale
+    assert float(g2) >= 0
+
+
+@given(sde_and_time())
+def test_t_of_log_snr_inverts_log_snr(case):
+    sde, t = case
+    t_back = float(sde.t_of_log_snr(sde.log_snr(t)))
+    assert t_back == pytest.approx(t, abs=1e-9)
+
+
+@given(sde_and_time(), st.sampled_from([(), (3,), (2, 3, 4), (2, 2, 3, 2)]))
+def test_drift_and_diffusion_agree_with_f_and_g2(case, event):
+    sde, t = case
+    gen = torch.Generator().manual_seed(0)
+    B = 3
+    x = torch.randn((B,) + event, generator=gen, dtype=F64)
+    # per-sample times: t and two others in [t_min, T]
+    tb = torch.tensor([t, sde.t_min, 0.5 * (t + sde.T)], dtype=F64)
+    f = sde.f(tb)
+    expected = f.reshape((B,) + (1,) * len(event)) * x
+    assert torch.allclose(sde.drift(x, tb), expected, rtol=1e-13, atol=0)
+    assert torch.allclose(sde.drift(x, t), float(sde.f(t)) * x, rtol=1e-13, atol=0)
+    assert torch.allclose(sde.diffusion(tb) ** 2, sde.g2(tb), rtol=1e-12, atol=0)
+
+
+# ------------------------------------------------------------------ exact values from the papers
+def _vp_log_mean(t, bmin, bmax):
+    # Song et al. 2021, eq. (29): log mean coefficient of the VP SDE
+    return -0.25 * t**2 * (bmax - bmin) - 0.5 * t * bmin
+
+
+TS = torch.tensor([1e-3, 0.01, 0.1, 0.37, 0.5, 0.9, 1.0], dtype=F64)
+
+
+@pytest.mark.parametrize("bmin,bmax", [(0.1, 20.0), (0.5, 5.0), (1.0, 1.0)])
+def test_vp_exact(bmin, bmax):
+    sde = sd.VPSDE(bmin, bmax)
+    lm = _vp_log_mean(TS, bmin, bmax)
+    beta = bmin + TS * (bmax - bmin)
+    assert torch.allclose(sde.alpha(TS), torch.exp(lm), rtol=1e-14)
+    assert torch.allclose(sde.sigma(TS), torch.sqrt(1 - torch.exp(2 * lm)), rtol=1e-12)
+    assert torch.allclose(sde.f(TS), -0.5 * beta, rtol=1e-14)
+    assert torch.allclose(sde.g2(TS), beta, rtol=1e-14)
+    assert torch.allclose(sde.diffusion(TS), torch.sqrt(beta), rtol=1e-14)
+
+
+@pytest.mark.parametrize("bmin,bmax", [(0.1, 20.0), (0.5, 5.0)])
+def test_subvp_exact(bmin, bmax):
+    sde = sd.SubVPSDE(bmin, bmax)
+    lm = _vp_log_mean(TS, bmin, bmax)
+    int_beta = bmin * TS + 0.5 * (bmax - bmin) * TS**2
+    beta = bmin + TS * (bmax - bmin)
+    # Song et al. 2021, eq. (31): std = 1 - exp(2 log_mean_coeff) -- no square root
+    assert torch.allclose(sde.sigma(TS), 1 - torch.exp(2 * lm), rtol=1e-12)
+    assert torch.allclose(sde.alpha(TS), torch.exp(lm), rtol=1e-14)
+    # g^2 = beta (1 - exp(-2 int_0^t beta))
+    assert torch.allclose(sde.g2(TS), beta * (1 - torch.exp(-2 * int_beta)), rtol=1e-12)
+    assert torch.allclose(sde.f(TS), -0.5 * beta, rtol=1e-14)
+
+
+@pytest.mark.parametrize("smin,smax", [(0.01, 50.0), (0.002, 378.0)])
+def test_ve_exact(smin, smax):
+    sde = sd.VESDE(smin, smax)
+    sigma = smin * (smax / smin) ** TS
+    assert torch.allclose(sde.sigma(TS), sigma, rtol=1e-13)
+    assert torch.allclose(sde.diffusion(TS), sigma * math.sqrt(2 * math.log(smax / smin)), rtol=1e-13)
+    assert torch.equal(sde.alpha(TS), torch.ones_like(TS))
+    assert torch.equal(sde.f(TS), torch.zeros_like(TS))
+    assert sde.prior_std == smax
+    assert float(sde.sigma(1.0)) == pytest.approx(smax, rel=1e-14)
+
+
+@pytest.mark.parametrize("gmin,gmax", [(-13.3, 5.0), (-30.0, 30.0), (-2.0, 1.0)])
+def test_vdm_exact(gmin, gmax):
+    sde = sd.VDMSDE(sd.FixedLinearGamma(gmin, gmax))
+    gamma = gmin + (gmax - gmin) * TS
+    sig2 = 1 / (1 + torch.exp(-gamma))  # sigmoid, written out
+    alpha2 = 1 / (1 + torch.exp(gamma))
+    assert torch.allclose(sde.sigma(TS) ** 2, sig2, rtol=1e-13)
+    assert torch.allclose(sde.alpha(TS) ** 2, alpha2, rtol=1e-13)
+    assert torch.allclose(sde.log_snr(TS), -gamma, rtol=1e-14)
+    # Kingma et al. 2021, appendix: f = -1/2 gamma' sigma^2, g^2 = gamma' sigma^2
+    assert torch.allclose(sde.f(TS), -0.5 * (gmax - gmin) * sig2, rtol=1e-13)
+    assert torch.allclose(sde.g2(TS), (gmax - gmin) * sig2, rtol=1e-13)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_vdm_extreme_gamma_stays_finite(dtype):
+    sde = sd.VDMSDE(sd.FixedLinearGamma(-30.0, 30.0))
+    t = torch.linspace(0, 1, 101, dtype=dtype)
+    gamma = -30.0 + 60.0 * t.double()
+    for name in ("alpha", "sigma", "log_snr", "f", "g2", "diffusion", "log_alpha", "log_sigma"):
+        v = getattr(sde, name)(t)
+        assert v.dtype == dtype and bool(torch.isfinite(v).all()), name
+    assert bool((sde.alpha(t) > 0).all()) and bool((sde.sigma(t) > 0).all())
+    # relative accuracy at the extremes, in the caller's dtype (sigmoid(-30) ~ 9.4e-14 is a normal float32)
+    rtol = 1e-12 if dtype == torch.float64 else 1e-6
+    assert torch.allclose(sde.sigma(t).double() ** 2, torch.sigmoid(gamma), rtol=rtol, atol=0)
+    assert torch.allclose(sde.alpha(t).double() ** 2, torch.sigmoid(-gamma), rtol=rtol, atol=0)
+    assert torch.allclose(sde.g2(t).double(), 60.0 * torch.sigmoid(gamma), rtol=rtol, atol=0)
+    tb = sde.t_of_log_snr(sde.log_snr(t))
+    assert torch.allclose(tb.double(), t.double(), atol=1e-6 if dtype == torch.float32 else 1e-12)
+
+
+def test_cosine_matches_nichol_dhariwal_alpha_bar():
+    s = 0.008
+    sde = sd.CosineVPSDE(s=s)
+
+    def alpha_bar(t):  # Nichol & Dhariwal 2021, eq. (17)
+        return (torch.cos((t + s) / (1 + s) * math.pi / 2) / math.cos(s / (1 + s) * math.pi / 2)) ** 2
+
+    t = torch.linspace(0.001, sde.T, 50, dtype=F64)
+    assert torch.allclose(sde.alpha(t) ** 2, alpha_bar(t), rtol=1e-12)
+    assert torch.allclose(sde.sigma(t) ** 2, 1 - alpha_bar(t), rtol=1e-11)
+    # the cap: T is where the log-SNR reaches log_snr_min (default -10), before alpha reaches 0 at t = 1
+    assert 0.99 < sde.T < 1.0
+    assert float(sde.log_snr(sde.T)) == pytest.approx(-10.0, abs=1e-10)
+    ab_T = float(alpha_bar(torch.tensor(sde.T, dtype=F64)))
+    assert math.log(ab_T / (1 - ab_T)) == pytest.approx(-10.0, abs=1e-9)
+    with pytest.raises(ValueError, match="t must lie in"):
+        sde.alpha(1.0)
+    assert float(sd.CosineVPSDE(log_snr_min=-5.0).T) < sde.T
+
+
+@pytest.mark.parametrize("name", ["linear", "scaled_linear", "squaredcos_cap_v2"])
+def test_discrete_matches_alphas_cumprod_and_network_time(name):
+    sde = sd.DiscreteVPSDE.from_schedule(name, 1000)
+    betas = ddpm_betas(name, 1000)
+    ac = torch.cumprod(1 - betas, 0)  # Ho et al. 2020: alpha_bar_k = prod_{i<=k} (1 - beta_i)
+    k = torch.tensor([0, 1, 10, 499, 998, 999])
+    t = (k.double() + 1) / 1000
+    assert torch.allclose(sde.alpha(t) ** 2, ac[k], rtol=1e-12)
+    assert torch.allclose(sde.network_time(t), k.double(), atol=1e-10)
+    assert torch.allclose(sde.timestep_to_t(k), t, rtol=0, atol=0)
+    # log alpha is linear in t between the knots (t_k, 1/2 log alpha_bar_k), and (0, 0)
+    mid = (k.double() + 0.5) / 1000
+    la_prev = torch.where(k > 0, 0.5 * torch.log(ac[(k - 1).clamp(min=0)]), torch.zeros(k.shape, dtype=F64))
+    expected = 0.5 * (la_prev + 0.5 * torch.log(ac[k]))
+    assert torch.allclose(torch.log(sde.alpha(mid)), expected, rtol=1e-12)
+    # piecewise-constant f and g^2 = -2 f on each segment
+    assert torch.allclose(sde.f(mid), (0.5 * torch.log(ac[k]) - la_prev) * 1000, rtol=1e-10)
+    assert torch.allclose(sde.g2(mid), -2 * sde.f(mid), rtol=1e-14)
+
+
+def test_discrete_from_alphas_cumprod_equals_from_betas():
+    betas = ddpm_betas("linear", 100, 1e-3, 0.2)
+    a = sd.DiscreteVPSDE(betas)
+    b = sd.DiscreteVPSDE(alphas_cumprod=torch.cumprod(1 - betas, 0))
+    t = torch.linspace(0.01, 1, 77, dtype=F64)
+    assert torch.allclose(a.alpha(t), b.alpha(t), rtol=1e-13)
+    assert a.t_min == 0.01
+
+
+@pytest.mark.parametrize("name", ["linear", "scaled_linear", "squaredcos_cap_v2"])
+def test_ddpm_betas_match_diffusers(name):
+    from diffusers import DDPMScheduler
+
+    sched = DDPMScheduler(num_train_timesteps=1000, beta_schedule=name, beta_start=1e-4, beta_end=0.02)
+    ours = ddpm_betas(name, 1000, 1e-4, 0.02)
+    # diffusers builds betas in float32 (linspace, then squared for scaled_linear): a few float32
+    # roundings apart; u = 2^-24. linspace: <= 3u; squaring doubles it and rounds once more: <= 7u.
+    u = 2.0**-24
+    rtol = 7 * u if name == "scaled_linear" else 3 * u
+    assert torch.allclose(sched.betas.double(), ours, rtol=rtol, atol=0)
+    sde = sd.DiscreteVPSDE.from_schedule(name, 1000)
+    t = (torch.arange(1000, dtype=F64) + 1) / 1000
+    ac_diffusers = torch.cumprod(1 - sched.betas.double(), 0)
+    assert torch.allclose(sde.alpha(t) ** 2, ac_diffusers, rtol=1e-5)
+
+
+# ------------------------------------------------------------------ dtypes and shapes
+@pytest.mark.parametrize("sde", builtin_sdes(), ids=BUILTIN_IDS)
+def test_coefficients_dtype_and_shape(sde):
+    t = 0.5 * (sde.t_min + sde.T)
+    names = ("alpha", "sigma", "log_snr", "f", "g2", "diffusion")
+    for name in names:
+        fn = getattr(sde, name)
+        ref = fn(t)
+        assert ref.dtype == F64 and ref.shape == (), name
+        for dtype, rtol in ((torch.float64, 0), (torch.float32, 1e-6), (torch.float16, 1e-3)):
+            v0 = fn(torch.tensor(t, dtype=dtype))
+            assert v0.dtype == dtype and v0.shape == ()
+            # the float64 result of the rounded time, rounded once to the caller's dtype
+            t_rounded = float(torch.tensor(t, dtype=dtype))
+            assert float(v0) == pytest.approx(float(fn(t_rounded)), rel=max(rtol, 1e-15))
+            vb = fn(torch.full((5,), t, dtype=dtype))
+            assert vb.dtype == dtype and vb.shape == (5,)
+    assert sde.t_of_log_snr(0.0).dtype == F64
+    assert sde.t_of_log_snr(torch.tensor([0.0, 1.0], dtype=torch.float32)).dtype == torch.float32
+
+
+@pytest.mark.parametrize("sde", builtin_sdes()[:5], ids=BUILTIN_IDS[:5])
+@pytest.mark.parametrize("event", [(2,), (3, 4, 4), (2, 3, 2, 2)])
+def test_perturb_marginal_prob_prior_shapes(sde, event):
+    gen = torch.Generator().manual_seed(1)
+    B = 4
+    x0 = torch.randn((B,) + event, generator=gen, dtype=torch.float32)
+    noise = torch.randn(x0.shape, generator=gen, dtype=torch.float32)
+    t = torch.tensor([sde.t_min, 0.3, 0.6, 0.9], dtype=torch.float32)
+    xt = sde.perturb(x0, t, noise)
+    bc = (B,) + (1,) * len(event)
+    a, s = sde.alpha(t.double()).reshape(bc), sde.sigma(t.double()).reshape(bc)
+    assert xt.dtype == torch.float32 and xt.shape == x0.shape
+    assert torch.allclose(xt.double(), a * x0.double() + s * noise.double(), rtol=1e-5, atol=1e-6)
+    mean, std = sde.marginal_prob(x0, 0.3)
+    assert mean.shape == x0.shape and std.shape == ()
+    z = sde.prior_sample((B,) + event, generator=gen, dtype=torch.float64)
+    assert z.shape == (B,) + event and z.dtype == torch.float64
+    lp = sde.prior_logp(z)
+    ref = torch.distributions.Normal(0.0, torch.tensor(float(sde.prior_std), dtype=F64)).log_prob(z)
+    assert lp.shape == (B,) and torch.allclose(lp, ref.reshape(B, -1).sum(1), rtol=1e-13)
+
+
+def test_prior_sample_moments_and_generator():
+    sde = sd.VESDE(0.01, 50.0)
+    z = sde.prior_sample((20000, 2), generator=torch.Generator().manual_seed(3), dtype=F64)
+    n = z.numel()
+    assert abs(float(z.mean())) < 5 * 50 / math.sqrt(n)
+    assert abs(float(z.std()) / 50 - 1) < 5 / math.sqrt(2 * n)
+    z2 = sde.prior_sample((20000, 2), generator=torch.Generator().manual_seed(3), dtype=F64)
+    assert torch.equal(z, z2)
+
+
+# ------------------------------------------------------------------ reverse time
+@pytest.mark.parametrize("sde", builtin_sdes(), ids=BUILTIN_IDS)
+def test_reverse_and_probability_flow_drifts(sde):
+    target = sd.GaussianMixture([0.3, 0.7], torch.tensor([[1.0, -1.0], [-0.5, 2.0]]), [0.5, 1.5])
+    gen = torch.Generator().manual_seed(2)
+    x = torch.randn(5, 2, generator=gen, dtype=F64)
+    t = torch.linspace(sde.t_min, sde.T, 5, dtype=F64)
+    f, g2 = sde.f(t)[:, None], sde.g2(t)[:, None]
+    s = target.marginal_score(x, t, sde)
+    model = target.model(sde)
+    rev, pf = sde.reverse(model), sde.probability_flow(model)
+    assert torch.allclose(rev.drift(x, t), f * x - g2 * s, rtol=1e-12, atol=1e-12)
+    assert torch.allclose(pf.drift(x, t), f * x - 0.5 * g2 * s, rtol=1e-12, atol=1e-12)
+    assert torch.allclose(rev.diffusion(t), torch.sqrt(g2[:, 0]), rtol=1e-14)
+    assert torch.equal(pf.diffusion(t), torch.zeros_like(t))
+    assert isinstance(sde.reverse(model, probability_flow=True), sd.ProbabilityFlowODE)
+    # a plain callable is a score
+    rev2 = sde.reverse(lambda x, t: target.marginal_score(x, t, sde))
+    assert torch.allclose(rev2.drift(x, t), f * x - g2 * s, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("sde", builtin_sdes()[:5], ids=BUILTIN_IDS[:5])
+def test_probability_flow_drift_is_velocity_of_exact_gaussian_flow(sde):
+    # The exact probability-flow map of a Gaussian law (targets.Gaussian.flow) has velocity
+    # f x - 1/2 g^2 s: checks the sign and the 1/2 end to end.
+    target = sd.Gaussian(torch.tensor([0.7, -1.2]), torch.tensor([0.3, 2.0]))
+    x0 = torch.tensor([[0.1, 0.5], [1.0, -3.0]], dtype=F64)
+    t0, t = sde.t_min, 0.5 * sde.T
+    h = 1e-4 * sde.T
+    xs = [target.flow(x0, t0, t + k * h, sde) for k in (-2, -1, 1, 2)]
+    velocity = (xs[0] - 8 * xs[1] + 8 * xs[2] - xs[3]) / (12 * h)
+    drift = sde.probability_flow(target.model(sde)).drift(target.flow(x0, t0, t, sde), t)
+    assert torch.allclose(velocity, drift, rtol=1e-7, atol=1e-9)
+
+
+@pytest.mark.gpu
+def test_cuda_coefficients_and_targets():
+    dev = torch.device("cuda")
+    target = sd.GaussianMixture([0.5, 0.5], torch.tensor([[1.0, 0.0], [-1.0, 0.0]]), 0.5)
+    for sde in builtin_sdes():
+        sde = sde.to(dev)
+        t = torch.linspace(sde.t_min, sde.T, 4, device=dev)
+        for name in ("alpha", "sigma", "log_snr", "f", "g2", "diffusion"):
+            v = getattr(sde, name)(t)
+            assert v.device.type == "cuda" and v.dtype == torch.float32
+            assert torch.allclose(v.cpu(), getattr(sde, name)(t.cpu()), rtol=1e-6)
+        x = torch.randn(4, 2, device=dev, dtype=torch.float64)
+        assert sde.drift(x, t).device.type == "cuda"
+        s = target.marginal_score(x, t, sde)
+        assert s.device.type == "cuda"
+        assert torch.allclose(s.cpu(), target.marginal_score(x.cpu(), t.cpu(), sde.cpu()), rtol=1e-10)
+        sde.to(dev)
+        lp = target.marginal_log_prob(x, t, sde)
+        assert lp.device.type == "cuda" and lp.shape == (4,)
+        m = target.model(sde)
+        assert torch.allclose(m.eps(x, t), -sde.sigma(t.double())[:, None] * s, rtol=1e-10)
+        z = sde.prior_sample((4, 2), generator=torch.Generator(dev).manual_seed(0))
+        assert z.device.type == "cuda" and sde.prior_logp(z).shape == (4,)
