@@ -1,0 +1,194 @@
+"""ScoreModel: exact conversions between eps / x0 / v / score, one network call per view,
+time inputs, plain callables, process mismatch, bad network output."""
+
+import pytest
+import torch
+
+import sdesolve as sd
+from sdesolve.model import PREDICTIONS, ScoreModel, as_model
+
+F64 = torch.float64
+
+
+def processes():
+    return {
+        "vp": sd.VPSDE(),
+        "ve": sd.VESDE(),
+        "vdm": sd.VDMSDE(sd.FixedLinearGamma()),
+        "subvp": sd.SubVPSDE(),
+    }
+
+
+def net(x, t):
+    """An arbitrary smooth 'network' that depends on x and t."""
+    return torch.sin(x) * (1 + t.reshape((-1,) + (1,) * (x.dim() - 1))) + 0.1 * x**2
+
+
+def data(sde, event=(3, 2)):
+    gen = torch.Generator().manual_seed(0)
+    x = 2 * torch.randn((4,) + event, generator=gen, dtype=F64)
+    t = torch.tensor([sde.t_min, 0.2, 0.6, 0.95 * sde.T], dtype=F64).clamp(min=1e-3)
+    return x, t
+
+
+def views_by_hand(out, x, a, s, pred):
+    """eps, x0, v, score from a prediction, written from x = a x0 + s eps, v = a eps - s x0, score = -eps/s."""
+    if pred == "eps":
+        eps = out
+        x0 = (x - s * eps) / a
+    elif pred == "x0":
+        x0 = out
+        eps = (x - a * x0) / s
+    elif pred == "score":
+        eps = -s * out
+        x0 = (x - s * eps) / a
+    else:  # v: solve [a s; -s a] [x0; eps]... i.e. x = a x0 + s eps, v = a eps - s x0
+        n = a * a + s * s
+        x0 = (a * x - s * out) / n
+        eps = (s * x + a * out) / n
+    return {"eps": eps, "x0": x0, "v": a * eps - s * x0, "score": -eps / s}
+
+
+@pytest.mark.parametrize("name", ["vp", "ve", "vdm", "subvp"])
+@pytest.mark.parametrize("pred", PREDICTIONS)
+def test_views_match_hand_formulas_and_round_trip(name, pred):
+    sde = processes()[name]
+    x, t = data(sde)
+    a = sde.alpha(t)[:, None, None]
+    s = sde.sigma(t)[:, None, None]
+    m = ScoreModel(net, sde, prediction=pred, time_input=lambda t: t)
+    raw = net(x, t)
+    expected = views_by_hand(raw, x, a, s, pred)
+    # Converting through x0 cancels x - alpha x0 = sigma eps: rounding of order eps_64 |x| / sigma^2
+    # relative to the score. Tolerance 1e-10 while sigma^2 >= 1e-6 (VP, VE, VDM at t >= 1e-3);
+    # sub-VP has sigma^2 ~ 1e-8 at t = 1e-3, so its tolerance grows with 1 / sigma^2.
+    rt = 1e-10 * max(1.0, 1e-6 / float(s.min() ** 2))
+    for view in PREDICTIONS:
+        got = m.predict(x, t, view)
+        assert torch.allclose(got, expected[view], rtol=1e-10, atol=1e-12), view
+        # round trip: a network that predicts `view` (returning `got`) seen back as `pred`
+        back = ScoreModel(lambda x_, t_, got=got: got, sde, prediction=view).predict(x, t, pred)
+        assert torch.allclose(back, raw, rtol=rt, atol=rt * float(raw.abs().max())), (view, pred)
+    # named views
+    assert torch.allclose(m.score(x, t), expected["score"], rtol=1e-10)
+    assert torch.allclose(m.eps(x, t), expected["eps"], rtol=1e-10)
+    assert torch.allclose(m.x0(x, t), expected["x0"], rtol=1e-10)
+    assert torch.allclose(m.v(x, t), expected["v"], rtol=1e-10)
+    assert torch.equal(m(x, t), raw)
+
+
+@pytest.mark.parametrize("view", PREDICTIONS)
+def test_each_view_costs_one_network_call(view):
+    sde = sd.VPSDE()
+    calls = []
+
+    def counting(x, t):
+        calls.append(1)
+        return net(x, t)
+
+    for pred in PREDICTIONS:
+        m = ScoreModel(counting, sde, prediction=pred)
+        x, t = data(sde)
+        before = len(calls)
+        m.predict(x, t, view)
+        getattr(m, view)(x, 0.5)
+        assert m.nfe == 2 and len(calls) - before == 2
+
+
+def test_exact_target_views_are_consistent_under_every_view():
+    # Target's exact score model, seen as eps / x0, agrees with the Tweedie formula computed by hand.
+    sde = sd.VPSDE()
+    target = sd.Gaussian(torch.tensor([1.0, -1.0]), torch.tensor([0.5, 2.0]))
+    m = target.model(sde)
+    x = torch.tensor([[0.3, 1.0], [-2.0, 0.5]], dtype=F64)
+    t = 0.4
+    a, s = float(sde.alpha(t)), float(sde.sigma(t))
+    # E[x0 | xt] for a Gaussian prior: mu + a std^2 / (a^2 std^2 + s^2) (x - a mu)
+    var0 = target.std**2
+    x0 = target.mean + a * var0 / (a * a * var0 + s * s) * (x - a * target.mean)
+    assert torch.allclose(m.x0(x, t), x0, rtol=1e-12)
+    assert m.nfe == 1
+
+
+def test_time_input_and_network_time_are_applied():
+    seen = []
+
+    def rec(x, t):
+        seen.append(t.clone())
+        return torch.zeros_like(x)
+
+    sde = sd.VPSDE()
+    x = torch.zeros(3, 2, dtype=torch.float32)
+    t = torch.tensor([0.1, 0.5, 1.0], dtype=F64)
+    ScoreModel(rec, sde, time_input=lambda t: 999 * t).eps(x, t)
+    assert seen[-1].shape == (3,) and seen[-1].dtype == torch.float32
+    assert torch.allclose(seen[-1].double(), 999 * t, rtol=1e-6)
+    # default: sde.network_time (identity for continuous processes); a scalar t is expanded to (B,)
+    ScoreModel(rec, sde).eps(x, 0.25)
+    assert torch.equal(seen[-1], torch.full((3,), 0.25))
+    # DiscreteVPSDE: the integer timestep k at t = (k + 1) / N
+    dsde = sd.DiscreteVPSDE.from_schedule("linear", 1000)
+    ScoreModel(rec, dsde).eps(x.double(), torch.tensor([0.001, 0.5, 1.0], dtype=F64))
+    assert torch.allclose(seen[-1], torch.tensor([0.0, 499.0, 999.0], dtype=F64), atol=1e-9)
+
+
+def test_plain_callable_means_a_score():
+    sde = sd.VESDE()
+
+    def score(x, t):
+        return -x / (1 + t[:, None] ** 2)
+
+    m = as_model(score, sde)
+    x, t = torch.randn(3, 2, dtype=F64), torch.tensor([0.1, 0.2, 0.3], dtype=F64)
+    assert torch.equal(m.score(x, t), score(x, t))
+    assert torch.allclose(m.eps(x, t), -sde.sigma(t)[:, None] * score(x, t), rtol=1e-14)
+    # the callable receives the continuous time even for a discrete process (no network_time)
+    dsde = sd.DiscreteVPSDE.from_schedule("linear", 1000)
+    seen = []
+    as_model(lambda x, t: seen.append(t) or torch.zeros_like(x), dsde).score(x, 0.5)
+    assert torch.equal(seen[0], torch.full((3,), 0.5, dtype=F64))
+    sm = ScoreModel(score, sde, prediction="score")
+    assert as_model(sm, sde) is sm
+
+
+def test_model_of_a_different_process_is_rejected():
+    a, b = sd.VPSDE(), sd.VPSDE()
+    m = ScoreModel(net, a)
+    with pytest.raises(ValueError, match="different process"):
+        b.reverse(m)
+    with pytest.raises(ValueError, match="different process"):
+        as_model(m, b)
+    with pytest.raises(TypeError, match="model must be a ScoreModel or a callable"):
+        as_model(3.0, a)
+
+
+def test_network_wrong_shape_or_type_is_a_clear_error():
+    sde = sd.VPSDE()
+    x = torch.zeros(2, 3)
+    with pytest.raises(ValueError, match=r"network returned shape \(2, 1\), expected the shape of x \(2, 3\)"):
+        ScoreModel(lambda x, t: x[:, :1], sde).eps(x, 0.5)
+    with pytest.raises(TypeError, match="network must return a tensor"):
+        ScoreModel(lambda x, t: 1.0, sde).eps(x, 0.5)
+    with pytest.raises(ValueError, match="prediction must be one of"):
+        ScoreModel(net, sde, prediction="noise")
+    with pytest.raises(TypeError, match="net must be callable"):
+        ScoreModel(3, sde)
+    with pytest.raises(TypeError, match="time_input must be callable"):
+        ScoreModel(net, sde, time_input=2.0)
+    with pytest.raises(ValueError, match="view must be one of"):
+        ScoreModel(net, sde).predict(x, 0.5, "velocity")
+
+
+@pytest.mark.parametrize("event", [(5,), (3, 4, 4), (2, 3, 4, 2)])
+def test_views_broadcast_over_any_rank(event):
+    sde = sd.VDMSDE()
+    m = ScoreModel(net, sde, prediction="v")
+    x = torch.randn((3,) + event, dtype=torch.float32)
+    t = torch.tensor([0.1, 0.5, 0.9], dtype=torch.float32)
+    for view in PREDICTIONS:
+        y = m.predict(x, t, view)
+        assert y.shape == x.shape and y.dtype == torch.float32
+    # per-sample time: sample b uses t[b]
+    y = m.eps(x, t)
+    y1 = m.eps(x[1:2], float(t[1]))
+    assert torch.allclose(y[1:2], y1, rtol=1e-6)
