@@ -372,3 +372,77 @@ def test_cuda_coefficients_and_targets():
         assert torch.allclose(m.eps(x, t), -sde.sigma(t.double())[:, None] * s, rtol=1e-10)
         z = sde.prior_sample((4, 2), generator=torch.Generator(dev).manual_seed(0))
         assert z.device.type == "cuda" and sde.prior_logp(z).shape == (4,)
+
+
+# ------------------------------------------------------------------ user subclasses (base-class defaults)
+class MinimalVP(sd.LinearSDE):
+    """Only the marginal coefficients: f, g^2 by autograd, t_of_log_snr by bisection."""
+
+    variance_preserving = True
+
+    def _log_alpha(self, t):
+        return _vp_log_mean(t, 0.1, 20.0)
+
+    def _log_sigma(self, t):
+        return 0.5 * torch.log(-torch.expm1(2 * self._log_alpha(t)))
+
+
+class MinimalVE(sd.LinearSDE):
+    """Constant alpha = 1: d log alpha/dt is 0 although _log_alpha has no graph to t."""
+
+    t_min = 1e-5
+    prior_std = 50.0
+
+    def _log_alpha(self, t):
+        return torch.zeros_like(t)
+
+    def _log_sigma(self, t):
+        return math.log(0.01) + t * math.log(5000.0)
+
+
+class LearnedScale(sd.LinearSDE):
+    """A process with a learnable parameter: derived coefficients must stay differentiable in it."""
+
+    def __init__(self):
+        super().__init__()
+        self.k = torch.nn.Parameter(torch.tensor(3.0, dtype=F64))
+
+    def _log_alpha(self, t):
+        return -self.k * t * t
+
+    def _log_sigma(self, t):
+        return 0.5 * torch.log(-torch.expm1(2 * self._log_alpha(t)))
+
+
+def test_base_class_defaults_match_closed_forms():
+    t = torch.linspace(1e-3, 1, 41, dtype=F64)
+    user, ref = MinimalVP(), sd.VPSDE()
+    assert torch.allclose(user.f(t), ref.f(t), rtol=1e-13)
+    assert torch.allclose(user.g2(t), ref.g2(t), rtol=1e-10)
+    assert torch.allclose(user.t_of_log_snr(ref.log_snr(t)), t, rtol=0, atol=1e-13)
+    # coefficients of a fixed process carry no autograd graph (they would leak into samplers)
+    assert not user.f(0.5).requires_grad and not user.g2(t).requires_grad
+    ve, ve_ref = MinimalVE(), sd.VESDE()
+    assert torch.equal(ve.f(t), torch.zeros_like(t))
+    assert torch.allclose(ve.g2(t), ve_ref.g2(t), rtol=1e-12)
+    assert torch.allclose(ve.t_of_log_snr(ve_ref.log_snr(t)), t, rtol=0, atol=1e-13)
+    assert not ve.g2(t).requires_grad
+
+
+def test_base_class_derivatives_stay_differentiable_in_learned_parameters():
+    sde = LearnedScale()
+    t = torch.tensor([0.2, 0.7], dtype=F64)
+    f = sde.f(t)  # f = -2 k t
+    assert torch.allclose(f, -2 * 3.0 * t, rtol=1e-14)
+    (dk,) = torch.autograd.grad(f.sum(), sde.k)
+    assert float(dk) == pytest.approx(float(-2 * t.sum()), rel=1e-14)
+    g2 = sde.g2(t)  # g^2 = -2 f for a VP process = 4 k t
+    assert torch.allclose(g2, 4 * 3.0 * t, rtol=1e-12)
+    (dk,) = torch.autograd.grad(g2.sum(), sde.k)
+    assert float(dk) == pytest.approx(float(4 * t.sum()), rel=1e-12)
+    with torch.no_grad():
+        assert not sde.f(t).requires_grad
+    # a time that requires grad: d f/dt = -2 k
+    tt = t.clone().requires_grad_(True)
+    (dt,) = torch.autograd.grad(sde.f(tt).sum(), tt)
+    assert torch.allclose(dt, torch.full_like(t, -6.0), rtol=1e-14)

@@ -33,14 +33,27 @@ from .._utils import (
 __all__ = ["LinearSDE"]
 
 
-def _derivative(fn, t64: Tensor) -> Tensor:
-    """d fn(t) / dt for an elementwise function of t, by autograd (exact, float64)."""
-    create = torch.is_grad_enabled()
+def _derivative(fn, t64: Tensor, owner=None) -> Tensor:
+    """d fn(t) / dt for an elementwise function of t, by autograd (exact, float64).
+
+    A function that does not depend on t (a constant ``_log_alpha``, say) has derivative 0.
+    The derivative keeps its autograd graph only where someone can use it: when grad mode is
+    on and either ``t64`` requires grad or the module owning ``fn`` (``owner``; by default
+    ``fn`` itself, or the object of a bound method) has parameters that require grad (learned schedules). Otherwise
+    it is detached, so coefficients of a fixed process never carry a graph into a sampler.
+    """
+    owner = getattr(fn, "__self__", fn) if owner is None else owner
+    has_params = isinstance(owner, nn.Module) and any(p.requires_grad for p in owner.parameters())
+    create = torch.is_grad_enabled() and (t64.requires_grad or has_params)
     with torch.enable_grad():
-        tt = t64.detach().requires_grad_(True)
+        tt = t64 if t64.requires_grad else t64.detach().requires_grad_(True)
         y = fn(tt)
-        (d,) = torch.autograd.grad(y.sum(), tt, create_graph=create)
-    return d
+        if not y.requires_grad:
+            return torch.zeros_like(t64)
+        (d,) = torch.autograd.grad(y.sum(), tt, create_graph=create, allow_unused=True)
+    if d is None:
+        return torch.zeros_like(t64)
+    return d if create else d.detach()
 
 
 class LinearSDE(nn.Module):
@@ -76,7 +89,7 @@ class LinearSDE(nn.Module):
         def var(s):
             return torch.exp(2.0 * self._log_sigma(s))
 
-        return _derivative(var, t) - 2.0 * self._f(t) * var(t)
+        return _derivative(var, t, owner=self) - 2.0 * self._f(t) * var(t)
 
     def _log_snr(self, t: Tensor) -> Tensor:
         return 2.0 * (self._log_alpha(t) - self._log_sigma(t))
@@ -175,6 +188,8 @@ class LinearSDE(nn.Module):
         dtype: torch.dtype = torch.float32,
     ) -> Tensor:
         """A draw from the prior N(0, prior_std^2 I) of the given shape (B, *event)."""
+        if isinstance(shape, int) or not hasattr(shape, "__iter__"):
+            raise TypeError(f"shape must be a tuple (B, *event), got {shape!r}")
         shape = tuple(int(s) for s in shape)
         if len(shape) < 1 or any(s < 1 for s in shape):
             raise ValueError(f"shape must be (B, *event) with positive sizes, got {shape}")
