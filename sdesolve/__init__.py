@@ -10,6 +10,8 @@ from .sde import (
     CosineVPSDE,
     DiscreteVPSDE,
     FixedLinearGamma,
+    LearnedMonotoneGamma,
+    LearnedScalarGamma,
     GammaSchedule,
     LinearSDE,
     ProbabilityFlowODE,
@@ -19,6 +21,8 @@ from .sde import (
 from .solvers import EulerMaruyama, NonFiniteError, Solver
 from .solvers import VDMAncestral
 from .targets import Gaussian, GaussianMixture
+from . import losses
+from .losses import dsm_loss, vdm_bits_per_dim, vdm_diffusion_loss
 
 __version__ = "0.1.0"
 
@@ -31,6 +35,12 @@ __all__ = [
     "VDMSDE",
     "GammaSchedule",
     "FixedLinearGamma",
+    "LearnedScalarGamma",
+    "LearnedMonotoneGamma",
+    "losses",
+    "vdm_diffusion_loss",
+    "vdm_bits_per_dim",
+    "dsm_loss",
     "DiscreteVPSDE",
     "ReverseSDE",
     "ProbabilityFlowODE",

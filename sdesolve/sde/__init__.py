@@ -3,7 +3,7 @@
 from .base import LinearSDE
 from .discrete import DiscreteVPSDE, ddpm_betas
 from .reverse import ProbabilityFlowODE, ReverseSDE
-from .vdm import VDMSDE, FixedLinearGamma, GammaSchedule
+from .vdm import VDMSDE, FixedLinearGamma, GammaSchedule, LearnedMonotoneGamma, LearnedScalarGamma
 from .ve import VESDE
 from .vp import VPSDE, CosineVPSDE, SubVPSDE
 
@@ -16,6 +16,8 @@ __all__ = [
     "VDMSDE",
     "GammaSchedule",
     "FixedLinearGamma",
+    "LearnedScalarGamma",
+    "LearnedMonotoneGamma",
     "DiscreteVPSDE",
     "ddpm_betas",
     "ReverseSDE",

@@ -1,0 +1,187 @@
+"""VDM noise schedules: LearnedScalarGamma and LearnedMonotoneGamma (Kingma et al. 2021).
+
+Proofs: the monotone network stays strictly increasing with gamma' > 0 under random weights
+(hypothesis), its endpoints are pinned exactly when asked, its closed-form gamma' equals
+autograd's, the initializations reproduce FixedLinearGamma, and gradients of every VDMSDE
+coefficient reach the schedule's parameters with the right values (checked against central
+differences in the parameters, in float64).
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from sdesolve.sde.base import _derivative
+from sdesolve.sde.vdm import VDMSDE, FixedLinearGamma, LearnedMonotoneGamma, LearnedScalarGamma
+
+F64 = torch.float64
+
+
+def _random_monotone(seed, scale, n_features, g0, g1, learn_endpoints=False, dtype=F64):
+    """A monotone schedule with random (not VDM-initialized) weights of the given scale."""
+    gen = torch.Generator().manual_seed(seed)
+    sched = LearnedMonotoneGamma(g0, g1, n_features=n_features, learn_endpoints=learn_endpoints, dtype=dtype)
+    with torch.no_grad():
+        for p in sched.shape_parameters():
+            p.copy_(torch.randn(p.shape, generator=gen, dtype=dtype) * scale)
+    return sched
+
+
+monotone_cases = st.tuples(
+    st.integers(0, 2**31 - 1),  # seed
+    st.sampled_from([0.01, 0.3, 1.0, 3.0, 10.0]),  # weight scale
+    st.sampled_from([1, 4, 64, 1024]),  # width
+    st.floats(-15.0, 0.0),  # gamma(0)
+    st.floats(0.5, 20.0),  # gamma(1) - gamma(0)
+)
+
+
+@given(monotone_cases)
+def test_monotone_gamma_strictly_increasing_with_pinned_endpoints(case):
+    seed, scale, width, g0, span = case
+    g1 = g0 + span
+    sched = _random_monotone(seed, scale, width, g0, g1)
+    t = torch.linspace(0.0, 1.0, 1001, dtype=F64)
+    with torch.no_grad():
+        gam = sched(t)
+        dgam = sched.derivative(t)
+    # endpoints pinned exactly (up to rounding of the normalization)
+    assert abs(float(gam[0]) - g0) <= 1e-12 * max(1.0, abs(g0))
+    assert abs(float(gam[-1]) - g1) <= 1e-12 * max(1.0, abs(g1))
+    # strictly increasing on a fine grid and gamma' > 0 everywhere on it
+    assert bool((gam[1:] > gam[:-1]).all())
+    assert bool((dgam > 0).all())
+    # gamma' integrates to gamma(1) - gamma(0) (trapezoid, smooth integrand)
+    integral = torch.trapezoid(dgam, t)
+    assert abs(float(integral) - span) <= 1e-3 * span
+
+
+@given(monotone_cases)
+def test_monotone_gamma_derivative_is_exact(case):
+    seed, scale, width, g0, span = case
+    sched = _random_monotone(seed, scale, width, g0, g0 + span, learn_endpoints=True)
+    t = torch.rand(64, generator=torch.Generator().manual_seed(seed), dtype=F64)
+    closed = sched.derivative(t)
+    by_autograd = _derivative(sched, t)
+    torch.testing.assert_close(closed, by_autograd, rtol=1e-11, atol=1e-11)
+
+
+def test_learned_endpoints_are_parameters_and_pinned_ones_are_buffers():
+    learn = LearnedMonotoneGamma(-10.0, 4.0, n_features=8, learn_endpoints=True, dtype=F64)
+    pinned = LearnedMonotoneGamma(-10.0, 4.0, n_features=8, learn_endpoints=False, dtype=F64)
+    names = {n for n, _ in learn.named_parameters()}
+    assert {"gamma_start", "gamma_width"} <= names
+    assert not ({"gamma_start", "gamma_width"} & {n for n, _ in pinned.named_parameters()})
+    assert {"gamma_start", "gamma_width"} <= {n for n, _ in pinned.named_buffers()}
+    with torch.no_grad():
+        learn.gamma_start.fill_(-7.0)
+        learn.gamma_width.fill_(-9.0)  # |width| is used: gamma(1) = -7 + 9
+    with torch.no_grad():
+        assert float(learn(torch.tensor(0.0, dtype=F64))) == pytest.approx(-7.0, abs=1e-12)
+        assert float(learn(torch.tensor(1.0, dtype=F64))) == pytest.approx(2.0, abs=1e-12)
+    # the shape parameters never move the endpoints: gradient of gamma(0), gamma(1) w.r.t. them is 0
+    ends = learn(torch.tensor([0.0, 1.0], dtype=F64)).sum()
+    grads = torch.autograd.grad(ends, learn.shape_parameters(), allow_unused=True)
+    for g in grads:
+        assert g is None or float(g.abs().max()) < 1e-12
+
+
+def test_initializations_match_fixed_linear():
+    t = torch.linspace(0, 1, 101, dtype=F64)
+    fixed = FixedLinearGamma(-13.3, 5.0)
+    scalar = LearnedScalarGamma(-13.3, 5.0)
+    torch.testing.assert_close(scalar(t), fixed(t), rtol=0, atol=1e-5)  # float32 parameters
+    torch.testing.assert_close(scalar.derivative(t), fixed.derivative(t), rtol=0, atol=1e-5)
+    torch.testing.assert_close(scalar.inverse(fixed(t)), t, rtol=0, atol=1e-6)
+    mono = LearnedMonotoneGamma(-13.3, 5.0, generator=torch.Generator().manual_seed(0))
+    # VDM's init: hidden weights ~ N(0, 0.01^2) against a linear weight of 18.3
+    with torch.no_grad():
+        assert float((mono(t) - fixed(t)).abs().max()) < 1e-3
+        assert float((mono.derivative(t) / 18.3 - 1).abs().max()) < 1e-3
+
+
+def test_dtype_and_device_contract():
+    sched = LearnedMonotoneGamma(n_features=16)  # float32 parameters
+    t64 = torch.linspace(0, 1, 5, dtype=F64)
+    assert sched(t64).dtype == F64 and sched.derivative(t64).dtype == F64
+    t32 = t64.float()
+    assert sched(t32).dtype == torch.float32
+    out = sched(0.5)  # Python numbers give float64
+    assert out.dtype == F64 and out.dim() == 0
+    sde = VDMSDE(sched)
+    a = sde.alpha(t64)
+    assert a.dtype == F64
+    torch.testing.assert_close(a**2 + sde.sigma(t64) ** 2, torch.ones_like(t64), rtol=0, atol=1e-12)
+    # t_of_log_snr inverts through bisection (no closed-form inverse)
+    with torch.no_grad():
+        lam = sde.log_snr(t64)
+    torch.testing.assert_close(sde.t_of_log_snr(lam), t64, rtol=0, atol=1e-6)
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="gamma_min must be < gamma_max"):
+        LearnedMonotoneGamma(5.0, -13.3)
+    with pytest.raises(ValueError, match="finite"):
+        LearnedScalarGamma(-math.inf, 5.0)
+    with pytest.raises(ValueError, match="n_features"):
+        LearnedMonotoneGamma(n_features=0)
+    with pytest.raises(TypeError, match="dtype"):
+        LearnedScalarGamma(dtype=torch.int64)
+    with pytest.raises(TypeError, match="floating-point"):
+        LearnedMonotoneGamma(n_features=2)(torch.tensor([1, 2]))
+    with pytest.raises(TypeError, match="float"):
+        LearnedScalarGamma()("0.5")
+
+
+def _coefficients(sde, t):
+    return {"alpha": sde.alpha(t), "sigma": sde.sigma(t), "f": sde.f(t), "g2": sde.g2(t)}
+
+
+@pytest.mark.parametrize("kind", ["scalar", "monotone"])
+def test_gradients_of_sde_coefficients_reach_schedule_parameters(kind):
+    """d coefficient / d parameter by autograd equals a central difference in the parameter."""
+    if kind == "scalar":
+        sched = LearnedScalarGamma(-11.0, 6.0, dtype=F64)
+    else:
+        sched = _random_monotone(3, 1.0, 8, -11.0, 6.0, learn_endpoints=True)
+    sde = VDMSDE(sched)
+    t = torch.tensor([0.0, 0.13, 0.5, 0.77, 1.0], dtype=F64)
+    params = dict(sched.named_parameters())
+    weights = torch.linspace(0.5, 1.5, t.numel(), dtype=F64)
+    for cname in ("alpha", "sigma", "f", "g2"):
+        value = (_coefficients(sde, t)[cname] * weights).sum()
+        grads = torch.autograd.grad(value, list(params.values()))
+        for (pname, p), g in zip(params.items(), grads):
+            assert g is not None
+            flat = p.detach().reshape(-1)
+            for j in range(min(flat.numel(), 3)):
+                h = 1e-6 * max(1.0, abs(float(flat[j])))
+                vals = []
+                for sign in (1.0, -1.0):
+                    with torch.no_grad():
+                        p.view(-1)[j] += sign * h
+                        vals.append(float((_coefficients(sde, t)[cname] * weights).sum()))
+                        p.view(-1)[j] -= sign * h
+                fd = (vals[0] - vals[1]) / (2 * h)
+                got = float(g.reshape(-1)[j])
+                assert got == pytest.approx(fd, rel=1e-5, abs=1e-8), (cname, pname, j)
+        # the endpoints always matter: alpha(0) depends on gamma(0)
+    g = torch.autograd.grad(sde.alpha(0.0), next(iter(params.values())))[0]
+    assert float(g.abs().sum()) > 0
+
+
+def test_alpha_gradient_in_closed_form():
+    """d alpha(t) / d gamma(0) = -1/2 alpha sigmoid(gamma) * d gamma(t)/d gamma(0) = -1/2 alpha sigma^2."""
+    sched = _random_monotone(1, 2.0, 16, -9.0, 7.0, learn_endpoints=True)
+    sde = VDMSDE(sched)
+    t = torch.tensor([0.0, 0.3, 0.9], dtype=F64)
+    alpha = sde.alpha(t)
+    (g,) = torch.autograd.grad(alpha.sum(), sched.gamma_start)
+    with torch.no_grad():
+        expect = (-0.5 * sde.alpha(t) * sde.sigma(t) ** 2).sum()
+    assert float(g) == pytest.approx(float(expect), rel=1e-12)
