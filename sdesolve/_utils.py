@@ -39,8 +39,22 @@ def out_dtype(t: TimeLike) -> torch.dtype:
     return torch.float64
 
 
-def check_time_range(t64: Tensor, lo: float, hi: float, *, name: str = "t") -> None:
-    """Raise if any time lies outside ``[lo, hi]``.
+def time_tol(t: TimeLike, hi: float) -> float:
+    """How far a time may lie outside ``[0, hi]`` and still be accepted (then clamped).
+
+    A few units in the last place of the caller's dtype: ``sde.T`` rounded to float32 or
+    float16 may land just above T (e.g. the cosine process's T = 0.99567657...). 1e-9 for
+    Python numbers and float64 tensors.
+    """
+    scale = max(1.0, abs(hi))
+    tol = 1e-9 * scale
+    if isinstance(t, Tensor) and t.is_floating_point():
+        tol = max(tol, 4.0 * torch.finfo(t.dtype).eps * scale)
+    return tol
+
+
+def check_time_range(t64: Tensor, lo: float, hi: float, *, name: str = "t", tol: float | None = None) -> None:
+    """Raise if any time lies outside ``[lo - tol, hi + tol]`` (``tol`` defaults to 1e-9 max(1, |hi|)).
 
     The check reads values, so it is only done for CPU tensors (and numbers): on an
     accelerator it would force a host-device synchronization. Internal callers clamp
@@ -52,7 +66,8 @@ def check_time_range(t64: Tensor, lo: float, hi: float, *, name: str = "t") -> N
         raise ValueError(f"{name} is empty")
     if not bool(torch.isfinite(t64).all()):
         raise ValueError(f"{name} must be finite, got {t64.tolist()}")
-    tol = 1e-9 * max(1.0, abs(hi))
+    if tol is None:
+        tol = 1e-9 * max(1.0, abs(hi))
     bad = (t64 < lo - tol) | (t64 > hi + tol)
     if bool(bad.any()):
         vals = t64[bad].flatten()[:4].tolist()

@@ -25,7 +25,7 @@ def _coefs64(sde, t: TimeLike, x: Tensor):
     t64 = as_time64(t)
     check_batch(t64, x)
     if t64.device.type == "cpu":
-        sde._time(t64)  # validate the range where it costs no synchronization
+        sde._time(t)  # validate the range (with t's dtype tolerance) where it costs no synchronization
     t64 = batch_time(t64, x, dtype=torch.float64).clamp(0.0, float(sde.T))
     a = torch.exp(sde._log_alpha(t64))
     s = torch.exp(sde._log_sigma(t64))
@@ -40,6 +40,23 @@ def _positive(name: str, v: Tensor) -> Tensor:
 
 class _Target:
     event_shape: tuple
+
+    def _on(self, name: str, device) -> Tensor:
+        """Parameter ``name`` on ``device``, copied once and cached.
+
+        A host-to-device copy synchronizes, so the exact score used inside a GPU sampling
+        loop must not copy the law's parameters at every call.
+        """
+        src = getattr(self, name)
+        device = torch.device(device) if device is not None else src.device
+        if src.device == device:
+            return src
+        cache = self.__dict__.setdefault("_device_cache", {})
+        hit = cache.get((name, device))
+        if hit is None or hit[0] is not src:
+            hit = (src, src.to(device))
+            cache[(name, device)] = hit
+        return hit[1]
 
     def _check(self, x: Tensor) -> None:
         check_x(x)
@@ -115,7 +132,7 @@ class Gaussian(_Target):
         if device is None and generator is not None:
             device = generator.device
         eps = torch.randn((int(n),) + self.event_shape, generator=generator, dtype=torch.float64, device=device)
-        return (self.mean.to(eps.device) + self.std.to(eps.device) * eps).to(dtype)
+        return (self._on("mean", eps.device) + self._on("std", eps.device) * eps).to(dtype)
 
     def marginal_moments(self, t: TimeLike, sde) -> tuple[Tensor, Tensor]:
         """Mean and per-coordinate variance of p_t (float64, event shape)."""
@@ -127,8 +144,8 @@ class Gaussian(_Target):
         return a * self.mean, a * a * self.std**2 + s * s
 
     def _var(self, a: Tensor, s: Tensor, x: Tensor):
-        mu = bcast(a, x) * self.mean.to(x.device)
-        var = bcast(a * a, x) * (self.std.to(x.device) ** 2) + bcast(s * s, x)
+        mu = bcast(a, x) * self._on("mean", x.device)
+        var = bcast(a * a, x) * (self._on("std", x.device) ** 2) + bcast(s * s, x)
         return mu, var
 
     def _log_prob(self, x: Tensor, a: Tensor, s: Tensor) -> Tensor:
@@ -199,24 +216,24 @@ class GaussianMixture(_Target):
             raise ValueError(f"n must be >= 1, got {n}")
         if device is None and generator is not None:
             device = generator.device
-        k = torch.multinomial(self.weights.to(device), int(n), replacement=True, generator=generator)
+        k = torch.multinomial(self._on("weights", device), int(n), replacement=True, generator=generator)
         eps = torch.randn((int(n),) + self.event_shape, generator=generator, dtype=torch.float64, device=device)
-        return (self.means.to(device)[k] + self.stds.to(device)[k] * eps).to(dtype)
+        return (self._on("means", device)[k] + self._on("stds", device)[k] * eps).to(dtype)
 
     def _comp(self, x: Tensor, a: Tensor, s: Tensor):
         # x: (B, *event) -> per-component means and variances of shape (B, K, *event)
         ev = (1,) * len(self.event_shape)
         a_ = a.reshape((-1, 1) + ev)
         s_ = s.reshape((-1, 1) + ev)
-        mu = a_ * self.means.to(x.device).unsqueeze(0)
-        var = a_ * a_ * self.stds.to(x.device).unsqueeze(0) ** 2 + s_ * s_
+        mu = a_ * self._on("means", x.device).unsqueeze(0)
+        var = a_ * a_ * self._on("stds", x.device).unsqueeze(0) ** 2 + s_ * s_
         return mu, var
 
     def _component_logp(self, x: Tensor, a: Tensor, s: Tensor):
         mu, var = self._comp(x, a, s)
         diff = x.unsqueeze(1) - mu
         lp = -0.5 * (diff**2 / var + torch.log(var) + _LOG2PI)
-        lp = lp.reshape(x.shape[0], self.n_components, -1).sum(-1) + torch.log(self.weights.to(x.device))
+        lp = lp.reshape(x.shape[0], self.n_components, -1).sum(-1) + torch.log(self._on("weights", x.device))
         return lp, diff, var
 
     def _log_prob(self, x: Tensor, a: Tensor, s: Tensor) -> Tensor:

@@ -372,6 +372,22 @@ def test_cuda_coefficients_and_targets():
         assert torch.allclose(m.eps(x, t), -sde.sigma(t.double())[:, None] * s, rtol=1e-10)
         z = sde.prior_sample((4, 2), generator=torch.Generator(dev).manual_seed(0))
         assert z.device.type == "cuda" and sde.prior_logp(z).shape == (4,)
+        # none of this synchronizes with the host when t and x live on the device
+        rev = sde.reverse(m)
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            for name in ("alpha", "sigma", "log_snr", "f", "g2", "diffusion"):
+                getattr(sde, name)(t)
+            sde.drift(x, t)
+            sde.perturb(x, t, x)
+            target.marginal_score(x, t, sde)
+            target.marginal_log_prob(x, t, sde)
+            m.eps(x, t)
+            m.x0(x, t)
+            rev.drift(x, t)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
 
 
 # ------------------------------------------------------------------ user subclasses (base-class defaults)
@@ -446,3 +462,19 @@ def test_base_class_derivatives_stay_differentiable_in_learned_parameters():
     tt = t.clone().requires_grad_(True)
     (dt,) = torch.autograd.grad(sde.f(tt).sum(), tt)
     assert torch.allclose(dt, torch.full_like(t, -6.0), rtol=1e-14)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_T_rounded_to_the_callers_dtype_is_accepted(dtype):
+    # CosineVPSDE's T = 0.99567657...: float32(T) and float16(T) round to either side of T
+    sde = sd.CosineVPSDE()
+    t = torch.tensor([sde.t_min, sde.T], dtype=dtype)
+    assert float(t[1]) != sde.T
+    a = sde.alpha(t)
+    assert a.dtype == dtype and bool(torch.isfinite(a).all())
+    assert float(sde.log_snr(t[1:]).float()) == pytest.approx(-10.0, abs=0.05 if dtype == torch.float16 else 1e-4)
+    target = sd.Gaussian(torch.zeros(2))
+    assert torch.isfinite(target.marginal_log_prob(torch.zeros(2, 2, dtype=dtype), t, sde)).all()
+    # but not a whole step past T
+    with pytest.raises(ValueError, match="t must lie in"):
+        sde.alpha(torch.tensor([sde.T + 0.01], dtype=dtype))

@@ -28,6 +28,7 @@ from .._utils import (
     check_x,
     out_dtype,
     sum_event,
+    time_tol,
 )
 
 __all__ = ["LinearSDE"]
@@ -109,9 +110,15 @@ class LinearSDE(nn.Module):
 
     # -------------------------------------------------------- public interface
     def _time(self, t: TimeLike, name: str = "t") -> Tensor:
+        """Validate a user's time (CPU only: no host sync) and return it in float64, clamped to [0, T].
+
+        Times a few units in the last place of the caller's dtype outside [0, T] (``sde.T``
+        rounded to float32, say) are accepted and clamped.
+        """
         t64 = as_time64(t, name=name)
-        check_time_range(t64, 0.0, float(self.T), name=name)
-        return t64
+        T = float(self.T)
+        check_time_range(t64, 0.0, T, name=name, tol=time_tol(t, T))
+        return t64.clamp(0.0, T)
 
     def _out(self, v: Tensor, t: TimeLike) -> Tensor:
         return v.to(out_dtype(t))
