@@ -184,7 +184,7 @@ def test_chain_law_converges_at_weak_order_one(sde):
 @pytest.mark.parametrize("sde", [sd.VDMSDE(), sd.VPSDE()], ids=["vdm", "vp"])
 def test_samples_follow_the_chain_law(sde):
     """With few steps the chain's law is far from the data's (many standard errors); samples follow the chain's."""
-    n, steps = 20000, 40
+    n, steps = 10000, 20
     grid = sd.grids.uniform(sde, steps)
     gen = torch.Generator().manual_seed(11)
     x_T = TARGET.marginal_sample(n, sde.T, sde, generator=gen)
