@@ -19,6 +19,7 @@ from .sde import (
     SubVPSDE,
 )
 from .solvers import EulerMaruyama, NonFiniteError, Solver
+from .solvers import DDIM, DDPM, PLMS
 from .solvers import VDMAncestral
 from .targets import Gaussian, GaussianMixture
 from . import losses
@@ -27,6 +28,9 @@ from .losses import dsm_loss, vdm_bits_per_dim, vdm_diffusion_loss
 __version__ = "0.1.0"
 
 __all__ = [
+    "DDIM",
+    "DDPM",
+    "PLMS",
     "LinearSDE",
     "VPSDE",
     "SubVPSDE",

@@ -1,7 +1,9 @@
 """Integrators: one file per family, each a small stateless object (``init`` / ``step``)."""
 
 from .base import NonFiniteError, Solver
+from .ddim import DDIM, DDPM
 from .euler_maruyama import EulerMaruyama
+from .plms import PLMS
 from .vdm_ancestral import VDMAncestral
 
-__all__ = ["Solver", "NonFiniteError", "EulerMaruyama", "VDMAncestral"]
+__all__ = ["DDIM", "DDPM", "PLMS", "Solver", "NonFiniteError", "EulerMaruyama", "VDMAncestral"]

@@ -1,0 +1,128 @@
+r"""PLMS: pseudo linear multistep in eps-space (Liu, Ren, Lin & Zhao 2022, "PNDM").
+
+The *transfer* map of PNDM is the deterministic DDIM step from t to s with a given noise
+estimate e (see :mod:`sdesolve.solvers.ddim`):
+
+    phi(x, e, t -> s) = (alpha_s / alpha_t) x + (sigma_s - alpha_s sigma_t / alpha_t) e,
+
+i.e. ``x_s / alpha_s = x_t / alpha_t + (sigma_s/alpha_s - sigma_t/alpha_t) e``: exact when eps is
+constant along the path. PLMS keeps this map and replaces e by a linear-multistep combination of
+the eps evaluated at the previous grid points (Liu et al. 2022, eq. 12; the 4-step
+Adams–Bashforth weights):
+
+    e' = (55 e_i - 59 e_{i-1} + 37 e_{i-2} - 9 e_{i-3}) / 24,   x_{i+1} = phi(x_i, e', t_i -> t_{i+1}).
+
+The weights are those of a uniform mesh in the grid index. They give order 4 when the grid is
+uniform in ``sigma / alpha`` (the variable in which the transfer is an Euler step); on any other
+grid the mismatch between ``sigma / alpha``'s increments and the index costs a local O(h^3) term,
+so the method is second order (measured in ``tests/test_plms.py``).
+
+Warm start (the first steps, before three past eps exist):
+
+* ``"lower_order"`` (default; diffusers' ``PNDMScheduler(skip_prk_steps=True)`` variant):
+  step 0 is Heun's method through the transfer map — ``e_0 = eps(x_0, t_0)``,
+  ``x~ = phi(x_0, e_0)``, ``e' = (e_0 + eps(x~, t_1)) / 2`` — with **one extra evaluation**
+  (the eps at x~ is not kept in the history); step 1 uses the 2-step Adams–Bashforth weights
+  ``(3, -1)/2``, step 2 the 3-step weights ``(23, -16, 5)/12``, then the 4-step weights.
+  ``nfe(n) = n + 1``.
+* ``"prk"`` (the original PNDM pseudo Runge–Kutta): the first three steps are classical RK4
+  through the transfer map, with stages at the step's start, twice at the midpoint
+  ``t_mid = (t_i + t_{i+1}) / 2`` and at the end:
+  ``e_1 = eps(x, t_i)``, ``e_2 = eps(phi(x, e_1, t_i -> t_mid), t_mid)``,
+  ``e_3 = eps(phi(x, e_2, t_i -> t_mid), t_mid)``, ``e_4 = eps(phi(x, e_3, t_i -> t_{i+1}), t_{i+1})``,
+  ``e' = (e_1 + 2 e_2 + 2 e_3 + e_4) / 6``; the history keeps e_1. Four evaluations per warm-up
+  step, **9 extra** in all: ``nfe(n) = 4 n`` for n <= 3, else ``n + 9``.
+
+The history of past eps lives in the state dict (``state["eps"]``, oldest first), never in the
+solver. Which formula a step uses depends only on the history's length (a Python int), so the
+loop has no host-device synchronization.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .base import Solver
+from .ddim import ddim_coefficients
+
+__all__ = ["PLMS"]
+
+_AB = {
+    1: (1.0,),
+    2: (3.0 / 2.0, -1.0 / 2.0),
+    3: (23.0 / 12.0, -16.0 / 12.0, 5.0 / 12.0),
+    4: (55.0 / 24.0, -59.0 / 24.0, 37.0 / 24.0, -9.0 / 24.0),
+}
+"""Adams–Bashforth weights, newest eps first."""
+
+
+class PLMS(Solver):
+    r"""Pseudo linear multistep (PLMS, Liu et al. 2022) on the probability-flow ODE of any linear process.
+
+    ``x_{i+1} = phi(x_i, (55 e_i - 59 e_{i-1} + 37 e_{i-2} - 9 e_{i-3}) / 24)`` with phi the DDIM
+    (eta = 0) transfer map; module docstring for the warm starts.
+
+    Args:
+        warm_start: ``"lower_order"`` (default; Heun, then 2- and 3-step Adams–Bashforth —
+            diffusers' ``skip_prk_steps=True``; 1 extra evaluation) or ``"prk"`` (three pseudo
+            Runge–Kutta steps of 4 evaluations each, the original PNDM; 9 extra evaluations).
+
+    ``order = 2``: the order on a general grid (tending to 4 on a grid uniform in sigma / alpha).
+    Default grid: ``"log_snr"`` (measured best at 10–50 steps, ``notes/bench_samplers.md``).
+    """
+
+    order = 2.0
+    strong_order = 2.0
+    nfe_per_step = 1
+    stochastic = False
+    default_grid = "log_snr"
+
+    def __init__(self, warm_start: str = "lower_order"):
+        if warm_start not in ("lower_order", "prk"):
+            raise ValueError(f"warm_start must be 'lower_order' or 'prk', got {warm_start!r}")
+        self.warm_start = warm_start
+
+    def nfe(self, n_steps: int) -> int:
+        """Exact network evaluations of an ``n_steps`` solve, warm start included."""
+        if self.warm_start == "prk":
+            return 4 * n_steps if n_steps <= 3 else n_steps + 9
+        return n_steps + 1 if n_steps >= 1 else 0
+
+    def init(self, sde, grid):
+        c = super().init(sde, grid)
+        full = ddim_coefficients(sde, grid, 0.0)
+        c.update({k: full[k] for k in ("a", "b", "x0_a", "x0_b")})
+        if self.warm_start == "prk":
+            k = min(3, grid.numel() - 1)  # only the warm-up steps need midpoints
+            t_mid = 0.5 * (grid[:k] + grid[1 : k + 1])
+            pairs = torch.stack([grid[:k], t_mid], dim=1).reshape(-1)  # t_0, m_0, t_1, m_1, ...
+            half = ddim_coefficients(sde, pairs, 0.0)
+            c["t_mid"] = t_mid
+            c["a_mid"], c["b_mid"] = half["a"][0::2], half["b"][0::2]
+        return c
+
+    def init_state(self, x, coeffs):
+        return {"x": x, "eps": ()}
+
+    def step(self, model, state, i, coeffs, *, generator=None, noise=True, need_x0=False):
+        x, hist = state["x"], state["eps"]
+        a, b = coeffs["a"][i], coeffs["b"][i]
+        e = model.eps(x, coeffs["t"][i])
+        if len(hist) < 3 and self.warm_start == "prk":
+            am, bm, tm = coeffs["a_mid"][i], coeffs["b_mid"][i], coeffs["t_mid"][i]
+            e2 = model.eps(am * x + bm * e, tm)
+            e3 = model.eps(am * x + bm * e2, tm)
+            e4 = model.eps(a * x + b * e3, coeffs["t_next"][i])
+            e_comb = (e + 2.0 * e2 + 2.0 * e3 + e4) / 6.0
+        elif len(hist) == 0:  # lower-order warm start: Heun through the transfer map
+            e_end = model.eps(a * x + b * e, coeffs["t_next"][i])
+            e_comb = 0.5 * (e + e_end)
+        else:
+            w = _AB[len(hist) + 1]
+            e_comb = w[0] * e
+            for wj, ej in zip(w[1:], reversed(hist)):
+                e_comb = e_comb + wj * ej
+        out = {"x": a * x + b * e_comb, "eps": (hist + (e,))[-3:]}
+        if need_x0:
+            out["x0"] = coeffs["x0_a"][i] * x - coeffs["x0_b"][i] * e
+        return out
