@@ -1,0 +1,471 @@
+"""Numerical proofs for sdesolve.likelihood: log_likelihood and bits_per_dim.
+
+Ground truth: for Gaussian and Gaussian-mixture data laws under a linear forward process the
+marginal log-density log p_t is exact (``target.marginal_log_prob``), and so is log p_T at the
+latent. The probability-flow likelihood with the prior replaced by the exact log p_T must
+equal log p_{t_min}(x) up to the integration error.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import sdesolve
+from sdesolve import VDMSDE, VESDE, VPSDE, Gaussian, GaussianMixture, SubVPSDE, bits_per_dim, log_likelihood
+from sdesolve.likelihood import exact_trace, hutchinson_trace
+
+LN2 = math.log(2.0)
+
+GAUSS = Gaussian(torch.tensor([0.5, -0.3, 0.8]), torch.tensor([0.3, 0.6, 0.2]))
+MIX = GaussianMixture([0.3, 0.7], torch.tensor([[0.5, -0.5, 0.2], [-0.6, 0.4, 0.0]]), torch.tensor([0.3, 0.5]))
+SDES = {"vp": VPSDE, "subvp": SubVPSDE, "ve": VESDE, "vdm": VDMSDE}
+TARGETS = {"gaussian": GAUSS, "mixture": MIX}
+
+
+def _exact_pT(target, sde):
+    return lambda z: target.marginal_log_prob(z.double(), sde.T, sde).to(z.dtype)
+
+
+# ------------------------------------------------------------------ exactness
+@pytest.mark.parametrize("sde_name", list(SDES))
+@pytest.mark.parametrize("target_name", list(TARGETS))
+def test_exact_divergence_matches_marginal_log_prob_float64(sde_name, target_name):
+    """float64, exact divergence, rtol = atol = 1e-6: within 1e-4 nats per dimension."""
+    sde, target = SDES[sde_name](), TARGETS[target_name]
+    D = target.dim
+    x = target.marginal_sample(4, sde.t_min, sde, generator=torch.Generator().manual_seed(1))
+    exact = target.marginal_log_prob(x, sde.t_min, sde)
+    res = log_likelihood(sde, target.model(sde), x, divergence="exact", rtol=1e-6, atol=1e-6, return_latent=True)
+    assert res.logp.shape == (4,) and res.logp.dtype == torch.float64 and res.z.shape == x.shape
+    assert res.nfe > 0
+    pT = target.marginal_log_prob(res.z, sde.T, sde)
+    corrected = res.delta_logp + pT
+    assert (corrected - exact).abs().max() / D < 1e-4
+    # logp = prior_logp + delta_logp, and the uncorrected value is off by no more than the
+    # mismatch between the prior and p_T at the latent (plus the integration error)
+    torch.testing.assert_close(res.logp, res.prior_logp + res.delta_logp)
+    torch.testing.assert_close(res.prior_logp, sde.prior_logp(res.z))
+    mismatch = (res.prior_logp - pT).abs()
+    assert bool(((res.logp - exact).abs() <= mismatch + 1e-4 * D).all())
+    # the latent is the exact probability-flow map (Gaussian: closed form)
+    if target is GAUSS:
+        torch.testing.assert_close(res.z, target.flow(x, sde.t_min, sde.T, sde), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("sde_name", list(SDES))
+@pytest.mark.parametrize("target_name", list(TARGETS))
+def test_default_tolerances_float32_within_1e3_bits_per_dim(sde_name, target_name):
+    """float32 at the default tolerances: within 1e-3 bits/dim. Hutchinson (the default) for
+    the Gaussian, whose score Jacobian is diagonal, so one Rademacher probe is exact; the
+    exact divergence for the mixture."""
+    sde, target = SDES[sde_name](), TARGETS[target_name]
+    D = target.dim
+    x = target.marginal_sample(4, sde.t_min, sde, generator=torch.Generator().manual_seed(2), dtype=torch.float32)
+    exact = target.marginal_log_prob(x.double(), sde.t_min, sde)
+    div = "hutchinson" if target is GAUSS else "exact"
+    gen = torch.Generator().manual_seed(0)
+    res = log_likelihood(sde, target.model(sde), x, divergence=div, generator=gen, prior_logp=_exact_pT(target, sde))
+    assert res.logp.dtype == torch.float32
+    bpd_err = (res.logp.double() - exact).abs() / (D * LN2)
+    assert bpd_err.max() < 1e-3
+
+
+# ------------------------------------------------------------------ backends and time variables
+def test_scipy_backend_and_time_variables_agree():
+    sde, target = VPSDE(), MIX
+    x = target.marginal_sample(3, sde.t_min, sde, generator=torch.Generator().manual_seed(3))
+    exact = target.marginal_log_prob(x, sde.t_min, sde)
+    kw = dict(divergence="exact", rtol=1e-7, atol=1e-7, prior_logp=_exact_pT(target, sde))
+    a = log_likelihood(sde, target.model(sde), x, **kw).logp
+    b = log_likelihood(sde, target.model(sde), x, method="scipy-RK45", **kw).logp
+    c = log_likelihood(sde, target.model(sde), x, time_variable="log_snr", **kw).logp
+    d = log_likelihood(sde, target.model(sde), x, method="scipy-DOP853", time_variable="log_snr", **kw).logp
+    for v in (a, b, c, d):
+        assert (v - exact).abs().max() < 3e-5 * target.dim
+    torch.testing.assert_close(a, b, atol=5e-5, rtol=0)
+    torch.testing.assert_close(a, c, atol=5e-5, rtol=0)
+    torch.testing.assert_close(b, d, atol=5e-5, rtol=0)
+
+
+def test_fixed_step_rk4_converges_at_fourth_order_and_counts_nfe():
+    """Uniform steps in u = -lambda/2: the error of rk4 falls like steps^-4 (log-log slope)."""
+    sde, target = VESDE(), GAUSS
+    x = target.marginal_sample(2, sde.t_min, sde, generator=torch.Generator().manual_seed(4))
+    exact = target.marginal_log_prob(x, sde.t_min, sde)
+    errs, ns = [], [16, 32, 64]
+    for n in ns:
+        res = log_likelihood(
+            sde,
+            target.model(sde),
+            x,
+            divergence="exact",
+            method="rk4",
+            steps=n,
+            time_variable="log_snr",
+            prior_logp=_exact_pT(target, sde),
+        )
+        assert res.nfe == 4 * n
+        errs.append(float((res.logp - exact).abs().max()))
+    slope = (math.log(errs[-1]) - math.log(errs[0])) / (math.log(ns[-1]) - math.log(ns[0]))
+    assert -4.6 < slope < -3.4, (errs, slope)
+    euler = log_likelihood(sde, target.model(sde), x, divergence="exact", method="euler", steps=10)
+    assert euler.nfe == 10
+
+
+def test_any_event_rank_gives_the_same_answer():
+    """A 2x2x1 event and the same 4 numbers as a flat event give the same log-likelihood."""
+    sde = VPSDE()
+    mean = torch.tensor([0.2, -0.4, 0.5, 0.1])
+    std = torch.tensor([0.3, 0.5, 0.4, 0.6])
+    flat, img = Gaussian(mean, std), Gaussian(mean.reshape(2, 2, 1), std.reshape(2, 2, 1))
+    x = flat.marginal_sample(3, sde.t_min, sde, generator=torch.Generator().manual_seed(5))
+    kw = dict(divergence="exact", rtol=1e-7, atol=1e-7)
+    a = log_likelihood(sde, flat.model(sde), x, **kw)
+    b = log_likelihood(sde, img.model(sde), x.reshape(3, 2, 2, 1), **kw)
+    torch.testing.assert_close(a.logp, b.logp, atol=1e-9, rtol=1e-9)
+    h = log_likelihood(sde, img.model(sde), x.reshape(3, 2, 2, 1), rtol=1e-7, atol=1e-7)  # Rademacher, diagonal: exact
+    torch.testing.assert_close(h.logp, b.logp, atol=1e-6, rtol=0)
+
+
+# ------------------------------------------------------------------ Hutchinson
+def _jacobian_of_score(target, sde, x1, t):
+    fn = lambda v: target.marginal_score(v.unsqueeze(0), t, sde).squeeze(0)  # noqa: E731
+    return torch.autograd.functional.jacobian(fn, x1)
+
+
+@pytest.mark.parametrize("probe", ["rademacher", "gaussian"])
+def test_hutchinson_is_unbiased_with_the_predicted_variance(probe):
+    """At a fixed (x, t): N independent one-probe estimates of tr(ds/dx) (one per copy of x)
+    have mean tr(A) within 5 standard errors and sample variance equal, within 5 of its
+    standard errors (from the sample fourth moment), to the theory for a symmetric A:
+    2 ||A||_F^2 (Gaussian probes) and 2 sum_{i != j} A_ij^2 (Rademacher). Four probes per
+    estimate divide the variance by 4."""
+    sde, target, t = VPSDE(), MIX, 0.3
+    x1 = target.marginal_sample(1, t, sde, generator=torch.Generator().manual_seed(6))[0]
+    A = _jacobian_of_score(target, sde, x1, t)
+    torch.testing.assert_close(A, A.T)  # a Hessian
+    tr = torch.diagonal(A).sum()
+    var_theory = 2 * (A**2).sum() if probe == "gaussian" else 2 * ((A**2).sum() - (torch.diagonal(A) ** 2).sum())
+    N = 20000
+    xs = x1.expand(N, -1).clone()
+    score_fn = lambda v: target.marginal_score(v, t, sde)  # noqa: E731
+    s_ex, tr_ex = exact_trace(score_fn, x1.unsqueeze(0))
+    torch.testing.assert_close(tr_ex[0], tr)
+
+    def draws(n_probes, seed):
+        probes = sdesolve.likelihood._draw_probes(probe, n_probes, xs, torch.Generator().manual_seed(seed))
+        s, est = hutchinson_trace(score_fn, xs, probes)
+        torch.testing.assert_close(s, s_ex.expand(N, -1))
+        return est
+
+    def var_and_se(e):
+        c = e - e.mean()
+        m2, m4 = (c**2).mean(), (c**4).mean()
+        return m2, torch.sqrt((m4 - m2**2) / N)
+
+    e1 = draws(1, 7)
+    assert abs(e1.mean() - tr) < 5 * e1.std() / math.sqrt(N)
+    v1, se1 = var_and_se(e1)
+    assert abs(v1 - var_theory) < 5 * se1
+    e4 = draws(4, 8)
+    assert abs(e4.mean() - tr) < 5 * e4.std() / math.sqrt(N)
+    v4, se4 = var_and_se(e4)
+    assert v4 < v1
+    assert abs(4 * v4 - var_theory) < 5 * 4 * se4
+
+
+def test_hutchinson_log_likelihood_is_unbiased_and_more_probes_shrink_the_spread():
+    """N copies of one x in a batch: each gets its own probes, so one solve gives N
+    independent Hutchinson estimates of log p. Their mean matches the exact-divergence value
+    within 5 standard errors; with 4 probes the variance drops by ~4."""
+    sde, target = VPSDE(), MIX
+    x1 = target.marginal_sample(1, sde.t_min, sde, generator=torch.Generator().manual_seed(9))
+    kw = dict(rtol=1e-7, atol=1e-7, prior_logp=_exact_pT(target, sde))
+    ref = log_likelihood(sde, target.model(sde), x1, divergence="exact", **kw).logp[0]
+    exact = target.marginal_log_prob(x1, sde.t_min, sde)[0]
+    assert abs(ref - exact) < 1e-4
+    N = 400
+    xs = x1.expand(N, -1).clone()
+    out = {}
+    for n_probes in (1, 4):
+        gen = torch.Generator().manual_seed(10 + n_probes)
+        lp = log_likelihood(sde, target.model(sde), xs, n_probes=n_probes, generator=gen, **kw).logp
+        assert abs(lp.mean() - ref) < 5 * lp.std() / math.sqrt(N) + 1e-5
+        out[n_probes] = lp
+    v1, v4 = out[1].var(), out[4].var()
+    assert v1 > 0 and v4 < v1
+    # the ratio of sample variances of N draws: 4 v4 / v1 ~ 1 within a few (N/2)^-1/2
+    assert abs(4 * v4 / v1 - 1.0) < 5 * math.sqrt(2 * 2 / N) * 1.5
+
+
+def test_same_generator_same_answer_and_gaussian_probe():
+    sde, target = VPSDE(), MIX
+    x = target.marginal_sample(3, sde.t_min, sde, generator=torch.Generator().manual_seed(12))
+    a = log_likelihood(sde, target.model(sde), x, probe="gaussian", generator=torch.Generator().manual_seed(1))
+    b = log_likelihood(sde, target.model(sde), x, probe="gaussian", generator=torch.Generator().manual_seed(1))
+    c = log_likelihood(sde, target.model(sde), x, probe="gaussian", generator=torch.Generator().manual_seed(2))
+    torch.testing.assert_close(a.logp, b.logp, atol=0, rtol=0)
+    assert not torch.equal(a.logp, c.logp)
+
+
+# ------------------------------------------------------------------ gradients and memory
+def test_gradients_flow_with_grad_true_and_none_without():
+    """grad=True: d log p_{t_min}(x) / dx is the score of p_{t_min} (exact for the target)."""
+    sde, target = VPSDE(), MIX
+    x = target.marginal_sample(2, sde.t_min, sde, generator=torch.Generator().manual_seed(13))
+    xr = x.clone().requires_grad_(True)
+    res = log_likelihood(
+        sde,
+        target.model(sde),
+        xr,
+        divergence="exact",
+        rtol=1e-7,
+        atol=1e-7,
+        grad=True,
+        prior_logp=lambda z: target.marginal_log_prob(z, sde.T, sde),
+    )
+    (g,) = torch.autograd.grad(res.logp.sum(), xr)
+    torch.testing.assert_close(g, target.marginal_score(x, sde.t_min, sde), atol=2e-3, rtol=2e-3)
+    # adjoint gives the same gradient
+    xa = x.clone().requires_grad_(True)
+    resa = log_likelihood(
+        sde,
+        target.model(sde),
+        xa,
+        divergence="exact",
+        rtol=1e-7,
+        atol=1e-7,
+        grad="adjoint",
+        prior_logp=lambda z: target.marginal_log_prob(z, sde.T, sde),
+    )
+    (ga,) = torch.autograd.grad(resa.logp.sum(), xa)
+    torch.testing.assert_close(ga, g, atol=2e-3, rtol=2e-3)
+    # default: no graph at all, even when x requires grad
+    res0 = log_likelihood(sde, target.model(sde), xr, divergence="exact")
+    assert not res0.logp.requires_grad and not res0.delta_logp.requires_grad
+
+
+def test_gradients_reach_model_parameters():
+    """A learnable score s(x) = -(x - m)/v: d logp / dm from grad=True matches a finite difference."""
+    sde = VPSDE()
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.m = torch.nn.Parameter(torch.tensor([0.3, -0.2], dtype=torch.float64))
+
+        def forward(self, x, t):
+            a = torch.exp(sde._log_alpha(t)).unsqueeze(-1)
+            s2 = torch.exp(2 * sde._log_sigma(t)).unsqueeze(-1)
+            return -(x - a * self.m) / (a * a * 0.25 + s2)
+
+    net = Net()
+    model = sdesolve.ScoreModel(net, sde, prediction="score")
+    x = torch.tensor([[0.1, 0.4], [-0.3, 0.2]], dtype=torch.float64)
+    res = log_likelihood(sde, model, x, divergence="exact", rtol=1e-8, atol=1e-8, grad=True)
+    (g,) = torch.autograd.grad(res.logp.sum(), net.m)
+    h = 1e-4
+    with torch.no_grad():
+        vals = []
+        for sgn in (1, -1):
+            net.m.add_(sgn * h)
+            vals.append(log_likelihood(sde, model, x, divergence="exact", rtol=1e-10, atol=1e-10).logp.sum())
+            net.m.sub_(sgn * h)
+    torch.testing.assert_close(g[0], (vals[0] - vals[1]) / (2 * h), atol=1e-4, rtol=1e-4) if False else None
+    fd = []
+    for i in range(2):
+        e = torch.zeros(2, dtype=torch.float64)
+        e[i] = h
+        with torch.no_grad():
+            net.m.add_(e)
+            up = log_likelihood(sde, model, x, divergence="exact", rtol=1e-10, atol=1e-10).logp.sum()
+            net.m.sub_(2 * e)
+            dn = log_likelihood(sde, model, x, divergence="exact", rtol=1e-10, atol=1e-10).logp.sum()
+            net.m.add_(e)
+        fd.append((up - dn) / (2 * h))
+    torch.testing.assert_close(g, torch.stack(fd), atol=1e-4, rtol=1e-4)
+
+
+# ------------------------------------------------------------------ bits per dimension
+def test_bits_per_dim_formula_on_continuous_data():
+    """dequantize=None on float data: bpd = -log p(x)/(D ln 2) - log2(hi - lo) + n_bits, with
+    log p the probability-flow value; with the exact p_T it is the exact marginal's."""
+    sde, target = VPSDE(), GAUSS
+    D = target.dim
+    x = target.marginal_sample(3, sde.t_min, sde, generator=torch.Generator().manual_seed(14)).clamp(-1, 1)
+    kw = dict(divergence="exact", rtol=1e-7, atol=1e-7, prior_logp=_exact_pT(target, sde))
+    lp = log_likelihood(sde, target.model(sde), x, **kw).logp
+    for (lo, hi), n in (((-1.0, 1.0), 8), ((0.0, 1.0), 8), ((-1.0, 1.0), 5), ((-1.0, 3.0), 8)):
+        if (x < lo).any():
+            continue
+        bpd = bits_per_dim(sde, target.model(sde), x, data_range=(lo, hi), n_bits=n, dequantize=None, **kw)
+        torch.testing.assert_close(bpd, -lp / (D * LN2) - math.log2(hi - lo) + n, atol=1e-9, rtol=0)
+    bpd = bits_per_dim(sde, target.model(sde), x, dequantize=None, **kw)
+    exact = target.marginal_log_prob(x, sde.t_min, sde)
+    # score_sde's convention for 8-bit data in [-1, 1]: offset 7
+    torch.testing.assert_close(bpd, -exact / (D * LN2) + 7.0, atol=1e-4, rtol=0)
+
+
+def _std_normal_cdf(z):
+    return 0.5 * (1 + torch.erf(z / math.sqrt(2.0)))
+
+
+def test_bits_per_dim_of_a_discretized_gaussian():
+    """n-bit integers of a discretized Gaussian law. The model is the exact score of the
+    continuous law, so the dequantized bpd is the uniform-dequantization bound, which is
+    known in closed form for a fixed integer vector k:
+
+        E_u[-log p(x)] = sum_i 1/2 log(2 pi v_i) + E[(x_i - m_i)^2] / (2 v_i),
+        E[(x - m)^2] = ((b - m)^3 - (a - m)^3) / (3 (b - a))   for x ~ U[a, b],
+
+    with p = p_{t_min} = N(m, v) and [a, b] the bin of k in data space. N copies of k get N
+    independent dequantizations: their mean bpd must match the closed form within 5
+    standard errors (+ the ODE tolerance). The bound must lie above the discrete law's exact
+    -log2 P(k) / D (Jensen), by at most the fine-bin gap w^2 / (24 v ln 2) per dimension (to
+    second order, checked with a 10% margin): this pins the n-bit offset."""
+    sde, target = VPSDE(), GAUSS
+    D, n_bits, lo, hi = target.dim, 5, -1.0, 1.0
+    levels = 2**n_bits
+    w = (hi - lo) / levels
+    k = torch.tensor([[24, 13, 27]], dtype=torch.int64)  # bins near the mean of each coordinate
+    N = 256
+    ks = k.expand(N, -1).clone()
+    gen = torch.Generator().manual_seed(15)
+    kw = dict(divergence="exact", rtol=1e-7, atol=1e-7, prior_logp=_exact_pT(target, sde))
+    bpd = bits_per_dim(
+        sde, target.model(sde), ks, data_range=(lo, hi), n_bits=n_bits, generator=gen, dtype=torch.float64, **kw
+    )
+    assert bpd.shape == (N,) and bpd.dtype == torch.float64
+    a = lo + w * k[0].double()
+    b = a + w
+    alpha, sigma = float(sde.alpha(sde.t_min)), float(sde.sigma(sde.t_min))
+    m = alpha * target.mean
+    v = alpha**2 * target.std**2 + sigma**2
+    e2 = ((b - m) ** 3 - (a - m) ** 3) / (3 * (b - a))
+    nll = (0.5 * torch.log(2 * math.pi * v) + e2 / (2 * v)).sum()
+    expected = nll / (D * LN2) - math.log2(hi - lo) + n_bits
+    se = bpd.std() / math.sqrt(N)
+    assert abs(bpd.mean() - expected) < 5 * se + 1e-5
+    # the discrete law: P(k) = prod_i [Phi((b - m)/sqrt v) - Phi((a - m)/sqrt v)]
+    sd = torch.sqrt(v)
+    P = _std_normal_cdf((b - m) / sd) - _std_normal_cdf((a - m) / sd)
+    discrete = -torch.log2(P).sum() / D
+    gap = expected - discrete
+    assert gap > 0
+    assert gap < 1.1 * (w**2 / (24 * v * LN2)).sum() / D
+    assert abs(bpd.mean() - discrete) < 5 * se + 1.1 * (w**2 / (24 * v * LN2)).sum() / D
+
+
+def test_bits_per_dim_input_forms_and_repeats_agree():
+    sde, target = VPSDE(), GAUSS
+    kw = dict(divergence="exact", rtol=1e-6, atol=1e-6)
+    k = torch.tensor([[200, 90, 230], [128, 100, 250]], dtype=torch.uint8)
+    model = target.model(sde)
+
+    def gen():
+        return torch.Generator().manual_seed(16)
+
+    a = bits_per_dim(sde, model, k, generator=gen(), dtype=torch.float64, **kw)
+    # the same levels as ToTensor-style floats k/255 scaled to [-1, 1]
+    xf = (k.double() / 255) * 2 - 1
+    b = bits_per_dim(sde, model, xf, generator=gen(), **kw)
+    torch.testing.assert_close(a, b, atol=1e-10, rtol=0)
+    # n_repeats averages successive draws of the same generator
+    r2 = bits_per_dim(sde, model, k, n_repeats=2, generator=gen(), dtype=torch.float64, **kw)
+    g = gen()
+    one = bits_per_dim(sde, model, k, generator=g, dtype=torch.float64, **kw)
+    two = bits_per_dim(sde, model, k, generator=g, dtype=torch.float64, **kw)
+    torch.testing.assert_close(r2, (one + two) / 2, atol=1e-10, rtol=0)
+    assert not torch.equal(one, two)
+    # integers without dequantization sit at the bin centres
+    c = bits_per_dim(sde, model, k, dequantize=None, dtype=torch.float64, **kw)
+    xc = -1 + 2 * (k.double() + 0.5) / 256
+    torch.testing.assert_close(c, bits_per_dim(sde, model, xc, dequantize=None, **kw), atol=1e-10, rtol=0)
+
+
+# ------------------------------------------------------------------ bad input
+def test_bad_input_raises_clear_errors():
+    sde, target = VPSDE(), GAUSS
+    model = target.model(sde)
+    x = target.marginal_sample(2, sde.t_min, sde, generator=torch.Generator().manual_seed(17))
+    bad = x.clone()
+    bad[0, 0] = float("nan")
+    with pytest.raises(ValueError, match="x must be finite"):
+        log_likelihood(sde, model, bad)
+    bad[0, 0] = float("inf")
+    with pytest.raises(ValueError, match="x must be finite"):
+        bits_per_dim(sde, model, bad.clamp(max=1.0) * float("inf"), dequantize=None)
+    for name in ("rtol", "atol"):
+        for v in (0.0, -1e-5, float("nan")):
+            with pytest.raises(ValueError, match=name):
+                log_likelihood(sde, model, x, **{name: v})
+    for t_min in (-0.1, 1.0, 2.0):
+        with pytest.raises(ValueError, match="t_min"):
+            log_likelihood(sde, model, x, t_min=t_min)
+    with pytest.raises(ValueError, match="divergence"):
+        log_likelihood(sde, model, x, divergence="skilling")
+    with pytest.raises(ValueError, match="probe"):
+        log_likelihood(sde, model, x, probe="uniform")
+    with pytest.raises(ValueError, match="method"):
+        log_likelihood(sde, model, x, method="rk45")
+    with pytest.raises(ValueError, match="time_variable"):
+        log_likelihood(sde, model, x, time_variable="sigma")
+    with pytest.raises(ValueError, match="n_probes"):
+        log_likelihood(sde, model, x, n_probes=0)
+    with pytest.raises(ValueError, match="steps"):
+        log_likelihood(sde, model, x, method="euler")
+    with pytest.raises(ValueError, match="steps"):
+        log_likelihood(sde, model, x, method="dopri5", steps=10)
+    with pytest.raises(ValueError, match="log-SNR"):
+        log_likelihood(sde, model, x, t_min=0.0, time_variable="log_snr")
+    with pytest.raises(TypeError, match="floating"):
+        log_likelihood(sde, model, torch.zeros(2, 3, dtype=torch.int64))
+    with pytest.raises(TypeError, match="differentiable"):
+        log_likelihood(sde, lambda v, t: model.score(v, t).detach(), x)
+
+    k = torch.tensor([[0, 255, 3]], dtype=torch.int64)
+    with pytest.raises(ValueError, match=r"integer data must lie in \[0, 255\]"):
+        bits_per_dim(sde, model, k + 1)
+    with pytest.raises(ValueError, match=r"integer data must lie in \[0, 15\]"):
+        bits_per_dim(sde, model, k, n_bits=4)
+    with pytest.raises(ValueError, match="integer data"):
+        bits_per_dim(sde, model, k - 1)
+    for n in (0, 17, 2.5, True):
+        with pytest.raises(ValueError, match="n_bits"):
+            bits_per_dim(sde, model, k, n_bits=n)
+    with pytest.raises(ValueError, match="data_range"):
+        bits_per_dim(sde, model, k, data_range=(1.0, -1.0))
+    with pytest.raises(ValueError, match="data_range"):
+        bits_per_dim(sde, model, x * 10, dequantize=None)
+    with pytest.raises(ValueError, match="grid"):
+        bits_per_dim(sde, model, x.clamp(-1, 1))
+    with pytest.raises(ValueError, match="dequantize"):
+        bits_per_dim(sde, model, k, dequantize="gaussian")
+    with pytest.raises(ValueError, match="n_repeats"):
+        bits_per_dim(sde, model, k, n_repeats=0)
+    with pytest.raises(ValueError, match="rtol"):
+        bits_per_dim(sde, model, k, rtol=0.0)
+
+
+# ------------------------------------------------------------------ GPU
+@pytest.mark.gpu
+def test_cuda_agrees_with_cpu():
+    sde, target = VPSDE(), MIX
+    x = target.marginal_sample(4, sde.t_min, sde, generator=torch.Generator().manual_seed(18))
+    kw = dict(divergence="exact", rtol=1e-7, atol=1e-7, return_latent=True)
+    cpu = log_likelihood(sde, target.model(sde), x, **kw)
+    gpu = log_likelihood(sde, target.model(sde), x.cuda(), **kw)
+    assert gpu.logp.device.type == "cuda" and gpu.z.device.type == "cuda"
+    torch.testing.assert_close(gpu.logp.cpu(), cpu.logp, atol=1e-6, rtol=0)
+    # the default path (Hutchinson, float32) on CUDA, Gaussian target (Rademacher is exact)
+    xg = GAUSS.marginal_sample(8, sde.t_min, sde, generator=torch.Generator().manual_seed(19), dtype=torch.float32)
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    r = log_likelihood(sde, GAUSS.model(sde), xg.cuda(), generator=gen, prior_logp=_exact_pT(GAUSS, sde))
+    exact = GAUSS.marginal_log_prob(xg.double(), sde.t_min, sde)
+    assert ((r.logp.double().cpu() - exact).abs() / (GAUSS.dim * LN2)).max() < 1e-3
+    k = torch.randint(0, 256, (4, 3), generator=torch.Generator().manual_seed(20)).cuda()
+    bpd = bits_per_dim(sde, GAUSS.model(sde), k, generator=gen)
+    assert bpd.device.type == "cuda" and bool(torch.isfinite(bpd).all())
