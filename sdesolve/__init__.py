@@ -2,6 +2,7 @@
 
 from . import grids, targets
 from .model import ScoreModel
+from .likelihood import LikelihoodResult, bits_per_dim, log_likelihood
 from .sample import sample
 from .sde import (
     VDMSDE,
@@ -54,6 +55,9 @@ __all__ = [
     "targets",
     "grids",
     "sample",
+    "log_likelihood",
+    "bits_per_dim",
+    "LikelihoodResult",
     "Solver",
     "NonFiniteError",
     "EulerMaruyama",
