@@ -7,8 +7,9 @@ coefficients ``alpha(t)`` and ``sigma(t)`` (``x_t | x_0 ~ N(alpha x_0, sigma^2 I
 * ``g(t)^2 = d sigma^2/dt - 2 f(t) sigma^2`` (the moment ODE of the variance),
 * ``log_snr(t) = log(alpha^2 / sigma^2)``, strictly decreasing,
 
-(Song et al. 2021, "Score-based generative modeling through SDEs", eqs. 5.50-5.51 of
-Särkkä & Solin 2019 for the moment ODEs). :func:`check_sde` checks these identities on the
+(Song et al. 2021, "Score-based generative modeling through stochastic differential
+equations", App. B, which takes the mean and variance ODEs of a linear SDE from Särkkä &
+Solin 2019, "Applied stochastic differential equations"). :func:`check_sde` checks these identities on the
 *public* methods of a process, so a subclass whose override breaks one of them is caught::
 
     from sdesolve.testing import check_sde
@@ -63,7 +64,13 @@ class SDECheckError(AssertionError):
     """A linear SDE violates one of the invariants checked by :func:`check_sde`.
 
     Attributes:
-        invariant: the short name of the violated invariant (e.g. ``"moment ODE"``).
+        invariant: the short name of the violated invariant, one of ``"time range"``,
+            ``"positivity"``, ``"log-SNR definition"``, ``"log-SNR decreasing"``,
+            ``"drift coefficient"``, ``"moment ODE"``, ``"dtype and shape"``, ``"diffusion"``,
+            ``"drift"``, ``"t_of_log_snr inverse"``, ``"prior"``, ``"prior logp"``,
+            ``"prior sample"``, ``"variance preserving"``, ``"prior close to marginal"``.
+
+    The message reads ``invariant '<name>' violated: <what>: at t=<time>: <values> (error > tol)``.
     """
 
     def __init__(self, invariant: str, message: str):
@@ -198,11 +205,11 @@ def check_sde(
        **prior_sample** draws have that mean and std (within 6 standard errors of 2^16 draws);
     9. **variance preserving** (where ``sde.variance_preserving``): ``alpha^2 + sigma^2 = 1``;
     10. **prior close to the marginal at T**: with ``q_T(. | x0) = N(alpha_T x0, sigma_T^2)``
-        and the prior ``p = N(0, prior_std^2)`` per dimension,
+        and the prior ``p = N(0, s^2)`` per dimension (``s = prior_std``),
         ``KL(q_T(. | x0) || p) = 1/2 [(sigma_T^2 + alpha_T^2 x0^2)/s^2 - 1 - log(sigma_T^2/s^2)]``.
-        ``kl_worst`` takes ``|x0| = 1``: by joint convexity of KL it bounds the per-dimension
-        KL of the marginal of every data law on ``[-1, 1]^d`` (unit-scale data, e.g. images),
-        and it must not exceed ``kl_bound``. ``kl_gaussian`` (data ``x0 ~ N(0, 1)``, marginal
+        ``kl_worst`` takes ``|x0| = 1``. It increases with ``x0^2``, so by joint convexity of KL,
+        ``KL(q_T || prior) <= d * kl_worst`` for the marginal ``q_T`` of *every* data law on
+        ``[-1, 1]^d`` (unit-scale data, e.g. images); it must not exceed ``kl_bound``. ``kl_gaussian`` (data ``x0 ~ N(0, 1)``, marginal
         ``N(0, alpha_T^2 + sigma_T^2)``) is reported as well; it is never larger.
 
     The derivatives in 4 and 5 are taken by autograd through the public ``alpha`` and
