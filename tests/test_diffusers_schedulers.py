@@ -397,3 +397,45 @@ def test_score_sde_vp_bad_input():
         s.step_pred(torch.zeros(2, 3), torch.zeros(2, 3), 0.5)
     with pytest.raises(ValueError, match="shape"):
         s.step_pred(torch.zeros(2, 4), torch.zeros(2, 3), 1.0)
+
+
+# ------------------------------------------------------------------ GPU
+@pytest.mark.gpu
+def test_gpu_schedulers_step_without_host_sync():
+    """After the first step (one timestep lookup), steps on CUDA make no host-device synchronization."""
+    dev = torch.device("cuda")
+    s = VDMScheduler(num_train_timesteps=1000, prediction_type="v_prediction", clip_sample=True)
+    s.set_timesteps(20, device=dev)
+    net = lambda x, k: 0.1 * x + k.float() / 1000  # noqa: E731
+    gen = torch.Generator(device=dev).manual_seed(0)
+    x = torch.randn(4, 3, 8, 8, device=dev, generator=gen)
+    ts = list(s.timesteps)
+    x = s.step(net(x, ts[0]), ts[0], x, generator=gen).prev_sample
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for t in ts[1:]:
+            x = s.step(net(x, t), t, x, generator=gen).prev_sample
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    assert x.device.type == "cuda" and torch.isfinite(x).all()
+    # the same loop on CPU coefficients, with the same CUDA noise stream, in float64
+    s2 = VDMScheduler(num_train_timesteps=1000, prediction_type="v_prediction", clip_sample=True)
+    s2.set_timesteps(20)
+    gen = torch.Generator(device=dev).manual_seed(0)
+    y = torch.randn(4, 3, 8, 8, device=dev, generator=gen)
+    for t in s2.timesteps:
+        y = s2.step(net(y, t.to(dev)), t.to(dev), y, generator=gen).prev_sample
+    torch.testing.assert_close(x, y)
+
+    v = ScoreSdeVpScheduler()
+    v.set_timesteps(10, device=dev)
+    z = torch.randn(4, 3, 8, 8, device=dev, generator=gen)
+    ts = list(v.timesteps)
+    z, _ = v.step_pred(-z, z, ts[0], generator=gen)
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for t in ts[1:]:
+            z, z_mean = v.step_pred(-z, z, t, generator=gen)
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    assert torch.isfinite(z_mean).all()

@@ -253,3 +253,37 @@ def test_samples_gaussian_mixture(sde):
     wrong = sd.GaussianMixture([0.35, 0.65], [[-2.0, 0.0], [1.5, 1.0]], [0.4, 0.6])
     w = wrong.marginal_sample(n, sde.t_min, sde, generator=torch.Generator().manual_seed(33))
     assert stats.ks_2samp(w[:, 0].numpy(), ref[:, 0].numpy()).statistic > crit
+
+
+# ----------------------------------------------------------------- GPU
+@pytest.mark.gpu
+def test_gpu_steps_without_host_sync_and_same_as_sample():
+    """On CUDA, the fixed-step loop makes no host-device synchronization and equals sample()."""
+    dev = torch.device("cuda")
+    sde = sd.VDMSDE()
+    model = sd.ScoreModel(lambda x, t: 0.3 * x - t[:, None], sde, prediction="eps")
+    solver = sd.VDMAncestral()
+    grid = sd.grids.uniform(sde, 25)
+    gen = torch.Generator(device=dev).manual_seed(0)
+    x = torch.randn(512, 4, device=dev, generator=gen)
+    coeffs = _to_device(solver.init(sde, grid), x)
+    state = {"x": x}
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for i in range(25):
+            state = solver.step(model, state, i, coeffs, generator=gen, noise=i < 24)
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    y = sd.sample(sde, model, (512, 4), solver=solver, grid=grid, generator=torch.Generator(device=dev).manual_seed(0))
+    assert y.device.type == "cuda"
+    torch.testing.assert_close(state["x"], y)
+    half = sd.sample(
+        sde,
+        model,
+        (512, 4),
+        solver=solver,
+        steps=25,
+        dtype=torch.float16,
+        generator=torch.Generator(device=dev).manual_seed(0),
+    )
+    assert half.dtype == torch.float16 and torch.isfinite(half).all()
