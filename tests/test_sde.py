@@ -458,6 +458,12 @@ def test_base_class_derivatives_stay_differentiable_in_learned_parameters():
     assert float(dk) == pytest.approx(float(4 * t.sum()), rel=1e-12)
     with torch.no_grad():
         assert not sde.f(t).requires_grad
+    # a closure over a learned process (as losses use): the graph to the parameters is kept
+    from sdesolve.sde.base import _derivative
+
+    d = _derivative(lambda s: -sde._log_snr(s), t)
+    (dk,) = torch.autograd.grad(d.sum(), sde.k)
+    assert torch.isfinite(dk) and float(dk) != 0.0
     # a time that requires grad: d f/dt = -2 k
     tt = t.clone().requires_grad_(True)
     (dt,) = torch.autograd.grad(sde.f(tt).sum(), tt)

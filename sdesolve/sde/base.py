@@ -38,13 +38,15 @@ def _derivative(fn, t64: Tensor, owner=None) -> Tensor:
     """d fn(t) / dt for an elementwise function of t, by autograd (exact, float64).
 
     A function that does not depend on t (a constant ``_log_alpha``, say) has derivative 0.
-    The derivative keeps its autograd graph only where someone can use it: when grad mode is
-    on and either ``t64`` requires grad or the module owning ``fn`` (``owner``; by default
-    ``fn`` itself, or the object of a bound method) has parameters that require grad (learned schedules). Otherwise
-    it is detached, so coefficients of a fixed process never carry a graph into a sampler.
+    The derivative keeps its autograd graph where someone can use it: when grad mode is on
+    and either ``t64`` requires grad or the owner of ``fn`` may hold parameters that require
+    grad (learned schedules). The owner is ``owner``, or by default ``fn`` itself or the object
+    of a bound method; a module owner counts only if it has such parameters, any other owner
+    (a closure) always counts. So coefficients of a fixed process carry no graph into a sampler.
     """
     owner = getattr(fn, "__self__", fn) if owner is None else owner
-    has_params = isinstance(owner, nn.Module) and any(p.requires_grad for p in owner.parameters())
+    # an owner that is not a module (a closure) may capture anything: keep the graph then
+    has_params = not isinstance(owner, nn.Module) or any(p.requires_grad for p in owner.parameters())
     create = torch.is_grad_enabled() and (t64.requires_grad or has_params)
     with torch.enable_grad():
         tt = t64 if t64.requires_grad else t64.detach().requires_grad_(True)
