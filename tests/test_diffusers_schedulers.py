@@ -399,6 +399,18 @@ def test_score_sde_vp_bad_input():
         s.step_pred(torch.zeros(2, 4), torch.zeros(2, 3), 1.0)
 
 
+# ------------------------------------------------------------------ optional dependency
+def test_missing_diffusers_names_the_extra(monkeypatch):
+    import importlib
+    import sys
+
+    for name in [m for m in sys.modules if m == "diffusers" or m.startswith("diffusers.")]:
+        monkeypatch.setitem(sys.modules, name, None)  # as if diffusers were not installed
+    monkeypatch.delitem(sys.modules, "sdesolve.diffusers")
+    with pytest.raises(ImportError, match=r"pip install sdesolve\[diffusers\]"):
+        importlib.import_module("sdesolve.diffusers")
+
+
 # ------------------------------------------------------------------ GPU
 @pytest.mark.gpu
 def test_gpu_schedulers_step_without_host_sync():

@@ -17,6 +17,8 @@ import math
 import numpy as np
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 from scipy import stats
 
 import sdesolve as sd
@@ -94,6 +96,29 @@ def test_step_is_vdm_formula():
         got = solver.step(model, {"x": x}, i, coeffs, generator=torch.Generator().manual_seed(i))["x"]
         torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
         x = got
+
+
+@given(
+    gamma_min=st.floats(-15.0, -2.0),
+    width=st.floats(1.0, 20.0),
+    t=st.floats(0.01, 1.0),
+    frac=st.floats(0.0, 0.99),
+)
+def test_step_is_the_posterior_for_any_vdm_schedule(gamma_min, width, t, frac):
+    sde = sd.VDMSDE(sd.FixedLinearGamma(gamma_min, gamma_min + width))
+    s = t * frac  # any s in [0, t)
+    grid = torch.tensor([t, s], dtype=F64)
+    x = torch.randn(8, 2, generator=torch.Generator().manual_seed(0), dtype=F64)
+    model = sd.ScoreModel(lambda x, tt: torch.tanh(x) - tt[:, None], sde, prediction="eps")
+    solver = sd.VDMAncestral()
+    coeffs = _to_device(solver.init(sde, grid), x)
+    eps = torch.tanh(x) - t
+    x0 = (x - float(sde.sigma(t)) * eps) / float(sde.alpha(t))
+    mean, var = _posterior(sde, t, s, x, x0)
+    got = solver.step(model, {"x": x}, 0, coeffs, generator=torch.Generator().manual_seed(1))["x"]
+    z = torch.randn(x.shape, generator=torch.Generator().manual_seed(1), dtype=F64)
+    # the posterior's alpha/sigma form loses digits when alpha_t is tiny; relative to |x0| scale
+    torch.testing.assert_close(got, mean + math.sqrt(var) * z, rtol=1e-8, atol=1e-8 * (1 + float(x0.abs().max())))
 
 
 def test_full_loop_equals_diffusers_ddpm():
@@ -230,14 +255,13 @@ def _ks_critical(n: int, m: int, alpha: float) -> float:
     return math.sqrt(-0.5 * math.log(alpha / 2.0)) * math.sqrt((n + m) / (n * m))
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("sde", [sd.VDMSDE(), sd.VPSDE()], ids=["vdm", "vp"])
 def test_samples_gaussian_mixture(sde):
     """Two-sample KS distance between sampler output and exact draws of p_{t_min}, on three projections.
 
     The critical value is the asymptotic KS quantile at level 1e-4 per projection (Bonferroni
-    over three), from the two sample sizes; a wrong weight of 0.05 or a wrong mode shift of a
-    quarter standard deviation exceeds it.
+    over three), from the two sample sizes (0.043 at n = 6000); measured distances are 0.010-0.021,
+    while mixture weights off by 0.05 give 0.057 (checked below, so the test has power).
     """
     n, steps = 6000, 300
     mix = sd.GaussianMixture([0.3, 0.7], [[-2.0, 0.0], [1.5, 1.0]], [0.4, 0.6])
