@@ -90,7 +90,10 @@ class _StepIndex:
         if isinstance(timestep, Tensor):
             if timestep.numel() < 1:
                 raise ValueError("timestep is an empty tensor")
-            t = float(timestep.detach().flatten()[0])
+            flat = timestep.detach().flatten()
+            if flat.device.type == "cpu" and flat.numel() > 1 and not bool((flat == flat[0]).all()):
+                raise ValueError("timestep must hold a single value (a batch shares one step), got several")
+            t = float(flat[0])
         elif isinstance(timestep, (int, float)) and not isinstance(timestep, bool):
             t = float(timestep)
         else:

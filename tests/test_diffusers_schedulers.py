@@ -115,6 +115,10 @@ def test_vdm_scheduler_wrong_timestep_is_an_error():
     s.step(torch.zeros(2, 3), 0.75, x)
     with pytest.raises(ValueError, match="not one of the scheduler's timesteps"):
         s.step(torch.zeros(2, 3), 0.8, x)
+    with pytest.raises(ValueError, match="single value"):
+        s.step(torch.zeros(2, 3), torch.tensor([0.5, 0.25]), x)
+    out = s.step(torch.zeros(2, 3), torch.tensor([0.5, 0.5]), x)  # a (B,) tensor of one value is fine
+    assert out.prev_sample.shape == (2, 3)
 
 
 # ------------------------------------------------------------------ config round trips
