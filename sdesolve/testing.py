@@ -67,7 +67,7 @@ class SDECheckError(AssertionError):
         invariant: the short name of the violated invariant, one of ``"time range"``,
             ``"positivity"``, ``"log-SNR definition"``, ``"log-SNR decreasing"``,
             ``"drift coefficient"``, ``"moment ODE"``, ``"dtype and shape"``, ``"diffusion"``,
-            ``"drift"``, ``"t_of_log_snr inverse"``, ``"prior"``, ``"prior logp"``,
+            ``"drift"``, ``"perturb"``, ``"t_of_log_snr inverse"``, ``"prior"``, ``"prior logp"``,
             ``"prior sample"``, ``"variance preserving"``, ``"prior close to marginal"``.
 
     The message reads ``invariant '<name>' violated: <what>: at t=<time>: <values> (error > tol)``.
@@ -200,6 +200,7 @@ def check_sde(
     5. **moment ODE**: ``d sigma^2 / dt = 2 f sigma^2 + g^2`` (with ``g2``);
     6. **drift** ``(x, t) = f(t) x`` and **diffusion** ``(t)^2 = g2(t)``, for x of ranks 1, 2, 4, 5
        with a scalar time and a per-sample time of shape (B,), and output shapes and dtypes;
+       **perturb** ``(x0, t, noise) = alpha(t) x0 + sigma(t) noise``;
     7. **t_of_log_snr inverts log_snr**: ``|t_of_log_snr(log_snr(t)) - t| <= rtol * T``;
     8. **prior_logp** is the log-density of ``N(0, prior_std^2 I)`` summed over event dims, and
        **prior_sample** draws have that mean and std (within 6 standard errors of 2^16 draws);
@@ -440,6 +441,28 @@ def _check_drift_diffusion(sde, t: Tensor, rtol: float, gen: torch.Generator) ->
                 f=fcoef.reshape(-1).expand(B),
                 drift_over_x=(d.to(f64) / x).reshape(B, -1)[:, 0],
             )
+
+    # perturb(x0, t, noise) == alpha(t) x0 + sigma(t) noise (the forward marginal every loss uses)
+    x0 = torch.randn((B, 3, 2), generator=gen, dtype=f64)
+    noise = torch.randn((B, 3, 2), generator=gen, dtype=f64)
+    a, s = sde.alpha(tb).to(f64).reshape(B, 1, 1), sde.sigma(tb).to(f64).reshape(B, 1, 1)
+    ref = a * x0 + s * noise
+    xt = sde.perturb(x0, tb, noise)
+    if not isinstance(xt, Tensor) or xt.shape != x0.shape:
+        raise SDECheckError(
+            "perturb", f"perturb(x0, t, noise) for x0 of shape {tuple(x0.shape)} returned a wrong shape"
+        )
+    scale = (a * x0).abs() + (s * noise).abs()
+    err = ((xt.to(f64) - ref).abs() / scale.clamp_min(1e-300)).reshape(B, -1).amax(1)
+    _fail_at(
+        "perturb",
+        "perturb(x0, t, noise) != alpha(t) x0 + sigma(t) noise",
+        err,
+        rtol,
+        tb,
+        perturbed=xt.to(f64).reshape(B, -1)[:, 0],
+        expected=ref.reshape(B, -1)[:, 0],
+    )
     return float(worst), float(diffusion_err.max())
 
 

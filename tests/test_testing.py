@@ -150,6 +150,11 @@ class FalseVarianceClaim(sd.SubVPSDE):
     variance_preserving = True  # sub-VP has alpha^2 + sigma^2 < 1
 
 
+class WrongPerturb(sd.VESDE):
+    def perturb(self, x0, t, noise):
+        return x0 + self.sigma_max * noise  # ignores t
+
+
 class WrongDtype(sd.VPSDE):
     def sigma(self, t):
         return super().sigma(t).double()
@@ -173,6 +178,7 @@ BROKEN = [
     (BadPriorLogp, "prior logp", r"prior_logp\(z\) != log N\(z; 0, prior_std\^2 I\)"),
     (BadPriorSample, "prior sample", r"prior_sample draws have mean .* and std .*expected 0 and prior_std=50"),
     (FalseVarianceClaim, "variance preserving", r"alpha\^2 \+ sigma\^2 != 1"),
+    (WrongPerturb, "perturb", r"perturb\(x0, t, noise\) != alpha\(t\) x0 \+ sigma\(t\) noise"),
     (WrongDtype, "dtype and shape", r"sigma\(t\) for t=.* must return a tensor of dtype torch.float32"),
     (NegativeSigma, "positivity", r"sigma\(t\) must be positive and finite: at t="),
 ]
