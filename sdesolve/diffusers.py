@@ -266,7 +266,8 @@ class VDMScheduler(SchedulerMixin, ConfigMixin, _StepIndex):
         # network's time input and the step's time are the same number.
         u = self._unit_time(timesteps)
         self.grid = torch.cat([self._process_time(u), torch.zeros(1, dtype=torch.float64)])
-        self._coeffs = self.solver.init(self.sde, self.grid)
+        with torch.no_grad():  # a learned schedule's parameters need no graph while sampling
+            self._coeffs = self.solver.init(self.sde, self.grid)
         self._timesteps64 = timesteps.to(torch.float64)
         self._cache = {}
         self.num_inference_steps = n
@@ -466,8 +467,9 @@ class ScoreSdeVpScheduler(SchedulerMixin, ConfigMixin, _StepIndex):
         timesteps = torch.linspace(1.0, eps, n + 1, dtype=torch.float64)[:-1].to(torch.float32)
         # The grid is the timesteps' own (float32) values, so the network's time and the step's agree.
         self.grid = torch.cat([timesteps.to(torch.float64), torch.tensor([eps], dtype=torch.float64)])
-        c = self.solver.init(self.sde, self.grid)
-        c["sigma_t"] = torch.exp(self.sde._log_sigma(c["t"]))
+        with torch.no_grad():
+            c = self.solver.init(self.sde, self.grid)
+            c["sigma_t"] = torch.exp(self.sde._log_sigma(c["t"]))
         self._coeffs = c
         self._timesteps64 = timesteps.to(torch.float64)
         self._cache = {}

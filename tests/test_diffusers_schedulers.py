@@ -332,6 +332,34 @@ def test_set_process_uses_a_custom_schedule():
     torch.testing.assert_close(x, y, rtol=1e-10, atol=1e-10)
 
 
+class _ScalarGamma(sd.GammaSchedule):
+    """gamma(t) = b + softplus(w) t with learnable b, w (a stand-in for a learned schedule)."""
+
+    def __init__(self):
+        super().__init__()
+        self.b = torch.nn.Parameter(torch.tensor(-9.0, dtype=F64))
+        self.w = torch.nn.Parameter(torch.tensor(14.0, dtype=F64))
+
+    def forward(self, t):
+        return self.b + torch.nn.functional.softplus(self.w) * t
+
+
+def test_set_process_with_a_learnable_schedule_samples_without_a_graph():
+    sde = sd.VDMSDE(_ScalarGamma(), t_min=0.0)
+    s = VDMScheduler()
+    s.set_process(sde)
+    s.set_timesteps(5)
+    exact = TARGET.model(sde)
+    gen = torch.Generator().manual_seed(3)
+    net = lambda x, t: exact.eps(x, float(t)).detach()  # noqa: E731
+    x = _loop(s, net, torch.randn(4, 3, dtype=F64, generator=gen), gen)
+    assert not x.requires_grad  # the scheduler's coefficients carry no graph of the schedule's parameters
+    gen = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        y = sd.sample(sde, exact, (4, 3), solver=sd.VDMAncestral(), grid=s.grid, generator=gen, dtype=F64)
+    torch.testing.assert_close(x, y, rtol=1e-10, atol=1e-10)
+
+
 # ------------------------------------------------------------------ ScoreSdeVpScheduler
 @pytest.mark.parametrize("prediction_type", ["epsilon", "score"])
 def test_score_sde_vp_is_euler_maruyama_step_for_step(prediction_type):
