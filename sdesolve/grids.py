@@ -7,6 +7,7 @@ the host in float64, once per sampling call.
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 from torch import Tensor
@@ -23,11 +24,11 @@ def _ends(sde, t_min: float | None, t_max: float | None):
 
 
 def _check_steps(steps) -> int:
-    if isinstance(steps, bool) or not isinstance(steps, int):
+    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral):
         raise TypeError(f"steps must be an int, got {type(steps).__name__}")
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
-    return steps
+    return int(steps)
 
 
 def uniform(sde, steps: int, *, t_min: float | None = None, t_max: float | None = None) -> Tensor:

@@ -67,6 +67,8 @@ def sample(
 
     # --- grid
     if grid is None or isinstance(grid, str) or callable(grid) and not isinstance(grid, Tensor):
+        if steps is None and getattr(solver, "adaptive", False):
+            steps = 1  # an adaptive solver needs only the two ends
         if steps is None:
             raise ValueError("pass steps (the number of steps) or an explicit grid tensor")
         g = make_grid(grid if grid is not None else solver.default_grid, sde, steps)

@@ -1,0 +1,144 @@
+"""Shared statistical helpers for the solver tests (importable by every test file).
+
+* :func:`check_moments`: sample mean, variances and covariances against exact ones, within
+  ``z`` standard errors plus a stated deterministic allowance (e.g. a known discretization bias).
+* :func:`mmd_two_sample`: the biased Gaussian-kernel MMD between two samples and its
+  distribution-free acceptance threshold from the sample size (Gretton et al. 2012, Thm. 7).
+* :func:`loglog_slope`: the least-squares slope of log(error) against log(steps).
+* :func:`chain_moments`: the exact mean and variance of the Markov chain a one-state
+  affine-Gaussian solver (Euler–Maruyama, predictor–corrector without the norm-based
+  Langevin rule, DDPM, ...) generates on a diagonal Gaussian target — the law the samples must
+  follow at that step count, so its distance to the target is the solver's weak error.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from contextlib import contextmanager
+
+import torch
+from torch import Tensor
+
+
+def check_moments(
+    x: Tensor,
+    mean: Tensor,
+    var: Tensor,
+    *,
+    z: float = 5.0,
+    mean_bias: Tensor | float = 0.0,
+    var_bias: Tensor | float = 0.0,
+    check_cov: bool = True,
+    what: str = "",
+) -> None:
+    """Assert that samples x (n, D) have mean ``mean`` and diagonal covariance ``diag(var)``.
+
+    Tolerances: ``z`` standard errors of the estimators (``sqrt(var / n)`` for the mean,
+    ``var sqrt(2 / (n - 1))`` for a variance, ``sqrt(var_i var_j / n)`` for a covariance, all
+    exact for Gaussian samples) plus the stated allowances ``mean_bias`` / ``var_bias``.
+    With D coordinates, z = 5 keeps the family-wise false-alarm rate below ~1e-5.
+    """
+    x = x.to(torch.float64).reshape(x.shape[0], -1)
+    n = x.shape[0]
+    mean = torch.as_tensor(mean, dtype=torch.float64).reshape(-1)
+    var = torch.as_tensor(var, dtype=torch.float64).reshape(-1)
+    m_hat, v_hat = x.mean(0), x.var(0)
+    tol_m = z * torch.sqrt(var / n) + torch.as_tensor(mean_bias, dtype=torch.float64).abs()
+    tol_v = z * var * math.sqrt(2.0 / (n - 1)) + torch.as_tensor(var_bias, dtype=torch.float64).abs()
+    err_m, err_v = (m_hat - mean).abs(), (v_hat - var).abs()
+    assert bool((err_m <= tol_m).all()), f"{what} mean {m_hat.tolist()} vs {mean.tolist()} (tol {tol_m.tolist()})"
+    assert bool((err_v <= tol_v).all()), f"{what} var {v_hat.tolist()} vs {var.tolist()} (tol {tol_v.tolist()})"
+    if check_cov and x.shape[1] > 1:
+        c = torch.cov(x.T)
+        off = ~torch.eye(x.shape[1], dtype=torch.bool)
+        tol_c = z * torch.sqrt(torch.outer(var, var) / n)
+        assert bool((c[off].abs() <= tol_c[off]).all()), f"{what} off-diagonal covariance {c.tolist()}"
+
+
+def mmd_two_sample(x: Tensor, y: Tensor, *, bandwidth: float | None = None, alpha: float = 1e-4):
+    """Biased MMD (Gaussian kernel) between samples x (m, D) and y (m, D) and its H0 threshold.
+
+    Under H0 (same law) and a kernel bounded by K = 1, Gretton et al. (2012, Theorem 7) give
+    ``P(MMD_b > sqrt(2 / m) (1 + sqrt(2 log(1 / alpha)))) < alpha`` for two samples of size m.
+    The bandwidth defaults to the median pairwise distance of y (the reference sample), fixed
+    before looking at x. Returns ``(mmd, threshold)``.
+    """
+    x, y = x.to(torch.float64).reshape(x.shape[0], -1), y.to(torch.float64).reshape(y.shape[0], -1)
+    m = min(x.shape[0], y.shape[0])
+    x, y = x[:m], y[:m]
+    if bandwidth is None:
+        bandwidth = float(torch.cdist(y[:1000], y[:1000]).median())
+
+    def k(a, b):
+        return torch.exp(-torch.cdist(a, b).pow(2) / (2 * bandwidth**2))
+
+    mmd2 = k(x, x).mean() + k(y, y).mean() - 2 * k(x, y).mean()
+    mmd = float(torch.sqrt(torch.clamp(mmd2, min=0.0)))
+    threshold = math.sqrt(2.0 / m) * (1.0 + math.sqrt(2.0 * math.log(1.0 / alpha)))
+    return mmd, threshold
+
+
+def loglog_slope(steps, errors) -> float:
+    """Least-squares slope of log(error) against log(1 / steps): the observed order."""
+    h = torch.log(1.0 / torch.as_tensor(steps, dtype=torch.float64))
+    e = torch.log(torch.as_tensor(errors, dtype=torch.float64))
+    hc = h - h.mean()
+    return float((hc * (e - e.mean())).sum() / (hc * hc).sum())
+
+
+# ----------------------------------------------------------------------------- exact chain laws
+@contextmanager
+def _scripted_noise(script):
+    """Make every solver module's ``randn_like`` return scripted draws: ``script(k, x)`` for the k-th draw."""
+    mods = [m for name, m in sys.modules.items() if name.startswith("sdesolve.solvers") and hasattr(m, "randn_like")]
+    saved = [m.randn_like for m in mods]
+    count = [0]
+
+    def fake(x, generator=None):
+        k = count[0]
+        count[0] += 1
+        return script(k, x)
+
+    try:
+        for m in mods:
+            m.randn_like = fake
+        yield count
+    finally:
+        for m, f in zip(mods, saved):
+            m.randn_like = f
+
+
+def chain_moments(solver, sde, model, grid: Tensor, mean_T: Tensor, var_T: Tensor, *, denoise: bool = True):
+    """Exact per-coordinate mean and variance of the chain ``solver`` runs on ``grid`` (float64).
+
+    Valid for solvers whose state is x alone and whose step is, for the (diagonal, linear) score of
+    a Gaussian target, an elementwise affine map of x plus independent Gaussian draws:
+    ``x' = A x + b + sum_k C_k z_k``. A, b and each C_k are read off the solver's own ``step`` with
+    scripted noise (all zero, or ones at one draw), so ``mean' = A mean + b`` and
+    ``var' = A^2 var + sum_k C_k^2``, exactly.
+    """
+    from sdesolve.solvers.base import _to_device
+
+    proto = mean_T.to(torch.float64).reshape(1, -1)
+    coeffs = _to_device(solver.init(sde, grid), proto)
+    m, v = proto.clone(), var_T.to(torch.float64).reshape(1, -1).clone()
+    n = grid.numel() - 1
+    for i in range(n):
+        noise = not (denoise and i == n - 1)
+        xs = torch.cat([m, m + 1.0])
+
+        def run(script):
+            with _scripted_noise(script) as count:
+                out = solver.step(model, {"x": xs}, i, coeffs, generator=None, noise=noise)["x"]
+            return out, count[0]
+
+        base, n_draws = run(lambda k, x: torch.zeros_like(x))
+        A = base[1] - base[0]
+        b = base[0] - A * m[0]
+        c2 = torch.zeros_like(A)
+        for j in range(n_draws):
+            out, _ = run(lambda k, x, j=j: torch.ones_like(x) if k == j else torch.zeros_like(x))
+            c2 = c2 + (out[0] - base[0]) ** 2
+        m, v = (A * m[0] + b).reshape(1, -1), (A * A * v[0] + c2).reshape(1, -1)
+    return m[0], v[0]
