@@ -6,8 +6,8 @@ score (``target.model(sde)``). Every method runs at rtol = atol = 1e-5 with one 
 Hutchinson probe. The exact answer is ``target.marginal_log_prob(x, t_min, sde)``.
 
 Methods:
-  * sdesolve: ``sdesolve.log_likelihood`` with its defaults (dopri5 through torchdiffeq,
-    integrated in minus half the log-SNR, u = log(sigma/alpha)); also ``time_variable="t"``.
+  * sdesolve: ``sdesolve.log_likelihood`` with its defaults (dopri5 through torchdiffeq in t,
+    state and log-density on the device); also ``time_variable="log_snr"`` (u = log(sigma/alpha)).
   * k-diffusion: ``k_diffusion.sampling.log_likelihood`` (torchdiffeq dopri5 in sigma-hat =
     sigma/alpha space on the scaled state x/alpha, one Rademacher probe through the
     Karras derivative), the real function when it can be imported (``benchmarks/_peers.py``),
@@ -138,6 +138,25 @@ def score_sde_recreation(sde, score, x, t_min, rtol, atol, generator):
     return z, delta, nfe
 
 
+def _ours(sde, model, x, tol, exact_pT, device, kw):
+    gen = torch.Generator(device=device).manual_seed(1)
+    res = sdesolve.log_likelihood(sde, model, x, rtol=tol, atol=tol, generator=gen, return_latent=True, **kw)
+    return res.nfe, res.delta_logp.double() + exact_pT(res.z)
+
+
+def _kdiff(den, y, smin, smax, tol, device, exact_pT, a_min, a_max, D):
+    den.nfe = 0
+    gen = torch.Generator(device=device).manual_seed(1)
+    latent, delta = kdiffusion_recreation(den, y, smin, smax, tol, tol, gen)
+    return den.nfe, exact_pT(a_max * latent) + D * math.log(a_max) + delta.double() - D * math.log(a_min)
+
+
+def _scoresde(sde, model, x, t_min, tol, device, exact_pT):
+    gen = torch.Generator(device=device).manual_seed(1)
+    z, delta, nfe = score_sde_recreation(sde, model.score, x, t_min, tol, tol, gen)
+    return nfe, exact_pT(z) + delta.double()
+
+
 # ----------------------------------------------------------------------------- main
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -147,11 +166,14 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None)
     p.add_argument("--repeats", type=int, default=None, help="timed repeats per method (min is reported)")
+    p.add_argument(
+        "--sweep", action="store_true", help="also print a work-precision table (NFE and ODE error per tolerance)"
+    )
     args = p.parse_args(argv)
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     B = args.batch or (4 if args.quick else 64)
-    repeats = args.repeats or (1 if args.quick else 3)
+    repeats = args.repeats or (2 if args.quick else 3)
     shape = (3, 32, 32)
     D = math.prod(shape)
     tol = args.tol
@@ -176,8 +198,8 @@ def main(argv=None):
 
     # -- sdesolve
     for label, kw in (
-        ("sdesolve (default: dopri5, log-SNR)", {}),
-        ("sdesolve (dopri5, time_variable='t')", {"time_variable": "t"}),
+        ("sdesolve (default: dopri5 in t)", {}),
+        ("sdesolve (dopri5, time_variable='log_snr')", {"time_variable": "log_snr"}),
     ):
         best = math.inf
         for _r in range(repeats):
@@ -254,6 +276,26 @@ def main(argv=None):
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for name, sec, nfe, e_raw, e_ode in rows:
         print(f"| {name} | {sec:.3f} | {nfe} | {e_raw:.2e} | {e_ode:.2e} | {sec / ours[1]:.2f} | {nfe / ours[2]:.2f} |")
+
+    if args.sweep:
+        print("\nwork-precision: NFE / bpd error (ODE) per tolerance rtol = atol")
+        tols = (1e-3, 1e-4, 1e-5, 1e-6)
+        print("\n| method | " + " | ".join(f"tol {t:g}" for t in tols) + " |")
+        print("| --- |" + " ---: |" * len(tols))
+        for name, run in (
+            ("sdesolve (t)", lambda t: _ours(sde, model, x, t, exact_pT, device, {})),
+            ("sdesolve (log_snr)", lambda t: _ours(sde, model, x, t, exact_pT, device, {"time_variable": "log_snr"})),
+            (
+                "k-diffusion approach",
+                lambda t: _kdiff(den, y, smin, smax, t, device, exact_pT, a_min, a_max, D),
+            ),
+            ("score_sde approach", lambda t: _scoresde(sde, model, x, t_min, t, device, exact_pT)),
+        ):
+            cells = []
+            for t in tols:
+                nfe, logp = run(t)
+                cells.append(f"{nfe} / {bpd_err(logp):.1e}")
+            print(f"| {name} | " + " | ".join(cells) + " |")
     return rows
 
 

@@ -233,6 +233,7 @@ def log_likelihood(
     prior_logp: Callable[[Tensor], Tensor] | None = None,
     grad: bool | str = False,
     chunk_size: int | None = None,
+    solver_options: dict | None = None,
 ) -> LikelihoodResult:
     r"""log p_{t_min}(x) through the probability-flow ODE, in nats.
 
@@ -270,6 +271,7 @@ def log_likelihood(
             (gradients reach x and the model's parameters). ``"adjoint"``: differentiable
             through torchdiffeq's ``odeint_adjoint`` (memory independent of NFE).
         chunk_size: basis vectors per batched product of the exact divergence.
+        solver_options: extra ``options`` for torchdiffeq (e.g. ``{"first_step": 1e-3}``).
 
     Returns:
         a :class:`LikelihoodResult` (``logp``, ``prior_logp``, ``delta_logp``, ``nfe``, ``z``).
@@ -338,7 +340,7 @@ def log_likelihood(
     if method.startswith("scipy-"):
         yT = _solve_scipy(func, y0, tmap.u0, tmap.u1, method[len("scipy-") :], rtol, atol)
     else:
-        yT = _solve_torchdiffeq(func, y0, B, tmap, method, rtol, atol, steps, grad, model)
+        yT = _solve_torchdiffeq(func, y0, B, tmap, method, rtol, atol, steps, grad, model, solver_options)
     z = yT[:-B].view(shape)
     delta = yT[-B:]
     with torch.set_grad_enabled(create_graph):
@@ -355,7 +357,7 @@ def log_likelihood(
     )
 
 
-def _solve_torchdiffeq(func, y0, B, tmap, method, rtol, atol, steps, grad, model):
+def _solve_torchdiffeq(func, y0, B, tmap, method, rtol, atol, steps, grad, model, solver_options=None):
     import torchdiffeq
 
     u = torch.tensor([tmap.u0, tmap.u1], dtype=y0.dtype, device=y0.device)
@@ -367,6 +369,11 @@ def _solve_torchdiffeq(func, y0, B, tmap, method, rtol, atol, steps, grad, model
             return grid.to(device=t.device, dtype=t.dtype)
 
         options["grid_constructor"] = grid_constructor
+    else:
+        # land exactly on the end point: never evaluate the model beyond T (torchdiffeq would
+        # otherwise step past it and interpolate back)
+        options["step_t"] = u[1:]
+    options.update(solver_options or {})
     kw = dict(rtol=rtol, atol=atol, method=method, options=options)
     if grad is False:
         with torch.no_grad():
