@@ -142,7 +142,8 @@ class CosineVPSDE(LinearSDE):
         return 0.5 * math.pi * (t + self.s) / (1.0 + self.s)
 
     def _log_alpha(self, t: Tensor) -> Tensor:
-        return torch.log(torch.cos(self._theta(t))) - self._log_cos0
+        # Clamped at 0: at t = 0 rounding can give log alpha = +1e-20, and sigma(0) must be 0, not NaN.
+        return torch.clamp(torch.log(torch.cos(self._theta(t))) - self._log_cos0, max=0.0)
 
     def _log_sigma(self, t: Tensor) -> Tensor:
         return 0.5 * torch.log(-torch.expm1(2.0 * self._log_alpha(t)))
