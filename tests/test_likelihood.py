@@ -90,6 +90,23 @@ def test_scipy_backend_and_time_variables_agree():
     torch.testing.assert_close(b, d, atol=2e-4, rtol=0)
 
 
+def test_discrete_schedule_integrates_in_log_snr_by_default():
+    """DiscreteVPSDE's drift jumps at each of its 1000 knots; in u = -lambda/2 the VP flow
+    dx/du = -sigma^2 (x + s) does not depend on the schedule. "auto" picks u: accurate, and
+    cheap (measured: 158 NFE at 1e-7 in u against 2228 in t)."""
+    from sdesolve.sde import DiscreteVPSDE, ddpm_betas
+
+    sde, target = DiscreteVPSDE(ddpm_betas("linear")), MIX
+    x = target.marginal_sample(3, sde.t_min, sde, generator=torch.Generator().manual_seed(21))
+    exact = target.marginal_log_prob(x, sde.t_min, sde)
+    kw = dict(divergence="exact", rtol=1e-6, atol=1e-6, prior_logp=_exact_pT(target, sde))
+    res = log_likelihood(sde, target.model(sde), x, **kw)
+    assert (res.logp - exact).abs().max() / target.dim < 1e-4
+    assert res.nfe < 400
+    same = log_likelihood(sde, target.model(sde), x, time_variable="log_snr", **kw)
+    torch.testing.assert_close(res.logp, same.logp, atol=0, rtol=0)
+
+
 def test_fixed_step_rk4_converges_at_fourth_order_and_counts_nfe():
     """Uniform steps in u = -lambda/2: the error of rk4 falls like steps^-4 (log-log slope)."""
     sde, target = VESDE(), GAUSS
