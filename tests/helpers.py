@@ -128,7 +128,7 @@ def chain_moments(solver, sde, model, grid: Tensor, mean_T: Tensor, var_T: Tenso
         noise = not (denoise and i == n - 1)
         xs = torch.cat([m, m + 1.0])
 
-        def run(script):
+        def run(script, xs=xs, i=i, noise=noise):
             with _scripted_noise(script) as count:
                 out = solver.step(model, {"x": xs}, i, coeffs, generator=None, noise=noise)["x"]
             return out, count[0]

@@ -1,0 +1,199 @@
+"""Probability-flow ODE solvers against the exact flow map of a Gaussian target.
+
+For a Gaussian data law the probability-flow ODE has a closed-form flow (``Gaussian.flow``), so a
+deterministic solver's output from a fixed x_T is compared with the exact x(t_min): errors fall at
+the method's order (log-log slope), adaptive solvers meet their tolerance.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from helpers import loglog_slope
+
+import sdesolve as sd
+from sdesolve.solvers.ode import ADAPTIVE_METHODS, FIXED_METHODS, ODE
+
+TARGET = sd.Gaussian(torch.tensor([1.0, -2.0]), torch.tensor([0.5, 2.0]))
+MIXTURE = sd.GaussianMixture(
+    torch.tensor([0.3, 0.7]), torch.tensor([[-2.0, 0.0], [1.5, 1.0]]), torch.tensor([0.4, 0.6])
+)
+PROCESSES = {
+    "vp": lambda: sd.VPSDE(),
+    "subvp": lambda: sd.SubVPSDE(),
+    "ve": lambda: sd.VESDE(),
+    "vdm": lambda: sd.VDMSDE(),
+    "cosine": lambda: sd.CosineVPSDE(),
+    "discrete": lambda: sd.DiscreteVPSDE.from_schedule("linear", 1000),
+}
+ORDERS = {"euler": 1, "midpoint": 2, "heun": 2, "rk3": 3, "rk4": 4}
+
+
+def _x_T(sde, n=64, seed=0, target=TARGET):
+    return target.marginal_sample(n, sde.T, sde, generator=torch.Generator().manual_seed(seed))
+
+
+def _err(sde, method, steps, x_T, grid="uniform"):
+    exact = TARGET.flow(x_T, sde.T, sde.t_min, sde)
+    x = sd.sample(sde, TARGET.model(sde), x_T=x_T, solver=ODE(method), steps=steps, grid=grid)
+    return float((x - exact).abs().max())
+
+
+@pytest.mark.parametrize("method", list(FIXED_METHODS))
+def test_convergence_order_vp(method):
+    sde = sd.VPSDE()
+    x_T = _x_T(sde)
+    steps = (16, 32, 64)
+    errs = [_err(sde, method, n, x_T) for n in steps]
+    slope = loglog_slope(steps, errs)
+    assert abs(slope - ORDERS[method]) < 0.3, f"{method}: errors {errs}, slope {slope:.2f}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", list(FIXED_METHODS))
+@pytest.mark.parametrize("proc", ["subvp", "ve", "vdm", "cosine"])
+def test_convergence_order_smooth_processes(proc, method):
+    sde = PROCESSES[proc]()
+    x_T = _x_T(sde)
+    steps = (64, 128, 256) if proc == "ve" else (32, 64, 128)
+    errs = [_err(sde, method, n, x_T, grid="karras" if proc == "ve" else "uniform") for n in steps]
+    slope = loglog_slope(steps, errs)
+    assert abs(slope - ORDERS[method]) < 0.35, f"{proc}/{method}: errors {errs}, slope {slope:.2f}"
+
+
+@pytest.mark.parametrize("proc", list(PROCESSES))
+def test_rk4_matches_exact_flow_on_every_process(proc):
+    """The discrete-DDPM process has piecewise-constant f, g^2 (order drops), but still converges."""
+    sde = PROCESSES[proc]()
+    x_T = _x_T(sde)
+    scale = float(TARGET.marginal_moments(sde.t_min, sde)[1].sqrt().max())
+    steps = (250, 1234) if proc == "discrete" else (50, 100)  # kinks of f at every knot: O(h) per kink
+    errs = [_err(sde, "rk4", n, x_T, grid="karras" if proc == "ve" else "uniform") for n in steps]
+    assert errs[1] < 2e-3 * scale and errs[1] < errs[0], errs
+
+
+def test_midpoint_and_heun_are_not_euler():
+    """Same order, different methods: their errors differ (guards a tableau mix-up)."""
+    sde = sd.VPSDE()
+    x_T = _x_T(sde)
+    e = {m: _err(sde, m, 20, x_T) for m in ("euler", "midpoint", "heun")}
+    assert e["midpoint"] < e["euler"] / 5 and e["heun"] < e["euler"] / 5 and e["midpoint"] != e["heun"]
+
+
+@pytest.mark.parametrize("method", ["dopri5", "bosh3"])
+def test_adaptive_reaches_tolerance(method):
+    sde = sd.VPSDE()
+    x_T = _x_T(sde, n=32)
+    exact = TARGET.flow(x_T, sde.T, sde.t_min, sde)
+    errs, nfes = [], []
+    for tol in (1e-4, 1e-7):
+        solver = ODE(method, rtol=tol, atol=tol)
+        model = TARGET.model(sde)
+        x = sd.sample(sde, model, x_T=x_T, solver=solver)  # no steps needed: the two ends
+        errs.append(float((x - exact).abs().max()))
+        nfes.append(solver.last_nfe)
+        assert model.nfe == solver.last_nfe == solver.nfe(1) > 0
+        assert errs[-1] < 100 * tol * (1 + float(exact.abs().max())), (tol, errs)
+    assert errs[1] < errs[0] / 30 and nfes[1] > nfes[0]
+
+
+def test_adaptive_callback_reports_grid_states():
+    sde = sd.VESDE()
+    x_T = _x_T(sde, n=8)
+    grid = sd.grids.karras(sde, 5)
+    seen = []
+    sd.sample(
+        sde, TARGET.model(sde), x_T=x_T, solver=ODE("dopri5", rtol=1e-8, atol=1e-8), grid=grid, callback=seen.append
+    )
+    assert [d["i"] for d in seen] == list(range(5))
+    for d in seen:
+        exact = TARGET.flow(x_T, sde.T, d["t_next"], sde)
+        assert torch.allclose(d["x"], exact, atol=1e-4, rtol=1e-5)
+
+
+def test_fixed_step_nfe_and_callback_x0():
+    """nfe = stages x steps; the callback's x0 is the exact posterior mean E[x0 | x_t] for the exact score."""
+    sde = sd.VPSDE()
+    x_T = _x_T(sde, n=16)
+    model = TARGET.model(sde)
+    seen = []
+    solver = ODE("rk4")
+    sd.sample(sde, model, x_T=x_T, solver=solver, steps=6, callback=seen.append)
+    assert model.nfe == 4 * 6 == solver.nfe(6)
+    m0, v0 = TARGET.mean, TARGET.std**2
+    # recompute the x0 reported at step 2 from the state entering it (the state after step 1)
+    t2 = torch.tensor(seen[2]["t"], dtype=torch.float64)
+    a, s = sde.alpha(t2), sde.sigma(t2)
+    x = seen[1]["x"]
+    post = m0 + v0 * a / (a * a * v0 + s * s) * (x - a * m0)
+    assert torch.allclose(seen[2]["x0"], post, rtol=1e-10, atol=1e-10)
+
+
+def test_deterministic_map_ignores_generator():
+    sde = sd.SubVPSDE()
+    x_T = _x_T(sde, n=8)
+    a = sd.sample(
+        sde, TARGET.model(sde), x_T=x_T, solver=ODE("heun"), steps=10, generator=torch.Generator().manual_seed(1)
+    )
+    b = sd.sample(
+        sde, TARGET.model(sde), x_T=x_T, solver=ODE("heun"), steps=10, generator=torch.Generator().manual_seed(2)
+    )
+    assert torch.equal(a, b)
+    assert not ODE("heun").stochastic and ODE("heun").order == 2 and ODE("rk4").nfe_per_step == 4
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="method must be one of"):
+        ODE("rk45")
+    with pytest.raises(ValueError, match="rtol"):
+        ODE("dopri5", rtol=0.0)
+    with pytest.raises(ValueError, match="atol"):
+        ODE("dopri5", atol=-1.0)
+    with pytest.raises(ValueError, match="last_nfe"):
+        ODE("dopri5").nfe(10)
+    assert set(ADAPTIVE_METHODS) >= {"dopri5", "bosh3", "adaptive_heun", "dopri8"}
+
+
+def test_adaptive_non_finite_raises():
+    sde = sd.VPSDE()
+
+    def bad_score(x, t):
+        return torch.where(t[:, None] < 0.5, torch.full_like(x, float("nan")), -x)
+
+    with pytest.raises(sd.NonFiniteError, match="dopri5"):
+        sd.sample(sde, bad_score, (4, 2), solver=ODE("dopri5"), generator=torch.Generator().manual_seed(0))
+
+
+# --------------------------------------------------------------------------- default grids
+def grid_ratios(methods=tuple(FIXED_METHODS), steps=(10, 20, 50), n=200):
+    """For each method and grid: error ratios to the best grid over 12 problems (notes/grids.md)."""
+    ratios = {m: {g: [] for g in sd.grids.GRIDS} for m in methods}
+    for sde in (sd.VPSDE(), sd.VESDE()):
+        for target in (TARGET, MIXTURE):
+            x_T = _x_T(sde, n=n, target=target)
+            if target is TARGET:
+                ref = TARGET.flow(x_T, sde.T, sde.t_min, sde)
+            else:
+                ref = sd.sample(sde, target.model(sde), x_T=x_T, solver=ODE("dopri5", rtol=1e-10, atol=1e-10))
+            for m in methods:
+                for N in steps:
+                    errs = {}
+                    for g in sd.grids.GRIDS:
+                        x = sd.sample(sde, target.model(sde), x_T=x_T, solver=ODE(m), steps=N, grid=g)
+                        errs[g] = float(((x - ref) ** 2).mean().sqrt())
+                    best = min(errs.values())
+                    for g, e in errs.items():
+                        ratios[m][g].append(e / best)
+    return ratios
+
+
+@pytest.mark.slow
+def test_default_grid_has_smallest_worst_case_error():
+    ratios = grid_ratios()
+    for m, per_grid in ratios.items():
+        worst = {g: max(r) for g, r in per_grid.items()}
+        gm = {g: math.exp(sum(map(math.log, r)) / len(r)) for g, r in per_grid.items()}
+        print(m, {g: f"gm {gm[g]:.2f} worst {worst[g]:.1f}" for g in worst})
+        assert ODE(m).default_grid == min(worst, key=worst.get), (m, worst)
