@@ -101,17 +101,19 @@ def sample(
     if generator is not None and generator.device.type != x.device.type:
         raise ValueError(f"generator is on {generator.device} but the samples are on {x.device}")
 
-    out = solver.solve(
-        sde,
-        score_model,
-        x,
-        g,
-        generator=generator,
-        denoise=denoise,
-        callback=callback,
-        progress=progress,
-        check_finite=check_finite,
-    )
+    with torch.no_grad():  # sampling builds no autograd graph (call solver.solve to differentiate)
+        out = solver.solve(
+            sde,
+            score_model,
+            x,
+            g,
+            generator=generator,
+            denoise=denoise,
+            callback=callback,
+            progress=progress,
+            check_finite=check_finite,
+        )
     if final_x0:
-        out = score_model.x0(out, batch_time(float(g[-1]), out, dtype=torch.float64))
+        with torch.no_grad():
+            out = score_model.x0(out, batch_time(float(g[-1]), out, dtype=torch.float64))
     return out

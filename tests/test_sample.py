@@ -1,0 +1,251 @@
+"""``sample()``: every argument, reproducibility, half precision and bad input."""
+
+from __future__ import annotations
+
+import io
+import math
+
+import pytest
+import torch
+from helpers import check_moments
+
+import sdesolve as sd
+from sdesolve.solvers.ode import ODE
+from sdesolve.solvers.predictor_corrector import (
+    AncestralPredictor,
+    LangevinCorrector,
+    PredictorCorrector,
+    ReverseDiffusionPredictor,
+)
+
+TARGET = sd.Gaussian(torch.tensor([1.0, -2.0]), torch.tensor([0.5, 2.0]))
+
+
+def _gen(seed):
+    return torch.Generator().manual_seed(seed)
+
+
+def test_x_T_replaces_the_prior_and_a_deterministic_solver_is_a_fixed_map():
+    sde = sd.VPSDE()
+    model = TARGET.model(sde)
+    x_T = TARGET.marginal_sample(16, sde.T, sde, generator=_gen(0))
+    a = sd.sample(sde, model, x_T=x_T, solver=ODE("heun"), steps=20, generator=_gen(1))
+    b = sd.sample(sde, model, x_T=x_T.clone(), solver=ODE("heun"), steps=20, generator=_gen(2))
+    assert torch.equal(a, b)
+    # the map is the solver's: compare with the exact flow of x_T (heun, 200 steps: error < 1e-3)
+    c = sd.sample(sde, model, x_T=x_T, solver=ODE("heun"), steps=200)
+    assert torch.allclose(c, TARGET.flow(x_T, sde.T, sde.t_min, sde), atol=1e-3)
+    d = sd.sample(sde, model, x_T=x_T + 1.0, solver=ODE("heun"), steps=20)
+    assert not torch.allclose(a, d)
+    # shape may be given and must agree; the prior is not drawn (the generator is untouched)
+    g = _gen(3)
+    state = g.get_state()
+    sd.sample(sde, model, tuple(x_T.shape), x_T=x_T, solver=ODE("euler"), steps=3, generator=g)
+    assert torch.equal(g.get_state(), state)
+
+
+def test_x_T_at_a_later_start_time():
+    sde = sd.VPSDE()
+    model = TARGET.model(sde)
+    grid = torch.linspace(0.6, sde.t_min, 30, dtype=torch.float64)
+    with pytest.raises(ValueError, match="pass x_T"):
+        sd.sample(sde, model, (4, 2), solver=ODE("rk4"), grid=grid)
+    x = TARGET.marginal_sample(8, 0.6, sde, generator=_gen(0))
+    out = sd.sample(sde, model, x_T=x, solver=ODE("rk4"), grid=grid)
+    assert torch.allclose(out, TARGET.flow(x, 0.6, sde.t_min, sde), atol=1e-5)
+
+
+def test_generator_reproducibility():
+    sde = sd.VESDE()
+    model = TARGET.model(sde)
+    for solver in (sd.EulerMaruyama(), PredictorCorrector(ReverseDiffusionPredictor(), LangevinCorrector())):
+        a = sd.sample(sde, model, (64, 2), solver=solver, steps=10, generator=_gen(5))
+        b = sd.sample(sde, model, (64, 2), solver=solver, steps=10, generator=_gen(5))
+        c = sd.sample(sde, model, (64, 2), solver=solver, steps=10, generator=_gen(6))
+        assert torch.equal(a, b)
+        assert not torch.allclose(a, c)
+
+
+def test_denoise_drops_the_last_noise_only():
+    """EM with denoise=False adds g(t_{N-1}) sqrt(-h) z at the last step: the difference has that std."""
+    sde = sd.VPSDE()
+    model = TARGET.model(sde)
+    steps, n = 10, 20000
+    x_T = TARGET.marginal_sample(n, sde.T, sde, generator=_gen(0))
+    a = sd.sample(sde, model, x_T=x_T, solver=sd.EulerMaruyama(), steps=steps, generator=_gen(1))
+    b = sd.sample(sde, model, x_T=x_T, solver=sd.EulerMaruyama(), steps=steps, generator=_gen(1), denoise=False)
+    g = sd.grids.uniform(sde, steps)
+    std = math.sqrt(float(sde.g2(g[-2])) * float(g[-2] - g[-1]))
+    d = (b - a).reshape(-1)
+    assert abs(float(d.mean())) < 5 * std / math.sqrt(d.numel())
+    assert abs(float(d.std()) / std - 1) < 5 / math.sqrt(2 * d.numel())
+
+
+def test_final_x0_is_the_denoiser_at_the_last_time():
+    sde = sd.VPSDE()
+    model = TARGET.model(sde)
+    x_T = TARGET.marginal_sample(8, sde.T, sde, generator=_gen(0))
+    x = sd.sample(sde, model, x_T=x_T, solver=ODE("euler"), steps=5)
+    nfe = model.nfe
+    x0 = sd.sample(sde, model, x_T=x_T, solver=ODE("euler"), steps=5, final_x0=True)
+    assert model.nfe == 2 * nfe + 1
+    t = torch.tensor(sde.t_min, dtype=torch.float64)
+    a, s = sde.alpha(t), sde.sigma(t)
+    v0 = TARGET.std**2
+    post = TARGET.mean + v0 * a / (a * a * v0 + s * s) * (x - a * TARGET.mean)
+    assert torch.allclose(x0, post, atol=1e-12)
+
+
+def test_callback_receives_every_step():
+    sde = sd.SubVPSDE()
+    model = TARGET.model(sde)
+    steps = 7
+    seen = []
+    out = sd.sample(sde, model, (5, 2), solver=sd.EulerMaruyama(), steps=steps, generator=_gen(0), callback=seen.append)
+    g = sd.grids.uniform(sde, steps)
+    assert [d["i"] for d in seen] == list(range(steps))
+    assert [d["t"] for d in seen] == g[:-1].tolist() and [d["t_next"] for d in seen] == g[1:].tolist()
+    assert all(set(d) >= {"i", "t", "t_next", "x", "x0"} for d in seen)
+    assert torch.equal(seen[-1]["x"], out)
+    # x0 at step i is the denoiser at (x entering step i, t_i): the exact posterior mean here
+    t = torch.tensor(seen[3]["t"], dtype=torch.float64)
+    a, s = sde.alpha(t), sde.sigma(t)
+    v0 = TARGET.std**2
+    x_in = seen[2]["x"]
+    post = TARGET.mean + v0 * a / (a * a * v0 + s * s) * (x_in.double() - a * TARGET.mean)
+    assert torch.allclose(seen[3]["x0"].double(), post, rtol=1e-5, atol=1e-5)
+
+
+def test_progress_bar(capsys):
+    pytest.importorskip("tqdm")
+    sde = sd.VPSDE()
+    sd.sample(sde, TARGET.model(sde), (2, 2), solver=sd.EulerMaruyama(), steps=4, progress=True, generator=_gen(0))
+    err = capsys.readouterr().err
+    assert "EulerMaruyama" in err and "4/4" in err
+
+
+class _HalfNet(torch.nn.Module):
+    """A half-precision 'network': a linear layer (identity weights, bf16/fp16 matmul) then the exact
+    Gaussian score formula, all in the input's dtype."""
+
+    def __init__(self, sde, dtype):
+        super().__init__()
+        self.sde = sde
+        self.lin = torch.nn.Linear(2, 2, bias=False, dtype=dtype)
+        with torch.no_grad():
+            self.lin.weight.copy_(torch.eye(2))
+
+    def forward(self, x, t):
+        assert x.dtype == self.lin.weight.dtype and t.dtype == x.dtype
+        t64 = t.to(torch.float64)
+        a = torch.exp(self.sde._log_alpha(t64)).to(x.dtype)[:, None]
+        s2 = torch.exp(2 * self.sde._log_sigma(t64)).to(x.dtype)[:, None]
+        m, v = TARGET.mean.to(x.dtype), (TARGET.std**2).to(x.dtype)
+        return -(self.lin(x) - a * m) / (a * a * v + s2)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("solver", [sd.EulerMaruyama(), ODE("heun")], ids=["em", "heun"])
+def test_half_precision(dtype, solver):
+    sde = sd.VPSDE()
+    model = sd.ScoreModel(_HalfNet(sde, dtype), sde, prediction="score")
+    n = 4000
+    x = sd.sample(sde, model, (n, 2), solver=solver, steps=100, generator=_gen(0), dtype=dtype)
+    assert x.dtype == dtype and bool(torch.isfinite(x).all())
+    m, v = TARGET.marginal_moments(sde.t_min, sde)
+    # 5 standard errors plus the rounding of a 100-step half-precision chain (eps_bf16 = 2^-8 per step,
+    # a random walk: sqrt(100) * 2^-8 * |x| ~ 0.1 relative; fp16 is 8x finer) and EM's O(h) bias
+    rnd = (0.1 if dtype == torch.bfloat16 else 0.0125) + 0.02
+    check_moments(x.float(), m, v, mean_bias=rnd * v.sqrt(), var_bias=2 * rnd * v, check_cov=False)
+    # and close to the float32 run from the same x_T
+    x_T = TARGET.marginal_sample(256, sde.T, sde, generator=_gen(1))
+    det = ODE("heun")
+    hi = sd.sample(sde, TARGET.model(sde), x_T=x_T.float(), solver=det, steps=50)
+    lo = sd.sample(sde, model, x_T=x_T.to(dtype), solver=det, steps=50)
+    rel_rms = float(((lo.float() - hi) ** 2).mean().sqrt()) / float(hi.pow(2).mean().sqrt())
+    # 100 score evaluations with rounding eps (2^-8 bf16, 2^-11 fp16) each: a random walk of ~10 eps
+    assert rel_rms < 10 * (2**-8 if dtype == torch.bfloat16 else 2**-11), rel_rms
+
+
+def test_shape_and_type_errors():
+    sde = sd.VPSDE()
+    model = TARGET.model(sde)
+    x_T = torch.zeros(4, 2)
+    with pytest.raises(ValueError, match="x_T has shape"):
+        sd.sample(sde, model, (5, 2), x_T=x_T, solver=ODE("euler"), steps=2)
+    with pytest.raises(ValueError, match="x_T has dtype"):
+        sd.sample(sde, model, x_T=x_T, solver=ODE("euler"), steps=2, dtype=torch.float64)
+    with pytest.raises(TypeError, match="x_T must be a floating-point tensor"):
+        sd.sample(sde, model, x_T=torch.zeros(4, 2, dtype=torch.long), solver=ODE("euler"), steps=2)
+    with pytest.raises(ValueError, match="x must have shape"):  # the target's event is (2,)
+        sd.sample(sde, model, (4, 3), solver=ODE("euler"), steps=2)
+    with pytest.raises(ValueError, match="pass shape"):
+        sd.sample(sde, model, solver=ODE("euler"), steps=2)
+    with pytest.raises(ValueError, match="pass steps"):
+        sd.sample(sde, model, (4, 2), solver=ODE("euler"))
+    with pytest.raises(TypeError, match="solver must be"):
+        sd.sample(sde, model, (4, 2), solver="euler", steps=2)
+    with pytest.raises(ValueError, match="different process"):
+        sd.sample(sd.VESDE(), model, (4, 2), solver=ODE("euler"), steps=2)
+
+
+def test_model_returning_a_different_shape():
+    sde = sd.VPSDE()
+    with pytest.raises(ValueError, match=r"network returned shape \(4, 1\)"):
+        sd.sample(sde, lambda x, t: x[:, :1], (4, 2), solver=sd.EulerMaruyama(), steps=3, generator=_gen(0))
+    with pytest.raises(TypeError, match="must return a tensor"):
+        sd.sample(sde, lambda x, t: 0.0, (4, 2), solver=sd.EulerMaruyama(), steps=3, generator=_gen(0))
+
+
+def _nan_after(t_bad):
+    def score(x, t):
+        return torch.where((t < t_bad)[:, None], torch.full_like(x, float("nan")), -x)
+
+    return score
+
+
+@pytest.mark.parametrize(
+    "solver",
+    [sd.EulerMaruyama(), ODE("heun"), PredictorCorrector(ReverseDiffusionPredictor(), LangevinCorrector())],
+    ids=["em", "heun", "pc"],
+)
+def test_non_finite_detection_names_the_step(solver):
+    sde = sd.VPSDE()
+    steps = 10
+    g = sd.grids.uniform(sde, steps)
+    with pytest.raises(sd.NonFiniteError) as info:
+        sd.sample(sde, _nan_after(0.45), (4, 2), solver=solver, steps=steps, generator=_gen(0))
+    # the first step whose evaluations see t < 0.45: Heun's second stage looks at t_{i+1}
+    first = int((g[:-1] < 0.45).nonzero()[0]) if solver is not None else None
+    if isinstance(solver, ODE):
+        first = int((g[1:] < 0.45).nonzero()[0])
+    msg = str(info.value)
+    assert f"step {first}," in msg and f"t = {float(g[first]):.6g}" in msg, msg
+    out = sd.sample(sde, _nan_after(0.45), (4, 2), solver=solver, steps=steps, generator=_gen(0), check_finite=False)
+    assert bool(torch.isnan(out).all())
+
+
+def test_solver_process_combinations():
+    """The ancestral predictor needs alpha^2 + sigma^2 = 1 or alpha = 1: sub-VP is rejected with a clear
+    error, every variance-preserving (VP, cosine, VDM, discrete) and the VE process are accepted."""
+    pc = PredictorCorrector(AncestralPredictor(), None)
+    sde = sd.SubVPSDE()
+    with pytest.raises(ValueError, match="AncestralPredictor applies to variance-preserving.*SubVPSDE is neither"):
+        sd.sample(sde, TARGET.model(sde), (4, 2), solver=pc, steps=3)
+    for sde in (sd.VPSDE(), sd.CosineVPSDE(), sd.VDMSDE(), sd.DiscreteVPSDE.from_schedule(), sd.VESDE()):
+        x = sd.sample(sde, TARGET.model(sde), (4, 2), solver=pc, steps=3, generator=_gen(0))
+        assert bool(torch.isfinite(x).all())
+
+
+@pytest.mark.gpu
+def test_generator_device_mismatch():
+    sde = sd.VPSDE()
+    with pytest.raises(ValueError, match="generator is on"):
+        sd.sample(
+            sde,
+            TARGET.model(sde),
+            x_T=torch.zeros(2, 2),
+            solver=sd.EulerMaruyama(),
+            steps=2,
+            generator=torch.Generator(device="cuda"),
+        )
