@@ -20,6 +20,16 @@ from .sde import (
     SubVPSDE,
 )
 from .solvers import EulerMaruyama, NonFiniteError, Solver
+from .solvers import (
+    ODE,
+    AncestralPredictor,
+    AnnealedLangevinCorrector,
+    EulerMaruyamaPredictor,
+    LangevinCorrector,
+    PredictorCorrector,
+    ReverseDiffusionPredictor,
+)
+from . import interop
 from .solvers import DDIM, DDPM, PLMS
 from .solvers import VDMAncestral
 from .targets import Gaussian, GaussianMixture
@@ -29,6 +39,14 @@ from .losses import dsm_loss, vdm_bits_per_dim, vdm_diffusion_loss
 __version__ = "0.1.0"
 
 __all__ = [
+    "ODE",
+    "PredictorCorrector",
+    "ReverseDiffusionPredictor",
+    "EulerMaruyamaPredictor",
+    "AncestralPredictor",
+    "LangevinCorrector",
+    "AnnealedLangevinCorrector",
+    "interop",
     "DDIM",
     "DDPM",
     "PLMS",

@@ -3,7 +3,25 @@
 from .base import NonFiniteError, Solver
 from .ddim import DDIM, DDPM
 from .euler_maruyama import EulerMaruyama
+from .ode import ODE
+from .predictor_corrector import (
+    AncestralPredictor,
+    AnnealedLangevinCorrector,
+    EulerMaruyamaPredictor,
+    LangevinCorrector,
+    PredictorCorrector,
+    ReverseDiffusionPredictor,
+)
 from .plms import PLMS
 from .vdm_ancestral import VDMAncestral
 
 __all__ = ["DDIM", "DDPM", "PLMS", "Solver", "NonFiniteError", "EulerMaruyama", "VDMAncestral"]
+__all__ += [
+    "ODE",
+    "PredictorCorrector",
+    "ReverseDiffusionPredictor",
+    "EulerMaruyamaPredictor",
+    "AncestralPredictor",
+    "LangevinCorrector",
+    "AnnealedLangevinCorrector",
+]
