@@ -107,11 +107,11 @@ class _TimeMap:
         self.u0, self.u1 = float(-0.5 * lam[0]), float(-0.5 * lam[1])
         self.t_lo, self.t_hi = float(t_min), T
 
-    def __call__(self, u: Tensor) -> tuple[Tensor, Tensor]:
-        """(t, dt/du) as float64 tensors for the integration variable u."""
+    def __call__(self, u: Tensor) -> tuple[Tensor, Tensor | None]:
+        """(t, dt/du) as float64 tensors for the integration variable u (dt/du = None for u = t)."""
         u = u.to(torch.float64)
         if self.kind == "t":
-            return u, torch.ones_like(u)
+            return u, None
         t = self.sde._t_of_log_snr(-2.0 * u).clamp(self.t_lo, self.t_hi)
         sigma2 = torch.exp(2.0 * self.sde._log_sigma(t))
         return t, 2.0 * sigma2 / self.sde._g2(t)
@@ -154,14 +154,18 @@ def hutchinson_trace(score_fn, x: Tensor, probes: Tensor, *, create_graph: bool 
         if not s.requires_grad:
             raise _not_differentiable()
         n = probes.shape[0]
-        tr = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
+        tr = None
         for k in range(n):
             (vj,) = torch.autograd.grad(
                 s, xr, probes[k], retain_graph=create_graph or k < n - 1, create_graph=create_graph, allow_unused=True
             )
             if vj is not None:
-                tr = tr + sum_event(vj * probes[k])
-        tr = tr / n
+                q = sum_event(vj * probes[k])
+                tr = q if tr is None else tr + q
+        if tr is None:  # the score does not depend on x
+            tr = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
+        elif n > 1:
+            tr = tr / n
     if not create_graph:
         s, tr = s.detach(), tr.detach()
     return s, tr
@@ -338,9 +342,12 @@ def log_likelihood(
             s, tr = exact_trace(score_fn, xt, chunk_size=chunk_size, create_graph=create_graph)
         else:
             s, tr = hutchinson_trace(score_fn, xt, probes, create_graph=create_graph)
-        a = (dtdu * sde._f(t)).to(xt.dtype)  # linear coefficient of dx/du
-        b = (0.5 * dtdu * sde._g2(t)).to(xt.dtype)  # score coefficient of dx/du
-        return a * xt - b * s, a * D - b * tr
+        # dx/du = a x - b s and d delta/du = a D - b tr(ds/dx), with a = f dt/du, b = g^2/2 dt/du
+        coef = torch.stack((sde._f(t), 0.5 * sde._g2(t)))
+        if dtdu is not None:
+            coef = coef * dtdu
+        a, b = coef.to(xt.dtype).unbind()
+        return torch.addcmul(a * xt, b, s, value=-1.0), torch.addcmul(a * D, b, tr, value=-1.0)
 
     shape = x.shape
 
