@@ -114,11 +114,20 @@ def raise_if_bad(bad: Tensor, grid: Tensor) -> None:
 
 
 def _to_device(coeffs: dict[str, Tensor], x: Tensor) -> dict[str, Tensor]:
+    """Move host coefficients to x's device: float64 for time keys (``"t..."``), x's dtype otherwise.
+
+    On CUDA the copies go through pinned memory with ``non_blocking=True``, so even the one-off
+    upload per grid does not synchronize the host with the device.
+    """
+    cuda = x.device.type == "cuda"
     out = {}
     for k, v in coeffs.items():
         if isinstance(v, Tensor):
             dtype = torch.float64 if k.startswith("t") else x.dtype
-            out[k] = v.to(device=x.device, dtype=dtype)
+            if cuda and v.device.type == "cpu":
+                out[k] = v.to(dtype=dtype).pin_memory().to(device=x.device, non_blocking=True)
+            else:
+                out[k] = v.to(device=x.device, dtype=dtype)
         else:
             out[k] = v
     return out
