@@ -207,15 +207,17 @@ def test_ddim_noise_on_last_step_is_a_deliberate_difference():
 
 
 # ----------------------------------------------------------------------------- DDPM
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("beta_schedule", SCHEDULES)
-@pytest.mark.parametrize("variance", ["small", "large"])
-@pytest.mark.parametrize("steps", [pytest.param(1000, marks=pytest.mark.slow), 25])
+_DDPM_CASES = [(dt, bs, var, 25) for dt in DTYPES for bs in SCHEDULES for var in ("small", "large")]
+_DDPM_CASES += [
+    pytest.param(torch.float64, bs, var, 1000, marks=pytest.mark.slow) for bs in SCHEDULES for var in ("small", "large")
+]
+_DDPM_CASES += [pytest.param(torch.float32, "linear", "small", 1000, marks=pytest.mark.slow)]
+
+
+@pytest.mark.parametrize("dtype, beta_schedule, variance, steps", _DDPM_CASES)
 def test_ddpm_matches_ddpm_scheduler(dtype, beta_schedule, variance, steps):
     """All N = 1000 steps (the original ancestral sampler) and a 25-step skip; the last step goes to
     t = 0 (diffusers' 'timestep -1', alpha = 1) without noise, as our denoise=True does."""
-    if steps == 1000 and dtype == torch.float32 and (beta_schedule != "linear" or variance != "small"):
-        pytest.skip("one float32 1000-step case is enough")
     vt = {"small": "fixed_small", "large": "fixed_large"}[variance]
     sched = make_scheduler("ddpm", beta_schedule, dtype, variance_type=vt)
     sde = DiscreteVPSDE(alphas_cumprod=sched.alphas_cumprod, t_min=0.0)
