@@ -62,13 +62,13 @@ LN2 = math.log(2.0)
 
 
 # ------------------------------------------------------------------------------ data
-def load_data(n_test: int = 300, seed: int = 0):
-    """Integer digits (N, 64) in {0..16}, split into train and test by a fixed permutation."""
+def load_data(n_test: int = 300, n_val: int = 150, seed: int = 0):
+    """Integer digits (N, 64) in {0..16}, split into train / validation / test by a fixed permutation."""
     from sklearn.datasets import load_digits
 
     x = torch.as_tensor(load_digits().data, dtype=torch.long)
     perm = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed))
-    return x[perm[n_test:]], x[perm[:n_test]]
+    return x[perm[n_test + n_val :]], x[perm[n_test : n_test + n_val]], x[perm[:n_test]]
 
 
 # --------------------------------------------------------------------------- network
@@ -81,13 +81,27 @@ class EpsMLP(nn.Module):
     network see where z lies inside its bin, which is what the denoiser needs at high SNR.
     """
 
-    def __init__(self, dim: int = 64, hidden: int = 512, blocks: int = 3, n_freq: int = 16, z_fourier: bool = True):
+    def __init__(
+        self,
+        dim: int = 64,
+        hidden: int = 512,
+        blocks: int = 3,
+        n_freq: int = 16,
+        z_fourier: bool = True,
+        dropout: float = 0.0,
+    ):
         super().__init__()
         self.register_buffer("freqs", 2.0 ** torch.arange(n_freq) * math.pi / 4)
         self.register_buffer("z_freqs", math.pi * VOCAB * torch.tensor([1.0, 2.0]) if z_fourier else torch.zeros(0))
         self.inp = nn.Linear(dim * (1 + 2 * self.z_freqs.numel()) + 2 * n_freq, hidden)
         self.blocks = nn.ModuleList(
-            nn.Sequential(nn.LayerNorm(hidden), nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
+            nn.Sequential(
+                nn.LayerNorm(hidden),
+                nn.Linear(hidden, hidden),
+                nn.SiLU(),
+                nn.Dropout(dropout),
+                nn.Linear(hidden, hidden),
+            )
             for _ in range(blocks)
         )
         self.cond = nn.ModuleList(nn.Linear(2 * n_freq, hidden) for _ in range(blocks))
@@ -105,6 +119,51 @@ class EpsMLP(nn.Module):
         return z + self.out(h)
 
 
+class EpsConv(nn.Module):
+    """eps_hat(z, g) = z + a small residual conv net on the 8x8 image (plus Fourier features of z).
+
+    No down-sampling: 3x3 convolutions at 8x8, each residual block conditioned on the Fourier
+    features of g through a per-channel shift (as VDM's ResnetBlock).
+    """
+
+    def __init__(self, channels: int = 64, blocks: int = 4, n_freq: int = 16, z_fourier: bool = True, dropout=0.0):
+        super().__init__()
+        self.register_buffer("freqs", 2.0 ** torch.arange(n_freq) * math.pi / 4)
+        self.register_buffer("z_freqs", math.pi * VOCAB * torch.tensor([1.0, 2.0]) if z_fourier else torch.zeros(0))
+        self.inp = nn.Conv2d(1 + 2 * self.z_freqs.numel(), channels, 3, padding=1)
+        self.blocks = nn.ModuleList(
+            nn.ModuleDict(
+                {
+                    "conv1": nn.Sequential(
+                        nn.GroupNorm(8, channels), nn.SiLU(), nn.Conv2d(channels, channels, 3, padding=1)
+                    ),
+                    "cond": nn.Linear(2 * n_freq, channels),
+                    "conv2": nn.Sequential(
+                        nn.GroupNorm(8, channels),
+                        nn.SiLU(),
+                        nn.Dropout(dropout),
+                        nn.Conv2d(channels, channels, 3, padding=1),
+                    ),
+                }
+            )
+            for _ in range(blocks)
+        )
+        self.out = nn.Sequential(nn.GroupNorm(8, channels), nn.SiLU(), nn.Conv2d(channels, 1, 3, padding=1))
+        nn.init.zeros_(self.out[-1].weight)
+        nn.init.zeros_(self.out[-1].bias)
+
+    def forward(self, z: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        ang = g[:, None] * self.freqs
+        emb = torch.cat([torch.sin(ang), torch.cos(ang)], dim=1)
+        img = z.reshape(-1, 1, 8, 8)
+        zf = img * self.z_freqs.reshape(1, -1, 1, 1)
+        h = self.inp(torch.cat([img, torch.sin(zf), torch.cos(zf)], dim=1))
+        for block in self.blocks:
+            r = block["conv1"](h) + block["cond"](emb)[:, :, None, None]
+            h = h + block["conv2"](r)
+        return z + self.out(h).reshape(z.shape)
+
+
 def build(args, device):
     if args.schedule == "monotone":
         gamma = LearnedMonotoneGamma(args.gamma_min, args.gamma_max, learn_endpoints=True)
@@ -113,7 +172,11 @@ def build(args, device):
     else:
         gamma = FixedLinearGamma(args.gamma_min, args.gamma_max)
     sde = VDMSDE(gamma).to(device)
-    net = EpsMLP(hidden=args.hidden, blocks=args.blocks, z_fourier=args.z_fourier).to(device)
+    if args.arch == "mlp":
+        net = EpsMLP(hidden=args.hidden, blocks=args.blocks, z_fourier=args.z_fourier, dropout=args.dropout)
+    else:
+        net = EpsConv(channels=args.hidden, blocks=args.blocks, z_fourier=args.z_fourier, dropout=args.dropout)
+    net = net.to(device)
     lo, hi = args.gamma_min, args.gamma_max
 
     def time_input(t):  # the network sees gamma(t), affinely scaled by the initial endpoints
@@ -124,19 +187,22 @@ def build(args, device):
 
 
 # -------------------------------------------------------------------------- training
-def train(args, sde, net, model, x_train, device):
+def train(args, sde, net, model, x_train, x_val, device):
+    """Adam on the bound; returns the moving-average weights with the best validation bound."""
     gen = torch.Generator(device=device).manual_seed(args.seed)
     sched_params = list(sde.gamma.parameters())
-    groups = [{"params": list(net.parameters()), "lr": args.lr, "base_lr": args.lr}]
-    if sched_params:
-        groups.append({"params": sched_params, "lr": args.schedule_lr, "base_lr": args.schedule_lr})
-    opt = torch.optim.Adam(groups)
+    groups = [{"params": list(net.parameters()), "lr": args.lr, "base_lr": args.lr, "weight_decay": args.weight_decay}]
+    if sched_params:  # no weight decay on the schedule: it would pull gamma(1) - gamma(0) towards 0
+        groups.append(
+            {"params": sched_params, "lr": args.schedule_lr, "base_lr": args.schedule_lr, "weight_decay": 0.0}
+        )
+    opt = torch.optim.AdamW(groups)
     ema = [q.detach().clone() for q in net.parameters()]  # moving average of the weights, for evaluation
     use_trick = args.variance_trick and bool(getattr(sde.gamma, "shape_parameters", list)())
     n = x_train.shape[0]
     x_train = x_train.to(device)
     t0 = time.time()
-    history = []
+    history, best = [], (math.inf, None)
     for step in range(1, args.steps + 1):
         idx = torch.randint(0, n, (args.batch_size,), generator=gen, device=device)
         k = x_train[idx]
@@ -160,19 +226,36 @@ def train(args, sde, net, model, x_train, device):
         for group in opt.param_groups:
             group["lr"] = group["base_lr"] * warm * 0.5 * (1 + math.cos(math.pi * step / args.steps))
         if step % max(1, args.steps // 10) == 0 or step == args.steps:
+            live = [q.detach().clone() for q in net.parameters()]
+            _load(net, ema)
+            net.eval()
+            val = evaluate_bound(model, x_val, 2, args.seed, device)["bpd"]
+            net.train()
+            if val < best[0]:
+                best = (val, ([q.clone() for q in ema], {k_: v.clone() for k_, v in sde.gamma.state_dict().items()}))
+            _load(net, live)
             with torch.no_grad():
                 g0 = float(sde.gamma(torch.zeros((), device=device)))
                 g1 = float(sde.gamma(torch.ones((), device=device)))
-            history.append({"step": step, "train_bpd": float(loss.detach()), "gamma0": g0, "gamma1": g1})
+            history.append(
+                {"step": step, "train_bpd": float(loss.detach()), "val_bpd": val, "gamma0": g0, "gamma1": g1}
+            )
             print(
-                f"step {step:6d}  train bound {float(loss.detach()):.4f} bits/dim  gamma(0)={g0:+.3f} gamma(1)={g1:+.3f}"
-                f"  [{time.time() - t0:.1f}s]",
+                f"step {step:6d}  bound: train batch {float(loss.detach()):.4f}, validation {val:.4f} bits/dim  "
+                f"gamma(0)={g0:+.3f} gamma(1)={g1:+.3f}  [{time.time() - t0:.1f}s]",
                 flush=True,
             )
-    with torch.no_grad():  # evaluate with the exponential moving average of the network's weights
-        for q, q_ema in zip(net.parameters(), ema):
-            q.copy_(q_ema)
+    weights, schedule_state = best[1]
+    _load(net, weights)
+    sde.gamma.load_state_dict(schedule_state)
+    net.eval()
     return history, time.time() - t0
+
+
+def _load(net, tensors):
+    with torch.no_grad():
+        for q, v in zip(net.parameters(), tensors):
+            q.copy_(v)
 
 
 # ------------------------------------------------------------------------ evaluation
@@ -196,14 +279,18 @@ def evaluate_bound(model, x_int, passes: int, seed: int, device):
 
 
 def evaluate_ode(sde, model, x_int, args, device):
-    """Probability-flow ODE bits/dim with uniform and with VDM's Gaussian dequantization."""
+    """Probability-flow ODE bits/dim with uniform and with VDM's Gaussian dequantization.
+
+    With ``divergence="hutchinson"`` (one Rademacher probe per image) log p_0 is an unbiased
+    estimate, and so are the bits/dim averaged over images.
+    """
     if not hasattr(sdesolve, "log_likelihood"):
         print("sdesolve.log_likelihood is not available: skipping the ODE likelihood")
         return None
     gen = torch.Generator(device=device).manual_seed(args.seed + 2)
     k = x_int.to(device)
     d = k[0].numel()
-    kw = dict(divergence="exact", method="dopri5", rtol=args.ode_tol, atol=args.ode_tol, t_min=0.0)
+    kw = dict(divergence=args.divergence, method="dopri5", rtol=args.ode_tol, atol=args.ode_tol, t_min=0.0)
     t_start = time.time()
     # (a) uniform dequantization within each of the 17 bins of width 2/17
     u = torch.rand(k.shape, generator=gen, device=device)
@@ -240,8 +327,11 @@ def main(argv=None):
     p.add_argument("--device", default="cpu")
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--hidden", type=int, default=None)
-    p.add_argument("--blocks", type=int, default=3)
+    p.add_argument("--hidden", type=int, default=None, help="MLP width, or conv channels")
+    p.add_argument("--arch", choices=["conv", "mlp"], default="conv", help="eps-network")
+    p.add_argument("--blocks", type=int, default=None, help="residual blocks")
+    p.add_argument("--dropout", type=float, default=0.1)
+    p.add_argument("--weight-decay", type=float, default=0.0)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--ema", type=float, default=0.999, help="decay of the weights' moving average used for evaluation")
     p.add_argument("--schedule", choices=["monotone", "scalar", "fixed"], default="monotone")
@@ -259,33 +349,42 @@ def main(argv=None):
     p.add_argument("--eval-passes", type=int, default=None)
     p.add_argument("--ode-images", type=int, default=None, help="test images for the ODE likelihood (0: skip)")
     p.add_argument("--ode-tol", type=float, default=1e-4, help="rtol = atol of the dopri5 likelihood solve")
+    p.add_argument(
+        "--divergence",
+        choices=["exact", "hutchinson"],
+        default=None,
+        help="trace of the ODE likelihood (default: exact on the GPU, Hutchinson on the CPU)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--json", default=None, help="write the results to this file")
     args = p.parse_args(argv)
     gpu = args.device.startswith("cuda")
     defaults = {
-        # (steps, batch, hidden, eval passes, ODE images)
-        "quick": (400, 128, 256, 4, 4),
-        "cpu": (3000, 128, 512, 10, 32),
-        "gpu": (12000, 256, 1024, 20, 300),
+        # (steps, batch, width, blocks, eval passes, ODE images)
+        "quick": (400, 64, 32, 2, 4, 4),
+        "cpu": (2000, 128, 64, 4, 10, 32),
+        "gpu": (4000, 256, 64, 4, 20, 300),
     }["quick" if args.quick else ("gpu" if gpu else "cpu")]
-    for name, value in zip(("steps", "batch_size", "hidden", "eval_passes", "ode_images"), defaults):
+    for name, value in zip(("steps", "batch_size", "hidden", "blocks", "eval_passes", "ode_images"), defaults):
         if getattr(args, name) is None:
             setattr(args, name, value)
+    if args.divergence is None:
+        args.divergence = "exact" if gpu else "hutchinson"
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     device = torch.device(args.device)
 
-    x_train, x_test = load_data(seed=args.seed)
-    print(f"digits: {x_train.shape[0]} train / {x_test.shape[0]} test images, 64 dims, {VOCAB} levels")
+    x_train, x_val, x_test = load_data(seed=args.seed)
+    print(
+        f"digits: {x_train.shape[0]} train / {x_val.shape[0]} validation / {x_test.shape[0]} test images, "
+        f"64 dims, {VOCAB} levels"
+    )
     sde, net, model = build(args, device)
     n_params = sum(q.numel() for q in net.parameters())
     print(f"eps-network: {n_params / 1e6:.2f}M parameters; schedule: {sde.gamma.__class__.__name__}")
-    history, train_seconds = train(args, sde, net, model, x_train, device)
-
-    net.eval()
+    history, train_seconds = train(args, sde, net, model, x_train, x_val, device)
     bound = evaluate_bound(model, x_test, args.eval_passes, args.seed, device)
     train_bound = evaluate_bound(model, x_train[: x_test.shape[0]], args.eval_passes, args.seed, device)
     print(
@@ -298,7 +397,8 @@ def main(argv=None):
         ode = evaluate_ode(sde, model, x_test[: args.ode_images], args, device)
         if ode is not None:
             print(
-                f"test probability-flow ODE ({ode['images']} images, {ode['nfe']} NFE, {ode['seconds']:.1f}s): "
+                f"test probability-flow ODE ({ode['images']} images, {args.divergence} divergence, {ode['nfe']} NFE, "
+                f"{ode['seconds']:.1f}s): "
                 f"uniform dequantization {ode['uniform_dequant_bpd']:.4f} +- {ode['uniform_dequant_se']:.4f}, "
                 f"Gaussian dequantization + decoder {ode['gaussian_dequant_bpd']:.4f} +- "
                 f"{ode['gaussian_dequant_se']:.4f} bits/dim"

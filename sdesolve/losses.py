@@ -231,7 +231,7 @@ def vdm_prior_loss(sde: LinearSDE, x0: Tensor) -> Tensor:
     """
     sde = _check_sde(sde)
     check_x(x0, name="x0")
-    t1 = torch.tensor(float(sde.T), dtype=torch.float64, device=x0.device)
+    t1 = torch.full((), float(sde.T), dtype=torch.float64, device=x0.device)
     log_var = 2.0 * sde._log_sigma(t1)
     alpha2 = torch.exp(2.0 * sde._log_alpha(t1))
     p2 = float(sde.prior_std) ** 2

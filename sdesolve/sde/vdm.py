@@ -108,7 +108,7 @@ def _schedule_time(t, ref: Tensor, name: str = "t") -> tuple[Tensor, dict]:
         return t.to(device=ref.device, dtype=ref.dtype), {"device": t.device, "dtype": t.dtype}
     if isinstance(t, bool) or not isinstance(t, numbers.Real):
         raise TypeError(f"{name} must be a float or a floating-point tensor, got {type(t).__name__}")
-    return torch.tensor(float(t), dtype=ref.dtype, device=ref.device), {"dtype": torch.float64}
+    return torch.full((), float(t), dtype=ref.dtype, device=ref.device), {"dtype": torch.float64}
 
 
 def _log_sigmoid(x: Tensor) -> Tensor:
@@ -259,6 +259,7 @@ class LearnedMonotoneGamma(GammaSchedule):
             self.l3.weight.copy_(torch.randn(self.l3.weight.shape, generator=generator, dtype=dtype) * init_std)
         start = torch.tensor(gamma_min, dtype=dtype)
         width = torch.tensor(gamma_max - gamma_min, dtype=dtype)
+        self.register_buffer("_unit", torch.tensor([0.0, 1.0], dtype=dtype), persistent=False)
         if self.learn_endpoints:
             self.gamma_start = nn.Parameter(start)
             self.gamma_width = nn.Parameter(width)
@@ -293,7 +294,7 @@ class LearnedMonotoneGamma(GammaSchedule):
     def _normalized(self, tt: Tensor) -> tuple[Tensor, Tensor]:
         """(h(t) - h(0)) / (h(1) - h(0)) and its t-derivative."""
         h, dh = self._profile(tt)
-        ends, _ = self._profile(torch.tensor([0.0, 1.0], dtype=tt.dtype, device=tt.device))
+        ends, _ = self._profile(self._unit.to(tt.dtype))  # h(0), h(1); a buffer: no host-to-device copy
         span = ends[1] - ends[0]
         return self._shape_gradient((h - ends[0]) / span), self._shape_gradient(dh / span)
 
