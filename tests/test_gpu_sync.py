@@ -115,8 +115,10 @@ def test_non_finite_check_syncs_once_and_reports_the_step():
     def nan_late(x, t):
         return torch.where((t < 0.5).reshape(-1, 1, 1, 1), torch.full_like(x, float("nan")), -x)
 
-    with pytest.raises(sd.NonFiniteError, match="step 10,"):
-        sd.sample(sde, nan_late, x_T=x_T, solver=S.EulerMaruyama(), steps=20, generator=gen)
+    grid = sd.grids.uniform(sde, 20)
+    first = int((grid[:-1] < 0.5).nonzero()[0])  # the first step evaluated at t < 0.5
+    with pytest.raises(sd.NonFiniteError, match=f"step {first},"):
+        sd.sample(sde, nan_late, x_T=x_T, solver=S.EulerMaruyama(), grid=grid, generator=gen)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])

@@ -103,14 +103,20 @@ def _chain_error(proc, pred, corr, steps):
     return float(torch.maximum((m - m0).abs() / v0.sqrt(), (v - v0).abs() / v0).max())
 
 
+# Measured exceptions to weak order 1: Euler-Maruyama on VE (f = 0) with a Gaussian target keeps the
+# mean exact and its O(h) variance term cancels, so the order is 2 (see test_euler_maruyama.py).
+_ORDER = {("ve", "em"): 2.0}
+
+
 def _check_weak_order(proc, pred, corr, steps=(60, 120, 240), bound_at_last=0.25):
     sde = PROCESSES[proc]()
     if not _applies(PREDICTORS[pred](), sde):
         pytest.skip("AncestralPredictor does not apply to this process")
     errs = [_chain_error(proc, pred, corr, n) for n in steps]
     slope = loglog_slope(steps, errs)
+    order = _ORDER.get((proc, pred), 1.0)
     assert errs[-1] < bound_at_last, (errs, slope)
-    assert 0.8 < slope < 1.3, f"{proc}/{pred}/{corr}: errors {errs}, slope {slope:.3f} (weak order 1 expected)"
+    assert order - 0.2 < slope < order + 0.3, f"{proc}/{pred}/{corr}: errors {errs}, slope {slope:.3f} (order {order})"
 
 
 @pytest.mark.parametrize("pred", ["rd", "ancestral"])

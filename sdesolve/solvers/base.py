@@ -12,7 +12,9 @@ Conventions (every solver follows them):
   noiseless mean (the last step when ``denoise=True``). Multistep history lives in the
   state dict, never in the solver. No host-device synchronization inside ``step``.
 * Class attributes: ``order`` (deterministic convergence order, or weak order for SDE
-  solvers), ``strong_order``, ``nfe_per_step``, ``stochastic``, ``default_grid``.
+  solvers), ``strong_order``, ``nfe_per_step``, ``stochastic``, ``default_grid``, and
+  ``adaptive`` (True for solvers that choose their own steps and override :meth:`Solver.solve`,
+  e.g. ``ODE("dopri5")``; ``sample()`` then needs no ``steps``).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ class Solver:
     nfe_per_step: int = 1
     stochastic: bool = False
     default_grid: str = "uniform"
+    adaptive: bool = False
 
     # ------------------------------------------------------------- interface
     def check(self, sde) -> None:
