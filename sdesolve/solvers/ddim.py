@@ -103,9 +103,9 @@ class _EpsStep(Solver):
     def step(self, model, state, i, coeffs, *, generator=None, noise=True, need_x0=False):
         x = state["x"]
         eps = model.eps(x, coeffs["t"][i])
-        x_next = coeffs["a"][i] * x + coeffs["b"][i] * eps
+        x_next = torch.addcmul(coeffs["a"][i] * x, coeffs["b"][i], eps)  # a x + b eps (one kernel fewer)
         if noise and self.stochastic:
-            x_next = x_next + coeffs["c"][i] * randn_like(x, generator)
+            x_next = torch.addcmul(x_next, coeffs["c"][i], randn_like(x, generator))
         out = {"x": x_next}
         if need_x0:
             out["x0"] = coeffs["x0_a"][i] * x - coeffs["x0_b"][i] * eps

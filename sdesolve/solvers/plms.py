@@ -119,10 +119,10 @@ class PLMS(Solver):
             e_comb = 0.5 * (e + e_end)
         else:
             w = _AB[len(hist) + 1]
-            e_comb = w[0] * e
+            e_comb = e * w[0]
             for wj, ej in zip(w[1:], reversed(hist)):
-                e_comb = e_comb + wj * ej
-        out = {"x": a * x + b * e_comb, "eps": (hist + (e,))[-3:]}
+                e_comb.add_(ej, alpha=wj)  # e_comb is a fresh tensor: fused multiply-add in place
+        out = {"x": torch.addcmul(a * x, b, e_comb), "eps": (hist + (e,))[-3:]}
         if need_x0:
             out["x0"] = coeffs["x0_a"][i] * x - coeffs["x0_b"][i] * e
         return out
