@@ -363,7 +363,7 @@ def main(argv=None):
     defaults = {
         # (steps, batch, width, blocks, eval passes, ODE images)
         "quick": (400, 64, 32, 2, 4, 4),
-        "cpu": (2000, 128, 64, 4, 10, 32),
+        "cpu": (1500, 128, 32, 3, 10, 32),
         "gpu": (4000, 256, 64, 4, 20, 300),
     }["quick" if args.quick else ("gpu" if gpu else "cpu")]
     for name, value in zip(("steps", "batch_size", "hidden", "blocks", "eval_passes", "ode_images"), defaults):
