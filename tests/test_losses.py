@@ -463,3 +463,33 @@ def test_bad_arguments():
     torch.testing.assert_close(
         discrete_to_continuous(torch.tensor([0, 16]), 17), torch.tensor([-1 + 1 / 17, 1 - 1 / 17])
     )
+
+
+@pytest.mark.gpu
+def test_losses_on_cuda_without_host_device_synchronization():
+    """The bound, the variance-trick loss and their backward run on the GPU with no synchronization."""
+    dev = torch.device("cuda")
+    sched = LearnedMonotoneGamma(-8.0, 4.0, n_features=64, learn_endpoints=True).to(dev)
+    sde = VDMSDE(sched)
+    net = torch.nn.Sequential(torch.nn.Linear(5, 32), torch.nn.SiLU(), torch.nn.Linear(32, 4)).to(dev)
+    model = ScoreModel(lambda z, g: net(torch.cat([z, g[:, None]], 1)), sde, prediction="eps", time_input=sched)
+    gen = torch.Generator(device=dev).manual_seed(0)
+    k = torch.randint(0, 17, (64, 4), generator=gen, device=dev)
+    x = discrete_to_continuous(k, 17)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        out = vdm_bits_per_dim(model, k, 17, generator=gen)
+        for T in (None, 16):
+            out = vdm_diffusion_loss(model, x, T=T, generator=gen)
+        loss = (
+            schedule_variance_loss(model, x, generator=gen)
+            + vdm_prior_loss(sde, x)
+            + vdm_reconstruction_loss(sde, k, 17, generator=gen)
+        ).mean()
+        loss.backward()
+        d = dsm_loss(model, x, likelihood_weighting=True, generator=gen, reduce="mean")
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    assert torch.isfinite(out).all() and torch.isfinite(d)
+    assert all(p.grad is not None for p in sched.parameters())
