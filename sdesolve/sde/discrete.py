@@ -85,6 +85,7 @@ class DiscreteVPSDE(LinearSDE):
         self.num_train_timesteps = n = int(log_ac.numel())
         knots = torch.cat([torch.zeros(1, dtype=torch.float64), 0.5 * log_ac])
         self.register_buffer("_log_alpha_knots", knots, persistent=False)
+        self._knots_host = knots  # a plain attribute: stays on the host when the module moves
         self.register_buffer("alphas_cumprod", log_ac.exp(), persistent=False)
         t_min = 1.0 / n if t_min is None else float(t_min)
         if not (0.0 <= t_min < self.T):
@@ -104,7 +105,12 @@ class DiscreteVPSDE(LinearSDE):
         return cls(ddpm_betas(beta_schedule, num_train_timesteps, beta_start, beta_end), **kwargs)
 
     def _knots(self, t: Tensor) -> Tensor:
-        return self._log_alpha_knots.to(device=t.device)
+        # Host times (grids, per-grid coefficients) use the host copy, device times the buffer:
+        # never a device-to-host copy, which would synchronize.
+        if t.device.type == "cpu":
+            return self._knots_host
+        L = self._log_alpha_knots
+        return L if L.device == t.device else L.to(t.device)
 
     def _segment(self, t: Tensor):
         n = self.num_train_timesteps
