@@ -160,7 +160,7 @@ class CosineVPSDE(LinearSDE):
 
     def _t_of_log_snr(self, lam: Tensor) -> Tensor:
         # alpha^2 = sigmoid(lam)  ->  log cos(theta) = 1/2 logsigmoid(lam) + log cos(theta_0)
-        log_cos = 0.5 * F.logsigmoid(lam) + self._log_cos0
+        log_cos = -0.5 * F.softplus(-lam, threshold=50.0) + self._log_cos0
         theta = torch.arccos(torch.exp(log_cos))
         return theta * (2.0 * (1.0 + self.s) / math.pi) - self.s
 
