@@ -85,27 +85,31 @@ def test_exact_weak_order_one_other_processes(proc):
 
 @pytest.mark.slow
 def test_sampled_weak_order_one():
-    """Weak error of E[x^2] estimated by sampling (no exact chain law used) at 4 step counts.
+    """Weak errors estimated by sampling at 8, 16, 32, 64 steps.
 
-    n = 400k samples: the standard error of E[x^2] (~ 0.02 for the coordinate of std 2) is well
-    below the weak errors at 4-32 steps (0.2-1.7); the fitted log-log slope must be ~1.
+    E[x_0] (the std-0.5 coordinate): with n = 400k its standard error (8e-4) is below the weak errors
+    (0.076, 0.036, 0.018, 0.009), so the fitted log-log slope measures the weak order: ~1.
+    E[x_1^2] (mean -2, std 2): its weak error is not yet asymptotic at these steps (0.40, 0.30, 0.17,
+    0.093), so the sampled value is compared with the exact chain's E[x_1^2] within 5 SE instead.
     """
     sde = sd.VPSDE()
     model = TARGET.model(sde)
-    m0, v0 = TARGET.marginal_moments(sde.t_min, sde)
-    steps, n = (4, 8, 16, 32), 400_000
-    errs = []
+    m0, _ = TARGET.marginal_moments(sde.t_min, sde)
+    m_T, v_T = TARGET.marginal_moments(sde.T, sde)
+    steps, n = (8, 16, 32, 64), 400_000
+    e_mean = []
     for k, N in enumerate(steps):
         gen = torch.Generator().manual_seed(100 + k)
         x_T = TARGET.marginal_sample(n, sde.T, sde, generator=gen)
         x = sd.sample(sde, model, x_T=x_T, solver=sd.EulerMaruyama(), steps=N, generator=gen)
-        second = (x * x).mean(0)
-        se = float(((x * x).var(0) / n).sqrt().max())
-        err = float((second - (v0 + m0 * m0)).abs().max())
-        assert err > 10 * se, (N, err, se)  # the bias dominates the noise, so the slope is the bias'
-        errs.append(err)
-    slope = loglog_slope(steps, errs)
-    assert 0.8 < slope < 1.25, (errs, slope)
+        se_mean = float(x[:, 0].std()) / n**0.5
+        e_mean.append(abs(float(x[:, 0].mean() - m0[0])))
+        assert e_mean[-1] > 5 * se_mean, (N, e_mean, se_mean)
+        m_c, v_c = chain_moments(sd.EulerMaruyama(), sde, model, sd.grids.uniform(sde, N), m_T, v_T)
+        second, se_second = (x[:, 1] ** 2).mean(), float((x[:, 1] ** 2).std()) / n**0.5
+        assert abs(float(second - (v_c[1] + m_c[1] ** 2))) < 5 * se_second, (N, float(second))
+    slope = loglog_slope(steps, e_mean)
+    assert 0.8 < slope < 1.2, (e_mean, slope)
 
 
 def test_same_as_euler_maruyama_predictor():

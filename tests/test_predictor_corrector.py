@@ -128,7 +128,10 @@ def test_exact_chain_law_converges_at_order_one_vp(pred):
 @pytest.mark.parametrize("pred", list(PREDICTORS))
 @pytest.mark.parametrize("proc", list(PROCESSES))
 def test_exact_chain_law_converges_at_order_one_all(proc, pred):
-    _check_weak_order(proc, pred, "none", steps=(100, 200, 400), bound_at_last=0.25)
+    # reverse diffusion's probability flow on the cosine process is far from asymptotic below 400
+    # steps (errors 1.6, 1.0, 0.55 at 100, 200, 400; 0.55, 0.29, 0.15 at 400, 800, 1600)
+    steps = (400, 800, 1600) if (proc, pred) == ("cosine", "rd_pf") else (100, 200, 400)
+    _check_weak_order(proc, pred, "none", steps=steps, bound_at_last=0.25)
 
 
 @pytest.mark.slow
@@ -163,7 +166,7 @@ def test_langevin_snr_rule_stationary_variance(proc):
 
     With s = -(x - mu)/v, u = ||x - mu||^2: u' = u (1 - eps/v)^2 + 2 eps ||z||^2 + (zero-mean cross term),
     eps u / v = k v ||z||^2. At stationarity E[u'] = E[u] gives 2 k v D = (2k + k^2) v^2 (D^2 + 2D) E[1/u],
-    so u ~ v D (1 + k/2)(1 + 2/D) (1 + O(1/D) from Jensen): per-coordinate variance v (1 + a^2 r^2) up to O(1/D).
+    with u ~ V chi^2_D, E[1/u] = 1 / (V (D - 2)), so V = v (1 + a^2 r^2) (D + 2) / (D - 2).
     A rule with a doubled step (v (1 + 2 a^2 r^2)) or no correction (v) is rejected."""
     sde = PROCESSES[proc]()
     D, n, r, t = 128, 200, 0.5, 0.5
@@ -173,8 +176,8 @@ def test_langevin_snr_rule_stationary_variance(proc):
     m_t, v_t = target.marginal_moments(t, sde)
     v = float(v_t[0])
     ratio = float(x.var(0).mean()) / v
-    expected = (1.0 + a2r2) * (1 + 2.0 / D)
-    tol = 5 * math.sqrt(2.0 / (n * D)) * expected + 3.0 / D
+    expected = (1.0 + a2r2) * (D + 2) / (D - 2)
+    tol = 5 * math.sqrt(2.0 / (n * D)) * expected + 1.0 / D
     assert abs(ratio - expected) < tol, (ratio, expected)
     assert abs(ratio - 1.0) > 2 * tol and abs(ratio - (1 + 2 * a2r2)) > 2 * tol
     assert float((x.mean() - m_t.mean()).abs()) < 5 * math.sqrt(v * expected / (n * D))
@@ -216,7 +219,8 @@ def test_langevin_norms_are_per_sample():
 def test_langevin_pc_samples_isotropic_gaussian(proc, pred):
     """Full PC with the default LangevinCorrector (snr 0.16) on a 32-dim Gaussian: mean within 5 SE plus
     the predictor chain's exact bias; variance additionally within the corrector's stationary
-    inflation a^2 r^2 v <= r^2 v derived above (the corrector is a contraction towards that law)."""
+    inflation derived in test_langevin_snr_rule_stationary_variance, (1 + a^2 r^2)(D + 2)/(D - 2) - 1
+    with a^2 <= 1 (16 % at D = 32: the snr rule's norms fluctuate in few dimensions)."""
     sde = PROCESSES[proc]()
     D, n, steps, r = 32, 2000, 200, 0.16
     target = _isotropic(D)
@@ -234,7 +238,15 @@ def test_langevin_pc_samples_isotropic_gaussian(proc, pred):
     pred_only = PredictorCorrector(PREDICTORS[pred](), None)
     m_c, v_c = chain_moments(pred_only, sde, target.model(sde), sd.grids.uniform(sde, steps), m_T, v_T)
     m0, v0 = target.marginal_moments(sde.t_min, sde)
-    check_moments(x, m0, v0, mean_bias=(m_c - m0), var_bias=(v_c - v0).abs() + r * r * v0, check_cov=False, what=proc)
+    check_moments(
+        x,
+        m0,
+        v0,
+        mean_bias=(m_c - m0),
+        var_bias=(v_c - v0).abs() + ((1 + r * r) * (D + 2) / (D - 2) - 1) * v0,
+        check_cov=False,
+        what=proc,
+    )
 
 
 def test_default_and_nfe_per_step():
