@@ -43,7 +43,7 @@ def sample(
         model: a :class:`~sdesolve.ScoreModel` of ``sde``, or a callable score ``s(x, t)``.
         shape: (B, *event); may be omitted when ``x_T`` is given.
         solver: the integrator, e.g. ``EulerMaruyama()``, ``DDIM()``, ``ODE("heun")``.
-        steps: number of steps on the solver's default grid.
+        steps: number of steps on the solver's default grid (adaptive solvers need none).
         grid: a grid name (``"uniform"``, ``"quadratic"``, ``"log_snr"``, ``"karras"``, with
             ``steps``) or a strictly decreasing tensor of times inside [t_min, T].
         x_T: the state at ``grid[0]``, replacing the prior draw (a deterministic solver is
@@ -53,7 +53,9 @@ def sample(
         denoise: stochastic solvers take their last step without noise (return the mean).
         final_x0: after the last step, return the model's x0 prediction there (Tweedie's
             denoising jump; one extra network evaluation). Off by default.
-        callback: called after each step with a dict (i, t, t_next, x, x0).
+        callback: called after each step with a dict (i, t, t_next, x, x0): x is the state at
+            t_next, x0 the model's denoised estimate at (x entering the step, t) (None for
+            adaptive ODE solvers, which report the state at every grid time).
         progress: show a tqdm progress bar.
         check_finite: raise :class:`~sdesolve.solvers.NonFiniteError` naming the first step
             whose state held NaN or inf (recorded on the device, read once at the end).
