@@ -1,8 +1,9 @@
 """sdesolve: numerical SDE/ODE solvers for score-based diffusion models."""
 
-from . import grids, targets
-from .model import ScoreModel
+from . import grids, interop, losses, targets
 from .likelihood import LikelihoodResult, bits_per_dim, log_likelihood
+from .losses import dsm_loss, vdm_bits_per_dim, vdm_diffusion_loss
+from .model import ScoreModel
 from .sample import sample
 from .sde import (
     VDMSDE,
@@ -11,30 +12,31 @@ from .sde import (
     CosineVPSDE,
     DiscreteVPSDE,
     FixedLinearGamma,
+    GammaSchedule,
     LearnedMonotoneGamma,
     LearnedScalarGamma,
-    GammaSchedule,
     LinearSDE,
     ProbabilityFlowODE,
     ReverseSDE,
     SubVPSDE,
 )
-from .solvers import EulerMaruyama, NonFiniteError, Solver
 from .solvers import (
+    DDIM,
+    DDPM,
     ODE,
+    PLMS,
     AncestralPredictor,
     AnnealedLangevinCorrector,
+    EulerMaruyama,
     EulerMaruyamaPredictor,
     LangevinCorrector,
+    NonFiniteError,
     PredictorCorrector,
     ReverseDiffusionPredictor,
+    Solver,
+    VDMAncestral,
 )
-from . import interop
-from .solvers import DDIM, DDPM, PLMS
-from .solvers import VDMAncestral
 from .targets import Gaussian, GaussianMixture
-from . import losses
-from .losses import dsm_loss, vdm_bits_per_dim, vdm_diffusion_loss
 
 __version__ = "0.1.0"
 

@@ -4,6 +4,7 @@ from .base import NonFiniteError, Solver
 from .ddim import DDIM, DDPM
 from .euler_maruyama import EulerMaruyama
 from .ode import ODE
+from .plms import PLMS
 from .predictor_corrector import (
     AncestralPredictor,
     AnnealedLangevinCorrector,
@@ -12,7 +13,6 @@ from .predictor_corrector import (
     PredictorCorrector,
     ReverseDiffusionPredictor,
 )
-from .plms import PLMS
 from .vdm_ancestral import VDMAncestral
 
 __all__ = ["DDIM", "DDPM", "PLMS", "Solver", "NonFiniteError", "EulerMaruyama", "VDMAncestral"]
