@@ -1,6 +1,7 @@
 """sdesolve: numerical SDE/ODE solvers for score-based diffusion models."""
 
 from . import grids, interop, losses, targets
+from .graph import GraphSampler
 from .likelihood import LikelihoodResult, bits_per_dim, log_likelihood
 from .losses import dsm_loss, vdm_bits_per_dim, vdm_diffusion_loss
 from .model import ScoreModel
@@ -75,6 +76,7 @@ __all__ = [
     "targets",
     "grids",
     "sample",
+    "GraphSampler",
     "log_likelihood",
     "bits_per_dim",
     "LikelihoodResult",

@@ -79,7 +79,9 @@ class Solver:
         coeffs = _to_device(self.init(sde, grid), x)
         state = self.init_state(x, coeffs)
         n = grid.numel() - 1
-        bad = torch.full((), -1, dtype=torch.long, device=x.device) if check_finite else None
+        # One reduction per step into a preallocated record (a NaN or inf anywhere in x makes its
+        # float64 sum non-finite); read once after the loop: no per-step synchronization.
+        record = torch.empty(n, dtype=torch.float64, device=x.device) if check_finite else None
         steps = range(n)
         if progress:
             from tqdm.auto import tqdm
@@ -90,20 +92,26 @@ class Solver:
             state = self.step(
                 model, state, i, coeffs, generator=generator, noise=not (denoise and last), need_x0=callback is not None
             )
-            if bad is not None:
-                ok = torch.isfinite(state["x"]).all()
-                bad = torch.where((bad < 0) & ~ok, i, bad)
+            if record is not None:
+                torch.sum(state["x"].reshape(-1), dim=0, dtype=torch.float64, out=record[i])
             if callback is not None:
                 callback(
                     {"i": i, "t": float(grid[i]), "t_next": float(grid[i + 1]), "x": state["x"], "x0": state.get("x0")}
                 )
-        if bad is not None:
-            raise_if_bad(bad, grid)
+        if record is not None:
+            raise_if_bad(first_nonfinite(record), grid)
         return state["x"]
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
         return f"{type(self).__name__}({fields})"
+
+
+def first_nonfinite(record: Tensor) -> Tensor:
+    """Index of the first non-finite entry of a per-step record, or -1 (a 0-d device tensor)."""
+    bad = ~torch.isfinite(record)
+    idx = torch.arange(record.numel(), device=record.device)
+    return torch.where(bad, idx, record.numel()).min().where(bad.any(), torch.tensor(-1, device=record.device))
 
 
 def raise_if_bad(bad: Tensor, grid: Tensor) -> None:
@@ -136,6 +144,35 @@ def _to_device(coeffs: dict[str, Tensor], x: Tensor) -> dict[str, Tensor]:
     return out
 
 
-def randn_like(x: Tensor, generator: torch.Generator | None) -> Tensor:
-    """Standard normal noise of x's shape, dtype and device from ``generator``."""
+def randn_like(x: Tensor, generator) -> Tensor:
+    """Standard normal noise of x's shape, dtype and device from ``generator``.
+
+    ``generator`` is a ``torch.Generator`` (or None), or a :class:`NoiseSource` of pre-drawn noise
+    (used by :class:`~sdesolve.GraphSampler`, whose captured graph cannot draw from a generator).
+    """
+    if isinstance(generator, NoiseSource):
+        return generator.draw(x)
     return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+
+
+class NoiseSource:
+    """Hands out consecutive slices of a pre-drawn block of standard normal noise.
+
+    With ``buffer=None`` it only counts the draws (a dry run), returning fresh zeros-free noise.
+    """
+
+    def __init__(self, buffer: Tensor | None = None):
+        self.buffer = buffer
+        self.count = 0
+
+    def reset(self) -> None:
+        self.count = 0
+
+    def draw(self, x: Tensor) -> Tensor:
+        k = self.count
+        self.count += 1
+        if self.buffer is None:
+            return torch.randn(x.shape, device=x.device, dtype=x.dtype)
+        if k >= self.buffer.shape[0]:
+            raise RuntimeError("the solver drew more noise than in its dry run; it must draw the same every solve")
+        return self.buffer[k]

@@ -1,0 +1,109 @@
+"""GraphSampler: the captured loop computes the same map as sample(), and samples the law."""
+
+import math
+
+import pytest
+import torch
+
+import sdesolve as sd
+from sdesolve.solvers.base import NoiseSource
+
+TARGET = sd.Gaussian(torch.tensor([1.0, -2.0, 0.5]), torch.tensor([0.5, 2.0, 1.0]))
+
+
+@pytest.mark.parametrize("solver", [sd.DDIM(), sd.PLMS(), sd.ODE("heun")], ids=repr)
+def test_deterministic_solvers_give_the_same_map_as_sample(solver):
+    sde = sd.VPSDE()
+    model = TARGET.model(sde)
+    x_T = torch.randn(64, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    gs = sd.GraphSampler(sde, model, (64, 3), solver=solver, steps=20, device="cpu", dtype=torch.float64)
+    ref = sd.sample(sde, model, solver=solver, steps=20, x_T=x_T)
+    assert gs.n_noise == 0
+    torch.testing.assert_close(gs(x_T), ref, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("solver", [sd.EulerMaruyama(), sd.DDPM(), sd.DDIM(eta=0.5), sd.VDMAncestral()], ids=repr)
+def test_stochastic_solvers_consume_the_predrawn_block_in_order(solver):
+    """The sampler = the solver's own steps fed x_T then the noise block, drawn from one generator."""
+    sde = sd.VPSDE()
+    model = TARGET.model(sde)
+    steps, shape = 10, (32, 3)
+    gs = sd.GraphSampler(sde, model, shape, solver=solver, steps=steps, device="cpu", dtype=torch.float64)
+    assert gs.n_noise == steps - 1  # denoise: no noise at the last step
+    out = gs(generator=torch.Generator().manual_seed(3))
+
+    g = torch.Generator().manual_seed(3)
+    x = torch.empty(shape, dtype=torch.float64).normal_(0.0, 1.0, generator=g)
+    block = torch.empty((gs.n_noise,) + shape, dtype=torch.float64).normal_(generator=g)
+    grid = sd.grids.make_grid(solver.default_grid, sde, steps)
+    coeffs = solver.init(sde, grid)
+    src = NoiseSource(block)
+    state = solver.init_state(x, coeffs)
+    for i in range(steps):
+        state = solver.step(model, state, i, coeffs, generator=src, noise=i < steps - 1)
+    torch.testing.assert_close(out, state["x"], rtol=0, atol=1e-12)
+    # a different seed gives different samples, the same seed the same
+    assert not torch.allclose(out, gs(generator=torch.Generator().manual_seed(4)))
+    torch.testing.assert_close(out, gs(generator=torch.Generator().manual_seed(3)), rtol=0, atol=0)
+
+
+def test_graph_sampler_samples_the_gaussian_law():
+    sde = sd.VPSDE()
+    n = 20000
+    gs = sd.GraphSampler(sde, TARGET.model(sde), (n, 3), solver=sd.DDPM(), steps=200, device="cpu", dtype=torch.float64)
+    x = gs(generator=torch.Generator().manual_seed(0))
+    se_mean = TARGET.std / math.sqrt(n)
+    # 5 standard errors plus the sampler's O(1/steps) bias (a few 1e-2 relative at 200 steps)
+    assert ((x.mean(0) - TARGET.mean).abs() <= 5 * se_mean + 0.02 * TARGET.std).all()
+    rel_std = (x.std(0) / TARGET.std - 1).abs()
+    assert (rel_std <= 5 / math.sqrt(2 * n) + 0.02).all()
+
+
+def test_nfe_counts_and_bad_input():
+    sde = sd.VPSDE()
+    model = TARGET.model(sde)
+    gs = sd.GraphSampler(sde, model, (4, 3), solver=sd.PLMS(), steps=10, device="cpu")
+    assert gs.nfe == sd.PLMS().nfe(10)
+    assert model.nfe == 0  # building it evaluated nothing on the caller's count
+    gs(generator=torch.Generator().manual_seed(0))
+    assert model.nfe == gs.nfe
+    with pytest.raises(ValueError, match="x_T must be a tensor of shape"):
+        gs(torch.zeros(5, 3))
+    with pytest.raises(ValueError, match="adaptive"):
+        sd.GraphSampler(sde, model, (4, 3), solver=sd.ODE("dopri5"), steps=10, device="cpu")
+    with pytest.raises(ValueError, match="steps"):
+        sd.GraphSampler(sde, model, (4, 3), solver=sd.DDIM(), device="cpu")
+    with pytest.raises(ValueError, match="use_graph=True needs a CUDA device"):
+        sd.GraphSampler(sde, model, (4, 3), solver=sd.DDIM(), steps=3, device="cpu", use_graph=True)
+
+
+def test_non_finite_values_are_reported_with_their_step():
+    sde = sd.VPSDE()
+
+    def score(x, t):
+        return torch.where(t[:, None] < 0.5, torch.full_like(x, float("nan")), -x)
+
+    # uniform grid t_i = 1 - 0.0999 i: t_5 = 0.5005, t_6 = 0.4006 is the first time below 0.5
+    gs = sd.GraphSampler(sde, score, (4, 3), solver=sd.EulerMaruyama(), steps=10, device="cpu")
+    with pytest.raises(sd.NonFiniteError, match="first appeared at step 6, from t = 0.4006"):
+        gs(generator=torch.Generator().manual_seed(0))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("solver", [sd.DDIM(), sd.PLMS(), sd.DDPM(), sd.EulerMaruyama(), sd.ODE("heun")], ids=repr)
+def test_cuda_graph_replay_equals_the_plain_loop_without_sync(solver):
+    sde = sd.VPSDE()
+    target = sd.Gaussian(torch.zeros(3, 8, 8), 0.5)
+    model = target.model(sde)
+    kw = dict(solver=solver, steps=25, device="cuda", check_finite=False)
+    graph = sd.GraphSampler(sde, model, (16, 3, 8, 8), **kw)
+    plain = sd.GraphSampler(sde, model, (16, 3, 8, 8), use_graph=False, **kw)
+    assert graph._graph is not None
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        a = graph(generator=torch.Generator("cuda").manual_seed(0))
+        b = plain(generator=torch.Generator("cuda").manual_seed(0))
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
