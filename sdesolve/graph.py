@@ -91,7 +91,10 @@ class GraphSampler:
             raise TypeError(f"dtype must be a floating dtype, got {dtype}")
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.device, self.dtype = torch.device(device), dtype
+        device = torch.device(device)
+        if device.type == "cuda" and device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())
+        self.device, self.dtype = device, dtype
         self.denoise, self.check_finite = denoise, check_finite
         self.use_graph = (self.device.type == "cuda") if use_graph is None else bool(use_graph)
         if self.use_graph and self.device.type != "cuda":

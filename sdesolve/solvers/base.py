@@ -110,8 +110,9 @@ class Solver:
 def first_nonfinite(record: Tensor) -> Tensor:
     """Index of the first non-finite entry of a per-step record, or -1 (a 0-d device tensor)."""
     bad = ~torch.isfinite(record)
-    idx = torch.arange(record.numel(), device=record.device)
-    return torch.where(bad, idx, record.numel()).min().where(bad.any(), torch.tensor(-1, device=record.device))
+    n = record.numel()
+    first = torch.where(bad, torch.arange(n, device=record.device), n).min()
+    return torch.where(first < n, first, -1)
 
 
 def raise_if_bad(bad: Tensor, grid: Tensor) -> None:
