@@ -86,6 +86,7 @@ class DiscreteVPSDE(LinearSDE):
         knots = torch.cat([torch.zeros(1, dtype=torch.float64), 0.5 * log_ac])
         self.register_buffer("_log_alpha_knots", knots, persistent=False)
         self._knots_host = knots  # a plain attribute: stays on the host when the module moves
+        self._knots_on: dict = {}
         self.register_buffer("alphas_cumprod", log_ac.exp(), persistent=False)
         t_min = 1.0 / n if t_min is None else float(t_min)
         if not (0.0 <= t_min < self.T):
@@ -110,7 +111,14 @@ class DiscreteVPSDE(LinearSDE):
         if t.device.type == "cpu":
             return self._knots_host
         L = self._log_alpha_knots
-        return L if L.device == t.device else L.to(t.device)
+        if L.device == t.device:
+            return L
+        # The module was not moved to t's device: copy the knots there once and keep them
+        # (a copy per call would be a transfer inside every sampling step, and CUDA-graph capture forbids it).
+        cached = self._knots_on.get(t.device)
+        if cached is None:
+            cached = self._knots_on[t.device] = self._knots_host.to(t.device)
+        return cached
 
     def _segment(self, t: Tensor):
         n = self.num_train_timesteps
