@@ -1,6 +1,6 @@
 """sdesolve: numerical SDE/ODE solvers for score-based diffusion models."""
 
-from . import grids, interop, losses, targets
+from . import grids, interop, losses, targets, testing
 from .graph import GraphSampler
 from .likelihood import LikelihoodResult, bits_per_dim, log_likelihood
 from .losses import dsm_loss, vdm_bits_per_dim, vdm_diffusion_loss
@@ -42,6 +42,7 @@ from .targets import Gaussian, GaussianMixture
 __version__ = "0.1.0"
 
 __all__ = [
+    "testing",
     "ODE",
     "PredictorCorrector",
     "ReverseDiffusionPredictor",
