@@ -20,6 +20,33 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor
 
+import sdesolve as sd
+
+# ----------------------------------------------------------------------------- shared problems
+#: The 2-D problems of the SDE-sampler tests (Euler–Maruyama, predictor–corrector, ODE).
+TARGET_2D = sd.Gaussian(torch.tensor([1.0, -2.0]), torch.tensor([0.5, 2.0]))
+MIXTURE_2D = sd.GaussianMixture(
+    torch.tensor([0.3, 0.7]), torch.tensor([[-2.0, 0.0], [1.5, 1.0]]), torch.tensor([0.4, 0.6])
+)
+#: Every built-in process, as factories (each test gets a fresh one).
+PROCESSES = {
+    "vp": lambda: sd.VPSDE(),
+    "subvp": lambda: sd.SubVPSDE(),
+    "ve": lambda: sd.VESDE(),
+    "vdm": lambda: sd.VDMSDE(),
+    "cosine": lambda: sd.CosineVPSDE(),
+    "discrete": lambda: sd.DiscreteVPSDE.from_schedule("linear", 1000),
+}
+#: The 3-D problem and processes of the deterministic-flow tests (DDIM, PLMS).
+TARGET_3D = sd.Gaussian(torch.tensor([1.0, -0.5, 0.3]), torch.tensor([0.5, 2.0, 0.1]))
+FLOW_PROCESSES = {
+    "VP": lambda: sd.VPSDE(),
+    "VE": lambda: sd.VESDE(),
+    "VDM": lambda: sd.VDMSDE(t_min=1e-3),
+    "cosine": lambda: sd.CosineVPSDE(),
+    "discrete": lambda: sd.DiscreteVPSDE.from_schedule(),
+}
+
 
 def check_moments(
     x: Tensor,
@@ -77,6 +104,14 @@ def mmd_two_sample(x: Tensor, y: Tensor, *, bandwidth: float | None = None, alph
     mmd = float(torch.sqrt(torch.clamp(mmd2, min=0.0)))
     threshold = math.sqrt(2.0 / m) * (1.0 + math.sqrt(2.0 * math.log(1.0 / alpha)))
     return mmd, threshold
+
+
+def fit_slope(hs, errs) -> float:
+    """Least-squares slope of log(error) against log(h): the observed order in the step size h."""
+    lh = torch.log(torch.as_tensor(hs, dtype=torch.float64))
+    le = torch.log(torch.as_tensor(errs, dtype=torch.float64))
+    lh = lh - lh.mean()
+    return float((lh * (le - le.mean())).sum() / (lh * lh).sum())
 
 
 def loglog_slope(steps, errors) -> float:

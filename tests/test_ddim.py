@@ -16,36 +16,24 @@ import math
 
 import pytest
 import torch
+from helpers import FLOW_PROCESSES, TARGET_3D, fit_slope
 
 from sdesolve import (
     DDIM,
     DDPM,
-    VDMSDE,
     VESDE,
     VPSDE,
     CosineVPSDE,
     DiscreteVPSDE,
-    Gaussian,
     GaussianMixture,
     ScoreModel,
     grids,
     sample,
 )
 
-SDES = {
-    "VP": lambda: VPSDE(),
-    "VE": lambda: VESDE(),
-    "VDM": lambda: VDMSDE(t_min=1e-3),
-    "cosine": lambda: CosineVPSDE(),
-    "discrete": lambda: DiscreteVPSDE.from_schedule(),
-}
-TARGET = Gaussian(torch.tensor([1.0, -0.5, 0.3]), torch.tensor([0.5, 2.0, 0.1]))
-
-
-def _fit_slope(hs, errs):
-    lh, le = torch.log(torch.tensor(hs, dtype=torch.float64)), torch.log(torch.tensor(errs, dtype=torch.float64))
-    lh = lh - lh.mean()
-    return float((lh * (le - le.mean())).sum() / (lh * lh).sum())
+SDES = FLOW_PROCESSES
+TARGET = TARGET_3D
+_fit_slope = fit_slope
 
 
 def _coefs(sde, t):

@@ -11,23 +11,15 @@ import math
 
 import pytest
 import torch
-from helpers import loglog_slope
+from helpers import MIXTURE_2D, TARGET_2D, loglog_slope
+from helpers import PROCESSES as _PROCESSES
 
 import sdesolve as sd
 from sdesolve.solvers.ode import ADAPTIVE_METHODS, FIXED_METHODS, ODE
 
-TARGET = sd.Gaussian(torch.tensor([1.0, -2.0]), torch.tensor([0.5, 2.0]))
-MIXTURE = sd.GaussianMixture(
-    torch.tensor([0.3, 0.7]), torch.tensor([[-2.0, 0.0], [1.5, 1.0]]), torch.tensor([0.4, 0.6])
-)
-PROCESSES = {
-    "vp": lambda: sd.VPSDE(),
-    "subvp": lambda: sd.SubVPSDE(),
-    "ve": lambda: sd.VESDE(),
-    "vdm": lambda: sd.VDMSDE(),
-    "cosine": lambda: sd.CosineVPSDE(),
-    "discrete": lambda: sd.DiscreteVPSDE.from_schedule("linear", 1000),
-}
+TARGET = TARGET_2D
+MIXTURE = MIXTURE_2D
+PROCESSES = dict(_PROCESSES)
 ORDERS = {"euler": 1, "midpoint": 2, "heun": 2, "rk3": 3, "rk4": 4}
 
 

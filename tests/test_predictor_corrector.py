@@ -14,7 +14,8 @@ import math
 
 import pytest
 import torch
-from helpers import chain_moments, check_moments, loglog_slope, mmd_two_sample
+from helpers import MIXTURE_2D, TARGET_2D, chain_moments, check_moments, loglog_slope, mmd_two_sample
+from helpers import PROCESSES as _PROCESSES
 
 import sdesolve as sd
 from sdesolve.solvers.predictor_corrector import (
@@ -26,16 +27,9 @@ from sdesolve.solvers.predictor_corrector import (
     ReverseDiffusionPredictor,
 )
 
-TARGET = sd.Gaussian(torch.tensor([1.0, -2.0]), torch.tensor([0.5, 2.0]))
+TARGET = TARGET_2D
 
-PROCESSES = {
-    "vp": lambda: sd.VPSDE(),
-    "subvp": lambda: sd.SubVPSDE(),
-    "ve": lambda: sd.VESDE(),
-    "vdm": lambda: sd.VDMSDE(),
-    "cosine": lambda: sd.CosineVPSDE(),
-    "discrete": lambda: sd.DiscreteVPSDE.from_schedule("linear", 1000),
-}
+PROCESSES = dict(_PROCESSES)
 PREDICTORS = {
     "rd": lambda: ReverseDiffusionPredictor(),
     "em": lambda: EulerMaruyamaPredictor(),
@@ -335,9 +329,7 @@ def test_bad_arguments():
 
 
 # --------------------------------------------------------------------------- a mixture target
-MIXTURE = sd.GaussianMixture(
-    torch.tensor([0.3, 0.7]), torch.tensor([[-2.0, 0.0], [1.5, 1.0]]), torch.tensor([0.4, 0.6])
-)
+MIXTURE = MIXTURE_2D
 
 
 @pytest.mark.parametrize(
