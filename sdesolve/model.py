@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from ._utils import TimeLike, as_time64, batch_time, bcast, check_batch, check_x
 
-__all__ = ["ScoreModel", "as_model", "PREDICTIONS"]
+__all__ = ["ScoreModel", "as_model", "view_at", "PREDICTIONS"]
 
 PREDICTIONS = ("eps", "x0", "v", "score")
 
@@ -44,6 +44,12 @@ class ScoreModel(nn.Module):
             :class:`~sdesolve.sde.DiscreteVPSDE`).
 
     ``nfe`` counts network evaluations (a Python int: reading it costs no synchronization).
+
+    Every view takes an optional ``coefs=(alpha, sigma)``: the process' coefficients at ``t``
+    as 0-d tensors already in x's dtype and on x's device (solvers precompute them per grid in
+    float64 on the host). Given, the view skips recomputing ``alpha(t)``, ``sigma(t)`` from the
+    process on the device; the result is the same (up to the last unit of the float64
+    ``exp``).
     """
 
     def __init__(
@@ -68,10 +74,14 @@ class ScoreModel(nn.Module):
 
     def _prepare(self, x: Tensor, t: TimeLike):
         check_x(x)
+        T = float(self.sde.T)
+        if isinstance(t, Tensor) and t.dim() == 0 and t.dtype == torch.float64 and t.device == x.device:
+            # The solvers' form (a 0-d float64 time on x's device): no conversion, one clamp (which
+            # also gives the network a contiguous (B,) tensor, not a stride-0 view).
+            return t.expand(x.shape[0]).clamp(0.0, T)
         t64 = as_time64(t)
         check_batch(t64, x)
-        t64 = batch_time(t64, x, dtype=torch.float64).clamp(0.0, float(self.sde.T))
-        return t64
+        return batch_time(t64, x, dtype=torch.float64).clamp(0.0, T)
 
     def _coefs(self, t64: Tensor, x: Tensor):
         alpha = bcast(torch.exp(self.sde._log_alpha(t64)).to(x.dtype), x)
@@ -93,32 +103,40 @@ class ScoreModel(nn.Module):
         """The raw network output (in the model's own parameterization)."""
         return self._net(x, self._prepare(x, t))
 
-    def predict(self, x: Tensor, t: TimeLike, view: str) -> Tensor:
-        """The ``view`` ("eps", "x0", "v" or "score") at (x, t), from one network call."""
+    def predict(self, x: Tensor, t: TimeLike, view: str, *, coefs: tuple[Tensor, Tensor] | None = None) -> Tensor:
+        """The ``view`` ("eps", "x0", "v" or "score") at (x, t), from one network call.
+
+        ``coefs``: optional precomputed ``(alpha(t), sigma(t))``, 0-d tensors in x's dtype on
+        x's device (see the class docstring); None computes them from the process.
+        """
         if view not in PREDICTIONS:
             raise ValueError(f"view must be one of {PREDICTIONS}, got {view!r}")
+        if coefs is not None and not (
+            isinstance(coefs, (tuple, list)) and len(coefs) == 2 and all(isinstance(c, Tensor) for c in coefs)
+        ):
+            raise TypeError(f"coefs must be None or a pair (alpha, sigma) of tensors, got {type(coefs).__name__}")
         t64 = self._prepare(x, t)
         out = self._net(x, t64)
         if view == self.prediction:
             return out
-        alpha, sigma = self._coefs(t64, x)
+        alpha, sigma = self._coefs(t64, x) if coefs is None else coefs
         return convert(out, x, alpha, sigma, self.prediction, view)
 
-    def score(self, x: Tensor, t: TimeLike) -> Tensor:
+    def score(self, x: Tensor, t: TimeLike, *, coefs: tuple[Tensor, Tensor] | None = None) -> Tensor:
         """grad_x log p_t(x)."""
-        return self.predict(x, t, "score")
+        return self.predict(x, t, "score", coefs=coefs)
 
-    def eps(self, x: Tensor, t: TimeLike) -> Tensor:
+    def eps(self, x: Tensor, t: TimeLike, *, coefs: tuple[Tensor, Tensor] | None = None) -> Tensor:
         """The noise eps with x = alpha x0 + sigma eps."""
-        return self.predict(x, t, "eps")
+        return self.predict(x, t, "eps", coefs=coefs)
 
-    def x0(self, x: Tensor, t: TimeLike) -> Tensor:
+    def x0(self, x: Tensor, t: TimeLike, *, coefs: tuple[Tensor, Tensor] | None = None) -> Tensor:
         """The denoised estimate E[x0 | x_t = x]."""
-        return self.predict(x, t, "x0")
+        return self.predict(x, t, "x0", coefs=coefs)
 
-    def v(self, x: Tensor, t: TimeLike) -> Tensor:
+    def v(self, x: Tensor, t: TimeLike, *, coefs: tuple[Tensor, Tensor] | None = None) -> Tensor:
         """The velocity v = alpha eps - sigma x0."""
-        return self.predict(x, t, "v")
+        return self.predict(x, t, "v", coefs=coefs)
 
     def extra_repr(self) -> str:
         return f"prediction={self.prediction!r}"
@@ -157,6 +175,17 @@ def convert(out: Tensor, x: Tensor, alpha: Tensor, sigma: Tensor, src: str, dst:
         x0 = convert(out, x, alpha, sigma, src, "x0")
         return alpha * eps - sigma * x0
     raise ValueError(f"unknown parameterization {dst!r}")
+
+
+def view_at(model, x: Tensor, t: Tensor, view: str, coefs: tuple[Tensor, Tensor]) -> Tensor:
+    """``model``'s ``view`` at (x, t) with precomputed ``coefs = (alpha, sigma)`` (the solvers' call).
+
+    A :class:`ScoreModel` gets the coefficients; any other object with the view as a method
+    (e.g. a wrapper returning a known score) is called as ``getattr(model, view)(x, t)``.
+    """
+    if isinstance(model, ScoreModel):
+        return model.predict(x, t, view, coefs=coefs)
+    return getattr(model, view)(x, t)
 
 
 def as_model(model, sde) -> ScoreModel:

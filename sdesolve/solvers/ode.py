@@ -10,7 +10,8 @@ tableau ``(c, A, b)`` with ``h = t_{i+1} - t_i < 0``:
 
     k_j = h v(x + sum_l A[j][l] k_l, t_i + c_j h),   x_{i+1} = x + sum_j b_j k_j.
 
-Every stage's ``h f`` and ``h g^2 / 2`` is precomputed per grid in float64 and cast to the sample
+Every stage's ``h f``, ``h g^2 / 2``, ``alpha`` and ``sigma`` (handed to the model, ``coefs=``, to
+convert its prediction to a score) are precomputed per grid in float64 and cast to the sample
 dtype; the loop has no host-device synchronization.
 
 ============  =====  ==========  =============  ===================================
@@ -46,6 +47,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from ..model import view_at
 from .base import NonFiniteError, Solver
 
 __all__ = ["ODE", "FIXED_METHODS", "ADAPTIVE_METHODS"]
@@ -127,6 +129,8 @@ class ODE(Solver):
             coeffs[f"t_stage{j}"] = tj
             coeffs[f"hf{j}"] = h * sde._f(tj)
             coeffs[f"hg2_half{j}"] = 0.5 * h * sde._g2(tj)
+            coeffs[f"alpha{j}"] = torch.exp(sde._log_alpha(tj))
+            coeffs[f"sigma{j}"] = torch.exp(sde._log_sigma(tj))
         la, ls = sde._log_alpha(t), sde._log_sigma(t)
         coeffs["x0_a"], coeffs["x0_b"] = torch.exp(-la), torch.exp(2.0 * ls - la)
         return coeffs
@@ -141,7 +145,7 @@ class ODE(Solver):
             for a_jl, k_l in zip(row, ks):
                 if a_jl != 0.0:
                     xj = xj + a_jl * k_l
-            s = model.score(xj, coeffs[f"t_stage{j}"][i])
+            s = view_at(model, xj, coeffs[f"t_stage{j}"][i], "score", (coeffs[f"alpha{j}"][i], coeffs[f"sigma{j}"][i]))
             if j == 0:
                 s0 = s
             ks.append(coeffs[f"hf{j}"][i] * xj - coeffs[f"hg2_half{j}"][i] * s)

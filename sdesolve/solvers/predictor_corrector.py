@@ -49,6 +49,7 @@ import torch
 from torch import Tensor
 
 from .._utils import bcast
+from ..model import view_at
 from .base import Solver, randn_like
 
 __all__ = [
@@ -78,6 +79,17 @@ def _ratio_and_G2(sde, grid: Tensor):
     dlam = 2.0 * (la - ls) - 2.0 * (la_n - ls_n)  # lambda_i - lambda_{i+1} <= 0
     G2 = torch.exp(2.0 * ls) * (-torch.expm1(torch.clamp(dlam, max=0.0)))
     return a, G2
+
+
+def _score(model, x: Tensor, i: int, c: dict) -> Tensor:
+    """The score at ``(x, t_i)``, with the sampler's precomputed ``alpha(t_i)``, ``sigma(t_i)``.
+
+    A coefficient dict without them (a predictor or corrector driven by hand with only ``"t"``
+    and its own keys) falls back to the model computing them.
+    """
+    if "alpha" in c:
+        return view_at(model, x, c["t"][i], "score", (c["alpha"][i], c["sigma"][i]))
+    return model.score(x, c["t"][i])
 
 
 # --------------------------------------------------------------------------- predictors
@@ -123,7 +135,7 @@ class EulerMaruyamaPredictor(Predictor):
         return {"one_fh": 1.0 + f * h, "wg2h": w * g2 * h, "noise": torch.sqrt(g2 * (-h))}
 
     def __call__(self, model, x, i, c, *, generator=None, noise=True):
-        s = model.score(x, c["t"][i])
+        s = _score(model, x, i, c)
         x_mean = c["p_one_fh"][i] * x - c["p_wg2h"][i] * s
         if noise and not self.probability_flow:
             return x_mean + c["p_noise"][i] * randn_like(x, generator), s
@@ -143,7 +155,7 @@ class ReverseDiffusionPredictor(Predictor):
         return {"two_a": 2.0 - a, "wG2": w * G2, "noise": torch.sqrt(G2)}
 
     def __call__(self, model, x, i, c, *, generator=None, noise=True):
-        s = model.score(x, c["t"][i])
+        s = _score(model, x, i, c)
         x_mean = c["p_two_a"][i] * x + c["p_wG2"][i] * s
         if noise and not self.probability_flow:
             return x_mean + c["p_noise"][i] * randn_like(x, generator), s
@@ -199,7 +211,7 @@ class AncestralPredictor(Predictor):
         return {"mul": torch.ones_like(var), "score": dv, "noise": torch.sqrt(var_n * dv / var)}
 
     def __call__(self, model, x, i, c, *, generator=None, noise=True):
-        s = model.score(x, c["t"][i])
+        s = _score(model, x, i, c)
         x_mean = c["p_mul"][i] * x + c["p_score"][i] * s
         if noise:
             return x_mean + c["p_noise"][i] * randn_like(x, generator), s
@@ -251,10 +263,10 @@ class LangevinCorrector(Corrector):
         return {"two_alpha_snr2": 2.0 * _alpha_sq_ratio(sde, grid) * self.snr**2}
 
     def __call__(self, model, x, i, c, *, generator=None):
-        t, k = c["t"][i], c["c_two_alpha_snr2"][i]
+        k = c["c_two_alpha_snr2"][i]
         tiny = torch.finfo(x.dtype).tiny
         for _ in range(self.n_steps):
-            s = model.score(x, t)
+            s = _score(model, x, i, c)
             z = randn_like(x, generator)
             z_norm = torch.linalg.vector_norm(z.reshape(z.shape[0], -1), dim=1)
             s_norm = torch.linalg.vector_norm(s.reshape(s.shape[0], -1), dim=1).clamp_min(tiny)
@@ -276,9 +288,9 @@ class AnnealedLangevinCorrector(Corrector):
         return {"eps": eps, "sqrt_2eps": torch.sqrt(2.0 * eps)}
 
     def __call__(self, model, x, i, c, *, generator=None):
-        t, eps, noise = c["t"][i], c["c_eps"][i], c["c_sqrt_2eps"][i]
+        eps, noise = c["c_eps"][i], c["c_sqrt_2eps"][i]
         for _ in range(self.n_steps):
-            s = model.score(x, t)
+            s = _score(model, x, i, c)
             x = x + eps * s + noise * randn_like(x, generator)
         return x
 
@@ -329,6 +341,7 @@ class PredictorCorrector(Solver):
         if self.corrector is not None:
             c.update({"c_" + k: v for k, v in self.corrector.init(sde, grid).items()})
         la, ls = sde._log_alpha(c["t"]), sde._log_sigma(c["t"])
+        c["alpha"], c["sigma"] = torch.exp(la), torch.exp(ls)  # handed to the model (coefs=)
         c["x0_a"], c["x0_b"] = torch.exp(-la), torch.exp(2.0 * ls - la)
         return c
 
