@@ -441,6 +441,7 @@ def bits_per_dim(
     *,
     data_range: tuple[float, float] = (-1.0, 1.0),
     n_bits: int = 8,
+    levels: int | None = None,
     dequantize: str | None = "uniform",
     n_repeats: int = 1,
     generator: torch.Generator | None = None,
@@ -472,6 +473,9 @@ def bits_per_dim(
             and integer data are placed at the bin centres (k + 1/2) / 2^n.
         data_range: (lo, hi), the range the model was trained on.
         n_bits: bits per coordinate of the data (1 to 16).
+        levels: the number of values per coordinate when it is not a power of two (e.g. 17
+            grey levels of scikit-learn's digits); overrides ``n_bits``, and the offset becomes
+            ``log2(levels) - log2(hi - lo)``.
         dequantize: ``"uniform"`` or ``None``.
         n_repeats: dequantization draws averaged per sample (each one likelihood solve).
         generator: draws the dequantization noise and the Hutchinson probes.
@@ -496,7 +500,11 @@ def bits_per_dim(
         raise ValueError(f"n_repeats must be a positive integer, got {n_repeats!r}")
     if x.dim() < 1:
         raise ValueError(f"x must have a batch dimension: shape (B, *event), got shape {tuple(x.shape)}")
-    levels = 2**n_bits
+    if levels is None:
+        levels = 2**n_bits
+    elif isinstance(levels, bool) or not isinstance(levels, numbers.Integral) or levels < 2:
+        raise ValueError(f"levels must be an integer >= 2, got {levels!r}")
+    levels = int(levels)
     if x.dtype == torch.bool or x.is_complex():
         raise TypeError(f"x must be an integer or floating tensor, got dtype {x.dtype}")
 
@@ -506,7 +514,7 @@ def bits_per_dim(
             dtype = torch.get_default_dtype()
         if bool((x < 0).any()) or bool((x > levels - 1).any()):
             raise ValueError(
-                f"integer data must lie in [0, {levels - 1}] for n_bits={n_bits}, got values in "
+                f"integer data must lie in [0, {levels - 1}] ({levels} levels), got values in "
                 f"[{int(x.min())}, {int(x.max())}]"
             )
         k = x.to(dtype)
@@ -523,13 +531,13 @@ def bits_per_dim(
             kk = torch.round(grid)
             if bool(((grid - kk).abs() > 1e-3).any()):
                 raise ValueError(
-                    f"dequantize='uniform' needs float data on the {n_bits}-bit grid lo + (hi - lo) k / {levels - 1}; "
+                    f"dequantize='uniform' needs float data on the {levels}-level grid lo + (hi - lo) k / {levels - 1}; "
                     "for continuous (already dequantized) data pass dequantize=None"
                 )
             k = kk.to(dtype)
 
     D = x[0].numel()
-    offset = -math.log2(hi - lo) + n_bits
+    offset = -math.log2(hi - lo) + math.log2(levels)
     total = None
     for _ in range(int(n_repeats)):
         if k is None:

@@ -318,6 +318,9 @@ def test_bits_per_dim_formula_on_continuous_data():
             continue
         bpd = bits_per_dim(sde, target.model(sde), x, data_range=(lo, hi), n_bits=n, dequantize=None, **kw)
         torch.testing.assert_close(bpd, -lp / (D * LN2) - math.log2(hi - lo) + n, atol=1e-9, rtol=0)
+    # a level count that is not a power of two (17 grey levels): offset log2(17) - log2(hi - lo)
+    bpd = bits_per_dim(sde, target.model(sde), x, levels=17, dequantize=None, **kw)
+    torch.testing.assert_close(bpd, -lp / (D * LN2) - 1.0 + math.log2(17), atol=1e-9, rtol=0)
     bpd = bits_per_dim(sde, target.model(sde), x, dequantize=None, **kw)
     exact = target.marginal_log_prob(x, sde.t_min, sde)
     # score_sde's convention for 8-bit data in [-1, 1]: offset 7
@@ -446,6 +449,10 @@ def test_bad_input_raises_clear_errors():
         bits_per_dim(sde, model, k + 1)
     with pytest.raises(ValueError, match=r"integer data must lie in \[0, 15\]"):
         bits_per_dim(sde, model, k, n_bits=4)
+    with pytest.raises(ValueError, match=r"integer data must lie in \[0, 16\] \(17 levels\)"):
+        bits_per_dim(sde, model, k, levels=17)
+    with pytest.raises(ValueError, match="levels must be an integer >= 2"):
+        bits_per_dim(sde, model, k, levels=1)
     with pytest.raises(ValueError, match="integer data"):
         bits_per_dim(sde, model, k - 1)
     for n in (0, 17, 2.5, True):
