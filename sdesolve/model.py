@@ -188,6 +188,12 @@ def view_at(model, x: Tensor, t: Tensor, view: str, coefs: tuple[Tensor, Tensor]
     return getattr(model, view)(x, t)
 
 
+def predicts_eps(model) -> bool:
+    """True for a :class:`ScoreModel` whose network predicts eps (solvers then fold the
+    eps-to-score conversion ``s = -eps / sigma`` into their precomputed coefficients)."""
+    return isinstance(model, ScoreModel) and model.prediction == "eps"
+
+
 def as_model(model, sde) -> ScoreModel:
     """A :class:`ScoreModel` for ``model``: a ScoreModel of ``sde`` as is, a plain callable as a score.
 

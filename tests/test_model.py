@@ -192,3 +192,78 @@ def test_views_broadcast_over_any_rank(event):
     y = m.eps(x, t)
     y1 = m.eps(x[1:2], float(t[1]))
     assert torch.allclose(y[1:2], y1, rtol=1e-6)
+
+
+# --------------------------------------------------------------------------- precomputed coefs=
+def _coef_processes():
+    return {"vp": sd.VPSDE(), "ve": sd.VESDE(), "discrete": sd.DiscreteVPSDE.from_schedule("linear")}
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("name", ["vp", "ve", "discrete"])
+@pytest.mark.parametrize("pred", PREDICTIONS)
+def test_precomputed_coefs_give_the_same_views(name, pred, dtype):
+    """coefs=(alpha(t), sigma(t)) (0-d, x's dtype, as the solvers hand them) reproduces every view of
+    the plain path, for a time given as a float, a 0-d float64 tensor (the solvers' form) or a (B,) tensor.
+    float32: bit-identical; float64: to 1e-15 relative (the float64 exp may round differently in the
+    last place when evaluated on a 0-d vs a (B,) tensor). A wrong coefficient (alpha and sigma swapped)
+    is detected."""
+    sde = _coef_processes()[name]
+    m = ScoreModel(net, sde, prediction=pred)
+    x = data(sde)[0].to(dtype)
+    for t in (0.37, sde.T, sde.t_min + 1e-3):
+        t64 = torch.tensor(t, dtype=F64)
+        a64, s64 = torch.exp(sde._log_alpha(t64)), torch.exp(sde._log_sigma(t64))
+        coefs = (a64.to(dtype), s64.to(dtype))
+        for view in PREDICTIONS:
+            ref = m.predict(x, t, view)
+            for tt in (t, t64, t64.expand(x.shape[0])):
+                got = m.predict(x, tt, view, coefs=coefs)
+                assert got.dtype == dtype and got.shape == x.shape
+                if dtype == torch.float32:
+                    assert torch.equal(got, ref), (view, tt)
+                else:
+                    torch.testing.assert_close(got, ref, rtol=1e-15, atol=0)
+            assert torch.equal(getattr(m, view)(x, t64, coefs=coefs), m.predict(x, t64, view, coefs=coefs))
+            if view != pred:
+                # the coefficients are really used: swapped ones change the conversion
+                bad = m.predict(x, t64, view, coefs=(coefs[1], coefs[0]))
+                assert not torch.allclose(bad, ref, rtol=1e-3, atol=0), (view, t)
+
+
+def test_coefs_path_counts_network_calls_and_validates():
+    sde = sd.VPSDE()
+    m = ScoreModel(net, sde, prediction="x0")
+    x = torch.randn(4, 3, dtype=F64)
+    c = (torch.tensor(0.5, dtype=F64), torch.tensor(0.8, dtype=F64))
+    for view in PREDICTIONS:
+        n = m.nfe
+        getattr(m, view)(x, torch.tensor(0.3, dtype=F64), coefs=c)
+        assert m.nfe == n + 1
+    for bad in (0.5, (0.5, 0.8), (c[0],), (c[0], c[1], c[1])):
+        with pytest.raises(TypeError, match="coefs"):
+            m.score(x, 0.3, coefs=bad)
+    with pytest.raises(ValueError, match="view"):
+        m.predict(x, 0.3, "noise", coefs=c)
+
+
+def test_prepare_fast_path_matches_and_still_clamps():
+    """A 0-d float64 time on x's device (the solvers' form) gives the network the same contiguous (B,)
+    times as a Python float, clamped to [0, T]; batch-size mismatches are still rejected."""
+    seen = []
+
+    def spy(x, t):
+        seen.append(t)
+        return x
+
+    sde = sd.DiscreteVPSDE.from_schedule("linear")
+    m = ScoreModel(spy, sde, prediction="eps")
+    x = torch.randn(5, 2, dtype=F64)
+    for t in (0.3, sde.T + 1e-3, -1e-3):
+        m(x, t)
+        m(x, torch.tensor(t, dtype=F64))
+        a, b = seen[-2:]
+        assert b.shape == (5,) and b.is_contiguous() and torch.equal(a, b)
+        assert torch.equal(b, sde.network_time(torch.full((5,), min(max(t, 0.0), sde.T), dtype=F64)))
+    with pytest.raises(ValueError, match="batch size"):
+        m(x, torch.full((4,), 0.3, dtype=F64))

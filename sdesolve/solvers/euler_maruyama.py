@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ..model import view_at
+from ..model import predicts_eps, view_at
 from .base import Solver, randn_like
 
 __all__ = ["EulerMaruyama"]
@@ -20,7 +20,10 @@ class EulerMaruyama(Solver):
 
     ``alpha(t_i)``, ``sigma(t_i)`` are precomputed per grid and handed to the model
     (``coefs=``), so converting the network's prediction to a score costs no device-side
-    evaluation of the process.
+    evaluation of the process. An eps-predicting :class:`~sdesolve.ScoreModel` skips the
+    conversion: with ``s = -eps / sigma`` the step is ``x_mean = (1 + f h) x + (g^2 h / sigma) eps``
+    and ``x0 = x / alpha - (sigma / alpha) eps``, the coefficients precomputed in float64
+    (equal to the score form up to rounding).
     """
 
     order = 1.0
@@ -39,13 +42,22 @@ class EulerMaruyama(Solver):
         alpha, sigma = torch.exp(sde._log_alpha(t)), torch.exp(sde._log_sigma(t))
         c["alpha"], c["sigma"] = alpha, sigma
         c["x0_a"], c["x0_b"] = 1.0 / alpha, sigma * sigma / alpha
+        # the same step in terms of eps = -sigma s (an eps network's own output)
+        c["g2h_sigma"], c["x0_e"] = g2 * h / sigma, -sigma / alpha
         return c
 
     def step(self, model, state, i, coeffs, *, generator=None, noise=True, need_x0=False):
         x = state["x"]
-        s = view_at(model, x, coeffs["t"][i], "score", (coeffs["alpha"][i], coeffs["sigma"][i]))
-        x_mean = coeffs["one_fh"][i] * x - coeffs["g2h"][i] * s
+        if predicts_eps(model):
+            e = model.eps(x, coeffs["t"][i])
+            x_mean = coeffs["one_fh"][i] * x + coeffs["g2h_sigma"][i] * e
+        else:
+            s = view_at(model, x, coeffs["t"][i], "score", (coeffs["alpha"][i], coeffs["sigma"][i]))
+            x_mean = coeffs["one_fh"][i] * x - coeffs["g2h"][i] * s
         out = {"x": x_mean + coeffs["g_sqrt_h"][i] * randn_like(x, generator) if noise else x_mean}
         if need_x0:
-            out["x0"] = coeffs["x0_a"][i] * x + coeffs["x0_b"][i] * s
+            if predicts_eps(model):
+                out["x0"] = coeffs["x0_a"][i] * x + coeffs["x0_e"][i] * e
+            else:
+                out["x0"] = coeffs["x0_a"][i] * x + coeffs["x0_b"][i] * s
         return out

@@ -12,7 +12,9 @@ tableau ``(c, A, b)`` with ``h = t_{i+1} - t_i < 0``:
 
 Every stage's ``h f``, ``h g^2 / 2``, ``alpha`` and ``sigma`` (handed to the model, ``coefs=``, to
 convert its prediction to a score) are precomputed per grid in float64 and cast to the sample
-dtype; the loop has no host-device synchronization.
+dtype; the loop has no host-device synchronization. An eps-predicting
+:class:`~sdesolve.ScoreModel` skips the conversion ``s = -eps / sigma``: its stages are
+``k_j = h f x_j + (h g^2 / (2 sigma)) eps`` (equal to the score form up to rounding).
 
 ============  =====  ==========  =============  ===================================
 method        order  nfe / step  default grid   tableau
@@ -47,7 +49,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from ..model import view_at
+from ..model import predicts_eps, view_at
 from .base import NonFiniteError, Solver
 
 __all__ = ["ODE", "FIXED_METHODS", "ADAPTIVE_METHODS"]
@@ -131,13 +133,16 @@ class ODE(Solver):
             coeffs[f"hg2_half{j}"] = 0.5 * h * sde._g2(tj)
             coeffs[f"alpha{j}"] = torch.exp(sde._log_alpha(tj))
             coeffs[f"sigma{j}"] = torch.exp(sde._log_sigma(tj))
+            coeffs[f"hg2_half_sigma{j}"] = coeffs[f"hg2_half{j}"] / coeffs[f"sigma{j}"]
         la, ls = sde._log_alpha(t), sde._log_sigma(t)
         coeffs["x0_a"], coeffs["x0_b"] = torch.exp(-la), torch.exp(2.0 * ls - la)
+        coeffs["x0_e"] = -torch.exp(ls - la)  # x0 = x / alpha - (sigma / alpha) eps
         return coeffs
 
     def step(self, model, state, i, coeffs, *, generator=None, noise=True, need_x0=False):
         _, A, b, _ = FIXED_METHODS[self.method]
         x = state["x"]
+        eps = predicts_eps(model)  # then s holds eps = -sigma score
         ks: list[Tensor] = []
         s0 = None
         for j, row in enumerate(A):
@@ -145,17 +150,22 @@ class ODE(Solver):
             for a_jl, k_l in zip(row, ks):
                 if a_jl != 0.0:
                     xj = xj + a_jl * k_l
-            s = view_at(model, xj, coeffs[f"t_stage{j}"][i], "score", (coeffs[f"alpha{j}"][i], coeffs[f"sigma{j}"][i]))
+            tj = coeffs[f"t_stage{j}"][i]
+            if eps:
+                s = model.eps(xj, tj)
+                ks.append(coeffs[f"hf{j}"][i] * xj + coeffs[f"hg2_half_sigma{j}"][i] * s)
+            else:
+                s = view_at(model, xj, tj, "score", (coeffs[f"alpha{j}"][i], coeffs[f"sigma{j}"][i]))
+                ks.append(coeffs[f"hf{j}"][i] * xj - coeffs[f"hg2_half{j}"][i] * s)
             if j == 0:
                 s0 = s
-            ks.append(coeffs[f"hf{j}"][i] * xj - coeffs[f"hg2_half{j}"][i] * s)
         x_next = x
         for b_j, k_j in zip(b, ks):
             if b_j != 0.0:
                 x_next = x_next + b_j * k_j
         out = {"x": x_next}
         if need_x0:
-            out["x0"] = coeffs["x0_a"][i] * x + coeffs["x0_b"][i] * s0
+            out["x0"] = coeffs["x0_a"][i] * x + coeffs["x0_e" if eps else "x0_b"][i] * s0
         return out
 
     # ------------------------------------------------------------- adaptive
