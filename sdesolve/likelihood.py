@@ -188,9 +188,8 @@ def exact_trace(score_fn, x: Tensor, *, chunk_size: int | None = None, create_gr
         tr = torch.zeros(B, dtype=x.dtype, device=x.device)
         for j0 in range(0, D, chunk_size):
             c = min(chunk_size, D - j0)
-            idx = torch.arange(c, device=x.device)
             basis = torch.zeros(c, D, dtype=x.dtype, device=x.device)
-            basis[idx, j0 + idx] = 1.0
+            basis.diagonal(offset=j0).fill_(1.0)  # rows e_{j0}, ..., e_{j0+c-1} (no host scalar copy)
             basis = basis.unsqueeze(1).expand(c, B, D).reshape((c,) + tuple(x.shape))
             (rows,) = torch.func.vmap(vjp_fn)(basis)
             block = rows.reshape(c, B, D)[:, :, j0 : j0 + c]  # (c, B, c)

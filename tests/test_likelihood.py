@@ -512,8 +512,10 @@ def test_cuda_graph_gives_the_eager_answer(divergence):
     graph = log_likelihood(sde, model, x, generator=torch.Generator("cuda").manual_seed(2), cuda_graph=True, **kw)
     assert graph.nfe == eager.nfe
     torch.testing.assert_close(graph.logp, eager.logp, rtol=1e-5, atol=1e-4)
-    exact = target.marginal_log_prob(x.double(), sde.t_min, sde)
-    # float32 at default tolerances: within 1e-3 bits/dim of the exact value, plus at most 1e-3 for the
-    # prior-vs-p_T mismatch of this target (about 1e-5 here)
-    d = target.dim
-    assert float(((graph.logp.double() - exact).abs() / (d * math.log(2))).max()) < 1e-3 + 1e-3
+    if divergence == "exact":
+        # float32 at default tolerances: within 1e-3 bits/dim of the exact value, plus at most 1e-3
+        # for the prior-vs-p_T mismatch of this target (about 1e-5 here). (One Hutchinson probe
+        # has its own sampling spread, so only the exact divergence is held to this bound.)
+        exact = target.marginal_log_prob(x.double(), sde.t_min, sde)
+        d = target.dim
+        assert float(((graph.logp.double() - exact).abs() / (d * math.log(2))).max()) < 2e-3
