@@ -212,7 +212,7 @@ class VDMScheduler(SchedulerMixin, ConfigMixin, _StepIndex):
         elif beta_schedule == "linear":
             sde = VPSDE(beta_min, beta_max, t_min=0.0)
         elif beta_schedule == "squaredcos_cap_v2":
-            sde = _CosineVPSDE(s=cosine_s, t_min=0.0)
+            sde = CosineVPSDE(s=cosine_s, t_min=0.0)
         else:
             raise ValueError(f"beta_schedule must be one of {_SCHEDULES}, got {beta_schedule!r}")
         self.sde: LinearSDE = sde
@@ -370,18 +370,6 @@ class VDMScheduler(SchedulerMixin, ConfigMixin, _StepIndex):
         """The v-prediction target ``v = alpha(t) noise - sigma(t) x0`` (``sample`` is x0)."""
         a, s = self._coefs_at(timesteps, sample)
         return a * noise - s * sample
-
-
-class _CosineVPSDE(CosineVPSDE):
-    """CosineVPSDE with ``log alpha <= 0`` enforced.
-
-    ``CosineVPSDE._log_alpha(0)`` rounds to +1e-20 (torch's log cos vs the Python float offset),
-    which makes ``sigma(0)`` and the log-SNR at t = 0 NaN; the scheduler's last step lands on
-    t = 0, so the clamp is needed here (the fix belongs in ``CosineVPSDE._log_alpha``).
-    """
-
-    def _log_alpha(self, t: Tensor) -> Tensor:
-        return torch.clamp(super()._log_alpha(t), max=0.0)
 
 
 class ScoreSdeVpScheduler(SchedulerMixin, ConfigMixin, _StepIndex):

@@ -43,7 +43,7 @@ from torch import Tensor
 from ._utils import bcast, check_x, sum_event
 from .model import ScoreModel
 from .sde.base import LinearSDE, _derivative
-from .sde.vdm import VDMSDE, _GradScale, _log_sigmoid
+from .sde.vdm import VDMSDE, _GradScale
 
 __all__ = [
     "vdm_diffusion_loss",
@@ -96,7 +96,7 @@ def _gamma(sde: LinearSDE, t64: Tensor) -> Tensor:
 def _log_alpha_sigma(sde: LinearSDE, t64: Tensor, gamma_t: Tensor) -> tuple[Tensor, Tensor]:
     """log alpha(t), log sigma(t); for VDM from gamma(t) already computed (one schedule call)."""
     if isinstance(sde, VDMSDE):
-        return 0.5 * _log_sigmoid(-gamma_t), 0.5 * _log_sigmoid(gamma_t)
+        return sde.log_alpha_sigma_of_gamma(gamma_t)
     return sde._log_alpha(t64), sde._log_sigma(t64)
 
 

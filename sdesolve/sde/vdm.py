@@ -344,11 +344,16 @@ class VDMSDE(LinearSDE):
             return self.gamma.derivative(t).to(torch.float64)
         return _derivative(self._gamma, t)
 
+    @staticmethod
+    def log_alpha_sigma_of_gamma(gamma: Tensor) -> tuple[Tensor, Tensor]:
+        """(log alpha, log sigma) = (1/2 log sigmoid(-gamma), 1/2 log sigmoid(gamma)), for a gamma already computed."""
+        return 0.5 * _log_sigmoid(-gamma), 0.5 * _log_sigmoid(gamma)
+
     def _log_alpha(self, t: Tensor) -> Tensor:
-        return 0.5 * _log_sigmoid(-self._gamma(t))
+        return self.log_alpha_sigma_of_gamma(self._gamma(t))[0]
 
     def _log_sigma(self, t: Tensor) -> Tensor:
-        return 0.5 * _log_sigmoid(self._gamma(t))
+        return self.log_alpha_sigma_of_gamma(self._gamma(t))[1]
 
     def _log_snr(self, t: Tensor) -> Tensor:
         return -self._gamma(t)

@@ -6,6 +6,7 @@ import torch
 from torch import Tensor
 
 from .base import Solver, randn_like
+from .ddim import _marginals, ddim_coefficients
 
 __all__ = ["VDMAncestral", "ancestral_mean", "ancestral_mean_from_x0"]
 
@@ -39,8 +40,9 @@ class VDMAncestral(Solver):
     (VP, cosine, discrete DDPM, VDM, and also sub-VP and VE, where it is the ancestral sampler of
     Song et al. / k-diffusion with ``sigma_up = sigma_s sqrt(c)``).
 
-    All coefficients are computed once per grid, in float64, in log space (``alpha_s / alpha_t`` as
-    ``exp(log alpha_s - log alpha_t)``, ``c`` by ``expm1``), so a final time with ``sigma_s = 0``
+    The eps form of the step is DDPM's posterior step, ``DDIM(eta=1)``: its coefficients come from
+    :func:`~sdesolve.solvers.ddim.ddim_coefficients`. All are computed once per grid in float64
+    (``c`` by ``expm1`` of the log-SNR difference), so a final time with ``sigma_s = 0``
     (VP at t = 0: ``lambda_s = +inf``, ``c = 1``, no noise, ``z_s = x_hat``) and VDM's ``t = 0``
     (``gamma(0) = gamma_min`` finite) both work. ``noise=False`` returns the posterior mean.
 
@@ -74,21 +76,15 @@ class VDMAncestral(Solver):
         ``std = sigma_s sqrt(c)``, and ``x0_a = 1/alpha_t``, ``x0_b = -sigma_t/alpha_t``.
         """
         c = super().init(sde, grid)
-        t, s = c["t"], c["t_next"]
-        la_t, la_s = sde._log_alpha(t), sde._log_alpha(s)
-        ls_t, ls_s = sde._log_sigma(t), sde._log_sigma(s)
-        lam_t, lam_s = sde._log_snr(t), sde._log_snr(s)
-        cc = -torch.expm1(lam_t - lam_s)  # 1 - SNR_t / SNR_s; equals 1 where lam_s = +inf
-        ratio = torch.exp(la_s - la_t)  # alpha_s / alpha_t
-        sigma_t = torch.exp(ls_t)
-        c["alpha_t"], c["sigma_t"] = torch.exp(la_t), sigma_t
-        c["mean_x"] = ratio
-        c["mean_eps"] = -ratio * cc * sigma_t
-        c["mean_x_x0form"] = ratio * torch.exp(lam_t - lam_s)  # alpha_s/alpha_t (1 - c), 1 - c = SNR_t/SNR_s
-        c["mean_x0"] = torch.exp(la_s) * cc
-        c["std"] = torch.exp(ls_s) * torch.sqrt(cc)
-        c["x0_a"] = torch.exp(-la_t)
-        c["x0_b"] = -torch.exp(ls_t - la_t)
+        # The eps form is DDPM's posterior step, i.e. DDIM with eta = 1: one formula for both.
+        post = ddim_coefficients(sde, grid, 1.0)
+        alpha, sigma, lam = _marginals(sde, grid)
+        cc = -torch.expm1(lam[:-1] - lam[1:])  # 1 - SNR_t / SNR_s; equals 1 where lam_s = +inf
+        c["alpha_t"], c["sigma_t"] = alpha[:-1], sigma[:-1]
+        c["mean_x"], c["mean_eps"], c["std"] = post["a"], post["b"], post["c"]
+        c["mean_x_x0form"] = post["a"] * torch.exp(lam[:-1] - lam[1:])  # alpha_s/alpha_t (1 - c)
+        c["mean_x0"] = alpha[1:] * cc
+        c["x0_a"], c["x0_b"] = post["x0_a"], -post["x0_b"]
         return c
 
     def step(self, model, state, i, coeffs, *, generator=None, noise=True, need_x0=False):
