@@ -110,6 +110,44 @@ class LinearSDE(nn.Module):
             hi = torch.where(above, hi, mid)
         return 0.5 * (lo + hi)
 
+    # ---------------------------------------- derived formulas (float64 in and out, no validation)
+    # Every solver, loss and grid asks the process for these; none re-derives them.
+    def _gamma(self, t: Tensor) -> Tensor:
+        """gamma(t) = -log SNR(t) (VDM's notation)."""
+        return -self._log_snr(t)
+
+    def _gamma_prime(self, t: Tensor) -> Tensor:
+        """d gamma / dt = -d lambda / dt, by autograd through ``_log_snr`` (subclasses may give it in closed form)."""
+        return -_derivative(self._log_snr, t, owner=self)
+
+    def _one_minus_snr_ratio(self, t: Tensor, s: Tensor) -> Tensor:
+        """``1 - SNR(t)/SNR(s) = -expm1(lambda_t - lambda_s)`` for t >= s, computed stably, in [0, 1].
+
+        Equals 1 where ``lambda_s = +inf`` (sigma_s = 0) and 0 where t = s.
+        """
+        dlam = self._log_snr(t) - self._log_snr(s)
+        dlam = torch.where(torch.isnan(dlam), torch.zeros_like(dlam), dlam)  # t = s with lambda = +inf
+        return (-torch.expm1(dlam.clamp(max=0.0))).clamp(0.0, 1.0)
+
+    def _transition(self, t: Tensor, s: Tensor) -> tuple[Tensor, Tensor]:
+        """The forward transition ``x_t | x_s ~ N(alpha_{t|s} x_s, sigma^2_{t|s} I)`` for t >= s.
+
+        Returns ``(log alpha_{t|s}, sigma^2_{t|s})`` with ``alpha_{t|s} = alpha_t / alpha_s`` and
+        ``sigma^2_{t|s} = sigma_t^2 - alpha_{t|s}^2 sigma_s^2 = sigma_t^2 (1 - exp(lambda_t - lambda_s))``
+        (the second form, by ``expm1``, has no cancellation when t and s are close).
+        """
+        log_a = self._log_alpha(t) - self._log_alpha(s)
+        var = torch.exp(2.0 * self._log_sigma(t)) * self._one_minus_snr_ratio(t, s)
+        return log_a, var
+
+    def _sigma_over_alpha(self, t: Tensor) -> Tensor:
+        """``sigma(t) / alpha(t) = exp(-lambda / 2)``: EDM's sigma, the noise level of x / alpha."""
+        return torch.exp(self._log_sigma(t) - self._log_alpha(t))
+
+    def _t_of_sigma_over_alpha(self, r: Tensor) -> Tensor:
+        """The time at which ``sigma / alpha = r`` (r > 0): the inverse of :meth:`_sigma_over_alpha`."""
+        return self._t_of_log_snr(-2.0 * torch.log(r))
+
     # -------------------------------------------------------- public interface
     def _time(self, t: TimeLike, name: str = "t") -> Tensor:
         """Validate a user's time (CPU only: no host sync) and return it in float64, clamped to [0, T].
@@ -148,6 +186,25 @@ class LinearSDE(nn.Module):
         """The time t at which log_snr(t) = lam (closed form where one exists)."""
         lam64 = as_time64(lam, name="lam")
         return self._out(self._t_of_log_snr(lam64), lam)
+
+    def transition(self, t: TimeLike, s: TimeLike) -> tuple[Tensor, Tensor]:
+        """``(alpha_{t|s}, sigma^2_{t|s})`` of ``x_t | x_s`` for ``s <= t`` (see :meth:`_transition`)."""
+        t64, s64 = self._time(t), self._time(s, name="s")
+        if t64.device.type == "cpu" and s64.device.type == "cpu" and bool((s64 > t64).any()):
+            raise ValueError(f"s must not exceed t (the transition runs forward from s to t), got s={s!r}, t={t!r}")
+        log_a, var = self._transition(t64, s64)
+        return self._out(torch.exp(log_a), t), self._out(var, t)
+
+    def sigma_over_alpha(self, t: TimeLike) -> Tensor:
+        """``sigma(t) / alpha(t)``: the noise level of ``x / alpha`` (EDM's and k-diffusion's sigma)."""
+        return self._out(self._sigma_over_alpha(self._time(t)), t)
+
+    def t_of_sigma_over_alpha(self, r: TimeLike) -> Tensor:
+        """The time at which ``sigma / alpha = r``; the inverse of :meth:`sigma_over_alpha`."""
+        r64 = as_time64(r, name="r")
+        if r64.device.type == "cpu" and not bool((r64 > 0).all()):
+            raise ValueError(f"r must be positive (a ratio sigma / alpha), got {r!r}")
+        return self.t_of_log_snr(-2.0 * torch.log(r64)).to(out_dtype(r))
 
     def f(self, t: TimeLike) -> Tensor:
         """The drift coefficient f(t) = d log alpha / dt."""
