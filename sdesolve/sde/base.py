@@ -18,6 +18,7 @@ import math
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from .._utils import (
     TimeLike,
@@ -30,8 +31,35 @@ from .._utils import (
     sum_event,
     time_tol,
 )
+from .._validate import check_real
 
-__all__ = ["LinearSDE"]
+__all__ = ["LinearSDE", "VariancePreservingSDE"]
+
+
+# ------------------------------------------------------------ argument checks shared by the processes
+def check_t_min(t_min, T: float) -> float:
+    """``t_min`` as a float in ``[0, T)`` (TypeError for a non-number, ValueError naming the range)."""
+    try:
+        return check_real(t_min, "t_min", lo=0.0, hi=T, hi_open=True)
+    except ValueError:
+        raise ValueError(f"t_min must lie in [0, T={T:g}), got {t_min!r}") from None
+
+
+def check_positive_finite(value, name: str) -> float:
+    """``value`` as a positive finite float (TypeError for a non-number)."""
+    try:
+        return check_real(value, name, positive=True)
+    except ValueError:
+        raise ValueError(f"{name} must be a positive finite number, got {value!r}") from None
+
+
+def log_sigmoid(x: Tensor) -> Tensor:
+    """log sigmoid(x) = -softplus(-x), exact to rounding for every x, -inf at x = -inf and 0 at +inf.
+
+    (Used instead of ``F.logsigmoid``, which on CPU parallelizes even tiny tensors and costs
+    milliseconds per call on a busy machine.)
+    """
+    return -F.softplus(-x, threshold=50.0)
 
 
 def _derivative(fn, t64: Tensor, owner=None) -> Tensor:
@@ -98,9 +126,18 @@ class LinearSDE(nn.Module):
         return 2.0 * (self._log_alpha(t) - self._log_sigma(t))
 
     def _t_of_log_snr(self, lam: Tensor) -> Tensor:
-        """Invert the (strictly decreasing) log-SNR by bisection on [0, T]."""
+        """Invert the (strictly decreasing) log-SNR by bisection on [0, T].
+
+        An inverse exists only while the log-SNR decreases. The bisection therefore first looks
+        at the log-SNR on :attr:`_MONOTONE_CHECK` evenly spaced times of [0, T] (one batched
+        evaluation); where it rises anywhere there (a learned schedule gone wrong), every answer
+        is NaN rather than one of several crossings picked silently, and NaN lam gives NaN.
+        Outside [log_snr(T), log_snr(0)] the answer is the nearer end (the public
+        :meth:`t_of_log_snr` refuses such lam).
+        """
+        T = float(self.T)
         lo = torch.zeros_like(lam)
-        hi = torch.full_like(lam, float(self.T))
+        hi = torch.full_like(lam, T)
         # A fixed number of halvings (no data-dependent exit: that would synchronize an
         # accelerator every iteration): 64 halvings shrink [0, T] below float64 resolution.
         for _ in range(64):
@@ -108,7 +145,14 @@ class LinearSDE(nn.Module):
             above = self._log_snr(mid) > lam  # log-SNR too high: the time is later
             lo = torch.where(above, mid, lo)
             hi = torch.where(above, hi, mid)
-        return 0.5 * (lo + hi)
+        t = 0.5 * (lo + hi)
+        probe = torch.linspace(0.0, T, self._MONOTONE_CHECK, dtype=lam.dtype, device=lam.device)
+        lam_probe = self._log_snr(probe)
+        rises = (lam_probe[1:] > lam_probe[:-1]).any()
+        bad = torch.isnan(lam) | rises | torch.isnan(lam_probe).any()
+        return torch.where(bad, torch.full_like(t, math.nan), t)
+
+    _MONOTONE_CHECK: int = 257  #: times at which the bisection checks that the log-SNR decreases
 
     # ---------------------------------------- derived formulas (float64 in and out, no validation)
     # Every solver, loss and grid asks the process for these; none re-derives them.
@@ -182,10 +226,59 @@ class LinearSDE(nn.Module):
         """lambda(t) = log(alpha^2 / sigma^2), strictly decreasing in t."""
         return self._out(self._log_snr(self._time(t)), t)
 
+    def _log_snr_range(self) -> tuple[float, float]:
+        """``(log_snr(T), log_snr(0))`` as Python floats (host, float64; +inf where sigma(0) = 0)."""
+        with torch.no_grad():
+            ends = self._log_snr(torch.tensor([float(self.T), 0.0], dtype=torch.float64)).detach()
+        return float(ends[0]), float(ends[1])
+
+    def _check_lam(self, lam64: Tensor, dtype: torch.dtype, name: str = "lam") -> None:
+        """Refuse NaN and log-SNRs outside ``[log_snr(T), log_snr(0)]`` (host tensors only: no sync).
+
+        Values a few units in the last place of the caller's ``dtype`` outside the range are
+        accepted (``log_snr(T)`` rounded to float32, say). ``+inf`` is in range where ``sigma(0) = 0``.
+        ``name="r"`` words the error for :meth:`t_of_sigma_over_alpha` (``lam = -2 log r``).
+        """
+        if lam64.device.type != "cpu":
+            return
+        lo, hi = self._log_snr_range()
+        rel = max(1e-9, 4.0 * torch.finfo(dtype).eps)
+        tol_lo = rel * max(1.0, abs(lo)) if math.isfinite(lo) else 0.0
+        tol_hi = rel * max(1.0, abs(hi)) if math.isfinite(hi) else 0.0
+        ok = (lam64 >= lo - tol_lo) & (lam64 <= hi + tol_hi)  # False for NaN
+        if bool(ok.all()):
+            return
+        vals = lam64[~ok].flatten()[:4]
+        if name == "r":
+            r_lo, r_hi = math.exp(-0.5 * hi), math.exp(-0.5 * lo)
+            raise ValueError(
+                f"r must be a ratio sigma / alpha of the process, in [sigma_over_alpha(0), sigma_over_alpha(T)] "
+                f"= [{r_lo:.6g}, {r_hi:.6g}], got values {torch.exp(-0.5 * vals).tolist()}"
+            )
+        raise ValueError(
+            f"lam must be a log-SNR of the process, in [log_snr(T), log_snr(0)] = [{lo:.6g}, {hi:.6g}], "
+            f"got values {vals.tolist()}"
+        )
+
+    def _inverse_of_log_snr(self, lam64: Tensor) -> Tensor:
+        """``_t_of_log_snr`` clamped to [0, T], raising where it answers NaN (host tensors)."""
+        t = self._t_of_log_snr(lam64)
+        if t.device.type == "cpu" and bool(torch.isnan(t).any()):
+            raise ValueError(
+                f"{type(self).__name__} has no inverse of its log-SNR: the log-SNR is not strictly "
+                "decreasing on [0, T] (check the schedule with sdesolve.testing.check_sde)"
+            )
+        return t.clamp(0.0, float(self.T))
+
     def t_of_log_snr(self, lam: TimeLike) -> Tensor:
-        """The time t at which log_snr(t) = lam (closed form where one exists)."""
+        """The time t in [0, T] at which log_snr(t) = lam (closed form where one exists, else bisection).
+
+        Raises ValueError for lam outside ``[log_snr(T), log_snr(0)]`` or NaN, and where the
+        process's log-SNR is not decreasing (no inverse: the bisection answers NaN).
+        """
         lam64 = as_time64(lam, name="lam")
-        return self._out(self._t_of_log_snr(lam64), lam)
+        self._check_lam(lam64, out_dtype(lam))
+        return self._out(self._inverse_of_log_snr(lam64), lam)
 
     def transition(self, t: TimeLike, s: TimeLike) -> tuple[Tensor, Tensor]:
         """``(alpha_{t|s}, sigma^2_{t|s})`` of ``x_t | x_s`` for ``s <= t`` (see :meth:`_transition`)."""
@@ -200,11 +293,16 @@ class LinearSDE(nn.Module):
         return self._out(self._sigma_over_alpha(self._time(t)), t)
 
     def t_of_sigma_over_alpha(self, r: TimeLike) -> Tensor:
-        """The time at which ``sigma / alpha = r``; the inverse of :meth:`sigma_over_alpha`."""
+        """The time at which ``sigma / alpha = r``; the inverse of :meth:`sigma_over_alpha`.
+
+        ``r`` must lie in ``[sigma_over_alpha(0), sigma_over_alpha(T)]`` (0 is allowed where sigma(0) = 0).
+        """
         r64 = as_time64(r, name="r")
-        if r64.device.type == "cpu" and not bool((r64 > 0).all()):
-            raise ValueError(f"r must be positive (a ratio sigma / alpha), got {r!r}")
-        return self.t_of_log_snr(-2.0 * torch.log(r64)).to(out_dtype(r))
+        if r64.device.type == "cpu" and not bool((r64 >= 0).all()):
+            raise ValueError(f"r must be a non-negative ratio sigma / alpha, got {r!r}")
+        lam64 = -2.0 * torch.log(r64)
+        self._check_lam(lam64, out_dtype(r), name="r")
+        return self._out(self._inverse_of_log_snr(lam64), r)
 
     def f(self, t: TimeLike) -> Tensor:
         """The drift coefficient f(t) = d log alpha / dt."""
@@ -299,3 +397,46 @@ class LinearSDE(nn.Module):
 
     def extra_repr(self) -> str:
         return f"T={self.T:g}, t_min={self.t_min:g}"
+
+
+class VariancePreservingSDE(LinearSDE):
+    """A linear SDE with ``alpha(t)^2 + sigma(t)^2 = 1`` (VP, cosine, DDPM's discrete schedules, VDM).
+
+    Subclass and implement ``_log_alpha(t)`` (``<= 0``, 0 at t = 0 where the data are clean);
+    override ``_f`` where a closed form exists and ``_t_of_log_alpha`` where ``log alpha``
+    has a closed-form inverse. Everything else follows from ``sigma^2 = 1 - alpha^2``:
+
+    * ``log sigma = 1/2 log(-expm1(2 log alpha))`` (no cancellation where alpha is near 1),
+    * ``lambda = log(alpha^2 / sigma^2) = 2 log alpha - log(-expm1(2 log alpha))``,
+    * ``g^2 = d sigma^2/dt - 2 f sigma^2 = -2 f alpha^2 - 2 f sigma^2 = -2 f``,
+    * ``gamma' = -d lambda/dt = d log sigma^2/dt - 2 f = -2 f / sigma^2``,
+    * ``t_of_log_snr(lambda) = t_of_log_alpha(1/2 log sigmoid(lambda))`` (``alpha^2 = sigmoid(lambda)``).
+
+    Where ``sigma = 0`` (t = 0 of every process but VDM's) ``lambda = +inf``, ``gamma' = +inf``
+    and ``t_of_log_snr(+inf) = 0``: every hook is defined there, none is NaN.
+    """
+
+    variance_preserving = True
+
+    def _log_sigma(self, t: Tensor) -> Tensor:
+        return 0.5 * torch.log(-torch.expm1(2.0 * self._log_alpha(t)))
+
+    def _log_snr(self, t: Tensor) -> Tensor:
+        la2 = 2.0 * self._log_alpha(t)
+        return la2 - torch.log(-torch.expm1(la2))
+
+    def _g2(self, t: Tensor) -> Tensor:
+        return -2.0 * self._f(t)
+
+    def _gamma_prime(self, t: Tensor) -> Tensor:
+        return -2.0 * self._f(t) / (-torch.expm1(2.0 * self._log_alpha(t)))
+
+    def _t_of_log_alpha(self, log_alpha: Tensor) -> Tensor:
+        """The time at which ``log alpha(t) = log_alpha``; bisection on the log-SNR unless overridden."""
+        la2 = 2.0 * log_alpha
+        return LinearSDE._t_of_log_snr(self, la2 - torch.log(-torch.expm1(la2)))
+
+    def _t_of_log_snr(self, lam: Tensor) -> Tensor:
+        if type(self)._t_of_log_alpha is VariancePreservingSDE._t_of_log_alpha:
+            return LinearSDE._t_of_log_snr(self, lam)  # no closed form: bisection on lambda itself
+        return self._t_of_log_alpha(0.5 * log_sigmoid(lam))

@@ -6,9 +6,9 @@ import math
 
 import torch
 from torch import Tensor
-from torch.nn import functional as F
 
-from .base import LinearSDE
+from .._validate import check_choice, check_int, check_real, describe
+from .base import VariancePreservingSDE, check_t_min
 
 __all__ = ["DiscreteVPSDE", "ddpm_betas"]
 
@@ -26,9 +26,14 @@ def ddpm_betas(
     ``"scaled_linear"``: evenly spaced in sqrt(beta) (latent diffusion);
     ``"squaredcos_cap_v2"``: the cosine schedule (Nichol & Dhariwal 2021), betas capped at max_beta.
     """
-    n = int(num_train_timesteps)
-    if n < 1:
-        raise ValueError(f"num_train_timesteps must be >= 1, got {num_train_timesteps}")
+    check_choice(beta_schedule, "beta_schedule", ("linear", "scaled_linear", "squaredcos_cap_v2"))
+    try:
+        n = check_int(num_train_timesteps, "num_train_timesteps", minimum=1)
+    except ValueError:
+        raise ValueError(f"num_train_timesteps must be >= 1, got {num_train_timesteps!r}") from None
+    beta_start = check_real(beta_start, "beta_start", lo=0.0, hi=1.0, lo_open=True, hi_open=True)
+    beta_end = check_real(beta_end, "beta_end", lo=0.0, hi=1.0, lo_open=True, hi_open=True)
+    max_beta = check_real(max_beta, "max_beta", lo=0.0, hi=1.0, lo_open=True, hi_open=True)
     if beta_schedule == "linear":
         return torch.linspace(beta_start, beta_end, n, dtype=torch.float64)
     if beta_schedule == "scaled_linear":
@@ -40,16 +45,38 @@ def ddpm_betas(
 
         b = [min(1 - alpha_bar((i + 1) / n) / alpha_bar(i / n), max_beta) for i in range(n)]
         return torch.tensor(b, dtype=torch.float64)
-    raise ValueError(f"beta_schedule must be 'linear', 'scaled_linear' or 'squaredcos_cap_v2', got {beta_schedule!r}")
+    raise AssertionError("unreachable")  # pragma: no cover - check_choice above
 
 
-class DiscreteVPSDE(LinearSDE):
+def _schedule_tensor(value, name: str) -> Tensor:
+    """A user's betas or alphas_cumprod as a float64 host tensor, each entry checked to lie in (0, 1)."""
+    expected = f"{name} must be a 1-d tensor or sequence of real numbers"
+    if isinstance(value, (str, bytes)) or (
+        isinstance(value, Tensor) and (value.dtype == torch.bool or value.is_complex())
+    ):
+        raise TypeError(f"{expected}, got {describe(value)}")
+    try:
+        v = torch.as_tensor(value, dtype=torch.float64).cpu()
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise TypeError(f"{expected}, got {describe(value)}") from e
+    if v.dim() != 1 or v.numel() < 1:
+        raise ValueError(f"{name} must be a non-empty 1-d tensor, got shape {tuple(v.shape)}")
+    if not bool(torch.isfinite(v).all()) or bool(((v <= 0) | (v >= 1)).any()):
+        bad = v[~(torch.isfinite(v) & (v > 0) & (v < 1))][:4].tolist()
+        raise ValueError(f"{name} must lie in (0, 1), got values {bad}")
+    return v
+
+
+class DiscreteVPSDE(VariancePreservingSDE):
     """The VP process through a discrete DDPM schedule of N steps.
 
     Discrete step k = 0, ..., N-1 (with ``alphas_cumprod[k]``) sits at time ``t_k = (k + 1) / N``;
     ``log alpha`` is interpolated piecewise-linearly in t between these knots and
     ``(0, 0)`` (as DPM-Solver does), and ``sigma^2 = 1 - alpha^2``. So ``f`` and
     ``g^2 = -2 f`` are piecewise constant. ``t_min`` defaults to ``1 / N`` (step 0).
+    ``t_min = 0`` reaches the clean data (diffusers' ``set_alpha_to_one``): there
+    ``sigma = 0`` and ``log_snr = +inf``, and every coefficient stays defined (no NaN).
+    A single step (N = 1) needs an explicit ``t_min < 1``: its only knot is t = 1 = T.
 
     A network trained on integer timesteps receives ``network_time(t) = N t - 1``, which
     is exactly k at ``t_k``.
@@ -58,40 +85,33 @@ class DiscreteVPSDE(LinearSDE):
     :meth:`from_schedule` with diffusers' schedule names.
     """
 
-    variance_preserving = True
-
     def __init__(
         self, betas: Tensor | None = None, *, alphas_cumprod: Tensor | None = None, t_min: float | None = None
     ):
         super().__init__()
         if (betas is None) == (alphas_cumprod is None):
             raise ValueError("pass exactly one of betas or alphas_cumprod")
+        name = "betas" if betas is not None else "alphas_cumprod"
         if betas is not None:
-            b = torch.as_tensor(betas, dtype=torch.float64).cpu()
-            if b.dim() != 1 or b.numel() < 1:
-                raise ValueError(f"betas must be a non-empty 1-d tensor, got shape {tuple(b.shape)}")
-            if not bool(torch.isfinite(b).all()) or bool(((b <= 0) | (b >= 1)).any()):
-                raise ValueError("betas must lie in (0, 1)")
-            log_ac = torch.cumsum(torch.log1p(-b), dim=0)
+            log_ac = torch.cumsum(torch.log1p(-_schedule_tensor(betas, "betas")), dim=0)
         else:
-            ac = torch.as_tensor(alphas_cumprod, dtype=torch.float64).cpu()
-            if ac.dim() != 1 or ac.numel() < 1:
-                raise ValueError(f"alphas_cumprod must be a non-empty 1-d tensor, got shape {tuple(ac.shape)}")
-            if not bool(torch.isfinite(ac).all()) or bool(((ac <= 0) | (ac >= 1)).any()):
-                raise ValueError("alphas_cumprod must lie in (0, 1)")
+            ac = _schedule_tensor(alphas_cumprod, "alphas_cumprod")
             if ac.numel() > 1 and bool((ac[1:] >= ac[:-1]).any()):
                 raise ValueError("alphas_cumprod must be strictly decreasing")
             log_ac = torch.log(ac)
-        self.num_train_timesteps = n = int(log_ac.numel())
+        n = int(log_ac.numel())
+        if t_min is None and n == 1:
+            raise ValueError(
+                f"{name} must have at least 2 entries unless t_min is given: a single step (N = 1) puts "
+                "its only knot, and the default t_min = 1/N, at T = 1"
+            )
+        self.t_min = check_t_min(1.0 / n if t_min is None else t_min, self.T)
+        self.num_train_timesteps = n
         knots = torch.cat([torch.zeros(1, dtype=torch.float64), 0.5 * log_ac])
         self.register_buffer("_log_alpha_knots", knots, persistent=False)
         self._knots_host = knots  # a plain attribute: stays on the host when the module moves
         self._knots_on: dict = {}
         self.register_buffer("alphas_cumprod", log_ac.exp(), persistent=False)
-        t_min = 1.0 / n if t_min is None else float(t_min)
-        if not (0.0 <= t_min < self.T):
-            raise ValueError(f"t_min must lie in [0, T={self.T:g}), got {t_min}")
-        self.t_min = t_min
 
     @classmethod
     def from_schedule(
@@ -136,19 +156,8 @@ class DiscreteVPSDE(LinearSDE):
         k, _ = self._segment(t)
         return (L[k + 1] - L[k]) * self.num_train_timesteps
 
-    def _log_sigma(self, t: Tensor) -> Tensor:
-        return 0.5 * torch.log(-torch.expm1(2.0 * self._log_alpha(t)))
-
-    def _log_snr(self, t: Tensor) -> Tensor:
-        la2 = 2.0 * self._log_alpha(t)
-        return la2 - torch.log(-torch.expm1(la2))
-
-    def _g2(self, t: Tensor) -> Tensor:
-        return -2.0 * self._f(t)
-
-    def _t_of_log_snr(self, lam: Tensor) -> Tensor:
-        target = -0.5 * F.softplus(-lam)  # log alpha where alpha^2 = sigmoid(lam)
-        L = self._knots(lam)
+    def _t_of_log_alpha(self, target: Tensor) -> Tensor:
+        L = self._knots(target)
         neg = -L  # increasing
         j = torch.searchsorted(neg, -target).clamp(1, L.numel() - 1)
         w = (target - L[j - 1]) / (L[j] - L[j - 1])

@@ -7,7 +7,7 @@ import math
 import torch
 from torch import Tensor
 
-from .base import LinearSDE
+from .base import LinearSDE, check_positive_finite, check_t_min
 
 __all__ = ["VESDE"]
 
@@ -23,15 +23,11 @@ class VESDE(LinearSDE):
 
     def __init__(self, sigma_min: float = 0.01, sigma_max: float = 50.0, t_min: float = 1e-5):
         super().__init__()
-        sigma_min, sigma_max = float(sigma_min), float(sigma_max)
-        for name, v in (("sigma_min", sigma_min), ("sigma_max", sigma_max)):
-            if not math.isfinite(v) or v <= 0:
-                raise ValueError(f"{name} must be a positive finite number, got {v}")
+        sigma_min = check_positive_finite(sigma_min, "sigma_min")
+        sigma_max = check_positive_finite(sigma_max, "sigma_max")
         if sigma_min >= sigma_max:
             raise ValueError(f"sigma_min must be < sigma_max, got sigma_min={sigma_min}, sigma_max={sigma_max}")
-        if not (0.0 <= t_min < self.T):
-            raise ValueError(f"t_min must lie in [0, T={self.T:g}), got {t_min}")
-        self.sigma_min, self.sigma_max, self.t_min = sigma_min, sigma_max, float(t_min)
+        self.sigma_min, self.sigma_max, self.t_min = sigma_min, sigma_max, check_t_min(t_min, self.T)
         self._log_ratio = math.log(sigma_max / sigma_min)
         self.prior_std = sigma_max
 
@@ -49,6 +45,10 @@ class VESDE(LinearSDE):
 
     def _t_of_log_snr(self, lam: Tensor) -> Tensor:
         return (-0.5 * lam - math.log(self.sigma_min)) / self._log_ratio
+
+    def _gamma_prime(self, t: Tensor) -> Tensor:
+        # gamma = -lambda = 2 log sigma = 2 log sigma_min + 2 t log(sigma_max / sigma_min)
+        return torch.full_like(t, 2.0 * self._log_ratio)
 
     def extra_repr(self) -> str:
         return f"sigma_min={self.sigma_min:g}, sigma_max={self.sigma_max:g}, t_min={self.t_min:g}"

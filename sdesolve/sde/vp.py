@@ -1,4 +1,9 @@
-"""Variance-preserving processes: VP (Song et al. 2021), sub-VP and the cosine schedule."""
+"""Variance-preserving processes: VP (Song et al. 2021), sub-VP and the cosine schedule.
+
+VP and cosine derive from :class:`~sdesolve.sde.base.VariancePreservingSDE`, which holds the
+shared ``sigma^2 = 1 - alpha^2`` formulas; each gives only ``log alpha``, ``f`` and the inverse
+of ``log alpha``.
+"""
 
 from __future__ import annotations
 
@@ -6,24 +11,11 @@ import math
 
 import torch
 from torch import Tensor
-from torch.nn import functional as F
 
-from .base import LinearSDE
+from .._validate import check_real
+from .base import LinearSDE, VariancePreservingSDE, check_positive_finite, check_t_min
 
 __all__ = ["VPSDE", "SubVPSDE", "CosineVPSDE"]
-
-
-def _check_betas(beta_min: float, beta_max: float) -> None:
-    for name, v in (("beta_min", beta_min), ("beta_max", beta_max)):
-        if not math.isfinite(v) or v <= 0:
-            raise ValueError(f"{name} must be a positive finite number, got {v}")
-    if beta_min > beta_max:
-        raise ValueError(f"beta_min must be <= beta_max, got beta_min={beta_min}, beta_max={beta_max}")
-
-
-def _check_tmin(t_min: float, T: float) -> None:
-    if not (0.0 <= t_min < T):
-        raise ValueError(f"t_min must lie in [0, T={T:g}), got {t_min}")
 
 
 class _LinearBeta(LinearSDE):
@@ -31,10 +23,11 @@ class _LinearBeta(LinearSDE):
 
     def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0, t_min: float = 1e-3):
         super().__init__()
-        beta_min, beta_max = float(beta_min), float(beta_max)
-        _check_betas(beta_min, beta_max)
-        _check_tmin(float(t_min), self.T)
-        self.beta_min, self.beta_max, self.t_min = beta_min, beta_max, float(t_min)
+        beta_min = check_positive_finite(beta_min, "beta_min")
+        beta_max = check_positive_finite(beta_max, "beta_max")
+        if beta_min > beta_max:
+            raise ValueError(f"beta_min must be <= beta_max, got beta_min={beta_min}, beta_max={beta_max}")
+        self.beta_min, self.beta_max, self.t_min = beta_min, beta_max, check_t_min(t_min, self.T)
 
     def beta(self, t: Tensor) -> Tensor:
         return self.beta_min + t * (self.beta_max - self.beta_min)
@@ -55,33 +48,20 @@ class _LinearBeta(LinearSDE):
         b = self.beta_min
         return 2.0 * c / (0.5 * b + torch.sqrt(0.25 * b * b + d * c))
 
+    def _t_of_log_alpha(self, log_alpha: Tensor) -> Tensor:
+        return self._t_of_half_int_beta(-log_alpha)
+
     def extra_repr(self) -> str:
         return f"beta_min={self.beta_min:g}, beta_max={self.beta_max:g}, t_min={self.t_min:g}"
 
 
-class VPSDE(_LinearBeta):
+class VPSDE(_LinearBeta, VariancePreservingSDE):
     """The variance-preserving SDE of Song et al. (2021), the continuous limit of DDPM.
 
     ``dx = -1/2 beta(t) x dt + sqrt(beta(t)) dW`` with ``beta(t) = beta_min + t (beta_max - beta_min)``,
-    so ``log alpha(t) = -t^2 (beta_max - beta_min)/4 - t beta_min / 2`` and
-    ``sigma(t)^2 = 1 - alpha(t)^2``. Prior N(0, I).
+    so ``log alpha(t) = -t^2 (beta_max - beta_min)/4 - t beta_min / 2``,
+    ``sigma(t)^2 = 1 - alpha(t)^2`` and ``g(t)^2 = -2 f(t) = beta(t)``. Prior N(0, I).
     """
-
-    variance_preserving = True
-
-    def _log_sigma(self, t: Tensor) -> Tensor:
-        return 0.5 * torch.log(-torch.expm1(2.0 * self._log_alpha(t)))
-
-    def _g2(self, t: Tensor) -> Tensor:
-        return self.beta(t)
-
-    def _log_snr(self, t: Tensor) -> Tensor:
-        la2 = 2.0 * self._log_alpha(t)
-        return la2 - torch.log(-torch.expm1(la2))
-
-    def _t_of_log_snr(self, lam: Tensor) -> Tensor:
-        # alpha^2 = sigmoid(lam)  ->  -2 log alpha = softplus(-lam)
-        return self._t_of_half_int_beta(0.5 * F.softplus(-lam))
 
 
 class SubVPSDE(_LinearBeta):
@@ -110,33 +90,31 @@ class SubVPSDE(_LinearBeta):
         return self._t_of_half_int_beta(-0.5 * log_a)
 
 
-class CosineVPSDE(LinearSDE):
+class CosineVPSDE(VariancePreservingSDE):
     """The cosine schedule of Nichol & Dhariwal (2021) as a continuous VP process.
 
     ``alpha(t) = cos(pi/2 (t + s)/(1 + s)) / cos(pi/2 s/(1 + s))``, ``sigma^2 = 1 - alpha^2``,
-    ``f(t) = d log alpha/dt``, ``g(t)^2 = -2 f(t)``.
+    ``f(t) = d log alpha/dt = -pi/2 tan(pi/2 (t + s)/(1 + s)) / (1 + s)``, ``g(t)^2 = -2 f(t)``.
 
     alpha reaches 0 at t = 1, where the drift blows up. The process is therefore capped:
     ``T`` is the time at which the log-SNR reaches ``log_snr_min`` (default -10, about the
     log-SNR of the default VP process at t = 1), and ``t > T`` is outside the process.
+    ``log_snr_min`` must lie below the log-SNR at ``t_min`` (so that ``t_min < T``).
     """
-
-    variance_preserving = True
 
     def __init__(self, s: float = 0.008, t_min: float = 1e-3, log_snr_min: float = -10.0):
         super().__init__()
-        if not (math.isfinite(s) and s > 0):
-            raise ValueError(f"s must be a positive finite number, got {s}")
-        if not math.isfinite(log_snr_min):
-            raise ValueError(f"log_snr_min must be a finite number, got {log_snr_min}")
-        self.s = float(s)
-        self.log_snr_min = float(log_snr_min)
+        self.s = check_positive_finite(s, "s")
+        self.log_snr_min = check_real(log_snr_min, "log_snr_min")
         self._log_cos0 = math.log(math.cos(0.5 * math.pi * self.s / (1.0 + self.s)))
-        if self.log_snr_min >= float(self._log_snr(torch.tensor(0.0, dtype=torch.float64))):
-            raise ValueError(f"log_snr_min must be below the log-SNR at t = 0, got {log_snr_min}")
+        self.t_min = check_t_min(t_min, 1.0)  # alpha(1) = 0: every T lies below 1
+        lam_t_min = float(self._log_snr(torch.tensor(self.t_min, dtype=torch.float64)))
+        if not self.log_snr_min < lam_t_min:
+            raise ValueError(
+                f"log_snr_min must be below the log-SNR at t_min={self.t_min:g}, which is {lam_t_min:.6g} "
+                f"(s={self.s:g}), got {log_snr_min!r}"
+            )
         self.T = float(self._t_of_log_snr(torch.tensor(self.log_snr_min, dtype=torch.float64)))
-        _check_tmin(float(t_min), self.T)
-        self.t_min = float(t_min)
 
     def _theta(self, t: Tensor) -> Tensor:
         return 0.5 * math.pi * (t + self.s) / (1.0 + self.s)
@@ -145,24 +123,13 @@ class CosineVPSDE(LinearSDE):
         # Clamped at 0: at t = 0 rounding can give log alpha = +1e-20, and sigma(0) must be 0, not NaN.
         return torch.clamp(torch.log(torch.cos(self._theta(t))) - self._log_cos0, max=0.0)
 
-    def _log_sigma(self, t: Tensor) -> Tensor:
-        return 0.5 * torch.log(-torch.expm1(2.0 * self._log_alpha(t)))
-
-    def _log_snr(self, t: Tensor) -> Tensor:
-        la2 = 2.0 * self._log_alpha(t)
-        return la2 - torch.log(-torch.expm1(la2))
-
     def _f(self, t: Tensor) -> Tensor:
         return -torch.tan(self._theta(t)) * (0.5 * math.pi / (1.0 + self.s))
 
-    def _g2(self, t: Tensor) -> Tensor:
-        return -2.0 * self._f(t)
-
-    def _t_of_log_snr(self, lam: Tensor) -> Tensor:
-        # alpha^2 = sigmoid(lam)  ->  log cos(theta) = 1/2 logsigmoid(lam) + log cos(theta_0)
-        log_cos = -0.5 * F.softplus(-lam, threshold=50.0) + self._log_cos0
-        theta = torch.arccos(torch.exp(log_cos))
-        return theta * (2.0 * (1.0 + self.s) / math.pi) - self.s
+    def _t_of_log_alpha(self, log_alpha: Tensor) -> Tensor:
+        # log cos(theta) = log alpha + log cos(theta_0); clamped at 0 (rounding near t = 0)
+        theta = torch.arccos(torch.exp(log_alpha + self._log_cos0))
+        return torch.clamp(theta * (2.0 * (1.0 + self.s) / math.pi) - self.s, min=0.0)
 
     def extra_repr(self) -> str:
         return f"s={self.s:g}, T={self.T:.6g}, t_min={self.t_min:g}"
