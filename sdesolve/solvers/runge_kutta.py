@@ -1,0 +1,189 @@
+r"""Fixed-step explicit Runge–Kutta methods for the probability-flow ODE; the tableaux are data.
+
+The ODE (Song et al. 2021, eq. 13), in the forward time t, integrated from T down to t_min:
+
+    dx/dt = v(x, t) = f(t) x - 1/2 g(t)^2 s_theta(x, t),
+
+with f and g^2 asked of the process (``sde._f``, ``sde._g2``, as ``sde.probability_flow`` does).
+A method is its Butcher tableau ``(c, A, b)``; with ``h = t_{i+1} - t_i < 0``
+
+    k_j = h v(x + sum_l A[j][l] k_l, t_i + c_j h),   x_{i+1} = x + sum_j b_j k_j.
+
+Every stage's ``h f``, ``h g^2 / 2``, ``alpha`` and ``sigma`` (handed to the model, ``coefs=``, to
+convert its prediction to a score) are precomputed per grid in float64 and cast to the sample
+dtype; the loop has no host-device synchronization. An eps-predicting
+:class:`~sdesolve.ScoreModel` skips the conversion ``s = -eps / sigma``: its stages are
+``k_j = h f x_j + (h g^2 / (2 sigma)) eps`` (equal to the score form up to rounding).
+
+**Steps into sigma = 0.** A grid may end where sigma(t_min) = 0 (``VPSDE(t_min=0)``, a DDPM
+schedule with ``t_min=0``); a stage with ``c_j > 0`` would then evaluate the model where the
+score is infinite (``s = -eps / sigma``). Such an interval is taken by the exact step for a
+constant eps (DDIM with eta = 0, ``ddim_coefficients``): ``x_s = alpha_s x0_hat`` with
+``x0_hat = (x_t - sigma_t eps_hat) / alpha_t``, the one evaluation at t_i where sigma > 0. It is
+the probability-flow ODE's Euler step in the variables (x / alpha, sigma / alpha) (Song et al.
+2021, sec. 4.3; EDM takes this last step with Euler in sigma, Karras et al. 2022, Alg. 1), and
+measured 10-100x more accurate there than an Euler step in t (whose velocity at sigma -> 0
+varies like 1 / sigma).
+
+============  =====  ==========  ===================================
+method        order  nfe / step  tableau
+============  =====  ==========  ===================================
+``euler``     1      1           explicit Euler
+``midpoint``  2      2           explicit midpoint
+``heun``      2      2           Heun's (trapezoidal) RK2, EDM's 2nd-order step
+``rk3``       3      3           Kutta's third-order method
+``rk4``       4      4           classical Runge–Kutta
+============  =====  ==========  ===================================
+
+Default grids: measured on Gaussian and Gaussian-mixture targets under VP and VE at 10–50
+steps (notes/grids.md): ``uniform`` has the smallest worst-case error of the four grids for every
+method, so it is each one's default. Karras' grid is better on VE (1.2–5x), the quadratic grid
+for heun/rk4 on VP (2–3x): pass ``grid=`` when the process is known.
+
+References: Song et al., "Score-Based Generative Modeling through SDEs", ICLR 2021 (eq. 13);
+Karras et al., "Elucidating the Design Space of Diffusion-Based Generative Models", NeurIPS
+2022 (Heun sampler); Hairer, Nørsett & Wanner, "Solving ODEs I", II.1 (tableaux); Song, Meng &
+Ermon, "Denoising Diffusion Implicit Models", ICLR 2021 (eq. 12).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from ..model import predicts_eps, view_at
+from .ddim import ddim_coefficients
+from .methods import ADAPTIVE, ALIASES, FIXED
+from .ode import ODE
+
+__all__ = ["ButcherTableau", "RungeKuttaODE", "TABLEAUX", "flow_coefficients"]
+
+
+@dataclass(frozen=True)
+class ButcherTableau:
+    """An explicit Runge–Kutta method: nodes ``c``, strictly lower-triangular ``A`` (row j holds the
+    weights of stages 0..j-1), weights ``b`` and the classical ``order``."""
+
+    c: tuple[float, ...]
+    A: tuple[tuple[float, ...], ...]
+    b: tuple[float, ...]
+    order: int
+
+
+def _tableau(c, A, b, order) -> ButcherTableau:
+    return ButcherTableau(tuple(c), tuple(tuple(r) for r in A), tuple(b), order)
+
+
+#: the fixed-step methods, by name (orders as in :data:`sdesolve.solvers.methods.FIXED`)
+TABLEAUX: dict[str, ButcherTableau] = {
+    "euler": _tableau([0.0], [[]], [1.0], 1),
+    "midpoint": _tableau([0.0, 0.5], [[], [0.5]], [0.0, 1.0], 2),
+    "heun": _tableau([0.0, 1.0], [[], [1.0]], [0.5, 0.5], 2),
+    "rk3": _tableau([0.0, 0.5, 1.0], [[], [0.5], [-1.0, 2.0]], [1 / 6, 2 / 3, 1 / 6], 3),
+    "rk4": _tableau(
+        [0.0, 0.5, 0.5, 1.0], [[], [0.5], [0.0, 0.5], [0.0, 0.0, 1.0]], [1 / 6, 1 / 3, 1 / 3, 1 / 6], 4
+    ),
+}
+assert {k: v.order for k, v in TABLEAUX.items()} == FIXED, "methods.FIXED and the tableaux disagree"
+
+# The most accurate grid at 10-50 steps on the benchmark problems (notes/grids.md).
+_DEFAULT_GRIDS = {"euler": "uniform", "midpoint": "uniform", "heun": "uniform", "rk3": "uniform", "rk4": "uniform"}
+
+
+def flow_coefficients(sde, t: Tensor, h: Tensor | float = 1.0) -> dict[str, Tensor]:
+    """The probability-flow ODE's per-time coefficients (float64): ``v = f x - (g^2/2) s``, times h.
+
+    Returns ``hf = h f(t)``, ``hg2_half = h g(t)^2 / 2`` (both asked of the process), ``alpha``,
+    ``sigma`` and ``hg2_half_sigma = h g^2 / (2 sigma)`` (the eps form ``v = f x + g^2/(2 sigma) eps``).
+    """
+    hf = h * sde._f(t)
+    hg2_half = 0.5 * h * sde._g2(t)
+    alpha, sigma = torch.exp(sde._log_alpha(t)), torch.exp(sde._log_sigma(t))
+    return {"hf": hf, "hg2_half": hg2_half, "alpha": alpha, "sigma": sigma, "hg2_half_sigma": hg2_half / sigma}
+
+
+class RungeKuttaODE(ODE):
+    """Probability-flow ODE with a fixed-step explicit Runge–Kutta method (see the module docstring).
+
+    Args:
+        method: ``"euler"``, ``"midpoint"``, ``"heun"``, ``"rk3"`` or ``"rk4"``.
+
+    Attributes: ``order``, ``nfe_per_step`` (stages), ``default_grid``, ``tableau``.
+    """
+
+    stochastic = False
+    adaptive = False
+
+    def __init__(self, method: str = "heun", rtol=None, atol=None, options=None, max_nfe=None):
+        method = ALIASES.get(method, method) if isinstance(method, str) else method
+        if not isinstance(method, str):
+            raise TypeError(f"method must be one of {tuple(TABLEAUX)}, got {type(method).__name__}")
+        if method not in TABLEAUX:
+            raise ValueError(f"method must be one of {tuple(TABLEAUX)} (fixed step), got {method!r}")
+        for name, v in (("rtol", rtol), ("atol", atol), ("options", options), ("max_nfe", max_nfe)):
+            if v is not None:
+                raise ValueError(f"{name} applies to adaptive methods only {tuple(ADAPTIVE)}, not method={method!r}")
+        self.method = method
+        self.tableau = TABLEAUX[method]
+        self.order = float(self.tableau.order)
+        self.nfe_per_step = len(self.tableau.c)
+        self.default_grid = _DEFAULT_GRIDS[method]
+
+    def init(self, sde, grid):
+        coefs = super().init(sde, grid)
+        t, h = coefs["t"], grid[1:] - grid[:-1]
+        into_zero = torch.zeros_like(t, dtype=torch.bool)
+        for j, cj in enumerate(self.tableau.c):
+            tj = t + cj * h if cj != 1.0 else coefs["t_next"]
+            coefs[f"t_stage{j}"] = tj
+            for k, v in flow_coefficients(sde, tj, h).items():
+                coefs[f"{k}{j}"] = v
+            into_zero |= coefs[f"sigma{j}"] == 0.0
+        # intervals where a stage would meet sigma = 0: the exact constant-eps (DDIM) step instead
+        coefs["into_zero"] = [bool(z) for z in into_zero]  # a host list: branching on it needs no sync
+        ddim = ddim_coefficients(sde, grid, 0.0)
+        coefs["zero_a"], coefs["zero_e"] = ddim["a"], ddim["b"]  # x_s = a x + b eps
+        coefs["zero_s"] = -ddim["b"] * coefs["sigma0"]  # ... = a x - b sigma s
+        la, ls = sde._log_alpha(t), sde._log_sigma(t)
+        coefs["x0_a"], coefs["x0_b"] = torch.exp(-la), torch.exp(2.0 * ls - la)
+        coefs["x0_e"] = -torch.exp(ls - la)  # x0 = x / alpha - (sigma / alpha) eps
+        return coefs
+
+    def step(self, model, state, i, coefs, *, generator=None, noise=True, need_x0=False):
+        x = state["x"]
+        eps = predicts_eps(model)  # then s holds eps = -sigma score
+        into_zero = coefs["into_zero"][i]
+        ks: list[Tensor] = []
+        s0 = None
+        for j, row in enumerate(self.tableau.A):
+            xj = x
+            for a_jl, k_l in zip(row, ks):
+                if a_jl != 0.0:
+                    xj = xj + a_jl * k_l
+            tj = coefs[f"t_stage{j}"][i]
+            if eps:
+                s = model.eps(xj, tj)
+                ks.append(coefs[f"hf{j}"][i] * xj + coefs[f"hg2_half_sigma{j}"][i] * s)
+            else:
+                s = view_at(model, xj, tj, "score", (coefs[f"alpha{j}"][i], coefs[f"sigma{j}"][i]))
+                ks.append(coefs[f"hf{j}"][i] * xj - coefs[f"hg2_half{j}"][i] * s)
+            if j == 0:
+                s0 = s
+                if into_zero:
+                    break
+        if into_zero:
+            x_next = coefs["zero_a"][i] * x + coefs["zero_e" if eps else "zero_s"][i] * s0
+        else:
+            x_next = x
+            for b_j, k_j in zip(self.tableau.b, ks):
+                if b_j != 0.0:
+                    x_next = x_next + b_j * k_j
+        out = {"x": x_next}
+        if need_x0:
+            out["x0"] = coefs["x0_a"][i] * x + coefs["x0_e" if eps else "x0_b"][i] * s0
+        return out
+
+    def __repr__(self) -> str:
+        return f"ODE(method={self.method!r})"
