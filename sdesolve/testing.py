@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from ._validate import check_int, check_real
 from .sde.base import LinearSDE
 from .sde.discrete import DiscreteVPSDE, ddpm_betas
 from .sde.vdm import VDMSDE, FixedLinearGamma
@@ -178,6 +179,222 @@ def _kl_gauss(m: float, v: float, s2: float) -> float:
     return 0.5 * (v / s2 + m * m / s2 - 1.0 - math.log(v / s2))
 
 
+@dataclass
+class _Run:
+    """What the numbered checks share: the process, the times, and values computed by earlier checks."""
+
+    sde: LinearSDE
+    t: Tensor
+    rtol: float
+    kl_bound: float
+    gen: torch.Generator
+    report: dict = field(default_factory=dict)
+    alpha: Tensor | None = None
+    sigma: Tensor | None = None
+    lam: Tensor | None = None
+    td: Tensor | None = None  # the times of the derivative checks (all of t under autograd)
+    dalpha: Tensor | None = None
+    dvar: Tensor | None = None
+
+    @property
+    def T(self) -> float:
+        return float(self.sde.T)
+
+
+def _check_positivity(run: _Run) -> None:
+    """1. alpha and sigma positive and finite, log_snr finite."""
+    f64, sde, t = torch.float64, run.sde, run.t
+    run.alpha, run.sigma, run.lam = sde.alpha(t).to(f64), sde.sigma(t).to(f64), sde.log_snr(t).to(f64)
+    for name, v in (("alpha", run.alpha), ("sigma", run.sigma)):
+        ok = torch.isfinite(v) & (v > 0)
+        _fail_at("positivity", f"{name}(t) must be positive and finite", (~ok).to(f64), 0.0, t, **{name: v})
+    _fail_at("positivity", "log_snr(t) must be finite", (~torch.isfinite(run.lam)).to(f64), 0.0, t, log_snr=run.lam)
+
+
+def _check_log_snr_definition(run: _Run) -> None:
+    """2. log_snr = log(alpha^2 / sigma^2)."""
+    lam_ref = 2.0 * (torch.log(run.alpha) - torch.log(run.sigma))
+    lam_err = (run.lam - lam_ref).abs() / torch.clamp(lam_ref.abs(), min=1.0)
+    _fail_at(
+        "log-SNR definition",
+        "log_snr(t) != log(alpha^2/sigma^2)",
+        lam_err,
+        run.rtol,
+        run.t,
+        log_snr=run.lam,
+        expected=lam_ref,
+    )
+    run.report["log_snr_err"] = float(lam_err.max())
+
+
+def _check_log_snr_decreasing(run: _Run) -> None:
+    """3. log_snr strictly decreasing from each time to the next."""
+    lam, t = run.lam, run.t
+    _fail_at(
+        "log-SNR decreasing",
+        "log_snr must be strictly decreasing; log_snr(t_next) - log_snr(t) >= 0",
+        (~(lam[1:] - lam[:-1] < 0)).to(torch.float64),
+        0.0,
+        t[:-1],
+        log_snr=lam[:-1],
+        log_snr_next=lam[1:],
+        t_next=t[1:],
+    )
+
+
+def _derivatives(run: _Run) -> None:
+    """d alpha/dt and d sigma^2/dt by autograd through the public methods, else by finite differences."""
+    f64, sde, t = torch.float64, run.sde, run.t
+
+    def var(s):
+        return sde.sigma(s).to(f64) ** 2
+
+    def alpha_fn(s):
+        return sde.alpha(s).to(f64)
+
+    da, dvar = _autograd(alpha_fn, t), _autograd(var, t)
+    da_auto, dvar_auto = da is not None, dvar is not None
+    td = t
+    if da is None or dvar is None:
+        h = 1e-4 * run.T
+        keep = (t >= 2 * h) & (t <= run.T - 2 * h)
+        td = t[keep]
+        da = _fd(alpha_fn, td, h) if da is None else da[keep]
+        dvar = _fd(var, td, h) if dvar is None else dvar[keep]
+    run.td, run.dalpha, run.dvar = td, da, dvar
+    run.report["derivative"] = ", ".join(
+        f"{name}: {'autograd' if auto else 'finite-difference'}"
+        for name, auto in (("alpha", da_auto), ("sigma^2", dvar_auto))
+    )
+
+
+def _check_drift_coefficient(run: _Run) -> None:
+    """4. f = d log alpha / dt."""
+    _derivatives(run)
+    td = run.td
+    f_pub = run.sde.f(td).to(torch.float64)
+    f_ref = run.dalpha / run.sde.alpha(td).to(torch.float64)
+    f_err = _rel_err(f_pub, f_ref, floor=1e-9 * float(f_ref.abs().max()))
+    _fail_at("drift coefficient", "f(t) != d log alpha/dt", f_err, run.rtol, td, f=f_pub, dlogalpha_dt=f_ref)
+    run.report["f_err"] = float(f_err.max())
+
+
+def _check_moment_ode(run: _Run) -> None:
+    """5. d sigma^2/dt = 2 f sigma^2 + g^2, and g^2 >= 0."""
+    f64, sde, td, dvar = torch.float64, run.sde, run.td, run.dvar
+    v_d = sde.sigma(td).to(f64) ** 2
+    f_pub, g2_pub = sde.f(td).to(f64), sde.g2(td).to(f64)
+    rhs = 2.0 * f_pub * v_d + g2_pub
+    scale = dvar.abs() + (2.0 * f_pub * v_d).abs() + g2_pub.abs()
+    # NaN where scale is NaN: torch.where(scale > 0, ...) would turn a NaN g2 into an error of 0
+    moment_err = torch.where(scale == 0, torch.zeros_like(scale), (dvar - rhs).abs() / scale.clamp_min(1e-300))
+    _fail_at(
+        "moment ODE",
+        "d sigma^2/dt != 2 f sigma^2 + g^2",
+        moment_err,
+        run.rtol,
+        td,
+        dsigma2_dt=dvar,
+        two_f_sigma2_plus_g2=rhs,
+        f=f_pub,
+        g2=g2_pub,
+    )
+    _fail_at("moment ODE", "g2(t) must be non-negative", (g2_pub < 0).to(f64), 0.0, td, g2=g2_pub)
+    run.report["moment_err"] = float(moment_err.max())
+
+
+def _check_drift_and_diffusion(run: _Run) -> None:
+    """6. coefficient dtypes and shapes; diffusion^2 = g2; drift(x, t) = f(t) x; perturb."""
+    _check_coefficient_types(run.sde, run.t)
+    run.report["diffusion_err"] = _check_diffusion(run.sde, run.t, run.rtol)
+    run.report["drift_err"] = _check_drift(run.sde, run.t, run.rtol, run.gen)
+    _check_perturb(run.sde, run.t, run.rtol, run.gen)
+
+
+def _check_inverse(run: _Run) -> None:
+    """7. t_of_log_snr(log_snr(t)) = t."""
+    t_back = run.sde.t_of_log_snr(run.lam).to(torch.float64)
+    inv_err = (t_back - run.t).abs() / run.T
+    _fail_at(
+        "t_of_log_snr inverse",
+        "t_of_log_snr(log_snr(t)) != t",
+        inv_err,
+        run.rtol,
+        run.t,
+        log_snr=run.lam,
+        t_of_log_snr=t_back,
+    )
+    run.report["inverse_err"] = float(inv_err.max())
+
+
+def _check_prior_law(run: _Run) -> None:
+    """8. prior_logp is the N(0, prior_std^2 I) log-density; prior_sample draws from it."""
+    run.report["prior_logp_err"] = _check_prior(run.sde, run.rtol, run.gen)
+
+
+def _check_variance_preserving(run: _Run) -> None:
+    """9. alpha^2 + sigma^2 = 1 where the process claims it."""
+    run.report["vp_err"] = None
+    if not getattr(run.sde, "variance_preserving", False):
+        return
+    resid = (run.alpha * run.alpha + run.sigma * run.sigma - 1.0).abs()
+    run.report["vp_err"] = float(resid.max())
+    _fail_at(
+        "variance preserving",
+        "sde.variance_preserving is True but alpha^2 + sigma^2 != 1",
+        resid,
+        run.rtol,
+        run.t,
+        alpha=run.alpha,
+        sigma=run.sigma,
+    )
+
+
+def _check_prior_close_to_marginal(run: _Run) -> None:
+    """10. KL(q_T(. | x0) || prior) per dimension, |x0| = 1, at most kl_bound."""
+    T, sde = run.T, run.sde
+    a_T, s_T = float(sde.alpha(T)), float(sde.sigma(T))
+    p2 = float(sde.prior_std) ** 2
+    kl_worst = _kl_gauss(a_T, s_T * s_T, p2)
+    kl_gaussian = _kl_gauss(0.0, a_T * a_T + s_T * s_T, p2)
+    if not (kl_worst <= run.kl_bound):
+        raise SDECheckError(
+            "prior close to marginal",
+            f"at t=T={T:.10g}: KL(q_T(.|x0) || N(0, prior_std^2)) = {kl_worst:.4g} nats per dimension for "
+            f"|x0| = 1 exceeds kl_bound={run.kl_bound:g} (alpha_T={a_T:.6g}, sigma_T={s_T:.6g}, "
+            f"prior_std={math.sqrt(p2):.6g}; for x0 ~ N(0, 1) the KL is {kl_gaussian:.4g})",
+        )
+    run.report.update(kl_worst=kl_worst, kl_gaussian=kl_gaussian, alpha_T=a_T, sigma_T=s_T)
+
+
+#: check_sde's numbered checks, run in this order (each may rely on values an earlier one stored).
+CHECKS = (
+    ("positivity", _check_positivity),
+    ("log-SNR definition", _check_log_snr_definition),
+    ("log-SNR decreasing", _check_log_snr_decreasing),
+    ("drift coefficient", _check_drift_coefficient),
+    ("moment ODE", _check_moment_ode),
+    ("drift and diffusion", _check_drift_and_diffusion),
+    ("t_of_log_snr inverse", _check_inverse),
+    ("prior", _check_prior_law),
+    ("variance preserving", _check_variance_preserving),
+    ("prior close to marginal", _check_prior_close_to_marginal),
+)
+
+
+def _check_arguments(kl_bound, n_times, rtol, seed) -> tuple[float, int, float, int]:
+    kl_bound = check_real(kl_bound, "kl_bound", finite=False)
+    if not (kl_bound > 0 and math.isfinite(kl_bound)):
+        raise ValueError(f"kl_bound must be a positive number, got {kl_bound}")
+    n_times = check_int(n_times, "n_times")
+    if n_times < 3:
+        raise ValueError(f"n_times must be >= 3, got {n_times}")
+    rtol = check_real(rtol, "rtol", finite=False)
+    if not (0 < rtol < 1):
+        raise ValueError(f"rtol must lie in (0, 1), got {rtol}")
+    return kl_bound, n_times, rtol, check_int(seed, "seed")
+
+
 def check_sde(
     sde: LinearSDE,
     *,
@@ -232,158 +449,22 @@ def check_sde(
         SDECheckError: (an ``AssertionError``) whose message names the invariant, the time
             and the offending values.
     """
-    if kl_bound <= 0 or not math.isfinite(kl_bound):
-        raise ValueError(f"kl_bound must be a positive number, got {kl_bound}")
-    if int(n_times) < 3:
-        raise ValueError(f"n_times must be >= 3, got {n_times}")
-    if not (0 < rtol < 1):
-        raise ValueError(f"rtol must lie in (0, 1), got {rtol}")
-    gen = torch.Generator().manual_seed(seed)
-    T = float(sde.T)
-    t = _check_times(sde, int(n_times))
-    f64 = torch.float64
-
-    # 1. positivity and finiteness
-    alpha, sigma, lam = sde.alpha(t).to(f64), sde.sigma(t).to(f64), sde.log_snr(t).to(f64)
-    for name, v in (("alpha", alpha), ("sigma", sigma)):
-        ok = torch.isfinite(v) & (v > 0)
-        _fail_at("positivity", f"{name}(t) must be positive and finite", (~ok).to(f64), 0.0, t, **{name: v})
-    _fail_at("positivity", "log_snr(t) must be finite", (~torch.isfinite(lam)).to(f64), 0.0, t, log_snr=lam)
-
-    # 2. log_snr = log(alpha^2 / sigma^2)
-    lam_ref = 2.0 * (torch.log(alpha) - torch.log(sigma))
-    lam_err = (lam - lam_ref).abs() / torch.clamp(lam_ref.abs(), min=1.0)
-    _fail_at(
-        "log-SNR definition", "log_snr(t) != log(alpha^2/sigma^2)", lam_err, rtol, t, log_snr=lam, expected=lam_ref
-    )
-
-    # 3. strictly decreasing log-SNR
-    dlam = lam[1:] - lam[:-1]
-    _fail_at(
-        "log-SNR decreasing",
-        "log_snr must be strictly decreasing; log_snr(t_next) - log_snr(t) >= 0",
-        (dlam >= 0).to(f64),
-        0.0,
-        t[:-1],
-        log_snr=lam[:-1],
-        log_snr_next=lam[1:],
-        t_next=t[1:],
-    )
-
-    # 4. + 5. derivatives of alpha and sigma^2 (autograd through the public methods)
-    def var(s):
-        return sde.sigma(s).to(f64) ** 2
-
-    def alpha_fn(s):
-        return sde.alpha(s).to(f64)
-
-    da, dvar = _autograd(alpha_fn, t), _autograd(var, t)
-    da_auto, dvar_auto = da is not None, dvar is not None
-    td = t
-    if da is None or dvar is None:
-        h = 1e-4 * T
-        keep = (t >= 2 * h) & (t <= T - 2 * h)
-        td = t[keep]
-        da = _fd(alpha_fn, td, h) if da is None else da[keep]
-        dvar = _fd(var, td, h) if dvar is None else dvar[keep]
-    method = ", ".join(
-        f"{name}: {'autograd' if auto else 'finite-difference'}"
-        for name, auto in (("alpha", da_auto), ("sigma^2", dvar_auto))
-    )
-    a_d, v_d = sde.alpha(td).to(f64), var(td)
-    f_pub, g2_pub = sde.f(td).to(f64), sde.g2(td).to(f64)
-    f_ref = da / a_d
-    f_err = _rel_err(f_pub, f_ref, floor=1e-9 * float(f_ref.abs().max()))
-    _fail_at("drift coefficient", "f(t) != d log alpha/dt", f_err, rtol, td, f=f_pub, dlogalpha_dt=f_ref)
-    rhs = 2.0 * f_pub * v_d + g2_pub
-    scale = dvar.abs() + (2.0 * f_pub * v_d).abs() + g2_pub.abs()
-    moment_err = torch.where(scale > 0, (dvar - rhs).abs() / scale.clamp_min(1e-300), torch.zeros_like(scale))
-    _fail_at(
-        "moment ODE",
-        "d sigma^2/dt != 2 f sigma^2 + g^2",
-        moment_err,
-        rtol,
-        td,
-        dsigma2_dt=dvar,
-        two_f_sigma2_plus_g2=rhs,
-        f=f_pub,
-        g2=g2_pub,
-    )
-    _fail_at("moment ODE", "g2(t) must be non-negative", (g2_pub < 0).to(f64), 0.0, td, g2=g2_pub)
-
-    # 6. drift / diffusion for several ranks, scalar and per-sample times; shapes and dtypes
-    drift_err, diffusion_err = _check_drift_diffusion(sde, t, rtol, gen)
-
-    # 7. t_of_log_snr inverts log_snr
-    t_back = sde.t_of_log_snr(lam).to(f64)
-    inv_err = (t_back - t).abs() / T
-    _fail_at(
-        "t_of_log_snr inverse",
-        "t_of_log_snr(log_snr(t)) != t",
-        inv_err,
-        rtol,
-        t,
-        log_snr=lam,
-        t_of_log_snr=t_back,
-    )
-
-    # 8. prior
-    prior_logp_err = _check_prior(sde, rtol, gen)
-
-    # 9. variance preserving
-    vp_err = None
-    if getattr(sde, "variance_preserving", False):
-        resid = (alpha * alpha + sigma * sigma - 1.0).abs()
-        vp_err = float(resid.max())
-        _fail_at(
-            "variance preserving",
-            "sde.variance_preserving is True but alpha^2 + sigma^2 != 1",
-            resid,
-            rtol,
-            t,
-            alpha=alpha,
-            sigma=sigma,
-        )
-
-    # 10. KL(q_T || prior) per dimension
-    a_T, s_T = float(sde.alpha(T)), float(sde.sigma(T))
-    p2 = float(sde.prior_std) ** 2
-    kl_worst = _kl_gauss(a_T, s_T * s_T, p2)
-    kl_gaussian = _kl_gauss(0.0, a_T * a_T + s_T * s_T, p2)
-    if not (kl_worst <= kl_bound):
-        raise SDECheckError(
-            "prior close to marginal",
-            f"at t=T={T:.10g}: KL(q_T(.|x0) || N(0, prior_std^2)) = {kl_worst:.4g} nats per dimension for "
-            f"|x0| = 1 exceeds kl_bound={kl_bound:g} (alpha_T={a_T:.6g}, sigma_T={s_T:.6g}, "
-            f"prior_std={math.sqrt(p2):.6g}; for x0 ~ N(0, 1) the KL is {kl_gaussian:.4g})",
-        )
-
-    return SDECheckReport(
-        sde=repr(sde),
-        n_times=int(t.numel()),
-        derivative=method,
-        f_err=float(f_err.max()),
-        moment_err=float(moment_err.max()),
-        log_snr_err=float(lam_err.max()),
-        inverse_err=float(inv_err.max()),
-        drift_err=drift_err,
-        diffusion_err=diffusion_err,
-        prior_logp_err=prior_logp_err,
-        vp_err=vp_err,
-        kl_gaussian=kl_gaussian,
-        kl_worst=kl_worst,
-        kl_bound=float(kl_bound),
-        alpha_T=a_T,
-        sigma_T=s_T,
-    )
+    kl_bound, n_times, rtol, seed = _check_arguments(kl_bound, n_times, rtol, seed)
+    if not callable(getattr(sde, "alpha", None)) or not hasattr(sde, "T"):
+        raise TypeError(f"sde must be a LinearSDE (or have its methods), got {type(sde).__name__}")
+    t = _check_times(sde, n_times)
+    run = _Run(sde=sde, t=t, rtol=rtol, kl_bound=kl_bound, gen=torch.Generator().manual_seed(seed))
+    for _, check in CHECKS:
+        check(run)
+    return SDECheckReport(sde=repr(sde), n_times=int(t.numel()), kl_bound=float(kl_bound), **run.report)
 
 
 _COEFS = ("alpha", "sigma", "log_snr", "f", "g2", "diffusion")
 
 
-def _check_drift_diffusion(sde, t: Tensor, rtol: float, gen: torch.Generator) -> tuple[float, float]:
+def _check_coefficient_types(sde, t: Tensor) -> None:
+    """The coefficient methods return t's dtype (float64 for a float) and t's shape."""
     f64 = torch.float64
-    # output dtypes and shapes of the coefficient methods
     for name in _COEFS:
         fn = getattr(sde, name)
         for arg, dtype, shape in (
@@ -403,12 +484,19 @@ def _check_drift_diffusion(sde, t: Tensor, rtol: float, gen: torch.Generator) ->
                     f"{name}(t) for t={arg!r} must return a tensor of dtype {dtype} and shape {shape}, got {got}",
                 )
 
-    # diffusion(t)^2 == g2(t)
+
+def _check_diffusion(sde, t: Tensor, rtol: float) -> float:
+    """diffusion(t)^2 == g2(t)."""
+    f64 = torch.float64
     g2, g = sde.g2(t).to(f64), sde.diffusion(t).to(f64)
     diffusion_err = _rel_err(g * g, g2, floor=1e-9 * float(g2.abs().max()))
     _fail_at("diffusion", "diffusion(t)^2 != g2(t)", diffusion_err, rtol, t, diffusion_squared=g * g, g2=g2)
+    return float(diffusion_err.max())
 
-    # drift(x, t) == f(t) x, scalar and per-sample t, x of ranks 1, 2, 4, 5
+
+def _check_drift(sde, t: Tensor, rtol: float, gen: torch.Generator) -> float:
+    """drift(x, t) == f(t) x, for scalar and per-sample t and x of ranks 1, 2, 4, 5."""
+    f64 = torch.float64
     f_all = sde.f(t).to(f64)
     fscale = 1e-9 * float(f_all.abs().max())
     B = min(8, t.numel())
@@ -441,8 +529,14 @@ def _check_drift_diffusion(sde, t: Tensor, rtol: float, gen: torch.Generator) ->
                 f=fcoef.reshape(-1).expand(B),
                 drift_over_x=(d.to(f64) / x).reshape(B, -1)[:, 0],
             )
+    return float(worst)
 
-    # perturb(x0, t, noise) == alpha(t) x0 + sigma(t) noise (the forward marginal every loss uses)
+
+def _check_perturb(sde, t: Tensor, rtol: float, gen: torch.Generator) -> None:
+    """perturb(x0, t, noise) == alpha(t) x0 + sigma(t) noise (the forward marginal every loss uses)."""
+    f64 = torch.float64
+    B = min(8, t.numel())
+    tb = t[torch.randperm(t.numel(), generator=gen)[:B]]
     x0 = torch.randn((B, 3, 2), generator=gen, dtype=f64)
     noise = torch.randn((B, 3, 2), generator=gen, dtype=f64)
     a, s = sde.alpha(tb).to(f64).reshape(B, 1, 1), sde.sigma(tb).to(f64).reshape(B, 1, 1)
@@ -463,13 +557,12 @@ def _check_drift_diffusion(sde, t: Tensor, rtol: float, gen: torch.Generator) ->
         perturbed=xt.to(f64).reshape(B, -1)[:, 0],
         expected=ref.reshape(B, -1)[:, 0],
     )
-    return float(worst), float(diffusion_err.max())
 
 
 def _check_prior(sde, rtol: float, gen: torch.Generator) -> float:
     f64 = torch.float64
     s = float(sde.prior_std)
-    if not (math.isfinite(s) and s > 0):
+    if not (math.isfinite(s) and s > 0):  # NaN fails
         raise SDECheckError("prior", f"prior_std must be positive and finite, got {s}")
     z = s * torch.randn((6, 3, 2), generator=gen, dtype=f64) * 1.5
     lp = sde.prior_logp(z)
@@ -498,7 +591,7 @@ def _check_prior(sde, rtol: float, gen: torch.Generator) -> float:
         raise SDECheckError("prior sample", "prior_sample((4096, 4, 4), dtype=float64) returned the wrong shape/dtype")
     n = x.numel()
     m, sd = float(x.mean()), float(x.std())
-    if abs(m) > 6 * s / math.sqrt(n) or abs(sd / s - 1) > 6 / math.sqrt(2 * n):
+    if not (abs(m) <= 6 * s / math.sqrt(n) and abs(sd / s - 1) <= 6 / math.sqrt(2 * n)):  # NaN fails
         raise SDECheckError(
             "prior sample",
             f"prior_sample draws have mean {m:.4g} and std {sd:.4g}, expected 0 and prior_std={s:g} "

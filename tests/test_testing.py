@@ -316,3 +316,127 @@ class UserVP(sd.LinearSDE):
 def test_check_sde_passes_on_minimal_user_subclasses(cls):
     r = check_sde(cls())
     assert r.f_err < 1e-11 and r.moment_err < 1e-11 and r.inverse_err < 1e-12
+
+
+# ------------------------------------------------------------------ NaN and inf are failures, never passes
+class Spoiled(sd.VPSDE):
+    """A correct VP process whose public ``method`` returns ``value`` (NaN or inf) wherever t > 0.5.
+
+    Every comparison with NaN is False, so a check written ``err > tol`` passes a NaN; each
+    invariant must instead fail, naming itself.
+    """
+
+    def __init__(self, method, value):
+        super().__init__()
+        self.method, self.value = method, value
+
+    def _spoil(self, name, out, t):
+        if name != self.method:
+            return out
+        tt = torch.as_tensor(t, dtype=F64)
+        mask = (tt > 0.5).reshape(tt.shape + (1,) * (out.dim() - tt.dim()))
+        return torch.where(mask, torch.full_like(out, self.value), out)
+
+    def alpha(self, t):
+        return self._spoil("alpha", super().alpha(t), t)
+
+    def sigma(self, t):
+        return self._spoil("sigma", super().sigma(t), t)
+
+    def log_snr(self, t):
+        return self._spoil("log_snr", super().log_snr(t), t)
+
+    def f(self, t):
+        return self._spoil("f", super().f(t), t)
+
+    def g2(self, t):
+        return self._spoil("g2", super().g2(t), t)
+
+    def diffusion(self, t):
+        return self._spoil("diffusion", super().diffusion(t), t)
+
+    def drift(self, x, t):
+        return self._spoil("drift", super().drift(x, t), t)
+
+    def perturb(self, x0, t, noise):
+        return self._spoil("perturb", super().perturb(x0, t, noise), t)
+
+    def t_of_log_snr(self, lam):
+        out = super().t_of_log_snr(lam)
+        return self._spoil("t_of_log_snr", out, out)
+
+    def prior_logp(self, z):
+        out = super().prior_logp(z)
+        return torch.full_like(out, self.value) if self.method == "prior_logp" else out
+
+    def prior_sample(self, shape, **kw):
+        out = super().prior_sample(shape, **kw)
+        if self.method == "prior_sample":
+            out.reshape(-1)[0] = self.value  # one bad draw among 2^16
+        return out
+
+
+SPOILED = [
+    ("alpha", "positivity"),
+    ("sigma", "positivity"),
+    ("log_snr", "positivity"),
+    ("f", "drift coefficient"),
+    ("g2", "moment ODE"),
+    ("diffusion", "diffusion"),
+    ("drift", "drift"),
+    ("perturb", "perturb"),
+    ("t_of_log_snr", "t_of_log_snr inverse"),
+    ("prior_logp", "prior logp"),
+    ("prior_sample", "prior sample"),
+]
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf], ids=["nan", "inf", "-inf"])
+@pytest.mark.parametrize("method,invariant", SPOILED, ids=[m for m, _ in SPOILED])
+def test_check_sde_rejects_nan_or_inf_in_each_invariant(method, invariant, value):
+    with pytest.raises(SDECheckError, match=rf"invariant '{invariant}' violated") as e:
+        check_sde(Spoiled(method, value))
+    assert e.value.invariant == invariant
+
+
+def test_check_sde_rejects_a_nan_prior_std():
+    class NaNPrior(sd.VPSDE):
+        prior_std = math.nan
+
+    with pytest.raises(SDECheckError, match="invariant 'prior' violated: prior_std must be positive and finite"):
+        check_sde(NaNPrior())
+
+
+def test_check_sde_is_a_table_of_ten_numbered_checks():
+    from sdesolve.testing import CHECKS
+
+    assert len(CHECKS) == 10
+    assert [name for name, _ in CHECKS][:3] == ["positivity", "log-SNR definition", "log-SNR decreasing"]
+    assert all(callable(fn) and fn.__doc__.startswith(f"{i}.") for i, (_, fn) in enumerate(CHECKS, 1))
+
+
+class WigglyGamma(sd.GammaSchedule):
+    """A learned schedule gone wrong: gamma(t) = -10 + 16 t + 1.5 sin(12 t) dips near t = 0.3 (gamma' < 0)."""
+
+    def forward(self, t):
+        return -10.0 + 16.0 * t + 1.5 * torch.sin(12.0 * t)
+
+
+def test_check_sde_reports_a_non_monotone_vdm_schedule():
+    sde = sd.VDMSDE(WigglyGamma())
+    # gamma' = 16 + 18 cos(12 t) < 0 on (0.202, 0.322): the log-SNR rises there
+    with pytest.raises(SDECheckError, match=r"invariant 'log-SNR decreasing' violated: .*at t=0\.(2|3)"):
+        check_sde(sde, kl_bound=1.0)
+    # and the inverse refuses to pick one of the crossings silently
+    assert torch.isnan(sde._t_of_log_snr(torch.tensor([0.0, -5.0], dtype=F64))).all()
+    with pytest.raises(ValueError, match="log-SNR is not strictly decreasing"):
+        sde.t_of_log_snr(-5.0)
+
+
+def test_check_sde_argument_types():
+    with pytest.raises(TypeError, match="n_times must be an int"):
+        check_sde(sd.VPSDE(), n_times=10.5)
+    with pytest.raises(TypeError, match="rtol must be a real number"):
+        check_sde(sd.VPSDE(), rtol="1e-6")
+    # numpy scalars are numbers
+    assert check_sde(sd.VPSDE(), rtol=np.float32(1e-6), n_times=np.int64(17)).n_times >= 17

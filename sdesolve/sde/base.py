@@ -429,7 +429,8 @@ class VariancePreservingSDE(LinearSDE):
         return -2.0 * self._f(t)
 
     def _gamma_prime(self, t: Tensor) -> Tensor:
-        return -2.0 * self._f(t) / (-torch.expm1(2.0 * self._log_alpha(t)))
+        # sigma^2 through exp(2 log sigma): +0 (not -0) where sigma = 0, so gamma' = +inf there
+        return -2.0 * self._f(t) / torch.exp(2.0 * self._log_sigma(t))
 
     def _t_of_log_alpha(self, log_alpha: Tensor) -> Tensor:
         """The time at which ``log alpha(t) = log_alpha``; bisection on the log-SNR unless overridden."""

@@ -77,6 +77,12 @@ class SubVPSDE(_LinearBeta):
     def _g2(self, t: Tensor) -> Tensor:
         return self.beta(t) * (-torch.expm1(4.0 * self._log_alpha(t)))
 
+    def _gamma_prime(self, t: Tensor) -> Tensor:
+        # gamma = 2 log sigma - 2 log alpha with sigma = 1 - alpha^2, sigma' = -2 alpha^2 f:
+        # gamma' = -2 f (1 + 2 alpha^2 / sigma) = -2 f (1 + alpha^2) / (1 - alpha^2); +inf at t = 0
+        a2 = torch.exp(2.0 * self._log_alpha(t))
+        return -2.0 * self._f(t) * (1.0 + a2) / torch.exp(self._log_sigma(t))
+
     def _t_of_log_snr(self, lam: Tensor) -> Tensor:
         # a = alpha^2 solves e^lam (1 - a)^2 = a; the root in (0, 1) is
         # a = 2 e^lam / (2 e^lam + 1 + sqrt(4 e^lam + 1)).
