@@ -34,15 +34,16 @@ References:
 from __future__ import annotations
 
 import math
-import numbers
+import warnings
 from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
-from ._utils import bcast, check_x, sum_event
+from ._utils import bcast, sum_event
+from ._validate import check_bool, check_choice, check_int, check_real, check_tensor, describe
 from .model import ScoreModel
-from .sde.base import LinearSDE, _derivative
+from .sde.base import LinearSDE
 from .sde.vdm import VDMSDE, _GradScale
 
 __all__ = [
@@ -78,48 +79,71 @@ def _check_sde(sde) -> LinearSDE:
     return sde
 
 
-def _check_steps(T) -> int | None:
-    if T is None:
+def _check_x0(x0, name: str = "x0") -> Tensor:
+    """Data: a floating tensor (B, *event) with at least one example (an empty batch has no loss)."""
+    check_tensor(x0, name, min_dim=1, nonempty=False)
+    if x0.shape[0] == 0:
+        raise ValueError(f"{name} must hold at least one example (batch size >= 1), got shape {tuple(x0.shape)}")
+    return x0
+
+
+def _check_generator(generator) -> None:
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator or None, got {describe(generator)}")
+
+
+def _renamed(new_value, old_value, new: str, old: str, fn: str):
+    """The value of a renamed keyword: the new name, or the old one with a DeprecationWarning."""
+    if old_value is None:
+        return new_value
+    if new_value is not None:
+        raise TypeError(f"{fn}() got both {new}= and its deprecated alias {old}=; pass {new}= only")
+    warnings.warn(
+        f"{fn}({old}=...) is deprecated and will be removed in the next release; use {new}=...",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    return old_value
+
+
+def _check_steps(n_steps) -> int | None:
+    if n_steps is None:
         return None
-    if isinstance(T, bool) or not isinstance(T, numbers.Integral) or T < 1:
-        raise ValueError(f"T must be None (continuous time) or a positive int number of steps, got {T!r}")
-    return int(T)
+    if isinstance(n_steps, bool) or isinstance(n_steps, float):
+        raise TypeError(f"n_steps must be None (continuous time) or a positive int number of steps, got {n_steps!r}")
+    try:
+        return check_int(n_steps, "n_steps", minimum=1)
+    except TypeError:
+        raise TypeError(
+            f"n_steps must be None (continuous time) or a positive int number of steps, got {describe(n_steps)}"
+        ) from None
+    except ValueError:
+        raise ValueError(
+            f"n_steps must be None (continuous time) or a positive int number of steps, got {n_steps!r}"
+        ) from None
 
 
-def _gamma(sde: LinearSDE, t64: Tensor) -> Tensor:
-    """gamma(t) = -log SNR(t), float64, differentiable w.r.t. the schedule's parameters."""
-    if isinstance(sde, VDMSDE):
-        return sde._gamma(t64)
-    return -sde._log_snr(t64)
-
-
-def _log_alpha_sigma(sde: LinearSDE, t64: Tensor, gamma_t: Tensor) -> tuple[Tensor, Tensor]:
-    """log alpha(t), log sigma(t); for VDM from gamma(t) already computed (one schedule call)."""
-    if isinstance(sde, VDMSDE):
-        return sde.log_alpha_sigma_of_gamma(gamma_t)
-    return sde._log_alpha(t64), sde._log_sigma(t64)
-
-
-def _gamma_prime(sde: LinearSDE, t64: Tensor) -> Tensor:
-    """gamma'(t), exact (closed form or autograd), float64."""
-    if isinstance(sde, VDMSDE):
-        return sde._gamma_prime(t64)
-    return _derivative(lambda s: -sde._log_snr(s), t64)
+def _sigma_zero(sde: LinearSDE, t64: Tensor) -> Tensor:
+    """Where sigma(t) = 0 (the clean end of every process but VDM's): a bool tensor of t's shape."""
+    return torch.isneginf(sde._log_sigma(t64.detach()))
 
 
 def _noise(x0: Tensor, noise: Tensor | None, generator, name: str = "noise") -> Tensor:
     if noise is None:
         return torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
-    if not isinstance(noise, Tensor) or noise.shape != x0.shape:
-        got = tuple(noise.shape) if isinstance(noise, Tensor) else type(noise).__name__
-        raise ValueError(f"{name} must be a tensor of x0's shape {tuple(x0.shape)}, got {got}")
+    if not isinstance(noise, Tensor):
+        raise TypeError(f"{name} must be a tensor of x0's shape {tuple(x0.shape)}, got {type(noise).__name__}")
+    if noise.shape != x0.shape:
+        raise ValueError(f"{name} must be a tensor of x0's shape {tuple(x0.shape)}, got shape {tuple(noise.shape)}")
     return noise.to(dtype=x0.dtype)
 
 
 def _given_times(t, batch: int, lo: float, hi: float) -> Tensor:
-    if not isinstance(t, Tensor) or not t.is_floating_point() or t.shape != (batch,):
-        got = f"{t.dtype} tensor of shape {tuple(t.shape)}" if isinstance(t, Tensor) else type(t).__name__
-        raise ValueError(f"t must be a floating tensor of shape ({batch},), got {got}")
+    if not isinstance(t, Tensor) or not t.is_floating_point():
+        got = f"a {t.dtype} tensor" if isinstance(t, Tensor) else type(t).__name__
+        raise TypeError(f"t must be a floating-point tensor of shape ({batch},), got {got}")
+    if t.shape != (batch,):
+        raise ValueError(f"t must be a floating-point tensor of shape ({batch},), got shape {tuple(t.shape)}")
     t64 = t.to(torch.float64)
     if t64.device.type == "cpu" and bool(((t64 < lo) | (t64 > hi) | ~torch.isfinite(t64)).any()):
         raise ValueError(f"t must lie in [{lo:g}, {hi:g}], got values outside")
@@ -129,18 +153,23 @@ def _given_times(t, batch: int, lo: float, hi: float) -> Tensor:
 def sample_times(
     batch: int,
     *,
-    T: int | None = None,
+    n_steps: int | None = None,
     antithetic: bool = True,
     generator: torch.Generator | None = None,
     device=None,
+    T: int | None = None,
 ) -> Tensor:
-    """Diffusion times for a batch, float64 of shape (B,), in (0, 1].
+    """Diffusion times for a batch, float64 of shape (B,), in [0, 1].
 
     ``antithetic=True`` uses VDM's low-discrepancy scheme ``t_i = (u + i/B) mod 1`` with one
     uniform u per batch (every t_i is still marginally U(0, 1), so the loss stays unbiased);
-    otherwise B independent uniforms. With T steps, t is rounded up to the grid
-    ``{1/T, ..., 1}`` (uniform over the grid).
+    otherwise B independent uniforms. With ``n_steps`` steps, t is rounded up to the grid
+    ``{1/n_steps, ..., 1}`` (uniform over the grid). ``T=`` is the deprecated name of ``n_steps=``.
     """
+    n_steps = _check_steps(_renamed(n_steps, T, "n_steps", "T", "sample_times"))
+    batch = check_int(batch, "batch", minimum=1)
+    antithetic = check_bool(antithetic, "antithetic")
+    _check_generator(generator)
     if device is None and generator is not None:
         device = generator.device
     if antithetic:
@@ -148,8 +177,8 @@ def sample_times(
         t = torch.remainder(u + torch.arange(batch, device=device, dtype=torch.float64) / batch, 1.0)
     else:
         t = torch.rand((batch,), generator=generator, device=device, dtype=torch.float64)
-    if T is not None:
-        t = torch.ceil(t * T).clamp(1.0, float(T)) / T
+    if n_steps is not None:
+        t = torch.ceil(t * n_steps).clamp(1.0, float(n_steps)) / n_steps
     return t
 
 
@@ -158,64 +187,85 @@ def vdm_diffusion_loss(
     model: ScoreModel,
     x0: Tensor,
     *,
-    T: int | None = None,
+    n_steps: int | None = None,
     generator: torch.Generator | None = None,
     antithetic: bool = True,
     t: Tensor | None = None,
     noise: Tensor | None = None,
+    T: int | None = None,
 ) -> Tensor:
     """VDM's diffusion loss per example, in nats (Kingma et al. 2021, eqs. 14 and 17).
 
-    Continuous time (``T=None``)::
+    Continuous time (``n_steps=None``)::
 
         L = 1/2 gamma'(t) ||eps - eps_hat(z_t, t)||^2,   t ~ U(0, 1)
 
-    ``T`` steps (t on the grid {1/T, ..., 1}, s = t - 1/T)::
+    ``n_steps = N`` steps (t on the grid {1/N, ..., 1}, s = t - 1/N)::
 
-        L = T/2 expm1(gamma(t) - gamma(s)) ||eps - eps_hat(z_t, t)||^2
+        L = N/2 expm1(gamma(t) - gamma(s)) ||eps - eps_hat(z_t, t)||^2
 
-    with ``z_t = alpha(t) x0 + sigma(t) eps`` and ``gamma = -log SNR``; ``eps_hat`` is the model's
-    eps view (one network call, whatever it predicts). gamma'(t) is exact (the schedule's
-    closed form or autograd). Gradients reach the network and the schedule's parameters.
+    with ``z_t = alpha(t) x0 + sigma(t) eps`` and ``gamma = -log SNR`` (``sde._gamma`` and its
+    exact derivative ``sde._gamma_prime``: the schedule's closed form or autograd); ``eps_hat`` is
+    the model's eps view (one network call, whatever it predicts). Gradients reach the network
+    and the schedule's parameters.
+
+    Where ``sigma(t) = 0`` (t = 0 of a VP, cosine or discrete process; never on VDM's, whose
+    ``gamma(0)`` is finite) the bound has no finite term: ``gamma' = +inf`` in continuous time,
+    and ``SNR(s) = inf`` in the first discrete step. Such times are refused with a ValueError:
+    given times ``t`` with ``sigma(t) = 0`` (checked for CPU tensors), and any ``n_steps`` on a
+    process with ``sigma(0) = 0``. (Sampled continuous times hit t = 0 with probability 2^-53.)
 
     Args:
         model: a :class:`~sdesolve.ScoreModel` of a :class:`~sdesolve.VDMSDE` (any
             :class:`~sdesolve.sde.LinearSDE` works: gamma is then ``-sde.log_snr``). Condition
             the network on gamma(t) (``time_input``) for the schedule invariance to hold.
-        x0: data, (B, *event), in the model's data space (e.g. [-1, 1]).
-        T: None for continuous time, or the number of discrete steps.
+        x0: data, (B, *event) with B >= 1, in the model's data space (e.g. [-1, 1]).
+        n_steps: None for continuous time, or the number of discrete steps.
         generator: for the times and the noise.
         antithetic: VDM's low-discrepancy times ``(u + i/B) mod 1`` (default) or iid ones.
-        t: optional given times, (B,) (on the grid {1/T, ..., 1} when T is set).
+        t: optional given times, (B,) (on the grid {1/N, ..., 1} when n_steps = N is set).
         noise: optional given eps, x0's shape.
+        T: deprecated name of ``n_steps`` (a DeprecationWarning; removed in the next release).
 
     Returns:
         (B,) tensor in x0's dtype.
     """
+    n_steps = _check_steps(_renamed(n_steps, T, "n_steps", "T", "vdm_diffusion_loss"))
     model = _check_model(model)
-    check_x(x0, name="x0")
-    T = _check_steps(T)
+    _check_x0(x0)
+    antithetic = check_bool(antithetic, "antithetic")
+    _check_generator(generator)
     sde = model.sde
+    if n_steps is not None and bool(_sigma_zero(sde, torch.zeros((), dtype=torch.float64))):
+        raise ValueError(
+            f"n_steps={n_steps}: the discrete VDM loss needs a finite SNR at t = 0, but sigma(0) = 0 for "
+            f"{type(sde).__name__} (the first step's weight is infinite); use n_steps=None or a VDMSDE"
+        )
     batch = x0.shape[0]
     if t is None:
-        t64 = sample_times(batch, T=T, antithetic=antithetic, generator=generator, device=x0.device)
+        t64 = sample_times(batch, n_steps=n_steps, antithetic=antithetic, generator=generator, device=x0.device)
     else:
-        t64 = _given_times(t, batch, 1.0 / T if T else 0.0, 1.0).to(x0.device)
-        if T is not None and t64.device.type == "cpu":
-            k = t64 * T
-            if bool(((k - torch.round(k)).abs() > 1e-6).any()):
-                raise ValueError(f"t must lie on the grid {{1/T, ..., 1}} for T={T}")
+        t64 = _given_times(t, batch, 1.0 / n_steps if n_steps else 0.0, 1.0).to(x0.device)
+        if t64.device.type == "cpu":
+            if n_steps is not None:
+                k = t64 * n_steps
+                if bool(((k - torch.round(k)).abs() > 1e-6).any()):
+                    raise ValueError(f"t must lie on the grid {{1/n_steps, ..., 1}} for n_steps={n_steps}")
+            elif bool(_sigma_zero(sde, t64).any()):
+                raise ValueError(
+                    f"t must be > 0 where sigma(t) = 0: the continuous VDM loss has weight gamma'(t) = +inf "
+                    f"there ({type(sde).__name__} at t = {float(t64[_sigma_zero(sde, t64)][0]):g})"
+                )
     eps = _noise(x0, noise, generator)
-    gamma_t = _gamma(sde, t64)
-    log_alpha, log_sigma = _log_alpha_sigma(sde, t64, gamma_t)
-    alpha = bcast(torch.exp(log_alpha).to(x0.dtype), x0)
-    sigma = bcast(torch.exp(log_sigma).to(x0.dtype), x0)
+    gamma_t = sde._gamma(t64)
+    alpha = bcast(torch.exp(sde._log_alpha(t64)).to(x0.dtype), x0)
+    sigma = bcast(torch.exp(sde._log_sigma(t64)).to(x0.dtype), x0)
     z = alpha * x0 + sigma * eps
     sq_err = sum_event((eps - model.eps(z, t64)) ** 2)
-    if T is None:
-        weight = 0.5 * _gamma_prime(sde, t64)
+    if n_steps is None:
+        weight = 0.5 * sde._gamma_prime(t64)
     else:
-        weight = 0.5 * T * torch.expm1(gamma_t - _gamma(sde, t64 - 1.0 / T))
+        weight = 0.5 * n_steps * torch.expm1(gamma_t - sde._gamma(t64 - 1.0 / n_steps))
     return weight.to(x0.dtype) * sq_err
 
 
@@ -230,7 +280,7 @@ def vdm_prior_loss(sde: LinearSDE, x0: Tensor) -> Tensor:
     Gradients reach the schedule's parameters.
     """
     sde = _check_sde(sde)
-    check_x(x0, name="x0")
+    _check_x0(x0)
     t1 = torch.full((), float(sde.T), dtype=torch.float64, device=x0.device)
     log_var = 2.0 * sde._log_sigma(t1)
     alpha2 = torch.exp(2.0 * sde._log_alpha(t1))
@@ -242,16 +292,23 @@ def vdm_prior_loss(sde: LinearSDE, x0: Tensor) -> Tensor:
 
 def discrete_to_continuous(x_int: Tensor, vocab_size: int, dtype: torch.dtype | None = None) -> Tensor:
     """Map integers k in {0, ..., V-1} to bin centres ``2 (k + 1/2) / V - 1`` in (-1, 1) (VDM's encoder)."""
+    if not isinstance(x_int, Tensor):
+        raise TypeError(f"x_int must be a tensor of integers in [0, vocab_size), got {type(x_int).__name__}")
     vocab_size = _check_vocab(vocab_size)
+    _check_dtype(dtype)
     if dtype is None:
         dtype = x_int.dtype if x_int.is_floating_point() else torch.get_default_dtype()
     return 2.0 * (x_int.to(dtype) + 0.5) / vocab_size - 1.0
 
 
 def _check_vocab(vocab_size) -> int:
-    if isinstance(vocab_size, bool) or not isinstance(vocab_size, numbers.Integral) or vocab_size < 2:
-        raise ValueError(f"vocab_size must be an int >= 2, got {vocab_size!r}")
-    return int(vocab_size)
+    return check_int(vocab_size, "vocab_size", minimum=2)
+
+
+def _check_dtype(dtype) -> torch.dtype | None:
+    if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise TypeError(f"dtype must be a floating-point torch.dtype or None, got {describe(dtype)}")
+    return dtype
 
 
 def _check_discrete(x_int: Tensor, vocab_size: int) -> Tensor:
@@ -259,6 +316,10 @@ def _check_discrete(x_int: Tensor, vocab_size: int) -> Tensor:
         raise TypeError(f"x_int must be a tensor of integers in [0, vocab_size), got {type(x_int).__name__}")
     if x_int.dim() < 1:
         raise ValueError(f"x_int must have a batch dimension: shape (B, *event), got shape {tuple(x_int.shape)}")
+    if x_int.shape[0] == 0:
+        raise ValueError(f"x_int must hold at least one example (batch size >= 1), got shape {tuple(x_int.shape)}")
+    if x_int.dtype == torch.bool or x_int.is_complex():
+        raise TypeError(f"x_int must be a tensor of integers in [0, vocab_size), got dtype {x_int.dtype}")
     if x_int.device.type == "cpu":
         xf = x_int.to(torch.float64)
         if bool((xf != torch.round(xf)).any()) or bool(((xf < 0) | (xf > vocab_size - 1)).any()):
@@ -301,7 +362,8 @@ def vdm_reconstruction_loss(
     sde = _check_sde(sde)
     vocab_size = _check_vocab(vocab_size)
     k = _check_discrete(x_int, vocab_size)
-    if dtype is None:
+    _check_generator(generator)
+    if _check_dtype(dtype) is None:
         dtype = x_int.dtype if x_int.is_floating_point() else torch.get_default_dtype()
     x = discrete_to_continuous(k, vocab_size, dtype)
     eps = _noise(x, noise, generator)
@@ -339,10 +401,11 @@ def vdm_bits_per_dim(
     x_int: Tensor,
     vocab_size: int,
     *,
-    T: int | None = None,
+    n_steps: int | None = None,
     generator: torch.Generator | None = None,
     antithetic: bool = True,
     dtype: torch.dtype | None = None,
+    T: int | None = None,
 ) -> VDMBound:
     """VDM's variational bound on -log2 p(x) / D for discrete data, per example (VDM eq. 10).
 
@@ -356,22 +419,24 @@ def vdm_bits_per_dim(
         x_int: integers in [0, vocab_size), (B, *event).
         vocab_size: the number of values per dimension (256 for 8-bit images, 17 for the 8x8
             digits of scikit-learn).
-        T: None (continuous time) or the number of steps of the diffusion loss.
+        n_steps: None (continuous time) or the number of steps of the diffusion loss.
         generator, antithetic: as in :func:`vdm_diffusion_loss`.
         dtype: of the computation (default: x_int's floating dtype, else the default dtype).
+        T: deprecated name of ``n_steps`` (a DeprecationWarning; removed in the next release).
 
     Returns:
         :class:`VDMBound` (bits_per_dim, diffusion, prior, reconstruction), each (B,).
     """
+    n_steps = _check_steps(_renamed(n_steps, T, "n_steps", "T", "vdm_bits_per_dim"))
     model = _check_model(model)
     vocab_size = _check_vocab(vocab_size)
     k = _check_discrete(x_int, vocab_size)
-    if dtype is None:
+    if _check_dtype(dtype) is None:
         dtype = x_int.dtype if x_int.is_floating_point() else torch.get_default_dtype()
     x = discrete_to_continuous(k, vocab_size, dtype)
     recon = vdm_reconstruction_loss(model.sde, k, vocab_size, generator=generator, dtype=dtype)
     prior = vdm_prior_loss(model.sde, x)
-    diffusion = vdm_diffusion_loss(model, x, T=T, generator=generator, antithetic=antithetic)
+    diffusion = vdm_diffusion_loss(model, x, n_steps=n_steps, generator=generator, antithetic=antithetic)
     d = x[0].numel()
     bpd = (diffusion + prior + recon) / (d * _LN2)
     return VDMBound(bpd, diffusion, prior, recon)
@@ -441,11 +506,12 @@ def dsm_loss(
     x0: Tensor,
     *,
     likelihood_weighting: bool = False,
-    eps_t: float | None = None,
+    t_min: float | None = None,
     generator: torch.Generator | None = None,
     t: Tensor | None = None,
     noise: Tensor | None = None,
     reduce: str = "none",
+    eps_t: float | None = None,
 ) -> Tensor:
     """Denoising score matching (Song et al. 2021, eq. 7) for any linear forward process.
 
@@ -453,39 +519,55 @@ def dsm_loss(
 
         L = 1/2 lambda(t) sum_d (s(x_t, t) + eps / sigma(t))_d^2,   x_t = alpha(t) x0 + sigma(t) eps,
 
-    t ~ U(eps_t, T), since ``grad log p(x_t | x0) = -eps / sigma``. The weighting is
+    t ~ U(t_min, T), since ``grad log p(x_t | x0) = -eps / sigma``. The weighting is
     ``lambda = sigma^2`` (``||sigma s + eps||^2``, i.e. the eps-prediction error) or, with
-    ``likelihood_weighting``, ``lambda = g(t)^2``, for which ``(T - eps_t) E[L]`` equals, up to an
+    ``likelihood_weighting``, ``lambda = g(t)^2``, for which ``(T - t_min) E[L]`` equals, up to an
     additive constant independent of the model, the score-matching part of the bound
     ``-E log p_0 <= ...`` of Song, Durkan, Murray & Ermon (2021, Thm. 1).
 
     Its minimum over models is at the true score of p_t, where it equals the irreducible
     ``1/2 E[lambda (||eps / sigma||^2 - ||grad log p_t||^2)]``.
 
+    Times where ``sigma(t) = 0`` (t = 0 on VP, sub-VP, cosine and discrete processes) are
+    refused, as score_sde samples t in [eps, T]: the target ``-eps / sigma`` is infinite there
+    and the model is never evaluated where sigma = 0. ``t_min`` must have ``sigma(t_min) > 0``,
+    and given times ``t`` with ``sigma(t) = 0`` raise a ValueError (checked for CPU tensors).
+
     Args:
         model: a :class:`~sdesolve.ScoreModel` (its score view is used: one network call).
-        x0: data, (B, *event).
+        x0: data, (B, *event) with B >= 1.
         likelihood_weighting: lambda = g^2 instead of sigma^2.
-        eps_t: the smallest training time (default ``sde.t_min``).
+        t_min: the smallest training time (default ``sde.t_min``), in [0, T) with sigma(t_min) > 0.
         generator: for the times and the noise.
-        t, noise: optional given times (B,) and eps (x0's shape).
+        t, noise: optional given times (B,) in [0, T] and eps (x0's shape).
         reduce: ``"none"`` (per example, (B,)) or ``"mean"`` (over the batch).
+        eps_t: deprecated name of ``t_min`` (a DeprecationWarning; removed in the next release).
     """
+    t_min = _renamed(t_min, eps_t, "t_min", "eps_t", "dsm_loss")
     model = _check_model(model)
-    check_x(x0, name="x0")
-    if reduce not in ("none", "mean"):
-        raise ValueError(f"reduce must be 'none' or 'mean', got {reduce!r}")
+    _check_x0(x0)
+    likelihood_weighting = check_bool(likelihood_weighting, "likelihood_weighting")
+    reduce = check_choice(reduce, "reduce", ("none", "mean"))
+    _check_generator(generator)
     sde = model.sde
     T_end = float(sde.T)
-    eps_t = float(sde.t_min) if eps_t is None else float(eps_t)
-    if not (0.0 <= eps_t < T_end):
-        raise ValueError(f"eps_t must lie in [0, T={T_end:g}), got {eps_t}")
+    t_min = float(sde.t_min) if t_min is None else check_real(t_min, "t_min", lo=0.0, hi=T_end, hi_open=True)
     batch = x0.shape[0]
     if t is None:
+        if bool(_sigma_zero(sde, torch.tensor(t_min, dtype=torch.float64))):
+            raise ValueError(
+                f"t_min must be > 0 where sigma(t_min) = 0: the score target -eps/sigma is infinite there "
+                f"({type(sde).__name__}, t_min={t_min:g}); sample t in [t_min, T] with t_min > 0, as score_sde does"
+            )
         u = torch.rand((batch,), generator=generator, device=x0.device, dtype=torch.float64)
-        t64 = eps_t + (T_end - eps_t) * u
+        t64 = t_min + (T_end - t_min) * u
     else:
         t64 = _given_times(t, batch, 0.0, T_end).to(x0.device)
+        if t64.device.type == "cpu" and bool(_sigma_zero(sde, t64).any()):
+            raise ValueError(
+                f"t must be > 0 where sigma(t) = 0: the score target -eps/sigma is infinite there "
+                f"({type(sde).__name__} at t = {float(t64[_sigma_zero(sde, t64)][0]):g})"
+            )
     eps = _noise(x0, noise, generator)
     alpha64, sigma64 = torch.exp(sde._log_alpha(t64)), torch.exp(sde._log_sigma(t64))
     alpha, sigma = bcast(alpha64.to(x0.dtype), x0), bcast(sigma64.to(x0.dtype), x0)

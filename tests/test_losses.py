@@ -178,7 +178,7 @@ def test_discrete_loss_expectation_is_exact(T):
     gen = torch.Generator().manual_seed(T)
     x0 = DATA.sample(20000, generator=gen)
     with torch.no_grad():
-        loss = vdm_diffusion_loss(model, x0, T=T, generator=gen, antithetic=False)
+        loss = vdm_diffusion_loss(model, x0, n_steps=T, generator=gen, antithetic=False)
         gammas = sched(torch.linspace(0, 1, T + 1, dtype=F64)).numpy()
     exact = expected_discrete(S.numpy() ** 2, S.numpy(), gammas)
     mc_check(loss, exact)
@@ -200,7 +200,7 @@ def test_discrete_loss_converges_to_continuous_at_rate_one_over_T():
         m = t.numel()
         xs, es = x0.repeat_interleave(m, 0), eps.repeat_interleave(m, 0)
         with torch.no_grad():
-            loss = vdm_diffusion_loss(model, xs, T=T, t=t.repeat(n), noise=es)
+            loss = vdm_diffusion_loss(model, xs, n_steps=T, t=t.repeat(n), noise=es)
         return (loss.reshape(n, m) * w).sum(1)
 
     # continuous: composite 8-point Gauss-Legendre on 64 panels of [0, 1]
@@ -419,7 +419,7 @@ def test_dsm_loss_minimum_at_the_true_score(sde, lam):
     t = eps_t + (1 - eps_t) * torch.rand(x0.shape[0], generator=gen, dtype=F64)
     eps = torch.randn(x0.shape, generator=gen, dtype=F64)
     wrong = Gaussian(MU, 1.5 * S)
-    kw = dict(likelihood_weighting=lam == "g2", eps_t=eps_t, t=t, noise=eps)
+    kw = dict(likelihood_weighting=lam == "g2", t_min=eps_t, t=t, noise=eps)
     with torch.no_grad():
         best = dsm_loss(DATA.model(sde), x0, **kw)
         worse = dsm_loss(wrong.model(sde), x0, **kw)
@@ -430,7 +430,7 @@ def test_dsm_loss_minimum_at_the_true_score(sde, lam):
     assert float(worse.mean()) > float(best.mean())
     # reduce="mean" and the default time sampling
     with torch.no_grad():
-        m = dsm_loss(DATA.model(sde), x0, likelihood_weighting=lam == "g2", eps_t=eps_t, generator=gen, reduce="mean")
+        m = dsm_loss(DATA.model(sde), x0, likelihood_weighting=lam == "g2", t_min=eps_t, generator=gen, reduce="mean")
     assert m.dim() == 0
     assert abs(float(m) - _dsm_exact(sde, lam, s_true, s_true, eps_t)) <= Z * float(best.std()) / math.sqrt(x0.shape[0])
 
@@ -442,10 +442,10 @@ def test_bad_arguments():
     x0 = DATA.sample(4)
     with pytest.raises(TypeError, match="ScoreModel"):
         vdm_diffusion_loss(lambda x, t: x, x0)
-    with pytest.raises(ValueError, match="T must be None"):
-        vdm_diffusion_loss(model, x0, T=0)
+    with pytest.raises(ValueError, match="n_steps must be None"):
+        vdm_diffusion_loss(model, x0, n_steps=0)
     with pytest.raises(ValueError, match="grid"):
-        vdm_diffusion_loss(model, x0, T=4, t=torch.full((4,), 0.3, dtype=F64))
+        vdm_diffusion_loss(model, x0, n_steps=4, t=torch.full((4,), 0.3, dtype=F64))
     with pytest.raises(ValueError, match="noise"):
         vdm_diffusion_loss(model, x0, noise=torch.zeros(3, 3))
     with pytest.raises(ValueError, match="vocab_size"):
@@ -456,13 +456,123 @@ def test_bad_arguments():
         vdm_bits_per_dim(model, torch.full((2, 3), 0.5), 17)
     with pytest.raises(ValueError, match="reduce"):
         dsm_loss(model, x0, reduce="sum")
-    with pytest.raises(ValueError, match="eps_t"):
-        dsm_loss(model, x0, eps_t=1.0)
+    with pytest.raises(ValueError, match="t_min"):
+        dsm_loss(model, x0, t_min=1.0)
     with pytest.raises(TypeError, match="LinearSDE"):
         vdm_prior_loss(object(), x0)
     torch.testing.assert_close(
         discrete_to_continuous(torch.tensor([0, 16]), 17), torch.tensor([-1 + 1 / 17, 1 - 1 / 17])
     )
+
+
+def test_renamed_keywords_keep_their_old_names_for_a_release():
+    """n_steps= (was T=) and t_min= (was eps_t=): both spellings give the same loss; the old warns."""
+    sde = VDMSDE()
+    model = gamma_model(sde, MU, S)
+    x0 = DATA.sample(4)
+    t = torch.tensor([0.25, 0.5, 0.75, 1.0], dtype=F64)
+    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(1), dtype=x0.dtype)
+    new = vdm_diffusion_loss(model, x0, n_steps=4, t=t, noise=noise)
+    with pytest.warns(DeprecationWarning, match=r"T=.*n_steps="):
+        old = vdm_diffusion_loss(model, x0, T=4, t=t, noise=noise)
+    torch.testing.assert_close(new, old, rtol=0, atol=0)
+    with pytest.warns(DeprecationWarning, match=r"T=.*n_steps="):
+        old_times = sample_times(8, T=4, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(sample_times(8, n_steps=4, generator=torch.Generator().manual_seed(0)), old_times)
+    x_int = torch.randint(0, 17, (4, 3), generator=torch.Generator().manual_seed(2))
+    b_new = vdm_bits_per_dim(model, x_int, 17, n_steps=4, generator=torch.Generator().manual_seed(3))
+    with pytest.warns(DeprecationWarning, match=r"T=.*n_steps="):
+        b_old = vdm_bits_per_dim(model, x_int, 17, T=4, generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(b_new.bits_per_dim, b_old.bits_per_dim, rtol=0, atol=0)
+    vp = VPSDE()
+    vpm = DATA.model(vp)
+    t = torch.full((4,), 0.5, dtype=F64)
+    d_new = dsm_loss(vpm, x0, t_min=0.01, generator=torch.Generator().manual_seed(4))
+    with pytest.warns(DeprecationWarning, match=r"eps_t=.*t_min="):
+        d_old = dsm_loss(vpm, x0, eps_t=0.01, generator=torch.Generator().manual_seed(4))
+    torch.testing.assert_close(d_new, d_old, rtol=0, atol=0)
+    with pytest.raises(TypeError, match="both n_steps= and its deprecated alias T="):
+        vdm_diffusion_loss(model, x0, n_steps=4, T=4)
+    with pytest.raises(TypeError, match="both t_min= and its deprecated alias eps_t="):
+        dsm_loss(vpm, x0, t_min=0.1, eps_t=0.1)
+
+
+def test_gamma_and_its_derivative_come_from_the_process():
+    """The loss's weight is the process's own gamma' (sde._gamma_prime), for VDM and for VP alike."""
+    x0 = DATA.sample(3)
+    t = torch.tensor([0.2, 0.5, 0.9], dtype=F64)
+    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(5), dtype=x0.dtype)
+    for sde in (VDMSDE(), VPSDE()):
+        model = DATA.model(sde)
+        loss = vdm_diffusion_loss(model, x0, t=t, noise=noise)
+        a = torch.exp(sde._log_alpha(t)).unsqueeze(-1)
+        s = torch.exp(sde._log_sigma(t)).unsqueeze(-1)
+        z = a * x0 + s * noise
+        want = 0.5 * sde._gamma_prime(t) * ((noise - model.eps(z, t)) ** 2).sum(-1)
+        torch.testing.assert_close(loss, want, rtol=1e-12, atol=0)
+        if isinstance(sde, VDMSDE):  # sigma(0) > 0: the discrete loss is defined
+            loss10 = vdm_diffusion_loss(model, x0, n_steps=10, t=t, noise=noise)
+            w = 0.5 * 10 * torch.expm1(sde._gamma(t) - sde._gamma(t - 0.1))
+            torch.testing.assert_close(loss10, w * ((noise - model.eps(z, t)) ** 2).sum(-1), rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("sde", [VPSDE(), VESDE()], ids=["vp", "ve"])
+def test_times_where_sigma_is_zero_are_refused_not_nan(sde):
+    """t = 0 on VP (sigma = 0): the score target and gamma' are infinite there; a clear error, no NaN.
+
+    score_sde samples t in [eps, T]; times above 0 keep finite losses, and VDM (sigma(0) > 0) keeps t = 0.
+    """
+    x0 = DATA.sample(3)
+    model = DATA.model(sde)
+    t0 = torch.tensor([0.0, 0.5, 0.9], dtype=F64)
+    if isinstance(sde, VPSDE):
+        with pytest.raises(ValueError, match=r"t must be > 0 where sigma\(t\) = 0"):
+            dsm_loss(model, x0, t=t0)
+        with pytest.raises(ValueError, match=r"t_min must be > 0 where sigma\(t_min\) = 0"):
+            dsm_loss(model, x0, t_min=0.0)
+        with pytest.raises(ValueError, match=r"t must be > 0 where sigma\(t\) = 0"):
+            vdm_diffusion_loss(model, x0, t=t0)
+        with pytest.raises(ValueError, match=r"n_steps=4: .*sigma\(0\) = 0"):
+            vdm_diffusion_loss(model, x0, n_steps=4)
+    t_small = torch.tensor([1e-6, 0.5, 0.9], dtype=F64)
+    assert torch.isfinite(dsm_loss(model, x0, t=t_small)).all()
+    assert torch.isfinite(dsm_loss(model, x0, t=t_small, likelihood_weighting=True)).all()
+    if isinstance(sde, VPSDE):
+        assert torch.isfinite(vdm_diffusion_loss(model, x0, t=t_small)).all()
+    vdm = VDMSDE()
+    out = vdm_diffusion_loss(DATA.model(vdm), x0, t=t0)
+    assert torch.isfinite(out).all()
+    assert torch.isfinite(dsm_loss(DATA.model(vdm), x0, t=t0)).all()
+
+
+def test_empty_batch_and_numpy_scalars():
+    sde = VDMSDE()
+    model = gamma_model(sde, MU, S)
+    empty = torch.zeros(0, 2, dtype=F64)
+    for call in (
+        lambda: vdm_diffusion_loss(model, empty),
+        lambda: dsm_loss(model, empty),
+        lambda: vdm_prior_loss(sde, empty),
+        lambda: schedule_variance_loss(gamma_model(VDMSDE(LearnedMonotoneGamma()), MU, S), empty),
+    ):
+        with pytest.raises(ValueError, match=r"x0 must hold at least one example"):
+            call()
+    with pytest.raises(ValueError, match=r"x_int must hold at least one example"):
+        vdm_bits_per_dim(model, torch.zeros(0, 3, dtype=torch.long), 17)
+    x0 = DATA.sample(4)
+    t = torch.full((4,), 0.5, dtype=F64)
+    noise = torch.zeros_like(x0)
+    torch.testing.assert_close(
+        vdm_diffusion_loss(model, x0, n_steps=np.int64(4), t=t, noise=noise),
+        vdm_diffusion_loss(model, x0, n_steps=4, t=t, noise=noise),
+    )
+    vp = DATA.model(VPSDE())
+    g = torch.Generator().manual_seed(0)
+    a = dsm_loss(vp, x0, t_min=np.float32(0.25), generator=g)
+    b = dsm_loss(vp, x0, t_min=float(np.float32(0.25)), generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(a, b)
+    x_int = torch.randint(0, 17, (2, 3))
+    vdm_reconstruction_loss(sde, x_int, np.int64(17), generator=torch.Generator().manual_seed(0))
 
 
 @pytest.mark.gpu
@@ -481,7 +591,7 @@ def test_losses_on_cuda_without_host_device_synchronization():
     try:
         out = vdm_bits_per_dim(model, k, 17, generator=gen)
         for T in (None, 16):
-            out = vdm_diffusion_loss(model, x, T=T, generator=gen)
+            out = vdm_diffusion_loss(model, x, n_steps=T, generator=gen)
         loss = (
             schedule_variance_loss(model, x, generator=gen)
             + vdm_prior_loss(sde, x)
