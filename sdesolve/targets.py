@@ -9,11 +9,13 @@ every t: the ground truth of the tests, the benchmarks and the demo.
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 from torch import Tensor
 
 from ._utils import TimeLike, as_time64, batch_time, bcast, check_batch, check_x
+from ._validate import check_int, describe
 from .model import ScoreModel, _identity
 
 __all__ = ["Gaussian", "GaussianMixture"]
@@ -34,8 +36,51 @@ def _coefs64(sde, t: TimeLike, x: Tensor):
 
 def _positive(name: str, v: Tensor) -> Tensor:
     if not bool(torch.isfinite(v).all()) or bool((v <= 0).any()):
-        raise ValueError(f"{name} must be positive and finite")
+        raise ValueError(
+            f"{name} must be positive and finite, got values {v[~(torch.isfinite(v) & (v > 0))][:4].tolist()}"
+        )
     return v
+
+
+def _real_tensor(value, name: str, what: str) -> Tensor:
+    """``value`` (a number, sequence or tensor of real numbers) as a float64 tensor; TypeError otherwise."""
+    if isinstance(value, (str, bytes)) or (
+        isinstance(value, Tensor) and (value.dtype == torch.bool or value.is_complex())
+    ):
+        raise TypeError(f"{name} must be {what}, got {describe(value)}")
+    try:
+        return torch.as_tensor(value, dtype=torch.float64)
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise TypeError(f"{name} must be {what}, got {describe(value)}") from e
+
+
+def _count(n) -> int:
+    """A number of draws: an int >= 1."""
+    try:
+        return check_int(n, "n", minimum=1)
+    except ValueError:
+        raise ValueError(f"n must be >= 1 (a number of draws), got {n!r}") from None
+
+
+class _CallableMean(Tensor):
+    """The mean of a law, as a tensor that can still be called like the old ``GaussianMixture.mean()``.
+
+    Calling it warns (DeprecationWarning) and returns the plain tensor; every operation on it
+    returns a plain tensor (as for ``nn.Parameter``).
+    """
+
+    __torch_function__ = torch._C._disabled_torch_function_impl
+
+    def __call__(self) -> Tensor:
+        warnings.warn(
+            "GaussianMixture.mean is an attribute now (as Gaussian.mean): write mixture.mean, not mixture.mean()",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.as_subclass(Tensor)
+
+    def __repr__(self) -> str:
+        return repr(self.as_subclass(Tensor))
 
 
 class _Target:
@@ -110,12 +155,12 @@ class Gaussian(_Target):
     """
 
     def __init__(self, mean, std=1.0):
-        mean = torch.as_tensor(mean, dtype=torch.float64)
+        mean = _real_tensor(mean, "mean", "a tensor (or sequence) of real numbers of the event shape")
         if mean.dim() == 0:
             mean = mean.reshape(1)
         if not bool(torch.isfinite(mean).all()):
             raise ValueError("mean must be finite")
-        std = torch.as_tensor(std, dtype=torch.float64)
+        std = _real_tensor(std, "std", "a positive number or a tensor broadcastable to the event shape")
         try:
             std = torch.broadcast_to(std, mean.shape).clone()
         except RuntimeError as e:
@@ -127,11 +172,10 @@ class Gaussian(_Target):
         self.event_shape = tuple(mean.shape)
 
     def sample(self, n: int, *, generator=None, dtype=torch.float64, device=None) -> Tensor:
-        if int(n) < 1:
-            raise ValueError(f"n must be >= 1, got {n}")
+        n = _count(n)
         if device is None and generator is not None:
             device = generator.device
-        eps = torch.randn((int(n),) + self.event_shape, generator=generator, dtype=torch.float64, device=device)
+        eps = torch.randn((n,) + self.event_shape, generator=generator, dtype=torch.float64, device=device)
         return (self._on("mean", eps.device) + self._on("std", eps.device) * eps).to(dtype)
 
     def marginal_moments(self, t: TimeLike, sde) -> tuple[Tensor, Tensor]:
@@ -181,8 +225,8 @@ class GaussianMixture(_Target):
     """
 
     def __init__(self, weights, means, stds=1.0):
-        w = torch.as_tensor(weights, dtype=torch.float64)
-        means = torch.as_tensor(means, dtype=torch.float64)
+        w = _real_tensor(weights, "weights", "a 1-d tensor (or sequence) of K real numbers")
+        means = _real_tensor(means, "means", "a tensor of shape (K, *event)")
         if w.dim() != 1 or w.numel() < 1:
             raise ValueError(f"weights must be a non-empty 1-d tensor, got shape {tuple(w.shape)}")
         if not bool(torch.isfinite(w).all()) or bool((w < 0).any()):
@@ -195,7 +239,7 @@ class GaussianMixture(_Target):
             )
         if not bool(torch.isfinite(means).all()):
             raise ValueError("means must be finite")
-        stds = torch.as_tensor(stds, dtype=torch.float64)
+        stds = _real_tensor(stds, "stds", "a positive number or a tensor of shape (K,) or (K, *event)")
         if stds.dim() == 1 and means.dim() > 1 and stds.shape[0] == means.shape[0]:
             stds = stds.reshape((-1,) + (1,) * (means.dim() - 1))
         try:
@@ -212,12 +256,11 @@ class GaussianMixture(_Target):
         return int(self.weights.shape[0])
 
     def sample(self, n: int, *, generator=None, dtype=torch.float64, device=None) -> Tensor:
-        if int(n) < 1:
-            raise ValueError(f"n must be >= 1, got {n}")
+        n = _count(n)
         if device is None and generator is not None:
             device = generator.device
-        k = torch.multinomial(self._on("weights", device), int(n), replacement=True, generator=generator)
-        eps = torch.randn((int(n),) + self.event_shape, generator=generator, dtype=torch.float64, device=device)
+        k = torch.multinomial(self._on("weights", device), n, replacement=True, generator=generator)
+        eps = torch.randn((n,) + self.event_shape, generator=generator, dtype=torch.float64, device=device)
         return (self._on("means", device)[k] + self._on("stds", device)[k] * eps).to(dtype)
 
     def _comp(self, x: Tensor, a: Tensor, s: Tensor):
@@ -245,7 +288,11 @@ class GaussianMixture(_Target):
         r = torch.softmax(lp, dim=1).reshape((x.shape[0], self.n_components) + (1,) * len(self.event_shape))
         return (r * (-diff / var)).sum(1)
 
+    @property
     def mean(self) -> Tensor:
-        """The mixture's mean (event shape)."""
+        """The mixture's mean ``sum_k w_k means[k]`` (event shape), an attribute as ``Gaussian.mean`` is.
+
+        (``mixture.mean()``, the old spelling, still works and warns.)
+        """
         w = self.weights.reshape((-1,) + (1,) * len(self.event_shape))
-        return (w * self.means).sum(0)
+        return (w * self.means).sum(0).as_subclass(_CallableMean)

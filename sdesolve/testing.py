@@ -450,8 +450,9 @@ def check_sde(
             and the offending values.
     """
     kl_bound, n_times, rtol, seed = _check_arguments(kl_bound, n_times, rtol, seed)
-    if not callable(getattr(sde, "alpha", None)) or not hasattr(sde, "T"):
-        raise TypeError(f"sde must be a LinearSDE (or have its methods), got {type(sde).__name__}")
+    if isinstance(sde, type) or not callable(getattr(sde, "alpha", None)) or not hasattr(sde, "T"):
+        got = f"the class {sde.__name__} (instantiate it)" if isinstance(sde, type) else type(sde).__name__
+        raise TypeError(f"sde must be a LinearSDE instance (or have its methods), got {got}")
     t = _check_times(sde, n_times)
     run = _Run(sde=sde, t=t, rtol=rtol, kl_bound=kl_bound, gen=torch.Generator().manual_seed(seed))
     for _, check in CHECKS:
