@@ -10,6 +10,9 @@ from static buffers, which each call fills:
 2. every noise draw of the solve, pre-drawn as one block with ``generator`` (one kernel);
 3. replay; the non-finite record is read once (one synchronization) unless disabled.
 
+One sampler may be called from several threads: a lock makes fill, replay and copy-out one
+unit, and every call returns a new tensor (never the static output buffer).
+
 On a CPU (or with ``use_graph=False``) the same buffers drive the plain loop, so results are
 the same function of (x_T, noise block) on every device. Stochastic samplers therefore draw
 their noise in a different order from :func:`sdesolve.sample` with the same seed (one block
@@ -22,12 +25,17 @@ flow, no allocation of new CUDA memory pools during replay (standard CUDA-graph 
 
 from __future__ import annotations
 
+import threading
+
 import torch
 from torch import Tensor
 
-from .grids import make_grid, validate_grid
+from ._cuda_graph import capture_cuda_graph
+from ._validate import check_bool, check_int, check_tensor
+from .grids import _check_sde, resolve_grid
 from .model import as_model
-from .solvers.base import NoiseSource, Solver, _to_device, first_nonfinite, raise_if_bad
+from .sample import _check_device, _check_dtype, _check_generator, _check_shape, _check_solver
+from .solvers.base import NoiseSource, Solver, _to_device, first_nonfinite, new_record, raise_if_bad, run_steps
 
 __all__ = ["GraphSampler"]
 
@@ -36,15 +44,17 @@ class GraphSampler:
     """Capture ``solver``'s fixed-step loop for ``shape`` once; each call replays it.
 
     Args:
-        sde, model, solver, steps, grid, denoise, check_finite: as in :func:`sdesolve.sample`.
+        sde, model, solver, steps, grid, denoise, check_finite: as in :func:`sdesolve.sample`
+            (the same grid resolver: a name or callable with ``steps``, or a tensor of times).
         shape: (B, *event) of every call.
         device, dtype: of the samples (default CUDA if available, float32).
         use_graph: capture a CUDA graph (default: on CUDA devices). With False, or on a CPU, the
             plain loop runs on the same static buffers.
         warmup: loop runs before capture (on a side stream), so lazy initializations happen
-            outside the graph.
+            outside the graph (at least 1).
 
     Call as ``sampler(generator=g)`` (prior draw) or ``sampler(x_T=x)``; returns a new tensor.
+    Calls from several threads are serialized (one replay at a time).
     Attributes: ``grid``, ``n_noise`` (noise draws per solve), ``nfe`` (network calls per solve).
     """
 
@@ -64,102 +74,88 @@ class GraphSampler:
         use_graph: bool | None = None,
         warmup: int = 2,
     ):
-        if not isinstance(solver, Solver):
-            raise TypeError(f"solver must be a sdesolve Solver instance, got {type(solver).__name__}")
-        if getattr(solver, "adaptive", False):
+        _check_sde(sde)
+        _check_solver(solver)
+        if solver.adaptive:
             raise ValueError(
-                f"{type(solver).__name__} is adaptive: its step count is not fixed, so it cannot be captured"
+                f"solver {type(solver).__name__} is adaptive: its step count is not fixed, so it cannot be captured; "
+                f"pass a fixed-step solver"
             )
+        self.shape = _check_shape(shape)
+        self.dtype = _check_dtype(dtype)
+        self.denoise, self.check_finite = check_bool(denoise, "denoise"), check_bool(check_finite, "check_finite")
+        warmup = check_int(warmup, "warmup", minimum=1)
+        device = _check_device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
+        if device.type == "cuda" and device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())
+        self.device = device
+        self.use_graph = (device.type == "cuda") if use_graph is None else check_bool(use_graph, "use_graph")
+        if self.use_graph and device.type != "cuda":
+            raise ValueError(f"use_graph=True needs a CUDA device, got device={device}")
         self.sde, self.solver = sde, solver
         self.model = as_model(model, sde)
         solver.check(sde)
-        if grid is None or isinstance(grid, str):
-            if steps is None:
-                raise ValueError("pass steps (the number of steps) or an explicit grid tensor")
-            g = make_grid(grid if grid is not None else solver.default_grid, sde, steps)
-        else:
-            g = validate_grid(grid, sde)
-        if abs(float(g[0]) - float(sde.T)) > 1e-9:
-            self._starts_at_T = False
-        else:
-            self._starts_at_T = True
-        self.grid = g
-        self.shape = tuple(int(s) for s in shape)
-        if len(self.shape) < 1 or any(s < 1 for s in self.shape):
-            raise ValueError(f"shape must be (B, *event) with positive sizes, got {self.shape}")
-        if not dtype.is_floating_point:
-            raise TypeError(f"dtype must be a floating dtype, got {dtype}")
-        if device is None:
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        device = torch.device(device)
-        if device.type == "cuda" and device.index is None:
-            device = torch.device("cuda", torch.cuda.current_device())
-        self.device, self.dtype = device, dtype
-        self.denoise, self.check_finite = denoise, check_finite
-        self.use_graph = (self.device.type == "cuda") if use_graph is None else bool(use_graph)
-        if self.use_graph and self.device.type != "cuda":
-            raise ValueError("use_graph=True needs a CUDA device")
+        self.grid = resolve_grid(grid, sde, steps, default=solver.default_grid)
+        self._starts_at_T = float(self.grid[0]) == float(sde.T)
+        self._n = self.grid.numel() - 1
+        self._lock = threading.Lock()
+        self._build(warmup)
 
-        self._x = torch.zeros(self.shape, device=self.device, dtype=dtype)
-        n = g.numel() - 1
-        self._n = n
+    # ------------------------------------------------------------------ internals
+    def _build(self, warmup: int) -> None:
+        """Static buffers, a dry run counting the noise draws and evaluations, then the capture."""
+        self._x = torch.zeros(self.shape, device=self.device, dtype=self.dtype)
         with torch.no_grad():
-            self._coeffs = _to_device(solver.init(sde, g), self._x)
-            # Dry run on the CPU-free path: count the noise draws of one solve.
+            self._coeffs = _to_device(self.solver.init(self.sde, self.grid), self._x)
             counter = NoiseSource(None)
             nfe0 = self.model.nfe
             self._loop(counter, record=None)
-            self.n_noise = counter.count
-            self.nfe = self.model.nfe - nfe0
-            self.model.nfe = nfe0
-            self._noise = torch.zeros((max(self.n_noise, 1),) + self.shape, device=self.device, dtype=dtype)
+            self.n_noise, self.nfe = counter.count, self.model.nfe - nfe0
+            self.model.nfe = nfe0  # building it evaluates nothing on the caller's count
+            self._noise = torch.zeros((max(self.n_noise, 1),) + self.shape, device=self.device, dtype=self.dtype)
             self._source = NoiseSource(self._noise)
-            self._record = torch.zeros(n, dtype=torch.float64, device=self.device) if check_finite else None
+            self._record = new_record(self._n, self.device) if self.check_finite else None
             self._graph = None
             if self.use_graph:
-                self._capture(warmup)
+                self._graph, self._out, _ = capture_cuda_graph(
+                    lambda: self._loop(self._source, self._record), device=self.device, warmup=warmup, model=self.model
+                )
 
-    # ------------------------------------------------------------------ internals
     def _loop(self, source: NoiseSource, record: Tensor | None) -> Tensor:
         source.reset()
         state = self.solver.init_state(self._x, self._coeffs)
-        for i in range(self._n):
-            noise = not (self.denoise and i == self._n - 1)
-            state = self.solver.step(self.model, state, i, self._coeffs, generator=source, noise=noise, need_x0=False)
-            if record is not None:
-                torch.sum(state["x"].reshape(-1), dim=0, dtype=torch.float64, out=record[i])
+        state = run_steps(
+            self.solver, self.model, state, self._coeffs, self._n, generator=source, denoise=self.denoise, record=record
+        )
         return state["x"]
 
-    def _capture(self, warmup: int) -> None:
-        nfe0 = self.model.nfe
-        stream = torch.cuda.Stream(device=self.device)
-        stream.wait_stream(torch.cuda.current_stream(self.device))
-        with torch.cuda.stream(stream):
-            for _ in range(max(int(warmup), 1)):
-                self._loop(self._source, self._record)
-        torch.cuda.current_stream(self.device).wait_stream(stream)
-        self._graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self._graph):
-            self._out = self._loop(self._source, self._record)
-        self.model.nfe = nfe0  # warm-up and capture are not counted as evaluations
+    def _fill(self, x_T: Tensor | None, generator) -> None:
+        """Write the start state and the noise block into the static buffers."""
+        if x_T is None:
+            if not self._starts_at_T:
+                raise ValueError(
+                    f"x_T is required: the grid starts at t = {float(self.grid[0]):g} < T = {float(self.sde.T):g}; "
+                    f"pass x_T, the state at grid[0]"
+                )
+            self._x.normal_(0.0, float(self.sde.prior_std), generator=generator)
+        else:
+            self._x.copy_(x_T)
+        if self.n_noise:
+            self._noise.normal_(generator=generator)
 
     # ------------------------------------------------------------------ call
     def __call__(self, x_T: Tensor | None = None, *, generator: torch.Generator | None = None) -> Tensor:
-        if generator is not None and generator.device.type != self.device.type:
-            raise ValueError(f"generator is on {generator.device} but the sampler runs on {self.device}")
-        with torch.no_grad():
-            if x_T is None:
-                if not self._starts_at_T:
-                    raise ValueError("the grid does not start at T: pass x_T, the state at grid[0]")
-                self._x.normal_(0.0, float(self.sde.prior_std), generator=generator)
-            else:
-                if not isinstance(x_T, Tensor) or tuple(x_T.shape) != self.shape:
-                    raise ValueError(f"x_T must be a tensor of shape {self.shape}")
-                if x_T.dtype != self.dtype or x_T.device != self.device:
-                    raise ValueError(f"x_T must be {self.dtype} on {self.device}, got {x_T.dtype} on {x_T.device}")
-                self._x.copy_(x_T)
-            if self.n_noise:
-                self._noise.normal_(generator=generator)
+        """One solve: from ``x_T`` (or a prior draw with ``generator``), noise drawn with ``generator``."""
+        _check_generator(generator, self.device)
+        if x_T is not None:
+            check_tensor(x_T, "x_T", min_dim=1)
+            if tuple(x_T.shape) != self.shape or x_T.dtype != self.dtype or x_T.device != self.device:
+                raise ValueError(
+                    f"x_T must be a tensor of shape {self.shape}, dtype {self.dtype} on {self.device} (the sampler's), "
+                    f"got shape {tuple(x_T.shape)}, dtype {x_T.dtype} on {x_T.device}"
+                )
+        with self._lock, torch.no_grad():
+            self._fill(x_T, generator)
             if self._graph is not None:
                 self._graph.replay()
                 out = self._out.clone()

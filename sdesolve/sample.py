@@ -1,4 +1,10 @@
-"""``sample``: the one entry point that combines a process, a model, a grid and a solver."""
+"""``sample``: the one entry point that combines a process, a model, a grid and a solver.
+
+As torchsde's ``sdeint``, it is three calls: check the arguments (:func:`_check_args`), resolve
+the grid and the initial state (:func:`~sdesolve.grids.resolve_grid`, :func:`_initial_state`),
+integrate (:func:`_integrate`). The argument checks here are shared with
+:class:`~sdesolve.GraphSampler`.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +14,10 @@ import torch
 from torch import Tensor
 
 from ._utils import batch_time
-from .grids import make_grid, validate_grid
+from ._validate import check_bool, check_callable, check_int, check_tensor, describe
+from .grids import _check_sde, resolve_grid
 from .model import as_model
-from .solvers.base import Solver
+from .solvers.base import NonFiniteError, Solver
 
 __all__ = ["sample"]
 
@@ -52,70 +59,147 @@ def sample(
         device, dtype: of the samples (default: x_T's, else the generator's device and float32).
         denoise: stochastic solvers take their last step without noise (return the mean).
         final_x0: after the last step, return the model's x0 prediction there (Tweedie's
-            denoising jump; one extra network evaluation). Off by default.
+            denoising jump; one extra network evaluation, none where sigma = 0 at the last
+            time: x0 = x / alpha there). Checked for NaN or inf as the steps are. Off by default.
         callback: called after each step with a dict (i, t, t_next, x, x0): x is the state at
             t_next, x0 the model's denoised estimate at (x entering the step, t) (None for
-            adaptive ODE solvers, which report the state at every grid time).
+            adaptive ODE solvers, which report the state at every grid time). The callback sees
+            the states as they come: a non-finite state is announced by NonFiniteError after
+            the loop (the record is read once), not before the callback receives it.
         progress: show a tqdm progress bar.
         check_finite: raise :class:`~sdesolve.solvers.NonFiniteError` naming the first step
-            whose state held NaN or inf (recorded on the device, read once at the end).
+            whose state held NaN or inf (recorded on the device, read once at the end), or the
+            final x0 step.
+
+    Raises TypeError for an argument of the wrong type and ValueError for a bad value, each
+    naming the argument.
     """
-    if not isinstance(solver, Solver):
-        raise TypeError(
-            f"solver must be a sdesolve Solver instance (e.g. EulerMaruyama()), got {type(solver).__name__}"
-        )
+    _check_args(sde, model, solver, shape, x_T, generator, device, dtype, callback)
+    denoise, final_x0 = check_bool(denoise, "denoise"), check_bool(final_x0, "final_x0")
+    progress, check_finite = check_bool(progress, "progress"), check_bool(check_finite, "check_finite")
     score_model = as_model(model, sde)
     solver.check(sde)
+    grid = resolve_grid(grid, sde, steps, default=solver.default_grid, adaptive=solver.adaptive)
+    x = _initial_state(sde, grid, shape, x_T, generator, device, dtype)
+    return _integrate(
+        sde, score_model, solver, x, grid, generator=generator, denoise=denoise, final_x0=final_x0,
+        callback=callback, progress=progress, check_finite=check_finite,
+    )  # fmt: skip
 
-    # --- grid
-    if grid is None or isinstance(grid, str) or callable(grid) and not isinstance(grid, Tensor):
-        if steps is None and getattr(solver, "adaptive", False):
-            steps = 1  # an adaptive solver needs only the two ends
-        if steps is None:
-            raise ValueError("pass steps (the number of steps) or an explicit grid tensor")
-        g = make_grid(grid if grid is not None else solver.default_grid, sde, steps)
-    else:
-        g = validate_grid(grid, sde)
-        if steps is not None and steps != g.numel() - 1:
-            raise ValueError(f"steps={steps} disagrees with the grid's {g.numel() - 1} intervals; pass one of them")
 
-    # --- initial state
+# ---------------------------------------------------------------- argument checks
+def _check_args(sde, model, solver, shape, x_T, generator, device, dtype, callback) -> None:
+    """Types and values of sample()'s arguments that need no grid (TypeError / ValueError)."""
+    _check_sde(sde)
+    _check_solver(solver)
+    if shape is not None:
+        _check_shape(shape)
     if x_T is not None:
-        if not isinstance(x_T, Tensor) or not x_T.is_floating_point():
-            raise TypeError("x_T must be a floating-point tensor")
+        check_tensor(x_T, "x_T", min_dim=1)
+    if dtype is not None:
+        _check_dtype(dtype)
+    if device is not None:
+        _check_device(device)
+    if callback is not None:
+        check_callable(callback, "callback", "a callable taking one dict, or None")
+    _check_generator(generator, None)
+
+
+def _check_solver(solver) -> Solver:
+    if not isinstance(solver, Solver):
+        raise TypeError(
+            f"solver must be a sdesolve Solver instance (e.g. EulerMaruyama()), got {describe(solver)} "
+            f"({type(solver).__name__})"
+        )
+    return solver
+
+
+def _check_shape(shape) -> tuple[int, ...]:
+    """(B, *event) with every size an int >= 1 (B = 0, an empty batch, is refused)."""
+    if isinstance(shape, (str, bytes)) or not hasattr(shape, "__iter__") or isinstance(shape, torch.Tensor):
+        raise TypeError(f"shape must be a tuple of ints (B, *event), got {describe(shape)} ({type(shape).__name__})")
+    dims = tuple(check_int(s, f"shape[{k}]") for k, s in enumerate(shape))
+    if len(dims) < 1:
+        raise ValueError("shape must be (B, *event) with at least the batch size B, got ()")
+    if dims[0] < 1:
+        raise ValueError(f"shape must be (B, *event) with batch size B >= 1 (an empty batch has nothing to sample), got {dims}")
+    if any(d < 1 for d in dims):
+        raise ValueError(f"shape must be (B, *event) with every size >= 1, got {dims}")
+    return dims
+
+
+def _check_dtype(dtype) -> torch.dtype:
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(f"dtype must be a floating torch.dtype (e.g. torch.float32), got {describe(dtype)}")
+    return dtype
+
+
+def _check_device(device) -> torch.device:
+    if not isinstance(device, (str, torch.device, int)) or isinstance(device, bool):
+        raise TypeError(f"device must be a torch.device, a string or an int, got {describe(device)}")
+    try:
+        return torch.device(device)
+    except RuntimeError as e:
+        raise ValueError(f"device must name a torch device (e.g. 'cpu', 'cuda:0'), got {device!r}") from e
+
+
+def _check_generator(generator, device) -> None:
+    """None or a torch.Generator; on ``device``'s type when ``device`` is given."""
+    if generator is None:
+        return
+    if not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator or None, got {describe(generator)}")
+    if device is not None and generator.device.type != torch.device(device).type:
+        raise ValueError(f"generator is on {generator.device} but the samples are on {device}; pass a generator there")
+
+
+# ---------------------------------------------------------------- initial state
+def _initial_state(sde, grid: Tensor, shape, x_T, generator, device, dtype) -> Tensor:
+    """x_T as given (checked against shape, device, dtype), or a prior draw when the grid starts at T."""
+    if x_T is not None:
         if shape is not None and tuple(shape) != tuple(x_T.shape):
-            raise ValueError(f"x_T has shape {tuple(x_T.shape)} but shape={tuple(shape)}")
+            raise ValueError(f"x_T has shape {tuple(x_T.shape)} but shape={tuple(shape)}; pass one of them")
         if device is not None and torch.device(device) != x_T.device:
-            raise ValueError(f"x_T is on {x_T.device} but device={device}")
+            raise ValueError(f"x_T is on {x_T.device} but device={device}; pass one of them")
         if dtype is not None and dtype != x_T.dtype:
-            raise ValueError(f"x_T has dtype {x_T.dtype} but dtype={dtype}")
+            raise ValueError(f"x_T has dtype {x_T.dtype} but dtype={dtype}; pass one of them")
         x = x_T
     else:
         if shape is None:
-            raise ValueError("pass shape=(B, *event) or x_T")
-        if abs(float(g[0]) - float(sde.T)) > 1e-9:
-            raise ValueError(f"the grid starts at t = {float(g[0]):g} < T; pass x_T, the state at that time")
+            raise ValueError("shape is required without x_T: pass shape=(B, *event) or x_T")
+        if float(grid[0]) != float(sde.T):
+            raise ValueError(
+                f"x_T is required: the grid starts at t = {float(grid[0]):g} < T = {float(sde.T):g}; "
+                f"pass x_T, the state at grid[0]"
+            )
         if device is None and generator is not None:
             device = generator.device
         x = sde.prior_sample(shape, generator=generator, device=device, dtype=dtype or torch.float32)
-    if x.dim() < 1 or x.shape[0] < 1:
-        raise ValueError(f"shape must be (B, *event) with B >= 1, got {tuple(x.shape)}")
-    if generator is not None and generator.device.type != x.device.type:
-        raise ValueError(f"generator is on {generator.device} but the samples are on {x.device}")
+    _check_generator(generator, x.device)
+    return x
 
+
+# ---------------------------------------------------------------- integration
+def _integrate(sde, model, solver: Solver, x: Tensor, grid: Tensor, *, final_x0: bool, **kw) -> Tensor:
+    """The solver's solve, then (``final_x0``) the model's x0 at the last time, both checked."""
     with torch.no_grad():  # sampling builds no autograd graph (call solver.solve to differentiate)
-        out = solver.solve(
-            sde,
-            score_model,
-            x,
-            g,
-            generator=generator,
-            denoise=denoise,
-            callback=callback,
-            progress=progress,
-            check_finite=check_finite,
-        )
-    if final_x0:
-        with torch.no_grad():
-            out = score_model.x0(out, batch_time(float(g[-1]), out, dtype=torch.float64))
+        out = solver.solve(sde, model, x, grid, **kw)
+        if final_x0:
+            out = _final_x0(sde, model, out, grid, check_finite=kw["check_finite"])
     return out
+
+
+def _final_x0(sde, model, x: Tensor, grid: Tensor, *, check_finite: bool) -> Tensor:
+    """The model's x0 prediction at the grid's last time (x / alpha without evaluation where sigma = 0)."""
+    t = grid[-1:]
+    if float(sde._log_sigma(t)) == float("-inf"):  # sigma = 0: the state is alpha x0; no evaluation there
+        x0 = x / torch.exp(sde._log_alpha(t)).to(device=x.device, dtype=x.dtype)
+    else:
+        x0 = model.x0(x, batch_time(float(t), x, dtype=torch.float64))
+    if check_finite and not bool(torch.isfinite(x0).all()):
+        raise NonFiniteError(
+            f"non-finite values (NaN or inf) in the final x0 step (the model's x0 prediction at t = "
+            f"{float(t):.6g}, after {grid.numel() - 1} finite steps); check the model's output there, "
+            f"or pass check_finite=False"
+        )
+    return x0

@@ -54,48 +54,180 @@ def test_karras_formula(sde, rho):
 
 
 def test_validation_errors():
+    """Each check names the grid and the first bad index; a wrong type is a TypeError."""
     sde = sd.VPSDE()
-    with pytest.raises(ValueError, match="strictly decreasing"):
-        grids.validate_grid(torch.tensor([1.0, 0.5, 0.7]), sde)
-    with pytest.raises(ValueError, match="strictly decreasing"):
+    with pytest.raises(ValueError, match=r"strictly decreasing.*grid\[2\] = 0.7 >= grid\[1\] = 0.5"):
+        grids.validate_grid(torch.tensor([1.0, 0.5, 0.7], dtype=torch.float64), sde)
+    with pytest.raises(ValueError, match=r"strictly decreasing.*grid\[1\]"):
         grids.validate_grid(torch.tensor([0.1, 0.5, 1.0]), sde)
-    with pytest.raises(ValueError, match="inside \\[t_min, T\\]"):
+    with pytest.raises(ValueError, match=r"strictly decreasing.*grid\[3\]"):
+        grids.validate_grid(torch.tensor([1.0, 0.5, 0.2, 0.2, 0.1]), sde)
+    with pytest.raises(ValueError, match=r"inside \[t_min, T\].*grid\[0\] = 1.5"):
         grids.validate_grid(torch.tensor([1.5, 0.5]), sde)
-    with pytest.raises(ValueError, match="inside \\[t_min, T\\]"):
-        grids.validate_grid(torch.tensor([1.0, 1e-5]), sde)
+    with pytest.raises(ValueError, match=r"inside \[t_min, T\].*grid\[1\] = 1e-05"):
+        grids.validate_grid(torch.tensor([1.0, 1e-5], dtype=torch.float64), sde)
     with pytest.raises(ValueError, match="at least 2 times"):
         grids.validate_grid(torch.tensor([1.0]), sde)
     with pytest.raises(ValueError, match="at least 2 times"):
         grids.validate_grid(torch.ones(2, 2), sde)
-    with pytest.raises(ValueError, match="finite"):
+    with pytest.raises(ValueError, match=r"finite, got grid\[1\] = nan"):
         grids.validate_grid(torch.tensor([1.0, float("nan"), 0.1]), sde)
+    with pytest.raises(ValueError, match=r"finite, got grid\[0\] = inf"):
+        grids.validate_grid([float("inf"), 0.1], sde)
     with pytest.raises(TypeError, match="floating-point"):
         grids.validate_grid(torch.tensor([1, 0]), sde)
-    with pytest.raises(ValueError, match="steps must be >= 1"):
+    with pytest.raises(TypeError, match="grid must be a 1-d tensor"):
+        grids.validate_grid("uniform", sde)
+    with pytest.raises(TypeError, match="sde must be a sdesolve LinearSDE"):
+        grids.validate_grid([1.0, 0.5], "vp")
+    with pytest.raises(ValueError, match="steps must be an int >= 1, got 0"):
         grids.uniform(sde, 0)
     with pytest.raises(TypeError, match="steps must be an int"):
         grids.uniform(sde, 10.0)
     with pytest.raises(TypeError, match="steps must be an int"):
         grids.karras(sde, True)
-    with pytest.raises(ValueError, match="rho"):
+    with pytest.raises(ValueError, match="rho must be a finite positive number"):
         grids.karras(sde, 5, rho=0.0)
     with pytest.raises(ValueError, match="grid must be one of"):
         grids.make_grid("cosine", sde, 5)
-    with pytest.raises(ValueError, match="t_min < t_max"):
+    with pytest.raises(ValueError, match="t_min must be < t_max"):
         grids.uniform(sde, 5, t_min=0.5, t_max=0.4)
+    with pytest.raises(ValueError, match=r"t_min must be a finite number in \[0.001, 1\)"):
+        grids.uniform(sde, 5, t_min=1e-4)  # below the process's t_min
     # a list is accepted and returned as a float64 tensor
     assert grids.validate_grid([1.0, 0.5, 0.001], sde).dtype == torch.float64
+
+
+def test_grid_in_a_narrower_dtype_is_snapped_to_the_ends():
+    """A float32 grid of the cosine process's T (0.99567657...) lies a few ulp off T: accepted as T."""
+    sde = sd.CosineVPSDE()
+    g32 = torch.linspace(sde.T, sde.t_min, 11, dtype=torch.float32)
+    assert float(g32[0]) != sde.T  # the rounding this test is about
+    g = grids.validate_grid(g32, sde)
+    assert float(g[0]) == sde.T and float(g[-1]) == sde.t_min
+    assert torch.equal(g[1:-1], g32[1:-1].double())
+    with pytest.raises(ValueError, match=r"inside \[t_min, T\].*grid\[0\]"):
+        grids.validate_grid(torch.tensor([sde.T + 1e-6, 0.5], dtype=torch.float64), sde)
 
 
 def test_numpy_int_steps_accepted():
     np = pytest.importorskip("numpy")
     assert grids.uniform(sd.VPSDE(), np.int64(4)).shape == (5,)
+    assert grids.karras(sd.VPSDE(), np.int32(4), rho=np.float32(5.0)).shape == (5,)
+    assert grids.validate_grid(np.array([1.0, 0.5, 0.1]), sd.VPSDE()).dtype == torch.float64
+
+
+# ----------------------------------------------------------------- processes with sigma(t_min) = 0
+SIGMA_ZERO = [sd.DiscreteVPSDE.from_schedule("linear", t_min=0.0), sd.VPSDE(t_min=0.0), sd.SubVPSDE(t_min=0.0)]
+
+
+@pytest.mark.parametrize("kind", list(grids.GRIDS))
+@pytest.mark.parametrize("sde", SIGMA_ZERO, ids=lambda s: type(s).__name__)
+def test_grids_end_at_a_t_min_where_sigma_is_zero(sde, kind):
+    """log-SNR is +inf at t_min = 0: every grid is still finite, strictly decreasing, from T to exactly 0."""
+    assert float(sde._log_snr(torch.zeros(1, dtype=torch.float64))) == float("inf")
+    for steps in (1, 2, 3, 10, 50):
+        g = grids.make_grid(kind, sde, steps)
+        assert g.shape == (steps + 1,) and bool(torch.isfinite(g).all())
+        assert float(g[0]) == sde.T and float(g[-1]) == 0.0
+        assert bool((g[1:] < g[:-1]).all()), g
+
+
+@pytest.mark.parametrize("sde", SIGMA_ZERO, ids=lambda s: type(s).__name__)
+def test_log_snr_and_karras_with_sigma_zero_append_t_min(sde):
+    """diffusers' lu-lambdas and k-diffusion's append_zero: ``steps`` times spaced from T to the first
+    positive time t_1 (the first knot 1/N of a discrete process, t_min + (T - t_min)/steps otherwise),
+    then t_min."""
+    steps = 8
+    t1 = 1.0 / 1000 if isinstance(sde, sd.DiscreteVPSDE) else 1.0 / steps
+    g = grids.log_snr(sde, steps)
+    assert float(g[-2]) == pytest.approx(t1, rel=1e-12)
+    lam = sde._log_snr(g[:-1])
+    d = lam[1:] - lam[:-1]
+    assert bool((d > 0).all()) and torch.allclose(d, d.mean().expand_as(d), rtol=1e-6), d
+    rho = 7.0
+    g = grids.karras(sde, steps, rho=rho)
+    assert float(g[-2]) == pytest.approx(t1, rel=1e-12)
+    s = sde._sigma_over_alpha(g[:-1])
+    i = torch.arange(steps, dtype=torch.float64)
+    a, b = float(s[0]) ** (1 / rho), float(s[-1]) ** (1 / rho)
+    assert torch.allclose(s, (a + i / (steps - 1) * (b - a)) ** rho, rtol=1e-7)
+
+
+@pytest.mark.parametrize("kind", list(grids.GRIDS))
+def test_sampling_a_discrete_process_down_to_t0_on_every_grid(kind):
+    """The report of issue 14: DiscreteVPSDE(t_min=0) on the log-SNR grid raised IndexError."""
+    sde = sd.DiscreteVPSDE.from_schedule("linear", t_min=0.0)
+    model = sd.Gaussian(torch.tensor([1.0, -2.0]), torch.tensor([0.5, 2.0])).model(sde)
+    for solver in (sd.DDIM(), sd.EulerMaruyama()):
+        x = sd.sample(sde, model, (4, 2), solver=solver, steps=10, grid=kind, generator=torch.Generator().manual_seed(0))
+        assert bool(torch.isfinite(x).all())
+
+
+class _BumpGamma(sd.GammaSchedule):
+    """A 'learned' gamma that is not monotone: it rises, then falls (no inverse: bisection)."""
+
+    def forward(self, t):
+        return -6.0 + 40.0 * t * (1.0 - t)
+
+
+def test_non_monotone_log_snr_gives_an_error_naming_the_grid():
+    """Issue 8 item 9: a non-monotone gamma gave the log-SNR grid [1, 0, 0, ...] and sampling ran."""
+    sde = sd.VDMSDE(_BumpGamma())
+    for kind in ("log_snr", "karras"):
+        with pytest.raises(ValueError, match=rf"grid '{kind}' must be .*\[\d+\].*log-SNR must be strictly decreasing"):
+            grids.make_grid(kind, sde, 6)
+    model = sd.Gaussian(torch.zeros(2)).model(sde)
+    with pytest.raises(ValueError, match=r"grid 'log_snr'"):
+        sd.sample(sde, model, (3, 2), solver=sd.DDIM(), steps=6, grid="log_snr")
+
+
+def test_callable_grids_are_validated_and_give_steps_plus_one_times():
+    sde = sd.VPSDE()
+
+    def half(sde, steps):
+        return torch.linspace(1.0, 0.5, steps + 1, dtype=torch.float64)
+
+    assert torch.equal(grids.make_grid(half, sde, 4), half(sde, 4))
+    with pytest.raises(ValueError, match=r"grid short\(sde, steps=5\) returned 4 times.*steps \+ 1 = 6"):
+
+        def short(sde, steps):
+            return half(sde, steps - 2)
+
+        grids.make_grid(short, sde, 5)
+    with pytest.raises(ValueError, match=r"grid up\(sde, steps=3\) must be strictly decreasing.*\[1\]"):
+
+        def up(sde, steps):
+            return torch.linspace(0.5, 1.0, steps + 1)
+
+        grids.make_grid(up, sde, 3)
+    with pytest.raises(TypeError, match="grid must be one of .* a callable"):
+        grids.make_grid(3, sde, 3)
+
+
+def test_resolve_grid_is_the_one_resolver():
+    sde = sd.VPSDE()
+    g = grids.uniform(sde, 5)
+    assert torch.equal(grids.resolve_grid(None, sde, 5, default="uniform"), g)
+    assert torch.equal(grids.resolve_grid("uniform", sde, 5), g)
+    assert torch.equal(grids.resolve_grid(g, sde), g)
+    assert torch.equal(grids.resolve_grid(g, sde, 5), g)
+    assert torch.equal(grids.resolve_grid(grids.uniform, sde, 5), g)
+    assert grids.resolve_grid(None, sde, None, adaptive=True).numel() == 2  # an adaptive solver: the two ends
+    with pytest.raises(ValueError, match=r"steps=4 disagrees with grid, a tensor of 6 times \(5 intervals\)"):
+        grids.resolve_grid(g, sde, 4)
+    with pytest.raises(ValueError, match="steps is required"):
+        grids.resolve_grid("karras", sde, None)
+    with pytest.raises(TypeError, match="steps must be an int"):
+        grids.resolve_grid(g, sde, 2.5)
+    with pytest.raises(TypeError, match="steps must be an int"):
+        grids.resolve_grid("uniform", sde, 2.5)
 
 
 def test_sample_uses_grid_errors():
     sde = sd.VPSDE()
     t = sd.Gaussian(torch.zeros(2))
-    with pytest.raises(ValueError, match="steps must be >= 1"):
+    with pytest.raises(ValueError, match="steps must be an int >= 1"):
         sd.sample(sde, t.model(sde), (3, 2), solver=sd.EulerMaruyama(), steps=0)
     with pytest.raises(ValueError, match="strictly decreasing"):
         sd.sample(sde, t.model(sde), (3, 2), solver=sd.EulerMaruyama(), grid=torch.tensor([1.0, 1.0, 0.5]))

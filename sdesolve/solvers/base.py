@@ -74,30 +74,38 @@ class Solver:
         progress: bool = False,
         check_finite: bool = True,
     ) -> Tensor:
-        """Integrate from ``grid[0]`` to ``grid[-1]`` starting at ``x`` (fixed steps)."""
+        """Integrate from ``grid[0]`` to ``grid[-1]`` starting at ``x`` (fixed steps).
+
+        Args:
+            sde, model: the process and its :class:`~sdesolve.ScoreModel`.
+            x: the state at ``grid[0]``, shape (B, *event).
+            grid: the validated float64 CPU grid (T ... t_last).
+            generator, denoise, callback, progress, check_finite: as in :func:`sdesolve.sample`.
+
+        Returns:
+            the state at ``grid[-1]``. Raises :class:`NonFiniteError` naming the first step whose
+            state held NaN or inf (one device-side record, read once after the loop).
+        """
         self.check(sde)
         coeffs = _to_device(self.init(sde, grid), x)
-        state = self.init_state(x, coeffs)
         n = grid.numel() - 1
-        # One reduction per step into a preallocated record (a NaN or inf anywhere in x makes its
-        # float64 sum non-finite); read once after the loop: no per-step synchronization.
-        record = torch.empty(n, dtype=torch.float64, device=x.device) if check_finite else None
-        steps = range(n)
+        record = new_record(n, x.device) if check_finite else None
+        indices = range(n)
         if progress:
             from tqdm.auto import tqdm
 
-            steps = tqdm(steps, total=n, desc=type(self).__name__)
-        for i in steps:
-            last = i == n - 1
-            state = self.step(
-                model, state, i, coeffs, generator=generator, noise=not (denoise and last), need_x0=callback is not None
-            )
-            if record is not None:
-                torch.sum(state["x"].reshape(-1), dim=0, dtype=torch.float64, out=record[i])
-            if callback is not None:
-                callback(
-                    {"i": i, "t": float(grid[i]), "t_next": float(grid[i + 1]), "x": state["x"], "x0": state.get("x0")}
-                )
+            indices = tqdm(indices, total=n, desc=type(self).__name__)
+        on_step = None
+        if callback is not None:
+
+            def on_step(i: int, state: dict) -> None:
+                t, t_next = float(grid[i]), float(grid[i + 1])
+                callback({"i": i, "t": t, "t_next": t_next, "x": state["x"], "x0": state.get("x0")})
+
+        state = run_steps(
+            self, model, self.init_state(x, coeffs), coeffs, n,
+            generator=generator, denoise=denoise, record=record, on_step=on_step, indices=indices,
+        )  # fmt: skip
         if record is not None:
             raise_if_bad(first_nonfinite(record), grid)
         return state["x"]
@@ -105,6 +113,51 @@ class Solver:
     def __repr__(self) -> str:
         fields = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
         return f"{type(self).__name__}({fields})"
+
+
+def run_steps(
+    solver: Solver,
+    model,
+    state: dict,
+    coeffs: dict,
+    n: int,
+    *,
+    generator=None,
+    denoise: bool = True,
+    record: Tensor | None = None,
+    on_step: Callable[[int, dict], None] | None = None,
+    indices=None,
+) -> dict:
+    """The one fixed-step loop, shared by :meth:`Solver.solve` and :class:`~sdesolve.GraphSampler`.
+
+    Takes ``n`` steps of ``solver`` from ``state`` (``indices``, default ``range(n)``, may wrap the
+    step indices in a progress bar). The last step is noiseless when ``denoise``. After each step
+    the state's sum goes into ``record[i]`` (:func:`record_step`) and ``on_step(i, state)`` is
+    called (the solver then also returns its x0 estimate in ``state["x0"]``). No host-device
+    synchronization: the loop can be captured in a CUDA graph.
+    """
+    need_x0 = on_step is not None
+    for i in range(n) if indices is None else indices:
+        noise = not (denoise and i == n - 1)
+        state = solver.step(model, state, i, coeffs, generator=generator, noise=noise, need_x0=need_x0)
+        if record is not None:
+            record_step(record, i, state["x"])
+        if on_step is not None:
+            on_step(i, state)
+    return state
+
+
+# ---------------------------------------------------------------- non-finite record
+# One reduction per step into a preallocated float64 record (a NaN or inf anywhere in x makes its
+# float64 sum non-finite), read once after the loop: no per-step synchronization.
+def new_record(n: int, device) -> Tensor:
+    """A per-step non-finite record of ``n`` entries on ``device``."""
+    return torch.zeros(n, dtype=torch.float64, device=device)
+
+
+def record_step(record: Tensor, i: int, x: Tensor) -> None:
+    """Write the float64 sum of ``x`` (non-finite iff x holds NaN or inf) into ``record[i]``."""
+    torch.sum(x.reshape(-1), dim=0, dtype=torch.float64, out=record[i])
 
 
 def first_nonfinite(record: Tensor) -> Tensor:
