@@ -54,7 +54,6 @@ import torch
 from torch import Tensor
 
 from ..model import predicts_eps, view_at
-from .ddim import ddim_coefficients
 from .methods import ADAPTIVE, ALIASES, FIXED
 from .ode import ODE
 
@@ -87,6 +86,17 @@ TABLEAUX: dict[str, ButcherTableau] = {
     ),
 }
 assert {k: v.order for k, v in TABLEAUX.items()} == FIXED, "methods.FIXED and the tableaux disagree"
+
+#: the step into sigma = 0, in (r = sigma / alpha, y = x / alpha): each method's nearest tableau whose
+#: nodes avoid c = 1 (r = 0); an explicit 4-stage order-4 method needs c_4 = 1, so rk4 takes Heun's
+#: third-order method there (one stage fewer: one local step of order 3 keeps the global order 4).
+ZERO_TABLEAUX: dict[str, ButcherTableau] = {
+    "euler": TABLEAUX["euler"],
+    "midpoint": TABLEAUX["midpoint"],
+    "heun": _tableau([0.0, 2 / 3], [[], [2 / 3]], [1 / 4, 3 / 4], 2),  # Ralston's
+    "rk3": _tableau([0.0, 1 / 3, 2 / 3], [[], [1 / 3], [0.0, 2 / 3]], [1 / 4, 0.0, 3 / 4], 3),  # Heun's
+    "rk4": _tableau([0.0, 1 / 3, 2 / 3], [[], [1 / 3], [0.0, 2 / 3]], [1 / 4, 0.0, 3 / 4], 3),
+}
 
 # The most accurate grid at 10-50 steps on the benchmark problems (notes/grids.md).
 _DEFAULT_GRIDS = {"euler": "uniform", "midpoint": "uniform", "heun": "uniform", "rk3": "uniform", "rk4": "uniform"}
@@ -141,20 +151,64 @@ class RungeKuttaODE(ODE):
             for k, v in flow_coefficients(sde, tj, h).items():
                 coefs[f"{k}{j}"] = v
             into_zero |= coefs[f"sigma{j}"] == 0.0
-        # intervals where a stage would meet sigma = 0: the exact constant-eps (DDIM) step instead
+        # intervals where a stage would meet sigma = 0 take ZERO_TABLEAUX in (r, y) instead
         coefs["into_zero"] = [bool(z) for z in into_zero]  # a host list: branching on it needs no sync
-        ddim = ddim_coefficients(sde, grid, 0.0)
-        coefs["zero_a"], coefs["zero_e"] = ddim["a"], ddim["b"]  # x_s = a x + b eps
-        coefs["zero_s"] = -ddim["b"] * coefs["sigma0"]  # ... = a x - b sigma s
+        coefs.update(self._zero_coefficients(sde, grid, into_zero))
         la, ls = sde._log_alpha(t), sde._log_sigma(t)
         coefs["x0_a"], coefs["x0_b"] = torch.exp(-la), torch.exp(2.0 * ls - la)
         coefs["x0_e"] = -torch.exp(ls - la)  # x0 = x / alpha - (sigma / alpha) eps
         return coefs
 
+    def _zero_coefficients(self, sde, grid, into_zero) -> dict[str, Tensor]:
+        """Stage times, alpha, sigma of the step into sigma = 0 in r = sigma / alpha (ones elsewhere).
+
+        With y = x / alpha the flow is ``dy/dr = eps(alpha y, t(r))`` (Song et al. 2021, sec. 4.3);
+        stage j sits at ``r_j = (1 - c_j) r_i > 0``, ``t_j = t(r_j)`` (asked of the process).
+        """
+        tab = ZERO_TABLEAUX[self.method]
+        n = grid.numel() - 1
+        out = {"zr": torch.ones(n, dtype=torch.float64), "zinv_alpha": torch.ones(n, dtype=torch.float64)}
+        out["zalpha_next"] = torch.ones(n, dtype=torch.float64)
+        for j in range(len(tab.c)):
+            out[f"tz{j}"] = grid[:-1].clone()
+            out[f"zalpha{j}"], out[f"zsigma{j}"] = torch.ones(n, dtype=torch.float64), torch.ones(n, dtype=torch.float64)
+        for i in torch.nonzero(into_zero).flatten().tolist():
+            t_i = grid[i : i + 1]
+            r_i = sde._sigma_over_alpha(t_i)
+            out["zr"][i], out["zinv_alpha"][i] = r_i[0], torch.exp(-sde._log_alpha(t_i))[0]
+            out["zalpha_next"][i] = torch.exp(sde._log_alpha(grid[i + 1 : i + 2]))[0]
+            for j, cj in enumerate(tab.c):
+                tj = t_i if cj == 0.0 else sde._t_of_sigma_over_alpha((1.0 - cj) * r_i).clamp(float(grid[i + 1]), float(t_i[0]))
+                out[f"tz{j}"][i] = tj[0]
+                out[f"zalpha{j}"][i], out[f"zsigma{j}"][i] = torch.exp(sde._log_alpha(tj))[0], torch.exp(sde._log_sigma(tj))[0]
+        return out
+
+    def _step_into_zero(self, model, x: Tensor, i: int, coefs) -> tuple[Tensor, Tensor]:
+        """``y_next = y - r_i sum_j b_j eps_j`` (stages ``y_j = y - r_i sum_l A[j][l] eps_l``); returns (x_next, eps_0)."""
+        tab = ZERO_TABLEAUX[self.method]
+        y, r = coefs["zinv_alpha"][i] * x, coefs["zr"][i]
+        es: list[Tensor] = []
+        for j, row in enumerate(tab.A):
+            yj = y
+            for a_jl, e_l in zip(row, es):
+                if a_jl != 0.0:
+                    yj = yj - (a_jl * r) * e_l
+            coefs_j = (coefs[f"zalpha{j}"][i], coefs[f"zsigma{j}"][i])
+            es.append(view_at(model, coefs_j[0] * yj, coefs[f"tz{j}"][i], "eps", coefs_j))
+        for b_j, e_j in zip(tab.b, es):
+            if b_j != 0.0:
+                y = y - (b_j * r) * e_j
+        return coefs["zalpha_next"][i] * y, es[0]
+
     def step(self, model, state, i, coefs, *, generator=None, noise=True, need_x0=False):
         x = state["x"]
         eps = predicts_eps(model)  # then s holds eps = -sigma score
-        into_zero = coefs["into_zero"][i]
+        if coefs["into_zero"][i]:
+            x_next, e0 = self._step_into_zero(model, x, i, coefs)
+            out = {"x": x_next}
+            if need_x0:
+                out["x0"] = coefs["x0_a"][i] * x + coefs["x0_e"][i] * e0
+            return out
         ks: list[Tensor] = []
         s0 = None
         for j, row in enumerate(self.tableau.A):
@@ -171,15 +225,10 @@ class RungeKuttaODE(ODE):
                 ks.append(coefs[f"hf{j}"][i] * xj - coefs[f"hg2_half{j}"][i] * s)
             if j == 0:
                 s0 = s
-                if into_zero:
-                    break
-        if into_zero:
-            x_next = coefs["zero_a"][i] * x + coefs["zero_e" if eps else "zero_s"][i] * s0
-        else:
-            x_next = x
-            for b_j, k_j in zip(self.tableau.b, ks):
-                if b_j != 0.0:
-                    x_next = x_next + b_j * k_j
+        x_next = x
+        for b_j, k_j in zip(self.tableau.b, ks):
+            if b_j != 0.0:
+                x_next = x_next + b_j * k_j
         out = {"x": x_next}
         if need_x0:
             out["x0"] = coefs["x0_a"][i] * x + coefs["x0_e" if eps else "x0_b"][i] * s0
