@@ -201,8 +201,35 @@ class _Run:
         return float(self.sde.T)
 
 
+def _check_clean_start(run: _Run) -> None:
+    """Where t_min = 0 and sigma(0) = 0 (the process reaches the clean data, diffusers' ``set_alpha_to_one``):
+    alpha(0) is positive and finite, log_snr(0) = +inf, f(0) and g2(0) are finite and
+    t_of_log_snr(+inf) = 0. Time 0 then leaves the other checks, which divide by sigma."""
+    f64, sde, t = torch.float64, run.sde, run.t
+    zero = t[:1]
+    if float(t[0]) != 0.0 or float(sde.sigma(zero)[0]) != 0.0:
+        return
+    values = {name: getattr(sde, name)(zero).to(f64) for name in ("alpha", "log_snr", "f", "g2")}
+    t_back = sde.t_of_log_snr(torch.full((1,), math.inf, dtype=f64)).to(f64)
+    ok = (
+        bool(torch.isfinite(values["alpha"]).all() and (values["alpha"] > 0).all())
+        and bool((values["log_snr"] == math.inf).all())
+        and bool(torch.isfinite(values["f"]).all() and torch.isfinite(values["g2"]).all())
+        and bool((t_back.abs() <= run.rtol * run.T).all())
+    )
+    if not ok:
+        vals = ", ".join(f"{k}={float(v[0]):.10g}" for k, v in values.items())
+        raise SDECheckError(
+            "positivity",
+            f"sigma(0) = 0 needs alpha(0) > 0, log_snr(0) = +inf, finite f(0) and g2(0), and "
+            f"t_of_log_snr(+inf) = 0: at t=0: {vals}, t_of_log_snr(inf)={float(t_back[0]):.10g}",
+        )
+    run.t = t[1:]
+
+
 def _check_positivity(run: _Run) -> None:
-    """1. alpha and sigma positive and finite, log_snr finite."""
+    """1. alpha and sigma positive and finite, log_snr finite (sigma(0) = 0 allowed where t_min = 0)."""
+    _check_clean_start(run)
     f64, sde, t = torch.float64, run.sde, run.t
     run.alpha, run.sigma, run.lam = sde.alpha(t).to(f64), sde.sigma(t).to(f64), sde.log_snr(t).to(f64)
     for name, v in (("alpha", run.alpha), ("sigma", run.sigma)):
@@ -410,7 +437,10 @@ def check_sde(
     ``diffusion``, ``prior_logp``, ``prior_sample``) on ``n_times`` evenly spaced times of
     ``[t_min, T]`` plus log-spaced times near ``t_min``, and checks, in this order:
 
-    1. **positivity**: ``alpha`` and ``sigma`` are positive and finite, ``log_snr`` finite;
+    1. **positivity**: ``alpha`` and ``sigma`` are positive and finite, ``log_snr`` finite; where
+       ``t_min = 0`` and ``sigma(0) = 0`` (a process that reaches the clean data), t = 0 is checked
+       apart: ``alpha(0) > 0``, ``log_snr(0) = +inf``, finite ``f(0)``, ``g2(0)``, and
+       ``t_of_log_snr(+inf) = 0``; the later checks then start after 0;
     2. **log-SNR definition**: ``log_snr = log(alpha^2 / sigma^2)``;
     3. **log-SNR decreasing**: strictly, from each time to the next;
     4. **drift coefficient**: ``f = d log alpha / dt``;

@@ -484,3 +484,302 @@ def test_T_rounded_to_the_callers_dtype_is_accepted(dtype):
     # but not a whole step past T
     with pytest.raises(ValueError, match="t must lie in"):
         sde.alpha(torch.tensor([sde.T + 0.01], dtype=dtype))
+
+
+# ------------------------------------------------------------------ closed forms in 40-digit arithmetic
+# Each built-in process's alpha(t) and sigma(t) written from its paper with mpmath, independently of
+# the code; the transition, sigma/alpha, gamma and gamma' are checked against them.
+import mpmath as mp  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def _mp_vp(bmin, bmax, sub=False):
+    def coefs(t):
+        a = mp.exp(-t * t * (bmax - bmin) / 4 - t * bmin / 2)
+        return a, (1 - a * a) if sub else mp.sqrt(1 - a * a)
+
+    return coefs
+
+
+def _mp_cosine(s):
+    def coefs(t):
+        a = mp.cos(mp.pi / 2 * (t + s) / (1 + s)) / mp.cos(mp.pi / 2 * s / (1 + s))
+        return a, mp.sqrt(1 - a * a)
+
+    return coefs
+
+
+def _mp_ve(smin, smax):
+    return lambda t: (mp.mpf(1), smin * (mp.mpf(smax) / smin) ** t)
+
+
+def _mp_vdm(gmin, gmax):
+    def coefs(t):
+        g = gmin + (gmax - gmin) * t
+        return mp.sqrt(1 / (1 + mp.exp(g))), mp.sqrt(1 / (1 + mp.exp(-g)))
+
+    return coefs
+
+
+def _mp_betas(name, n=1000):
+    """DDPM's betas by diffusers' schedule names (Ho et al. 2020; latent diffusion; Nichol & Dhariwal 2021)."""
+    if name == "linear":
+        return [mp.mpf("1e-4") + (mp.mpf("0.02") - mp.mpf("1e-4")) * i / (n - 1) for i in range(n)]
+    if name == "scaled_linear":
+        a, b = mp.sqrt(mp.mpf("1e-4")), mp.sqrt(mp.mpf("0.02"))
+        return [(a + (b - a) * i / (n - 1)) ** 2 for i in range(n)]
+
+    def abar(u):
+        return mp.cos((u + mp.mpf("0.008")) / mp.mpf("1.008") * mp.pi / 2) ** 2
+
+    return [min(1 - abar(mp.mpf(i + 1) / n) / abar(mp.mpf(i) / n), mp.mpf("0.999")) for i in range(n)]
+
+
+def _mp_discrete(name):
+    """log alpha interpolated linearly in t between (0, 0) and the knots (k/N, 1/2 log alphas_cumprod[k-1])."""
+    mp.mp.dps = 40
+    knots = [mp.mpf(0)]
+    for b in _mp_betas(name):
+        knots.append(knots[-1] + mp.log(1 - b) / 2)
+
+    def coefs(t):
+        u = mp.mpf(t) * 1000
+        k = min(int(mp.floor(u)), 999)
+        la = knots[k] + (u - k) * (knots[k + 1] - knots[k])
+        a = mp.exp(la)
+        return a, mp.sqrt(1 - a * a)
+
+    return coefs
+
+
+MP_COEFS = {
+    "vp": _mp_vp(0.1, 20.0),
+    "subvp": _mp_vp(0.1, 20.0, sub=True),
+    "cosine": _mp_cosine(mp.mpf("0.008")),
+    "ve": _mp_ve(mp.mpf("0.01"), mp.mpf(50)),
+    "vdm": _mp_vdm(mp.mpf("-13.3"), mp.mpf(5)),
+    "ddpm-linear": _mp_discrete("linear"),
+    "ddpm-scaled": _mp_discrete("scaled_linear"),
+    "ddpm-cos": _mp_discrete("squaredcos_cap_v2"),
+}
+BUILTINS = dict(zip(BUILTIN_IDS, builtin_sdes()))
+
+
+def _two_times(sde):
+    """(s, t) with t_min <= s <= t <= T, some pairs very close (where the transition variance cancels)."""
+    T, lo = float(sde.T), float(sde.t_min)
+    close = st.tuples(st.floats(lo, T), st.floats(1e-12, 1e-4)).map(lambda p: (p[0], min(T, p[0] + p[1])))
+    far = st.tuples(st.floats(lo, T), st.floats(lo, T)).map(sorted)
+    return st.one_of(close, far)
+
+
+@pytest.mark.parametrize("name", BUILTIN_IDS)
+@given(data=st.data())
+def test_transition_matches_the_closed_form(name, data):
+    sde, coefs = BUILTINS[name], MP_COEFS[name]
+    s, t = data.draw(_two_times(sde))
+    mp.mp.dps = 40
+    (a_t, s_t), (a_s, s_s) = coefs(mp.mpf(t)), coefs(mp.mpf(s))
+    ratio = a_t / a_s
+    var_ref = s_t**2 - ratio**2 * s_s**2  # exact in 40 digits: no cancellation left at float64 precision
+    alpha_ts, var = sde.transition(t, s)
+    assert float(alpha_ts) == pytest.approx(float(ratio), rel=1e-12)
+    # sigma^2_{t|s} = sigma_t^2 (1 - e^{lambda_t - lambda_s}): its error is sigma_t^2 times the error of
+    # lambda_t - lambda_s, which float64 knows to eps (|lambda| + |u lambda'(u)|) at each of u = s, t
+    # (the second term: t itself is rounded; it dominates on DDPM's capped last steps, lambda' ~ 7e3)
+    cond = sum(
+        abs(float(2 * mp.log(a / sg))) + abs(u * float(sde._gamma_prime(torch.tensor([u], dtype=F64))))
+        for u, (a, sg) in ((t, (a_t, s_t)), (s, (a_s, s_s)))
+        if sg > 0
+    )
+    tol = 8 * 2.0**-52 * (1.0 + cond)
+    assert abs(float(var) - float(var_ref)) <= 1e-9 * float(var_ref) + tol * float(s_t**2)
+    assert float(var) >= 0.0
+
+
+@pytest.mark.parametrize("name", BUILTIN_IDS)
+@given(data=st.data())
+def test_sigma_over_alpha_gamma_and_gamma_prime_match_closed_forms(name, data):
+    sde, coefs = BUILTINS[name], MP_COEFS[name]
+    t = data.draw(times(sde))
+    mp.mp.dps = 40
+    a, s = coefs(mp.mpf(t))
+    assert float(sde.sigma_over_alpha(t)) == pytest.approx(float(s / a), rel=1e-12)
+    assert float(sde.t_of_sigma_over_alpha(float(s / a))) == pytest.approx(t, abs=1e-10)
+    t64 = torch.tensor([t], dtype=F64)
+    gamma_ref = 2 * mp.log(s / a)  # gamma = -log SNR
+    assert float(sde._gamma(t64)) == pytest.approx(float(gamma_ref), rel=1e-12, abs=1e-12)
+    if name.startswith("ddpm"):
+        # piecewise: on the segment of t, gamma' = -2 (log alpha)' / sigma^2 with (log alpha)' the knot slope
+        k = min(int(t * 1000), 999)
+        la = [mp.log(coefs(mp.mpf(j) / 1000)[0]) for j in (k, k + 1)]
+        dref = -2 * (la[1] - la[0]) * 1000 / s**2
+    else:
+        dref = mp.diff(lambda u: 2 * mp.log(coefs(u)[1] / coefs(u)[0]), mp.mpf(t))
+    assert float(sde._gamma_prime(t64)) == pytest.approx(float(dref), rel=1e-9)
+
+
+# ------------------------------------------------------------------ the data end: t = 0
+def _alpha0_sigma0(name):
+    """alpha(0), sigma(0) from the papers: the data are clean except for VE (sigma_min) and VDM (gamma(0))."""
+    if name == "ve":
+        return 1.0, 0.01
+    if name == "vdm":
+        return math.sqrt(1 / (1 + math.exp(-13.3))), math.sqrt(1 / (1 + math.exp(13.3)))
+    return 1.0, 0.0
+
+
+@pytest.mark.parametrize("name", BUILTIN_IDS)
+def test_finite_sigma_and_alpha_at_t_0_for_every_builtin(name):
+    sde = BUILTINS[name]
+    a_ref, s_ref = _alpha0_sigma0(name)
+    for t in (0.0, torch.zeros(3, dtype=F64), torch.zeros((), dtype=torch.float32)):
+        a, s = sde.alpha(t), sde.sigma(t)
+        assert bool(torch.isfinite(a).all() and torch.isfinite(s).all()), (a, s)
+        rtol = 1e-12 if a.dtype == F64 else 1e-6  # the caller's dtype rounds the result
+        assert torch.allclose(a.double(), torch.full_like(a.double(), a_ref), rtol=rtol, atol=0)
+        assert torch.allclose(s.double(), torch.full_like(s.double(), s_ref), rtol=rtol, atol=0)
+        if s_ref == 0.0:
+            assert bool((s == 0).all() and (a == 1).all())  # exactly: the clean data
+        assert not bool(torch.isnan(sde.log_snr(t)).any())
+
+
+def _clean_start_sdes():
+    return [
+        sd.VPSDE(t_min=0.0),
+        sd.SubVPSDE(t_min=0.0),
+        sd.CosineVPSDE(t_min=0.0),
+        sd.DiscreteVPSDE.from_schedule("linear", t_min=0.0),
+        sd.DiscreteVPSDE.from_schedule("scaled_linear", t_min=0.0),
+        sd.DiscreteVPSDE.from_schedule("squaredcos_cap_v2", t_min=0.0),
+    ]
+
+
+@pytest.mark.parametrize(
+    "sde", _clean_start_sdes(), ids=["vp", "subvp", "cosine", "ddpm-linear", "ddpm-scaled", "ddpm-cos"]
+)
+def test_every_hook_is_defined_where_sigma_is_zero(sde):
+    """t_min = 0 (diffusers' set_alpha_to_one): sigma(0) = 0, log-SNR +inf, no NaN in any hook."""
+    zero = torch.zeros(1, dtype=F64)
+    t = torch.tensor([0.0, 1e-3, 0.5], dtype=F64)
+    assert float(sde._log_alpha(zero)) == 0.0 and float(sde._log_sigma(zero)) == -math.inf
+    assert float(sde._log_snr(zero)) == math.inf and float(sde._gamma(zero)) == -math.inf
+    assert float(sde._gamma_prime(zero)) == math.inf  # lambda ~ -log t near 0
+    assert float(sde._sigma_over_alpha(zero)) == 0.0
+    for hook in (sde._f, sde._g2):
+        assert bool(torch.isfinite(hook(zero)).all())
+    # the transition from the clean data is the marginal; from 0 to 0 it is the identity
+    log_a, var = sde._transition(t, torch.zeros_like(t))
+    torch.testing.assert_close(log_a, sde._log_alpha(t), rtol=0, atol=0)
+    torch.testing.assert_close(var, torch.exp(2 * sde._log_sigma(t)), rtol=1e-15, atol=0)
+    assert float(var[0]) == 0.0
+    # the inverses give back t = 0
+    assert float(sde._t_of_log_snr(torch.tensor([math.inf], dtype=F64))) == 0.0
+    assert float(sde.t_of_log_snr(math.inf)) == 0.0 and float(sde.t_of_sigma_over_alpha(0.0)) == 0.0
+    lam = sde.log_snr(t)
+    torch.testing.assert_close(sde.t_of_log_snr(lam), t, rtol=0, atol=1e-12)
+    # and check_sde passes on the process (t = 0 checked apart)
+    from sdesolve.testing import check_sde
+
+    check_sde(sde)
+
+
+# ------------------------------------------------------------------ t_of_log_snr refuses what it cannot invert
+@pytest.mark.parametrize("name", BUILTIN_IDS)
+def test_t_of_log_snr_refuses_lam_outside_the_process(name):
+    sde = BUILTINS[name]
+    lo, hi = float(sde.log_snr(sde.T)), float(sde.log_snr(0.0))
+    # the ends, also rounded to float32, map into [0, T]
+    for dtype in (F64, torch.float32):
+        t = sde.t_of_log_snr(torch.tensor([lo, min(hi, 1e30)], dtype=dtype))
+        assert 0.0 <= float(t.min()) and float(t.max()) <= float(torch.tensor(sde.T, dtype=dtype))  # T in t's dtype
+        t = t.double()
+        assert float(t[0]) == pytest.approx(sde.T, abs=1e-5 if dtype == torch.float32 else 1e-9)
+    outside = [lo - 1e-3 * max(1.0, abs(lo)), math.nan] + ([hi + 1e-3 * max(1.0, abs(hi))] if math.isfinite(hi) else [])
+    for lam in outside:
+        with pytest.raises(
+            ValueError, match=r"lam must be a log-SNR of the process, in \[log_snr\(T\), log_snr\(0\)\]"
+        ):
+            sde.t_of_log_snr(lam)
+    with pytest.raises(ValueError, match=r"r must be a ratio sigma / alpha of the process"):
+        sde.t_of_sigma_over_alpha(2.0 * math.exp(-0.5 * lo))
+
+
+def test_t_of_log_snr_of_minus_100_is_refused_not_3_17():
+    with pytest.raises(
+        ValueError, match=r"in \[log_snr\(T\), log_snr\(0\)\] = \[-10\.05, inf\], got values \[-100\.0\]"
+    ):
+        sd.VPSDE().t_of_log_snr(-100)
+
+
+def test_the_bisection_inverse_refuses_lam_outside_and_nan():
+    gamma = sd.LearnedMonotoneGamma(n_features=8, dtype=F64, generator=torch.Generator().manual_seed(0))
+    sde = sd.VDMSDE(gamma)
+    lam = torch.tensor([-4.0, 0.0, 13.0], dtype=F64)
+    t = sde.t_of_log_snr(lam)
+    torch.testing.assert_close(sde.log_snr(t), lam, rtol=0, atol=1e-9)
+    with pytest.raises(ValueError, match=r"= \[-5, 13\.3\], got values \[-6\.0\]"):
+        sde.t_of_log_snr(-6.0)
+    assert torch.isnan(sde._t_of_log_snr(torch.tensor([math.nan], dtype=F64))).all()
+
+
+# ------------------------------------------------------------------ arguments
+def test_numpy_scalars_are_numbers_for_every_constructor():
+    vp = sd.VPSDE(np.float32(0.1), np.float64(20.0), t_min=np.float32(1e-3))
+    assert vp.beta_min == pytest.approx(0.1) and isinstance(vp.beta_min, float)
+    assert sd.SubVPSDE(beta_max=np.int64(20)).beta_max == 20.0
+    assert sd.VESDE(np.float32(0.01), np.float64(50.0), t_min=np.float64(1e-5)).sigma_max == 50.0
+    assert sd.CosineVPSDE(np.float64(0.008), t_min=np.float32(1e-3), log_snr_min=np.int64(-10)).T == pytest.approx(
+        sd.CosineVPSDE().T, rel=1e-12
+    )
+    assert sd.VDMSDE(sd.FixedLinearGamma(np.float32(-13.0), np.int64(5)), t_min=np.float64(0.0)).t_min == 0.0
+    assert sd.LearnedMonotoneGamma(n_features=np.int64(4), init_std=np.float32(0.01)).n_features == 4
+    assert sd.DiscreteVPSDE(np.full(10, 0.1), t_min=np.float32(0.0)).t_min == 0.0
+    torch.testing.assert_close(
+        ddpm_betas("linear", np.int64(10), np.float32(1e-4), np.float64(0.02)),
+        ddpm_betas("linear", 10, float(np.float32(1e-4)), 0.02),
+    )
+
+
+def test_errors_name_the_argument_that_is_wrong():
+    # issue 8.12: these used to blame t_min
+    with pytest.raises(ValueError, match=r"^log_snr_min must be below the log-SNR at t_min"):
+        sd.CosineVPSDE(log_snr_min=50)
+    with pytest.raises(ValueError, match=r"^betas must have at least 2 entries unless t_min is given"):
+        sd.DiscreteVPSDE(betas=[0.5])
+    # a single step with an explicit t_min is a valid process
+    one = sd.DiscreteVPSDE(betas=[0.5], t_min=0.0)
+    assert float(one.alpha(1.0)) == pytest.approx(math.sqrt(0.5), rel=1e-15)
+
+
+# ------------------------------------------------------------------ the variance-preserving base
+class QuadraticVP(sd.sde.VariancePreservingSDE):
+    """log alpha = -k t^2: only _log_alpha given; sigma, log-SNR, g2, gamma' and the inverse follow."""
+
+    k = 6.0
+
+    def _log_alpha(self, t):
+        return -self.k * t * t
+
+
+def test_variance_preserving_base_derives_everything_from_log_alpha():
+    sde, k = QuadraticVP(), QuadraticVP.k
+    t = torch.linspace(1e-3, 1.0, 33, dtype=F64)
+    a2, s2 = torch.exp(-2 * k * t * t), -torch.expm1(-2 * k * t * t)  # sigma^2 = 1 - alpha^2
+    torch.testing.assert_close(sde.sigma(t), torch.sqrt(s2), rtol=1e-14, atol=0)
+    torch.testing.assert_close(sde.log_snr(t), torch.log(a2 / s2), rtol=1e-13, atol=0)
+    torch.testing.assert_close(sde.g2(t), 4 * k * t, rtol=1e-14, atol=0)  # g^2 = -2 f = 4 k t
+    # gamma = log(sigma^2 / alpha^2) = log(e^{2 k t^2} - 1): gamma' = 4 k t e^{2kt^2} / (e^{2kt^2} - 1)
+    torch.testing.assert_close(sde._gamma_prime(t), 4 * k * t / s2, rtol=1e-13, atol=0)
+    torch.testing.assert_close(sde.t_of_log_snr(sde.log_snr(t)), t, rtol=0, atol=1e-13)
+    assert sde.variance_preserving
+    from sdesolve.testing import check_sde
+
+    check_sde(sde)
+
+
+def test_which_builtins_are_variance_preserving():
+    vp = sd.sde.VariancePreservingSDE
+    for name, sde in BUILTINS.items():
+        assert isinstance(sde, vp) == (name not in ("subvp", "ve")), name
+        assert sde.variance_preserving == isinstance(sde, vp)

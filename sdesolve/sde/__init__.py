@@ -1,6 +1,6 @@
 """Forward processes: linear SDEs defined by their marginal coefficients."""
 
-from .base import LinearSDE
+from .base import LinearSDE, VariancePreservingSDE
 from .discrete import DiscreteVPSDE, ddpm_betas
 from .reverse import ProbabilityFlowODE, ReverseSDE
 from .vdm import VDMSDE, FixedLinearGamma, GammaSchedule, LearnedMonotoneGamma, LearnedScalarGamma
@@ -9,6 +9,7 @@ from .vp import VPSDE, CosineVPSDE, SubVPSDE
 
 __all__ = [
     "LinearSDE",
+    "VariancePreservingSDE",
     "VPSDE",
     "SubVPSDE",
     "CosineVPSDE",

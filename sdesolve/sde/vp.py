@@ -112,7 +112,8 @@ class CosineVPSDE(VariancePreservingSDE):
         super().__init__()
         self.s = check_positive_finite(s, "s")
         self.log_snr_min = check_real(log_snr_min, "log_snr_min")
-        self._log_cos0 = math.log(math.cos(0.5 * math.pi * self.s / (1.0 + self.s)))
+        theta0 = 0.5 * math.pi * self.s / (1.0 + self.s)
+        self._cos0, self._sin0, self._tan0 = math.cos(theta0), math.sin(theta0), math.tan(theta0)
         self.t_min = check_t_min(t_min, 1.0)  # alpha(1) = 0: every T lies below 1
         lam_t_min = float(self._log_snr(torch.tensor(self.t_min, dtype=torch.float64)))
         if not self.log_snr_min < lam_t_min:
@@ -126,15 +127,21 @@ class CosineVPSDE(VariancePreservingSDE):
         return 0.5 * math.pi * (t + self.s) / (1.0 + self.s)
 
     def _log_alpha(self, t: Tensor) -> Tensor:
-        # Clamped at 0: at t = 0 rounding can give log alpha = +1e-20, and sigma(0) must be 0, not NaN.
-        return torch.clamp(torch.log(torch.cos(self._theta(t))) - self._log_cos0, max=0.0)
+        # alpha = cos(theta_0 + d) / cos(theta_0) = 1 - 2 sin^2(d/2) - tan(theta_0) sin(d), d = pi/2 t/(1 + s):
+        # through log1p, log alpha keeps its relative precision near t = 0 (log cos(theta) - log cos(theta_0)
+        # cancels there: the log-SNR lost 1e-12). Clamped at 0: sigma(0) must be 0, never NaN.
+        d = (0.5 * math.pi / (1.0 + self.s)) * t
+        half = torch.sin(0.5 * d)
+        return torch.clamp(torch.log1p(-2.0 * half * half - self._tan0 * torch.sin(d)), max=0.0)
 
     def _f(self, t: Tensor) -> Tensor:
         return -torch.tan(self._theta(t)) * (0.5 * math.pi / (1.0 + self.s))
 
     def _t_of_log_alpha(self, log_alpha: Tensor) -> Tensor:
-        # log cos(theta) = log alpha + log cos(theta_0); clamped at 0 (rounding near t = 0)
-        theta = torch.arccos(torch.exp(log_alpha + self._log_cos0))
+        # cos(theta) = alpha cos(theta_0) and sin(theta)^2 = sin(theta_0)^2 + cos(theta_0)^2 (1 - alpha^2):
+        # atan2 of the two is accurate at every alpha (arccos is ill-conditioned near theta_0).
+        sin2 = self._sin0**2 + self._cos0**2 * (-torch.expm1(2.0 * log_alpha))
+        theta = torch.atan2(torch.sqrt(sin2), torch.exp(log_alpha) * self._cos0)
         return torch.clamp(theta * (2.0 * (1.0 + self.s) / math.pi) - self.s, min=0.0)
 
     def extra_repr(self) -> str:
