@@ -382,10 +382,17 @@ class AdaptiveODE(ODE):
         flow = sde.probability_flow(model)
         bar = _progress_bar(progress, self.method)
 
+        calls = [0]  # every network evaluation of this solve
+
         def velocity(t: Tensor, y: Tensor) -> Tensor:
+            calls[0] += 1
             if bar is not None:
                 bar.update(1)
             return flow.drift(y, t)
+
+        def eps_at(y: Tensor, t: float) -> Tensor:
+            calls[0] += 1
+            return flow.model.eps(y, torch.full((y.shape[0],), t, dtype=torch.float64, device=y.device))
 
         times = [float(v) for v in grid] if callback is not None else [float(grid[0]), float(grid[-1])]
         into_zero = float(sde._log_sigma(torch.tensor(times[-1], dtype=torch.float64))) == -math.inf
@@ -395,7 +402,7 @@ class AdaptiveODE(ODE):
                 t0, t1 = times[i], times[i + 1]
                 args = (tab, rtol, atol, self.max_nfe, per_sample_rms_norm, h, self.method)
                 if into_zero and i == len(times) - 2:
-                    y, nfe = self._step_into_zero(sde, model, velocity, y, t0, t1, args, nfe)
+                    y, nfe = self._step_into_zero(sde, eps_at, velocity, y, t0, t1, args, nfe)
                 else:
                     y, nfe, h = _integrate(velocity, y, t0, t1, *args, nfe=nfe)
                 if callback is not None:
@@ -403,7 +410,7 @@ class AdaptiveODE(ODE):
         finally:
             if bar is not None:
                 bar.close()
-            self.last_nfe = nfe if "nfe" in locals() else None
+            self.last_nfe = calls[0]
         if check_finite and not bool(torch.isfinite(y).all()):
             raise NonFiniteError(
                 f"the adaptive solve ({self.method}) from t = {times[0]:g} to t = {times[-1]:g} produced NaN or inf "
@@ -411,7 +418,7 @@ class AdaptiveODE(ODE):
             )
         return y
 
-    def _step_into_zero(self, sde, model, velocity, y, t0, t1, args, nfe):
+    def _step_into_zero(self, sde, eps_at, velocity, y, t0, t1, args, nfe):
         """From t0 into t1 where sigma(t1) = 0, evaluating the model only where sigma > 0.
 
         With r = sigma / alpha, the DDIM step ``x_s = alpha_s (x_t - sigma_t eps_hat) / alpha_t``
@@ -435,9 +442,9 @@ class AdaptiveODE(ODE):
                     t_b,
                     nfe,
                 )
-            one, eps_b = _ddim_step(sde, model, y, t_b, t1)
-            y_m, _ = _ddim_step(sde, model, y, t_b, t_m, eps_b)
-            two, _ = _ddim_step(sde, model, y_m, t_m, t1)
+            eps_b = eps_at(y, t_b)
+            one, y_m = _ddim_step(sde, y, eps_b, t_b, t1), _ddim_step(sde, y, eps_b, t_b, t_m)
+            two = _ddim_step(sde, y_m, eps_at(y_m, t_m), t_m, t1)
             nfe += 2
             scale = atol + rtol * torch.maximum(y.abs(), two.abs())
             ratio = float(norm((two - one) / scale))
@@ -449,12 +456,10 @@ class AdaptiveODE(ODE):
             t_b = t_of(r_b)
 
 
-def _ddim_step(sde, model, y: Tensor, t: float, s: float, eps: Tensor | None = None):
-    """The constant-eps step from t to s (``ddim_coefficients`` with eta = 0); returns (x_s, eps_hat)."""
+def _ddim_step(sde, y: Tensor, eps: Tensor, t: float, s: float) -> Tensor:
+    """The constant-eps step from t to s (``ddim_coefficients`` with eta = 0): ``a y + b eps``."""
     c = ddim_coefficients(sde, torch.tensor([t, s], dtype=torch.float64), 0.0)
-    if eps is None:
-        eps = model.eps(y, torch.full((y.shape[0],), t, dtype=torch.float64, device=y.device))
-    return float(c["a"][0]) * y + float(c["b"][0]) * eps, eps
+    return float(c["a"][0]) * y + float(c["b"][0]) * eps
 
 
 def _check_options(options) -> dict:
