@@ -15,14 +15,26 @@ with div v = f(t) D - 1/2 g(t)^2 tr(ds/dx) for x of D = prod(event) coordinates.
 is added at z. The trace is either exact (the diagonal of the score's Jacobian, through
 ``torch.func.vjp`` and ``vmap`` over chunks of basis vectors) or Hutchinson's unbiased
 estimate ``E[eps^T (ds/dx) eps]`` with Rademacher or Gaussian probes ``eps`` drawn once per
-solve (Hutchinson 1989; Grathwohl et al. 2019, FFJORD). The linear part ``f(t) D`` of the
-divergence is added in closed form, so only the score's trace is estimated.
+solve (Hutchinson 1989; Grathwohl et al. 2019, FFJORD).
 
-Time variable. The ODE can be integrated in t (default) or in u = -lambda/2 = log(sigma/alpha),
-minus half the log-SNR (``time_variable="log_snr"``). The change of variables is exact: with
-lambda'(t) = -g(t)^2 / sigma(t)^2,
+Hutchinson's estimate of div v. With probes fixed over a solve the path x_t does not depend
+on them, and the estimate of delta_T is ``eps^T M eps`` with M the integral of a Jacobian along
+the path. Two unbiased forms differ only in the linear part: probing the score alone (``f D``
+added exactly, M = N = -1/2 int g^2 ds/dx dt) or probing the whole drift as score_sde does
+(``f |eps|^2``, M = c I + N with c = int f dt = log alpha(T) / alpha(t_min)). Rademacher probes
+have ``|eps|^2 = D``: the forms are identical. For Gaussian probes the variances are
+2 ||N||_F^2 and 2 ||c I + N||_F^2 = 2 (||N||_F^2 + 2 c tr N + c^2 D): with c < 0 (the drift
+contracts: VP, sub-VP, VDM) and tr N > |c| D / 2 (a score Jacobian more negative than the
+prior's -I on average, i.e. data of variance below ~1, the normalized-data convention) the whole
+drift has the smaller variance: measured 30x smaller on VP (``notes/hutchinson.md``). So the
+whole drift is probed when c < 0; when c = 0 (VE) both forms coincide, and when c > 0 the score
+alone is probed.
 
-    dt/du = 2 sigma(t)^2 / g(t)^2,    dx/du = v(x, t(u)) dt/du,    d delta/du = div v dt/du,
+Time variable. The ODE can be integrated in t (default) or in u = -lambda/2 = gamma/2 =
+log(sigma/alpha) (``time_variable="log_snr"``). The change of variables is exact: with
+gamma'(t) = -lambda'(t) = g(t)^2 / sigma(t)^2,
+
+    dt/du = 2 / gamma'(t),    dx/du = v(x, t(u)) dt/du,    d delta/du = div v dt/du,
 
 and the integral is the same. For VE and VDM's linear schedule u is an affine function of t
 (the two differ only through the adaptive controller's first step); for VP and sub-VP the
@@ -30,6 +42,12 @@ measured work-precision favours t. For a variance-preserving process dx/du = -si
 with sigma^2 = sigmoid(2u): in u the ODE does not depend on the schedule, which makes u the
 right variable for piecewise schedules (DiscreteVPSDE: 158 NFE in u against 2228 in t, to a
 1e-7 tolerance). ``notes/bench_likelihood.md`` has the measurements.
+
+Precision. The augmented state is integrated in at least float32 (the promotion of x's dtype
+with float32): a float16/bfloat16 state cannot hold the step sizes (float16: "underflow in dt")
+nor a log-density of thousands of nats (bfloat16 resolves 8 bits). The network is called in its
+own dtype (that of its first floating parameter; a network without parameters, an exact score,
+in the integration dtype), and results come back in the integration dtype.
 
 References:
     Song, Sohl-Dickstein, Kingma, Kumar, Ermon, Poole (2021). Score-based generative modeling
@@ -42,7 +60,6 @@ References:
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -50,30 +67,45 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ._utils import check_x, sum_event
-from .model import as_model
+from ._utils import sum_event
+from ._validate import (
+    check_bool,
+    check_callable,
+    check_choice,
+    check_int,
+    check_real,
+    check_tensor,
+    check_tolerance,
+    describe,
+)
+from .model import ScoreModel, as_model
+from .sde.base import LinearSDE
 from .sde.discrete import DiscreteVPSDE
+from .solvers.adaptive import DEFAULT_MAX_NFE, AdaptiveSolveError, integrate
+from .solvers.methods import ADAPTIVE, FIXED, resolve_method
+from .solvers.runge_kutta import TABLEAUX
 
-__all__ = ["LikelihoodResult", "log_likelihood", "bits_per_dim"]
+__all__ = ["LikelihoodResult", "log_likelihood", "bits_per_dim", "hutchinson_trace", "exact_trace"]
 
 DIVERGENCES = ("hutchinson", "exact")
 PROBES = ("rademacher", "gaussian")
 TIME_VARIABLES = ("auto", "t", "log_snr")
-ADAPTIVE_METHODS = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
-FIXED_METHODS = ("euler", "midpoint", "heun2", "heun3", "rk4", "explicit_adams", "implicit_adams")
 SCIPY_METHODS = ("RK45", "RK23", "DOP853", "Radau", "BDF", "LSODA")
-_METHODS = ADAPTIVE_METHODS + FIXED_METHODS + tuple(f"scipy-{m}" for m in SCIPY_METHODS)
+_SCIPY = tuple(f"scipy-{m}" for m in SCIPY_METHODS)
+#: torchdiffeq's own fixed-step names outside the shared vocabulary (deprecated: a release left)
+_TORCHDIFFEQ_FIXED = ("heun3", "explicit_adams", "implicit_adams")
 
 
 @dataclass
 class LikelihoodResult:
-    """What :func:`log_likelihood` returns.
+    """What :func:`log_likelihood` returns (tensors in the integration dtype, at least float32).
 
     Attributes:
         logp: log p_{t_min}(x) in nats, shape (B,): ``prior_logp + delta_logp``.
         prior_logp: the prior log-density at the latent, log p_T(z), shape (B,).
         delta_logp: the integral of the divergence from t_min to T, shape (B,).
-        nfe: network evaluations of the call (each is one forward pass of the model).
+        nfe: network evaluations of this call (each one forward pass of the model), counted
+            by the call itself (other users of the same model do not change it).
         z: the latent x_T, shape of x (only with ``return_latent=True``).
     """
 
@@ -88,33 +120,31 @@ class LikelihoodResult:
 class _TimeMap:
     """The integration variable u and its map to the process time t.
 
-    ``"t"``: u = t. ``"log_snr"``: u = -lambda(t)/2 = log(sigma/alpha), increasing in t,
-    t(u) = t_of_log_snr(-2u) and dt/du = 2 sigma^2 / g^2 = -2 / lambda'(t).
+    ``"t"``: u = t. ``"log_snr"``: u = gamma(t)/2 = -lambda(t)/2 = log(sigma/alpha), increasing
+    in t, t(u) = t_of_log_snr(-2u) and dt/du = 2 / gamma'(t).
     """
 
     def __init__(self, sde, kind: str, t_min: float):
         self.sde, self.kind = sde, kind
-        T = float(sde.T)
+        self.t_lo, self.t_hi = float(t_min), float(sde.T)
         if kind == "t":
-            self.u0, self.u1 = float(t_min), T
+            self.u0, self.u1 = self.t_lo, self.t_hi
             return
-        lam = sde._log_snr(torch.tensor([t_min, T], dtype=torch.float64))
-        if not bool(torch.isfinite(lam).all()):
+        gamma = sde._gamma(torch.tensor([self.t_lo, self.t_hi], dtype=torch.float64))
+        if not bool(torch.isfinite(gamma).all()):
             raise ValueError(
-                f"time_variable='log_snr' needs a finite log-SNR at t_min and T, got {lam.tolist()} "
+                f"time_variable='log_snr' needs a finite log-SNR at t_min and T, got {(-gamma).tolist()} "
                 f"for t_min={t_min:g}; raise t_min or pass time_variable='t'"
             )
-        self.u0, self.u1 = float(-0.5 * lam[0]), float(-0.5 * lam[1])
-        self.t_lo, self.t_hi = float(t_min), T
+        self.u0, self.u1 = float(0.5 * gamma[0]), float(0.5 * gamma[1])
 
     def __call__(self, u: Tensor) -> tuple[Tensor, Tensor | None]:
         """(t, dt/du) as float64 tensors for the integration variable u (dt/du = None for u = t)."""
         u = u.to(torch.float64)
         if self.kind == "t":
-            return u, None
+            return u.clamp(self.t_lo, self.t_hi), None
         t = self.sde._t_of_log_snr(-2.0 * u).clamp(self.t_lo, self.t_hi)
-        sigma2 = torch.exp(2.0 * self.sde._log_sigma(t))
-        return t, 2.0 * sigma2 / self.sde._g2(t)
+        return t, 2.0 / self.sde._gamma_prime(t)
 
 
 # ------------------------------------------------------------------ divergence
@@ -141,6 +171,12 @@ def _not_differentiable() -> TypeError:
     )
 
 
+def _check_trace_args(score_fn, x, create_graph) -> None:
+    check_callable(score_fn, "score_fn", "a callable score_fn(x)")
+    check_tensor(x, "x", min_dim=1)
+    check_bool(create_graph, "create_graph")
+
+
 def hutchinson_trace(score_fn, x: Tensor, probes: Tensor, *, create_graph: bool = False):
     """The score s(x) and Hutchinson's estimate of tr(ds/dx), shape (B,).
 
@@ -148,6 +184,17 @@ def hutchinson_trace(score_fn, x: Tensor, probes: Tensor, *, create_graph: bool 
     ``eps^T A eps`` over ``probes`` (shape (n_probes, *x.shape)), each from one
     vector-Jacobian product. The Jacobian is taken per sample (block-diagonal over the batch).
     """
+    _check_trace_args(score_fn, x, create_graph)
+    check_tensor(probes, "probes", min_dim=2)
+    if tuple(probes.shape[1:]) != tuple(x.shape):
+        raise ValueError(
+            f"probes must have shape (n_probes, *x.shape) = (n_probes, {', '.join(map(str, x.shape))}), "
+            f"got {tuple(probes.shape)}"
+        )
+    return _hutchinson_trace(score_fn, x, probes, create_graph)
+
+
+def _hutchinson_trace(score_fn, x: Tensor, probes: Tensor, create_graph: bool):
     with torch.enable_grad():
         xr = _leaf(x, create_graph)
         s = score_fn(xr)
@@ -176,15 +223,32 @@ def exact_trace(score_fn, x: Tensor, *, chunk_size: int | None = None, create_gr
 
     One forward pass, then reverse-mode products with the basis vectors e_j (the same e_j
     for every sample), ``chunk_size`` of them at a time through ``torch.func.vmap``; the
-    trace sums the j-th coordinate of the j-th product. Memory is bounded by the chunk.
+    trace sums the j-th coordinate of the j-th product. Memory is bounded by the chunk
+    (default: as many as keep a chunk's products under 2^24 numbers, at most D).
+    A score that autograd cannot differentiate (a detached output) raises TypeError: its
+    products would be zero and the trace silently 0.
     """
+    _check_trace_args(score_fn, x, create_graph)
+    if chunk_size is not None:
+        chunk_size = check_int(chunk_size, "chunk_size", minimum=1)
+    return _exact_trace(score_fn, x, chunk_size, create_graph)
+
+
+def _exact_trace(score_fn, x: Tensor, chunk_size: int | None, create_graph: bool):
     B = x.shape[0]
     D = x[0].numel()
     if chunk_size is None:
         chunk_size = max(1, min(D, 2**24 // max(1, B * D)))
+
+    def checked(xx):
+        out = score_fn(xx)
+        if not out.requires_grad:  # inside vjp: False when the output does not depend on xx through autograd
+            raise _not_differentiable()
+        return out
+
     with torch.enable_grad():
         xr = _leaf(x, create_graph)
-        s, vjp_fn = torch.func.vjp(score_fn, xr)
+        s, vjp_fn = torch.func.vjp(checked, xr)
         tr = torch.zeros(B, dtype=x.dtype, device=x.device)
         for j0 in range(0, D, chunk_size):
             c = min(chunk_size, D - j0)
@@ -199,25 +263,131 @@ def exact_trace(score_fn, x: Tensor, *, chunk_size: int | None = None, create_gr
     return s, tr
 
 
-# ------------------------------------------------------------------ validation
-def _check_positive(name: str, v) -> float:
-    if isinstance(v, bool) or not isinstance(v, numbers.Real):
-        raise TypeError(f"{name} must be a positive number, got {type(v).__name__}")
-    v = float(v)
-    if not (math.isfinite(v) and v > 0):
-        raise ValueError(f"{name} must be a positive finite number, got {v}")
-    return v
+# ------------------------------------------------------------------ argument checks
+@dataclass(frozen=True)
+class _Plan:
+    """The checked and resolved arguments of one :func:`log_likelihood` call."""
+
+    divergence: str
+    probe: str
+    n_probes: int
+    method: str
+    rtol: float
+    atol: float
+    t_min: float
+    steps: int | None
+    time_variable: str
+    prior_logp: Callable | None
+    grad: bool | str
+    chunk_size: int | None
+    solver_options: dict | None
+    cuda_graph: bool
+    max_nfe: int
+    dtype: torch.dtype  # of the integration: at least float32
+    return_latent: bool
 
 
-def _check_choice(name: str, v, choices) -> str:
-    if v not in choices:
-        raise ValueError(f"{name} must be one of {choices}, got {v!r}")
-    return v
+def integration_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype the augmented ODE is integrated in for data of ``dtype``: at least float32."""
+    return torch.promote_types(dtype, torch.float32)
 
 
-def _check_finite(x: Tensor, name: str = "x") -> None:
-    if not bool(torch.isfinite(x).all()):
-        raise ValueError(f"{name} must be finite: it contains NaN or inf")
+def _check_grad(grad) -> bool | str:
+    if isinstance(grad, bool):
+        return grad
+    if isinstance(grad, str):
+        if grad != "adjoint":
+            raise ValueError(f"grad must be False, True or 'adjoint', got {grad!r}")
+        return grad
+    raise TypeError(f"grad must be False, True or 'adjoint', got {describe(grad)} ({type(grad).__name__})")
+
+
+def _check_generator(generator, x: Tensor, name: str = "generator") -> None:
+    if generator is None:
+        return
+    if not isinstance(generator, torch.Generator):
+        raise TypeError(f"{name} must be a torch.Generator or None, got {type(generator).__name__}")
+    if generator.device.type != x.device.type:
+        raise ValueError(f"{name} is on {generator.device} but x is on {x.device}: pass a generator on x's device")
+
+
+def _check_method(method, steps, grad) -> tuple[str, int | None]:
+    if method in _TORCHDIFFEQ_FIXED:
+        import warnings
+
+        warnings.warn(
+            f"method={method!r} (a torchdiffeq fixed-step method) is deprecated in log_likelihood; use one of "
+            f"{tuple(FIXED)}",
+            DeprecationWarning,
+            stacklevel=4,
+        )
+    else:
+        method = resolve_method(method, extra=_SCIPY)
+    fixed = method in FIXED or method in _TORCHDIFFEQ_FIXED
+    if fixed:
+        if steps is None:
+            raise ValueError(f"method={method!r} is fixed-step: pass steps, an int >= 1, got None")
+        steps = check_int(steps, "steps", minimum=1)
+        if grad == "adjoint":
+            raise ValueError(f"grad='adjoint' needs an adaptive method {tuple(ADAPTIVE)}, got method={method!r}")
+    elif steps is not None:
+        raise ValueError(f"steps only applies to fixed-step methods {tuple(FIXED)}, not method={method!r}; got steps={steps!r}")
+    if method in _SCIPY and grad is not False:
+        raise ValueError(f"the scipy backend runs on the host without autograd: use grad=False, got grad={grad!r}")
+    return method, steps
+
+
+def _check_log_likelihood(sde, x, *, divergence, probe, n_probes, method, rtol, atol, t_min, steps, generator,
+                          return_latent, time_variable, prior_logp, grad, chunk_size, solver_options, cuda_graph,
+                          max_nfe) -> _Plan:  # fmt: skip
+    """Check every argument of :func:`log_likelihood` (the model is checked by ``as_model``)."""
+    if not isinstance(sde, LinearSDE):
+        raise TypeError(f"sde must be a LinearSDE (VPSDE(), VESDE(), ...), got {type(sde).__name__}")
+    check_tensor(x, "x", min_dim=1, nonempty=True, finite=True)
+    dtype = integration_dtype(x.dtype)
+    divergence = check_choice(divergence, "divergence", DIVERGENCES)
+    probe = check_choice(probe, "probe", PROBES)
+    n_probes = check_int(n_probes, "n_probes", minimum=1)
+    grad = _check_grad(grad)
+    method, steps = _check_method(method, steps, grad)
+    rtol = check_tolerance(rtol, "rtol", dtype)
+    atol = check_tolerance(atol, "atol", dtype)
+    T = float(sde.T)
+    t_min = float(sde.t_min) if t_min is None else check_real(t_min, "t_min", lo=0.0, hi=T, hi_open=True)
+    _check_generator(generator, x)
+    return_latent = check_bool(return_latent, "return_latent")
+    time_variable = check_choice(time_variable, "time_variable", TIME_VARIABLES)
+    if prior_logp is not None:
+        check_callable(prior_logp, "prior_logp", "a callable prior_logp(z) or None")
+    if chunk_size is not None:
+        chunk_size = check_int(chunk_size, "chunk_size", minimum=1)
+    if solver_options is not None:
+        if not isinstance(solver_options, dict):
+            raise TypeError(f"solver_options must be a dict or None, got {type(solver_options).__name__}")
+        if method in ADAPTIVE and grad != "adjoint" and not set(solver_options) <= {"first_step", "norm"}:
+            raise ValueError(
+                f"solver_options of method={method!r} may hold 'first_step' and 'norm' (arguments of "
+                f"sdesolve.solvers.adaptive.integrate), got keys {sorted(solver_options)}"
+            )
+    cuda_graph = check_bool(cuda_graph, "cuda_graph")
+    if cuda_graph:
+        if x.device.type != "cuda":
+            raise ValueError(f"cuda_graph=True needs x on a CUDA device, got {x.device}")
+        if grad is not False or method in _SCIPY:
+            raise ValueError(f"cuda_graph=True needs grad=False and a torch method, got grad={grad!r}, method={method!r}")
+    max_nfe = check_int(max_nfe, "max_nfe", minimum=1)
+    if method in FIXED and steps * len(TABLEAUX[method].c) > max_nfe:
+        raise ValueError(
+            f"method={method!r} with steps={steps} takes {steps * len(TABLEAUX[method].c)} network evaluations, "
+            f"more than max_nfe={max_nfe}: raise max_nfe or lower steps"
+        )
+    if time_variable == "auto":
+        time_variable = "t"
+        if isinstance(sde, DiscreteVPSDE):
+            gamma = sde._gamma(torch.tensor([t_min, T], dtype=torch.float64))
+            time_variable = "log_snr" if bool(torch.isfinite(gamma).all()) else "t"
+    return _Plan(divergence, probe, n_probes, method, rtol, atol, t_min, steps, time_variable, prior_logp, grad,
+                 chunk_size, solver_options, cuda_graph, max_nfe, dtype, return_latent)  # fmt: skip
 
 
 # ------------------------------------------------------------------ log-likelihood
@@ -242,6 +412,7 @@ def log_likelihood(
     chunk_size: int | None = None,
     solver_options: dict | None = None,
     cuda_graph: bool = False,
+    max_nfe: int = DEFAULT_MAX_NFE,
 ) -> LikelihoodResult:
     r"""log p_{t_min}(x) through the probability-flow ODE, in nats.
 
@@ -253,21 +424,27 @@ def log_likelihood(
     Args:
         sde: the forward process (a :class:`~sdesolve.sde.LinearSDE`).
         model: a :class:`~sdesolve.ScoreModel` of ``sde`` or a callable score ``s(x, t)``.
-        x: data of shape (B, *event), any event rank, floating point, finite.
+        x: data of shape (B, *event), B >= 1, any event rank, floating point, finite.
         divergence: ``"hutchinson"`` (one vector-Jacobian product per probe; unbiased) or
             ``"exact"`` (the full trace, D reverse-mode products in chunks: small D only).
-        probe: Hutchinson probe law, ``"rademacher"`` (lower variance) or ``"gaussian"``.
+        probe: Hutchinson probe law, ``"rademacher"`` (lower variance) or ``"gaussian"``
+            (which probes the whole drift where the drift contracts, as score_sde does: see
+            the module docstring).
         n_probes: probes per sample, drawn once per solve and averaged.
-        method: a torchdiffeq method, adaptive (``"dopri5"``, ``"dopri8"``, ``"bosh3"``,
-            ``"fehlberg2"``, ``"adaptive_heun"``) or fixed-step (``"euler"``, ``"midpoint"``,
-            ``"heun2"``, ``"heun3"``, ``"rk4"``, ``"explicit_adams"``, ``"implicit_adams"``,
-            with ``steps``), or ``"scipy-<name>"`` for ``scipy.integrate.solve_ivp`` (RK45,
-            RK23, DOP853, Radau, BDF, LSODA) on the host in float64 with a flattened state:
-            the approach of score_sde's likelihood.py, used as an independent cross-check.
-        rtol, atol: tolerances of adaptive methods (> 0).
+        method: a name of :mod:`sdesolve.solvers.methods`, the vocabulary of ``ODE(...)``:
+            adaptive (``"dopri5"``, ``"dopri8"``, ``"bosh3"``, ``"fehlberg2"``,
+            ``"adaptive_heun"``: :func:`sdesolve.solvers.adaptive.integrate`, RMS error norm over
+            the flattened (x, delta), last step landing exactly on T; torchdiffeq with ``grad="adjoint"``) or fixed-step with ``steps``
+            (``"euler"``, ``"midpoint"``, ``"heun"``, ``"rk3"``, ``"rk4"``: the tableaux of
+            ``ODE``); or ``"scipy-<name>"`` for ``scipy.integrate.solve_ivp`` (RK45, RK23,
+            DOP853, Radau, BDF, LSODA) on the host in float64 with a flattened state: the
+            approach of score_sde's likelihood.py, an independent cross-check. ``"heun2"`` is a
+            deprecated alias of ``"heun"``; torchdiffeq's ``"heun3"``, ``"explicit_adams"``,
+            ``"implicit_adams"`` are deprecated.
+        rtol, atol: tolerances of adaptive methods, in [10 eps, 1) of the integration dtype.
         t_min: the time whose density is computed (default ``sde.t_min``), in [0, T).
         steps: number of uniform steps (in the time variable) of fixed-step methods.
-        generator: draws the Hutchinson probes.
+        generator: draws the Hutchinson probes (on x's device).
         return_latent: also return z = x_T.
         time_variable: ``"t"`` integrates in the process time, ``"log_snr"`` in
             u = -lambda/2 = log(sigma/alpha) (exact change of variables; needs a finite
@@ -280,119 +457,174 @@ def log_likelihood(
         grad: ``False`` (default): no autograd graph across steps (memory independent of
             the NFE), results detached. ``True``: differentiable through the solver
             (gradients reach x and the model's parameters). ``"adjoint"``: differentiable
-            through torchdiffeq's ``odeint_adjoint`` (memory independent of NFE).
+            through torchdiffeq's ``odeint_adjoint`` (adaptive methods; memory independent of NFE).
         chunk_size: basis vectors per batched product of the exact divergence.
-        solver_options: extra ``options`` for torchdiffeq (e.g. ``{"first_step": 1e-3}``).
+        solver_options: options of the adaptive integrator, ``{"first_step": 1e-3}`` or an error
+            ``"norm"`` (:func:`sdesolve.solvers.adaptive.integrate`); with ``grad="adjoint"``,
+            torchdiffeq's ``options``.
         cuda_graph: capture one evaluation of the augmented dynamics (network, divergence and
             coefficients) in a CUDA graph and replay it at every evaluation: the same numbers,
             without the per-evaluation launch overhead. Needs a CUDA device, ``grad=False``, a
-            torchdiffeq method and a capturable network (no host synchronization inside).
+            torch method and a capturable network (no host synchronization inside).
+        max_nfe: the most network evaluations of the solve (default 10 000); past it the
+            solve ends with :class:`~sdesolve.solvers.adaptive.AdaptiveSolveError` naming t
+            and the NFE.
+
+    Precision: the ODE is integrated in at least float32 (float16/bfloat16 data are promoted),
+    the network is called in its own dtype (that of its first floating parameter, or the
+    integration dtype), and the results are in the integration dtype.
 
     Returns:
         a :class:`LikelihoodResult` (``logp``, ``prior_logp``, ``delta_logp``, ``nfe``, ``z``).
 
     Reference: Song et al. (2021), Sec. 4.3 and App. D.2; Grathwohl et al. (2019).
     """
-    check_x(x)
-    _check_finite(x)
-    _check_choice("divergence", divergence, DIVERGENCES)
-    _check_choice("probe", probe, PROBES)
-    _check_choice("method", method, _METHODS)
-    _check_choice("time_variable", time_variable, TIME_VARIABLES)
-    _check_choice("grad", grad, (False, True, "adjoint"))
-    if isinstance(n_probes, bool) or not isinstance(n_probes, numbers.Integral) or n_probes < 1:
-        raise ValueError(f"n_probes must be a positive integer, got {n_probes!r}")
-    rtol = _check_positive("rtol", rtol)
-    atol = _check_positive("atol", atol)
-    T = float(sde.T)
-    t_min = float(sde.t_min) if t_min is None else t_min
-    if isinstance(t_min, bool) or not isinstance(t_min, numbers.Real) or not (0.0 <= float(t_min) < T):
-        raise ValueError(f"t_min must be a number in [0, T={T:g}), got {t_min!r}")
-    t_min = float(t_min)
-    if method in FIXED_METHODS:
-        if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1:
-            raise ValueError(f"method={method!r} is fixed-step: pass steps, a positive integer, got {steps!r}")
-    elif steps is not None:
-        raise ValueError(f"steps only applies to fixed-step methods {FIXED_METHODS}, not method={method!r}")
-    if method.startswith("scipy-") and grad is not False:
-        raise ValueError("the scipy backend runs on the host without autograd: use grad=False")
-    if prior_logp is not None and not callable(prior_logp):
-        raise TypeError(f"prior_logp must be callable or None, got {type(prior_logp).__name__}")
-    if chunk_size is not None and (not isinstance(chunk_size, numbers.Integral) or chunk_size < 1):
-        raise ValueError(f"chunk_size must be a positive integer or None, got {chunk_size!r}")
-    if generator is not None and generator.device.type != x.device.type:
-        raise ValueError(f"generator is on {generator.device} but x is on {x.device}")
-    if time_variable == "auto":
-        time_variable = "t"
-        if isinstance(sde, DiscreteVPSDE):
-            lam = sde._log_snr(torch.tensor([t_min, T], dtype=torch.float64))
-            time_variable = "log_snr" if bool(torch.isfinite(lam).all()) else "t"
-    tmap = _TimeMap(sde, time_variable, t_min)
+    plan = _check_log_likelihood(
+        sde, x, divergence=divergence, probe=probe, n_probes=n_probes, method=method, rtol=rtol, atol=atol,
+        t_min=t_min, steps=steps, generator=generator, return_latent=return_latent, time_variable=time_variable,
+        prior_logp=prior_logp, grad=grad, chunk_size=chunk_size, solver_options=solver_options,
+        cuda_graph=cuda_graph, max_nfe=max_nfe,
+    )  # fmt: skip
+    return _log_likelihood(sde, as_model(model, sde), x, plan, generator)
 
-    model = as_model(model, sde)
-    nfe0 = model.nfe
-    B, D = x.shape[0], x[0].numel()
-    create_graph = grad is not False
-    probes = _draw_probes(probe, n_probes, x, generator) if divergence == "hutchinson" else None
+
+def network_dtype(model, default: torch.dtype) -> torch.dtype:
+    """The dtype a :class:`ScoreModel`'s network computes in: that of its first floating
+    parameter or buffer, else ``default`` (a parameter-free callable, e.g. an exact score)."""
+    net = model.net if isinstance(model, ScoreModel) else model
+    if isinstance(net, torch.nn.Module):
+        for p in list(net.parameters()) + list(net.buffers()):
+            if p.is_floating_point():
+                return p.dtype
+    return default
+
+
+class _Counter:
+    """Counts one call's evaluations of the augmented dynamics and stops the solve at ``max_nfe``."""
+
+    def __init__(self, func, max_nfe: int, tmap: _TimeMap, method: str):
+        self.func, self.max_nfe, self.tmap, self.method = func, max_nfe, tmap, method
+        self.nfe, self.active = 0, True
+
+    def __call__(self, u: Tensor, y: Tensor) -> Tensor:
+        if self.active:
+            if self.nfe >= self.max_nfe:
+                t = float(self.tmap(torch.as_tensor(u).detach().reshape(()))[0])
+                raise AdaptiveSolveError(
+                    f"log_likelihood ({self.method}) stopped at t = {t:.6g} after {self.nfe} network evaluations "
+                    f"(max_nfe={self.max_nfe}); raise max_nfe or the tolerances, or check the model there",
+                    t,
+                    self.nfe,
+                )
+            self.nfe += 1
+        return self.func(u, y)
+
+
+def _log_likelihood(sde, model: ScoreModel, x: Tensor, plan: _Plan, generator) -> LikelihoodResult:
+    """The numerics of :func:`log_likelihood` (arguments checked)."""
+    dtype = plan.dtype
+    xw = x.to(dtype)
+    B, D, shape = x.shape[0], x[0].numel(), x.shape
+    tmap = _TimeMap(sde, plan.time_variable, plan.t_min)
+    func = _augmented_dynamics(sde, model, tmap, plan, xw, generator)
+    y0 = torch.cat([xw.reshape(-1), torch.zeros(B, dtype=dtype, device=x.device)])
+    if plan.cuda_graph:
+        func = _GraphedDynamics(func, torch.tensor(tmap.u0, dtype=torch.float64, device=y0.device), y0, model)
+    counted = _Counter(func, plan.max_nfe, tmap, plan.method)
+    if plan.method in _SCIPY:
+        yT = _solve_scipy(counted, y0, tmap.u0, tmap.u1, plan)
+    elif plan.method in FIXED:
+        with torch.set_grad_enabled(plan.grad is not False):
+            yT = _solve_fixed(counted, y0, tmap.u0, tmap.u1, plan)
+    elif plan.method in ADAPTIVE and plan.grad != "adjoint":
+        with torch.set_grad_enabled(plan.grad is not False):
+            yT, _ = integrate(counted, y0, tmap.u0, tmap.u1, method=plan.method, rtol=plan.rtol, atol=plan.atol,
+                              max_nfe=plan.max_nfe + 1, **(plan.solver_options or {}))  # fmt: skip
+        # (the budget is the counter's, whose error names the process time t rather than u)
+    else:  # the adjoint, and torchdiffeq's deprecated fixed-step methods
+        yT = _solve_torchdiffeq(counted, y0, tmap, plan, model)
+    counted.active = False  # an adjoint backward pass evaluates again: not this call's budget
+    z = yT[:-B].view(shape)
+    delta = yT[-B:]
+    with torch.set_grad_enabled(plan.grad is not False):
+        plp = sde.prior_logp(z) if plan.prior_logp is None else plan.prior_logp(z)
+    if not isinstance(plp, Tensor) or plp.shape != (B,):
+        got = tuple(plp.shape) if isinstance(plp, Tensor) else type(plp).__name__
+        raise ValueError(f"prior_logp must return a tensor of shape ({B},), got {got}")
+    plp = plp.to(device=x.device, dtype=dtype)
+    return LikelihoodResult(
+        logp=plp + delta, prior_logp=plp, delta_logp=delta, nfe=counted.nfe, z=z if plan.return_latent else None
+    )
+
+
+def _augmented_dynamics(sde, model: ScoreModel, tmap: _TimeMap, plan: _Plan, xw: Tensor, generator):
+    """``func(u, y)``: (dx/du, d delta/du) of the flattened state y = (x, delta) in the integration dtype."""
+    B, D, shape = xw.shape[0], xw[0].numel(), xw.shape
+    create_graph = plan.grad is not False
+    net_dtype = network_dtype(model, plan.dtype)
+    probes = None
+    # the linear part's factor: D, or mean_k |eps_k|^2 where the whole drift is probed (Gaussian
+    # probes and a contracting drift, c = int f dt < 0: the lower-variance form; module docstring)
+    lin = float(D)
+    if plan.divergence == "hutchinson":
+        probes = _draw_probes(plan.probe, plan.n_probes, xw, generator)
+        ends = torch.tensor([plan.t_min, float(sde.T)], dtype=torch.float64)
+        c = float(sde._log_alpha(ends[1:]) - sde._log_alpha(ends[:1]))
+        if plan.probe == "gaussian" and c < 0:
+            lin = probes.pow(2).reshape(plan.n_probes, B, D).sum(-1).mean(0)
 
     def velocity(u: Tensor, xt: Tensor) -> tuple[Tensor, Tensor]:
-        """(dx/du, d delta/du) at integration variable u."""
         t, dtdu = tmap(u.to(device=xt.device))
 
         def score_fn(xx):
-            return model.score(xx, t)
+            return model.score(xx.to(net_dtype), t).to(xx.dtype)
 
-        if divergence == "exact":
-            s, tr = exact_trace(score_fn, xt, chunk_size=chunk_size, create_graph=create_graph)
+        if plan.divergence == "exact":
+            s, tr = _exact_trace(score_fn, xt, plan.chunk_size, create_graph)
         else:
-            s, tr = hutchinson_trace(score_fn, xt, probes, create_graph=create_graph)
-        # dx/du = a x - b s and d delta/du = a D - b tr(ds/dx), with a = f dt/du, b = g^2/2 dt/du
+            s, tr = _hutchinson_trace(score_fn, xt, probes, create_graph)
+        # dx/du = a x - b s and d delta/du = a lin - b tr, with a = f dt/du, b = g^2/2 dt/du
         coef = torch.stack((sde._f(t), 0.5 * sde._g2(t)))
         if dtdu is not None:
             coef = coef * dtdu
         a, b = coef.to(xt.dtype).unbind()
-        return torch.addcmul(a * xt, b, s, value=-1.0), torch.addcmul(a * D, b, tr, value=-1.0)
-
-    shape = x.shape
+        return torch.addcmul(a * xt, b, s, value=-1.0), torch.addcmul(a * lin, b, tr, value=-1.0)
 
     def func(u: Tensor, y: Tensor) -> Tensor:
         dx, dd = velocity(u, y[:-B].view(shape))
         return torch.cat([dx.reshape(-1), dd.reshape(-1)])
 
-    y0 = torch.cat([x.reshape(-1), torch.zeros(B, dtype=x.dtype, device=x.device)])
-    if cuda_graph:
-        if x.device.type != "cuda":
-            raise ValueError(f"cuda_graph=True needs x on a CUDA device, got {x.device}")
-        if grad is not False or method.startswith("scipy-"):
-            raise ValueError("cuda_graph=True needs grad=False and a torchdiffeq method")
-        func = _GraphedDynamics(func, torch.tensor(tmap.u0, dtype=y0.dtype, device=y0.device), y0, model)
-    if method.startswith("scipy-"):
-        yT = _solve_scipy(func, y0, tmap.u0, tmap.u1, method[len("scipy-") :], rtol, atol)
-    else:
-        yT = _solve_torchdiffeq(func, y0, B, tmap, method, rtol, atol, steps, grad, model, solver_options)
-    z = yT[:-B].view(shape)
-    delta = yT[-B:]
-    with torch.set_grad_enabled(create_graph):
-        plp = sde.prior_logp(z) if prior_logp is None else prior_logp(z)
-        plp = plp.to(device=x.device, dtype=x.dtype)
-    if plp.shape != (B,):
-        raise ValueError(f"prior_logp must return shape ({B},), got {tuple(plp.shape)}")
-    return LikelihoodResult(
-        logp=plp + delta,
-        prior_logp=plp,
-        delta_logp=delta,
-        nfe=model.nfe - nfe0,
-        z=z if return_latent else None,
-    )
+    return func
 
 
-def _solve_torchdiffeq(func, y0, B, tmap, method, rtol, atol, steps, grad, model, solver_options=None):
+def _solve_fixed(func, y0: Tensor, u0: float, u1: float, plan: _Plan) -> Tensor:
+    """``steps`` uniform steps of the explicit Runge-Kutta tableau of ``ODE(method)``."""
+    tab = TABLEAUX[plan.method]
+    grid = torch.linspace(u0, u1, plan.steps + 1, dtype=torch.float64).tolist()
+    y = y0
+    for i in range(plan.steps):
+        u, h = grid[i], grid[i + 1] - grid[i]
+        ks = []
+        for cj, aj in zip(tab.c, tab.A):
+            yj = y
+            for a, k in zip(aj, ks):
+                if a != 0.0:
+                    yj = yj + (h * a) * k
+            uj = grid[i + 1] if cj == 1.0 else u + cj * h
+            ks.append(func(torch.tensor(uj, dtype=torch.float64, device=y.device), yj))
+        for bj, k in zip(tab.b, ks):
+            if bj != 0.0:
+                y = y + (h * bj) * k
+    return y
+
+
+def _solve_torchdiffeq(func, y0, tmap, plan: _Plan, model):
     import torchdiffeq
 
     u = torch.tensor([tmap.u0, tmap.u1], dtype=y0.dtype, device=y0.device)
     options = {}
-    if method in FIXED_METHODS:
-        grid = torch.linspace(tmap.u0, tmap.u1, int(steps) + 1, dtype=torch.float64)
+    if plan.method in _TORCHDIFFEQ_FIXED:
+        grid = torch.linspace(tmap.u0, tmap.u1, plan.steps + 1, dtype=torch.float64)
 
         def grid_constructor(f, y, t, grid=grid):
             return grid.to(device=t.device, dtype=t.dtype)
@@ -402,16 +634,15 @@ def _solve_torchdiffeq(func, y0, B, tmap, method, rtol, atol, steps, grad, model
         # land exactly on the end point: never evaluate the model beyond T (torchdiffeq would
         # otherwise step past it and interpolate back)
         options["step_t"] = u[1:]
-    options.update(solver_options or {})
-    kw = dict(rtol=rtol, atol=atol, method=method, options=options)
-    if grad is False:
+    options.update(plan.solver_options or {})
+    kw = dict(rtol=plan.rtol, atol=plan.atol, method=plan.method, options=options)
+    if plan.grad is False:
         with torch.no_grad():
             return torchdiffeq.odeint(func, y0, u, **kw)[-1]
-    if grad == "adjoint":
-        params = tuple(p for p in getattr(model, "parameters", lambda: ())() if p.requires_grad)
-        module = _FuncModule(func)
-        kw["adjoint_options"] = {"norm": "seminorm"} if method not in FIXED_METHODS else {}
-        return torchdiffeq.odeint_adjoint(module, y0, u, adjoint_params=params, **kw)[-1]
+    if plan.grad == "adjoint":
+        params = tuple(p for p in model.parameters() if p.requires_grad)
+        kw["adjoint_options"] = {"norm": "seminorm"}
+        return torchdiffeq.odeint_adjoint(_FuncModule(func), y0, u, adjoint_params=params, **kw)[-1]
     return torchdiffeq.odeint(func, y0, u, **kw)[-1]
 
 
@@ -439,7 +670,7 @@ class _GraphedDynamics:
         self._u.copy_(u)
         self._y.copy_(y)
         self._graph.replay()
-        self._model.nfe += self._nfe_per_call
+        self._model.nfe += self._nfe_per_call  # the model's own running count (LikelihoodResult.nfe counts calls)
         return self._out.clone()
 
 
@@ -452,7 +683,7 @@ class _FuncModule(torch.nn.Module):
         return self.func(t, y)
 
 
-def _solve_scipy(func, y0: Tensor, u0: float, u1: float, name: str, rtol: float, atol: float) -> Tensor:
+def _solve_scipy(func, y0: Tensor, u0: float, u1: float, plan: _Plan) -> Tensor:
     """solve_ivp on the host in float64 with the flattened state (score_sde's approach)."""
     from scipy.integrate import solve_ivp
 
@@ -465,7 +696,8 @@ def _solve_scipy(func, y0: Tensor, u0: float, u1: float, name: str, rtol: float,
         return out.detach().to(torch.float64).cpu().numpy()
 
     init = y0.detach().to(torch.float64).cpu().numpy()
-    sol = solve_ivp(fun, (u0, u1), init, method=name, rtol=rtol, atol=atol)
+    name = plan.method[len("scipy-") :]
+    sol = solve_ivp(fun, (u0, u1), init, method=name, rtol=plan.rtol, atol=plan.atol)
     if not sol.success:
         raise RuntimeError(f"scipy solve_ivp ({name}) failed: {sol.message}")
     return torch.from_numpy(np.ascontiguousarray(sol.y[:, -1])).to(device=dev, dtype=dt)
@@ -509,7 +741,7 @@ def bits_per_dim(
             scaled), which is rounded back to k. With ``dequantize=None`` float data are
             taken as continuous data already in ``data_range`` (e.g. already dequantized),
             and integer data are placed at the bin centres (k + 1/2) / 2^n.
-        data_range: (lo, hi), the range the model was trained on.
+        data_range: (lo, hi), the range the model was trained on (float data must be in it).
         n_bits: bits per coordinate of the data (1 to 16).
         levels: the number of values per coordinate when it is not a power of two (e.g. 17
             grey levels of scikit-learn's digits); overrides ``n_bits``, and the offset becomes
@@ -520,64 +752,16 @@ def bits_per_dim(
         dtype: floating dtype of the model input for integer data (default: the default dtype).
         **likelihood_kwargs: passed to :func:`log_likelihood` (divergence, method, rtol, ...).
 
+    Returns the bits/dim in the integration dtype of :func:`log_likelihood` (at least float32).
+
     Reference: Song et al. (2021), App. D.2 and Table 2; Theis, van den Oord, Bethge (2016)
     for uniform dequantization as a bound on the discrete log-likelihood.
     """
-    if not isinstance(x, Tensor):
-        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
-    if isinstance(n_bits, bool) or not isinstance(n_bits, numbers.Integral) or not (1 <= n_bits <= 16):
-        raise ValueError(f"n_bits must be an integer in [1, 16], got {n_bits!r}")
-    try:
-        lo, hi = (float(v) for v in data_range)
-    except (TypeError, ValueError) as e:
-        raise TypeError(f"data_range must be a pair of numbers (lo, hi), got {data_range!r}") from e
-    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
-        raise ValueError(f"data_range must be finite with lo < hi, got {data_range!r}")
-    _check_choice("dequantize", dequantize, ("uniform", None))
-    if isinstance(n_repeats, bool) or not isinstance(n_repeats, numbers.Integral) or n_repeats < 1:
-        raise ValueError(f"n_repeats must be a positive integer, got {n_repeats!r}")
-    if x.dim() < 1:
-        raise ValueError(f"x must have a batch dimension: shape (B, *event), got shape {tuple(x.shape)}")
-    if levels is None:
-        levels = 2**n_bits
-    elif isinstance(levels, bool) or not isinstance(levels, numbers.Integral) or levels < 2:
-        raise ValueError(f"levels must be an integer >= 2, got {levels!r}")
-    levels = int(levels)
-    if x.dtype == torch.bool or x.is_complex():
-        raise TypeError(f"x must be an integer or floating tensor, got dtype {x.dtype}")
-
-    k = None  # integer levels, when the data are discrete
-    if not x.is_floating_point():
-        if dtype is None:
-            dtype = torch.get_default_dtype()
-        if bool((x < 0).any()) or bool((x > levels - 1).any()):
-            raise ValueError(
-                f"integer data must lie in [0, {levels - 1}] ({levels} levels), got values in "
-                f"[{int(x.min())}, {int(x.max())}]"
-            )
-        k = x.to(dtype)
-    else:
-        _check_finite(x)
-        dtype = x.dtype if dtype is None else dtype
-        tol = 1e-6 * (hi - lo)
-        if bool((x < lo - tol).any()) or bool((x > hi + tol).any()):
-            raise ValueError(
-                f"float data must lie in data_range [{lo:g}, {hi:g}], got values in [{float(x.min()):g}, {float(x.max()):g}]"
-            )
-        if dequantize == "uniform":
-            grid = (x.to(torch.float64) - lo) / (hi - lo) * (levels - 1)
-            kk = torch.round(grid)
-            if bool(((grid - kk).abs() > 1e-3).any()):
-                raise ValueError(
-                    f"dequantize='uniform' needs float data on the {levels}-level grid lo + (hi - lo) k / {levels - 1}; "
-                    "for continuous (already dequantized) data pass dequantize=None"
-                )
-            k = kk.to(dtype)
-
+    lo, hi, levels, k, dtype = _check_bits_per_dim(x, data_range, n_bits, levels, dequantize, n_repeats, generator, dtype)
     D = x[0].numel()
     offset = -math.log2(hi - lo) + math.log2(levels)
     total = None
-    for _ in range(int(n_repeats)):
+    for _ in range(n_repeats):
         if k is None:
             xs = x.to(dtype)
         else:
@@ -590,3 +774,74 @@ def bits_per_dim(
         bpd = -res.logp / (D * math.log(2.0)) + offset
         total = bpd if total is None else total + bpd
     return total / n_repeats
+
+
+def _check_bits_per_dim(x, data_range, n_bits, levels, dequantize, n_repeats, generator, dtype):
+    """Check the arguments of :func:`bits_per_dim`; return ``(lo, hi, levels, k, dtype)``, with k
+    the integer levels (in ``dtype``) of discrete data or None for continuous data."""
+    check_tensor(x, "x", floating=False, min_dim=1, nonempty=True)
+    if x.dtype == torch.bool or x.is_complex():
+        raise TypeError(f"x must be an integer or floating tensor, got dtype {x.dtype}")
+    n_bits = check_int(n_bits, "n_bits", minimum=1, maximum=16)
+    if not isinstance(data_range, (tuple, list)) or len(data_range) != 2:
+        raise TypeError(f"data_range must be a pair of numbers (lo, hi), got {describe(data_range)}")
+    lo = check_real(data_range[0], "data_range[0]")
+    hi = check_real(data_range[1], "data_range[1]")
+    if not lo < hi:
+        raise ValueError(f"data_range must be (lo, hi) with lo < hi, got {data_range!r}")
+    levels = 2**n_bits if levels is None else check_int(levels, "levels", minimum=2)
+    if dequantize is not None:
+        check_choice(dequantize, "dequantize", ("uniform",))
+    n_repeats = check_int(n_repeats, "n_repeats", minimum=1)
+    _check_generator(generator, x)
+    if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise TypeError(f"dtype must be a floating torch.dtype or None, got {describe(dtype)}")
+    if not x.is_floating_point():
+        dtype = torch.get_default_dtype() if dtype is None else dtype
+        if bool((x < 0).any()) or bool((x > levels - 1).any()):
+            raise ValueError(
+                f"integer data must lie in [0, {levels - 1}] ({levels} levels), got values in "
+                f"[{int(x.min())}, {int(x.max())}]; pass n_bits= or levels= for data of another depth"
+            )
+        return lo, hi, levels, x.to(dtype), dtype
+    check_tensor(x, "x", min_dim=1, finite=True)
+    dtype = x.dtype if dtype is None else dtype
+    xmin, xmax = float(x.min()), float(x.max())
+    tol = 1e-6 * (hi - lo)
+    if xmin < lo - tol or xmax > hi + tol:
+        raise ValueError(
+            f"float data must lie in data_range [{lo:g}, {hi:g}], got values in [{xmin:g}, {xmax:g}]"
+            + _range_hint(x, lo, hi, levels)
+        )
+    if dequantize is None:
+        return lo, hi, levels, None, dtype
+    grid = (x.to(torch.float64) - lo) / (hi - lo) * (levels - 1)
+    kk = torch.round(grid)
+    if bool(((grid - kk).abs() > 1e-3).any()):
+        raise ValueError(
+            f"dequantize='uniform' needs float data on the {levels}-level grid of data_range "
+            f"{lo:g} + ({hi:g} - {lo:g}) k / {levels - 1}, k = 0..{levels - 1}"
+            + (_range_hint(x, lo, hi, levels) or "; for continuous (already dequantized) data pass dequantize=None")
+        )
+    return lo, hi, levels, kk.to(dtype), dtype
+
+
+def _on_grid(x: Tensor, lo: float, hi: float, levels: int) -> bool:
+    g = (x.to(torch.float64) - lo) / (hi - lo) * (levels - 1)
+    return bool(((g - torch.round(g)).abs() <= 1e-3).all()) and bool((g > -1e-3).all() and (g < levels - 1 + 1e-3).all())
+
+
+def _range_hint(x: Tensor, lo: float, hi: float, levels: int) -> str:
+    """Which argument fixes float data on the wrong scale: [0, levels - 1], [0, 1] or [-1, 1]."""
+    top = levels - 1
+    for a, b, what in ((0.0, float(top), f"[0, {top}]"), (0.0, 1.0, "[0, 1]"), (-1.0, 1.0, "[-1, 1]")):
+        if (a, b) != (lo, hi) and _on_grid(x, a, b, levels):
+            if b == top:
+                fix = f"pass them as integers (x.round().long()) for a model on data_range=({lo:g}, {hi:g})"
+            else:
+                fix = (
+                    f"pass data_range=({a:g}, {b:g}) if the model was trained on {what}, else rescale them to "
+                    f"[{lo:g}, {hi:g}] or pass integers k = round((x - {a:g}) / {b - a:g} * {top})"
+                )
+            return f"; the data lie on the {levels}-level grid of {what}: {fix}"
+    return ""
