@@ -80,9 +80,14 @@ def test_tableaux_match_scipy_and_torchdiffeq():
         A = np.zeros((n + 1, n + 1))
         for j, row in enumerate(tab.A):
             A[j, : len(row)] = row
-        assert np.allclose(tab.c[:n], ref.C, atol=1e-15) and np.allclose(A[:n, : ref.A.shape[1]], ref.A, atol=1e-15), name
+        assert np.allclose(tab.c[:n], ref.C, atol=1e-15) and np.allclose(A[:n, : ref.A.shape[1]], ref.A, atol=1e-15), (
+            name
+        )
         assert np.allclose(tab.b[:n], ref.B, atol=1e-15) and np.allclose(tab.b_err, -ref.E, atol=1e-15), name
-    for name, t in (("fehlberg2", fehlberg2._FEHLBERG2_TABLEAU), ("adaptive_heun", adaptive_heun._ADAPTIVE_HEUN_TABLEAU)):
+    for name, t in (
+        ("fehlberg2", fehlberg2._FEHLBERG2_TABLEAU),
+        ("adaptive_heun", adaptive_heun._ADAPTIVE_HEUN_TABLEAU),
+    ):
         tab = ad.TABLEAUX[name]
         assert np.allclose(tab.c[1:], t.alpha.tolist(), atol=1e-15), name
         assert np.allclose(tab.b, t.c_sol.tolist(), atol=1e-15), name
@@ -101,7 +106,12 @@ def _linear_problem(shape, dtype=torch.float64):
 
 
 #: tolerances spanning each method's practical range (order 2 needs ~tol^(-1/2) steps)
-_TOLS = {5: (1e-4, 1e-6, 1e-8, 1e-10), 8: (1e-4, 1e-6, 1e-8, 1e-10), 3: (1e-5, 1e-6, 1e-7, 1e-8, 1e-9), 2: (1e-3, 1e-4, 1e-5, 1e-6)}
+_TOLS = {
+    5: (1e-4, 1e-6, 1e-8, 1e-10),
+    8: (1e-4, 1e-6, 1e-8, 1e-10),
+    3: (1e-5, 1e-6, 1e-7, 1e-8, 1e-9),
+    2: (1e-3, 1e-4, 1e-5, 1e-6),
+}
 
 
 @pytest.mark.parametrize("method", list(ADAPTIVE))
@@ -134,7 +144,7 @@ def test_integrate_lands_on_t1_and_stays_inside(method):
     for t0, t1 in ((0.2, 1.7), (1.7, 0.2)):
         seen = []
 
-        def fn(t, y):
+        def fn(t, y, t0=t0, t1=t1, seen=seen):
             assert t.dtype == torch.float64 and t.dim() == 0
             seen.append(float(t))
             if not min(t0, t1) <= float(t) <= max(t0, t1):
@@ -284,7 +294,9 @@ def test_sampler_budget_names_t_and_nfe():
 def test_sampler_refuses_tolerance_below_float32_resolution_at_solve_time():
     sde = sd.VPSDE()
     solver = ODE("dopri5", rtol=1e-13, atol=1e-13)  # fine for float64 ...
-    x64 = sd.sample(sde, TARGET_3.model(sde), x_T=_x_T(TARGET_3, sde, n=2), solver=ODE("dopri5", rtol=1e-12, atol=1e-12))
+    x64 = sd.sample(
+        sde, TARGET_3.model(sde), x_T=_x_T(TARGET_3, sde, n=2), solver=ODE("dopri5", rtol=1e-12, atol=1e-12)
+    )
     assert torch.isfinite(x64).all()
     with pytest.raises(ValueError, match=re.escape("rtol=1e-13 cannot be met in torch.float32")):
         sd.sample(sde, TARGET_3.model(sde), x_T=_x_T(TARGET_3, sde, n=2).float(), solver=solver)  # ... not float32

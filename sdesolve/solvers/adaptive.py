@@ -133,7 +133,11 @@ TABLEAUX: dict[str, EmbeddedTableau] = {
         3,
     ),
     "fehlberg2": _embedded(
-        [0.0, 1 / 2, 1.0], [[], [1 / 2], [1 / 256, 255 / 256]], [1 / 512, 255 / 256, 1 / 512], [1 / 256, 255 / 256, 0.0], 2
+        [0.0, 1 / 2, 1.0],
+        [[], [1 / 2], [1 / 256, 255 / 256]],
+        [1 / 512, 255 / 256, 1 / 512],
+        [1 / 256, 255 / 256, 0.0],
+        2,
     ),
     "adaptive_heun": _embedded([0.0, 1.0], [[], [1.0]], [1 / 2, 1 / 2], [1.0, 0.0], 2),
     "dopri8": _dopri8(),
@@ -374,7 +378,9 @@ class AdaptiveODE(ODE):
             raise ValueError("an adaptive ODE's number of evaluations is known only after a solve (last_nfe)")
         return self.last_nfe
 
-    def solve(self, sde, model, x, grid, *, generator=None, denoise=True, callback=None, progress=False, check_finite=True):
+    def solve(
+        self, sde, model, x, grid, *, generator=None, denoise=True, callback=None, progress=False, check_finite=True
+    ):
         """Integrate from ``grid[0]`` to ``grid[-1]`` (adaptive steps; see the class docstring)."""
         self.check(sde)
         rtol = check_tolerance(self.rtol, "rtol", x.dtype)
@@ -469,7 +475,9 @@ def _check_options(options) -> dict:
         raise TypeError(f"options must be a dict or None, got {type(options).__name__}")
     unknown = set(options) - {"first_step"}
     if unknown:
-        raise ValueError(f"options accepts only the key 'first_step' (the first step size), got {sorted(map(str, unknown))}")
+        raise ValueError(
+            f"options accepts only the key 'first_step' (the first step size), got {sorted(map(str, unknown))}"
+        )
     out = dict(options)
     if "first_step" in out and out["first_step"] is not None:
         out["first_step"] = check_real(out["first_step"], "options['first_step']", positive=True)

@@ -81,9 +81,7 @@ TABLEAUX: dict[str, ButcherTableau] = {
     "midpoint": _tableau([0.0, 0.5], [[], [0.5]], [0.0, 1.0], 2),
     "heun": _tableau([0.0, 1.0], [[], [1.0]], [0.5, 0.5], 2),
     "rk3": _tableau([0.0, 0.5, 1.0], [[], [0.5], [-1.0, 2.0]], [1 / 6, 2 / 3, 1 / 6], 3),
-    "rk4": _tableau(
-        [0.0, 0.5, 0.5, 1.0], [[], [0.5], [0.0, 0.5], [0.0, 0.0, 1.0]], [1 / 6, 1 / 3, 1 / 3, 1 / 6], 4
-    ),
+    "rk4": _tableau([0.0, 0.5, 0.5, 1.0], [[], [0.5], [0.0, 0.5], [0.0, 0.0, 1.0]], [1 / 6, 1 / 3, 1 / 3, 1 / 6], 4),
 }
 assert {k: v.order for k, v in TABLEAUX.items()} == FIXED, "methods.FIXED and the tableaux disagree"
 
@@ -171,16 +169,26 @@ class RungeKuttaODE(ODE):
         out["zalpha_next"] = torch.ones(n, dtype=torch.float64)
         for j in range(len(tab.c)):
             out[f"tz{j}"] = grid[:-1].clone()
-            out[f"zalpha{j}"], out[f"zsigma{j}"] = torch.ones(n, dtype=torch.float64), torch.ones(n, dtype=torch.float64)
+            out[f"zalpha{j}"], out[f"zsigma{j}"] = (
+                torch.ones(n, dtype=torch.float64),
+                torch.ones(n, dtype=torch.float64),
+            )
         for i in torch.nonzero(into_zero).flatten().tolist():
             t_i = grid[i : i + 1]
             r_i = sde._sigma_over_alpha(t_i)
             out["zr"][i], out["zinv_alpha"][i] = r_i[0], torch.exp(-sde._log_alpha(t_i))[0]
             out["zalpha_next"][i] = torch.exp(sde._log_alpha(grid[i + 1 : i + 2]))[0]
             for j, cj in enumerate(tab.c):
-                tj = t_i if cj == 0.0 else sde._t_of_sigma_over_alpha((1.0 - cj) * r_i).clamp(float(grid[i + 1]), float(t_i[0]))
+                tj = (
+                    t_i
+                    if cj == 0.0
+                    else sde._t_of_sigma_over_alpha((1.0 - cj) * r_i).clamp(float(grid[i + 1]), float(t_i[0]))
+                )
                 out[f"tz{j}"][i] = tj[0]
-                out[f"zalpha{j}"][i], out[f"zsigma{j}"][i] = torch.exp(sde._log_alpha(tj))[0], torch.exp(sde._log_sigma(tj))[0]
+                out[f"zalpha{j}"][i], out[f"zsigma{j}"][i] = (
+                    torch.exp(sde._log_alpha(tj))[0],
+                    torch.exp(sde._log_sigma(tj))[0],
+                )
         return out
 
     def _step_into_zero(self, model, x: Tensor, i: int, coefs) -> tuple[Tensor, Tensor]:
