@@ -51,12 +51,18 @@ def _check_steps(steps) -> int:
     return check_int(steps, "steps", minimum=1)
 
 
+def _checked(grid: Tensor, sde, kind: str) -> Tensor:
+    """A built-in grid, validated: a process whose log-SNR is not monotone gives a bad grid."""
+    hint = "; the process's log-SNR must be strictly decreasing in t" if kind in ("log_snr", "karras") else ""
+    return validate_grid(grid, sde, source=f"grid {kind!r}", hint=hint)
+
+
 # ------------------------------------------------------------------ the grids
 def uniform(sde, steps: int, *, t_min: float | None = None, t_max: float | None = None) -> Tensor:
     """Evenly spaced in t (Song et al.'s default for stochastic samplers)."""
     steps = _check_steps(steps)
     lo, hi = _ends(sde, t_min, t_max)
-    return torch.linspace(hi, lo, steps + 1, dtype=torch.float64)
+    return _checked(torch.linspace(hi, lo, steps + 1, dtype=torch.float64), sde, "uniform")
 
 
 def quadratic(sde, steps: int, *, t_min: float | None = None, t_max: float | None = None) -> Tensor:
@@ -64,7 +70,7 @@ def quadratic(sde, steps: int, *, t_min: float | None = None, t_max: float | Non
     steps = _check_steps(steps)
     lo, hi = _ends(sde, t_min, t_max)
     u = torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64)
-    return lo + (hi - lo) * u * u
+    return _checked(lo + (hi - lo) * u * u, sde, "quadratic")
 
 
 def _first_positive_time(sde, lo: float, hi: float, steps: int) -> float:
@@ -99,7 +105,7 @@ def log_snr(sde, steps: int, *, t_min: float | None = None, t_max: float | None 
     """
     steps = _check_steps(steps)
     lo, hi = _ends(sde, t_min, t_max)
-    return _spaced(sde, steps, lo, hi, sde._log_snr, sde._t_of_log_snr)
+    return _checked(_spaced(sde, steps, lo, hi, sde._log_snr, sde._t_of_log_snr), sde, "log_snr")
 
 
 def karras(sde, steps: int, *, rho: float = 7.0, t_min: float | None = None, t_max: float | None = None) -> Tensor:
@@ -119,7 +125,7 @@ def karras(sde, steps: int, *, rho: float = 7.0, t_min: float | None = None, t_m
     def from_u(u):
         return sde._t_of_sigma_over_alpha(u**rho)
 
-    return _spaced(sde, steps, lo, hi, to_u, from_u)
+    return _checked(_spaced(sde, steps, lo, hi, to_u, from_u), sde, "karras")
 
 
 GRIDS = {"uniform": uniform, "quadratic": quadratic, "log_snr": log_snr, "karras": karras}
@@ -134,8 +140,7 @@ def make_grid(kind, sde, steps: int, **kwargs) -> Tensor:
     if isinstance(kind, str):
         if kind not in GRIDS:
             raise ValueError(f"grid must be one of {sorted(GRIDS)}, a callable or a tensor, got {kind!r}")
-        hint = "; the process's log-SNR must be strictly decreasing in t" if kind in ("log_snr", "karras") else ""
-        return validate_grid(GRIDS[kind](sde, steps, **kwargs), sde, source=f"grid {kind!r}", hint=hint)
+        return GRIDS[kind](sde, steps, **kwargs)  # validated by the grid function
     check_callable(kind, "grid", f"one of {sorted(GRIDS)}, a callable grid(sde, steps) or a tensor of times")
     name = getattr(kind, "__name__", type(kind).__name__)
     g = validate_grid(kind(sde, steps, **kwargs), sde, source=f"grid {name}(sde, steps={steps})")
@@ -192,8 +197,7 @@ def validate_grid(grid, sde, *, source: str = "grid", hint: str = "") -> Tensor:
         i = int(bad[0]) + 1
         raise ValueError(
             f"{source} must be strictly decreasing (from T down to t_min), got grid[{i}] = {float(g[i]):.9g} "
-            f">= grid[{i - 1}] = {float(g[i - 1]):.9g}"
-            + hint
+            f">= grid[{i - 1}] = {float(g[i - 1]):.9g}" + hint
         )
     return g
 

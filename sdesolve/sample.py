@@ -122,7 +122,9 @@ def _check_shape(shape) -> tuple[int, ...]:
     if len(dims) < 1:
         raise ValueError("shape must be (B, *event) with at least the batch size B, got ()")
     if dims[0] < 1:
-        raise ValueError(f"shape must be (B, *event) with batch size B >= 1 (an empty batch has nothing to sample), got {dims}")
+        raise ValueError(
+            f"shape must be (B, *event) with batch size B >= 1 (an empty batch has nothing to sample), got {dims}"
+        )
     if any(d < 1 for d in dims):
         raise ValueError(f"shape must be (B, *event) with every size >= 1, got {dims}")
     return dims

@@ -107,3 +107,73 @@ def test_cuda_graph_replay_equals_the_plain_loop_without_sync(solver):
     finally:
         torch.cuda.set_sync_debug_mode(0)
     torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_one_sampler_called_from_several_threads_returns_each_threads_samples():
+    """Issue 8 item 11: fill, replay and copy-out are one unit (a lock); each call gets its own tensor."""
+    import threading
+    import time
+
+    sde = sd.VPSDE()
+    model = TARGET.model(sde)
+
+    def slow_score(x, t):  # releases the GIL mid-solve, so unsynchronized threads would interleave
+        time.sleep(0.002)
+        return model.score(x, t)
+
+    gs = sd.GraphSampler(sde, slow_score, (8, 3), solver=sd.EulerMaruyama(), steps=5, device="cpu")
+    seeds = list(range(6))
+    ref = {s: gs(generator=torch.Generator().manual_seed(s)) for s in seeds}
+    for _ in range(3):
+        got, errors = {}, []
+
+        def run(s, got=got, errors=errors):
+            try:
+                got[s] = gs(generator=torch.Generator().manual_seed(s))
+            except Exception as e:  # pragma: no cover - reported below
+                errors.append(e)
+
+        threads = [threading.Thread(target=run, args=(s,)) for s in seeds]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        assert not errors, errors
+        for s in seeds:
+            assert torch.equal(got[s], ref[s]), f"seed {s} got another thread's samples"
+    # every call returns a new tensor, never a static buffer
+    a = gs(generator=torch.Generator().manual_seed(0))
+    gs(generator=torch.Generator().manual_seed(1))
+    assert torch.equal(a, ref[0]) and a.data_ptr() not in (gs._x.data_ptr(), gs._noise.data_ptr())
+
+
+def test_grid_and_steps_arguments():
+    """Issue 8 item 12: a tensor grid with a conflicting steps is an error naming both; numpy scalars work."""
+    np = pytest.importorskip("numpy")
+    sde = sd.VPSDE()
+    model = TARGET.model(sde)
+    grid = sd.grids.uniform(sde, 3)
+    with pytest.raises(ValueError, match=r"steps=5 disagrees with grid, a tensor of 4 times \(3 intervals\)"):
+        sd.GraphSampler(sde, model, (4, 3), solver=sd.DDIM(), steps=5, grid=grid, device="cpu")
+    gs = sd.GraphSampler(sde, model, (4, 3), solver=sd.DDIM(), steps=3, grid=grid, device="cpu")
+    assert torch.equal(gs.grid, grid)
+    gs = sd.GraphSampler(sde, model, (np.int64(4), 3), solver=sd.DDIM(), steps=np.int64(3), device="cpu")
+    assert gs.shape == (4, 3) and gs.grid.numel() == 4
+    with pytest.raises(TypeError, match="steps must be an int, got 2.5"):
+        sd.GraphSampler(sde, model, (4, 3), solver=sd.DDIM(), steps=2.5, device="cpu")
+    with pytest.raises(ValueError, match=r"batch size B >= 1"):
+        sd.GraphSampler(sde, model, (0, 3), solver=sd.DDIM(), steps=3, device="cpu")
+
+
+@pytest.mark.gpu
+def test_capture_cuda_graph_helper():
+    from sdesolve._cuda_graph import capture_cuda_graph
+
+    sde = sd.VPSDE()
+    model = sd.ScoreModel(lambda x, t: -x, sde, prediction="score")
+    x = torch.randn(16, 3, device="cuda")
+    graph, out, nfe = capture_cuda_graph(lambda: model.score(x, 0.5) * 2.0, device=x.device, warmup=3, model=model)
+    assert nfe == 1 and model.nfe == 0
+    x.copy_(torch.randn(16, 3, device="cuda"))
+    graph.replay()
+    torch.testing.assert_close(out, -2.0 * x)

@@ -160,7 +160,9 @@ def test_sampling_a_discrete_process_down_to_t0_on_every_grid(kind):
     sde = sd.DiscreteVPSDE.from_schedule("linear", t_min=0.0)
     model = sd.Gaussian(torch.tensor([1.0, -2.0]), torch.tensor([0.5, 2.0])).model(sde)
     for solver in (sd.DDIM(), sd.EulerMaruyama()):
-        x = sd.sample(sde, model, (4, 2), solver=solver, steps=10, grid=kind, generator=torch.Generator().manual_seed(0))
+        x = sd.sample(
+            sde, model, (4, 2), solver=solver, steps=10, grid=kind, generator=torch.Generator().manual_seed(0)
+        )
         assert bool(torch.isfinite(x).all())
 
 

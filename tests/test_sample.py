@@ -135,7 +135,8 @@ class _HalfNet(torch.nn.Module):
             self.lin.weight.copy_(torch.eye(2))
 
     def forward(self, x, t):
-        assert x.dtype == self.lin.weight.dtype and t.dtype == x.dtype
+        # DESIGN: the network's time input is handed over in at least float32, whatever the state's dtype
+        assert x.dtype == self.lin.weight.dtype and t.dtype == torch.float32
         t64 = t.to(torch.float64)
         a = torch.exp(self.sde._log_alpha(t64)).to(x.dtype)[:, None]
         s2 = torch.exp(2 * self.sde._log_sigma(t64)).to(x.dtype)[:, None]
@@ -249,3 +250,96 @@ def test_generator_device_mismatch():
             steps=2,
             generator=torch.Generator(device="cuda"),
         )
+
+
+# ----------------------------------------------------------------- no NaN leaves a sampler unannounced
+def _x0_nan(sde):
+    """A score that is exact at every time but the last (t_min), where it is NaN: only the final x0 sees it."""
+    model = TARGET.model(sde)
+
+    def score(x, t):
+        s = model.score(x, t)
+        return torch.where((t <= sde.t_min)[:, None], torch.full_like(s, float("nan")), s)
+
+    return score
+
+
+def test_final_x0_is_checked_for_non_finite_values():
+    sde = sd.VPSDE()
+    with pytest.raises(sd.NonFiniteError, match=r"final x0 step .* at t = 0.001, after 5 finite steps"):
+        sd.sample(sde, _x0_nan(sde), (4, 2), solver=sd.DDIM(), steps=5, final_x0=True)
+    x = sd.sample(sde, _x0_nan(sde), (4, 2), solver=sd.DDIM(), steps=5, final_x0=True, check_finite=False)
+    assert bool(torch.isnan(x).all())
+    # the steps themselves were finite: without final_x0 nothing is reported
+    assert bool(torch.isfinite(sd.sample(sde, _x0_nan(sde), (4, 2), solver=sd.DDIM(), steps=5)).all())
+
+
+def test_final_x0_where_sigma_is_zero_needs_no_evaluation():
+    """At a last time with sigma = 0 the state is alpha x0: x0 = x / alpha, no network call there."""
+    sde = sd.DiscreteVPSDE.from_schedule("linear", t_min=0.0)
+    model = TARGET.model(sde)
+    x_T = TARGET.marginal_sample(8, sde.T, sde, generator=_gen(0))
+    x = sd.sample(sde, model, x_T=x_T, solver=sd.DDIM(), steps=6)
+    nfe = model.nfe
+    x0 = sd.sample(sde, model, x_T=x_T, solver=sd.DDIM(), steps=6, final_x0=True)
+    assert model.nfe == 2 * nfe  # no extra evaluation
+    assert torch.equal(x0, x)  # alpha(0) = 1
+
+
+def test_non_finite_at_the_denoising_last_step_is_named():
+    sde = sd.VPSDE()
+    steps = 6
+    g = sd.grids.uniform(sde, steps)
+    t_last = float(g[-2])  # the last step's evaluation time
+
+    def score(x, t):
+        return torch.where((t <= t_last + 1e-12)[:, None], torch.full_like(x, float("inf")), -x)
+
+    for denoise in (True, False):
+        with pytest.raises(sd.NonFiniteError, match=f"step {steps - 1}, from t = {t_last:.6g}"):
+            sd.sample(sde, score, (3, 2), solver=sd.EulerMaruyama(), steps=steps, generator=_gen(0), denoise=denoise)
+
+
+def test_callback_sees_states_and_the_non_finite_step_is_still_announced():
+    sde = sd.VPSDE()
+    seen = []
+    with pytest.raises(sd.NonFiniteError, match="step 6,"):
+        sd.sample(sde, _nan_after(0.45), (4, 2), solver=sd.EulerMaruyama(), steps=10, generator=_gen(0),
+                  callback=lambda d: seen.append(bool(torch.isfinite(d["x"]).all())))  # fmt: skip
+    assert seen == [True] * 6 + [False] * 4  # every step reached the callback; the error came after
+
+
+# ----------------------------------------------------------------- arguments
+def test_empty_batch_and_numpy_scalars():
+    np = pytest.importorskip("numpy")
+    sde = sd.VPSDE()
+    model = TARGET.model(sde)
+    with pytest.raises(ValueError, match=r"shape must be \(B, \*event\) with batch size B >= 1.*got \(0, 2\)"):
+        sd.sample(sde, model, (0, 2), solver=sd.DDIM(), steps=3)
+    with pytest.raises(ValueError, match=r"x_T must not be empty"):
+        sd.sample(sde, model, x_T=torch.zeros(0, 2), solver=sd.DDIM(), steps=3)
+    a = sd.sample(sde, model, (np.int64(3), np.int32(2)), solver=sd.DDIM(), steps=np.int64(4), generator=_gen(1))
+    b = sd.sample(sde, model, (3, 2), solver=sd.DDIM(), steps=4, generator=_gen(1))
+    assert torch.equal(a, b)
+    with pytest.raises(TypeError, match="steps must be an int, got 2.5"):
+        sd.sample(sde, model, (3, 2), solver=sd.DDIM(), steps=2.5)
+    with pytest.raises(TypeError, match="steps must be an int"):
+        sd.sample(sde, model, (3, 2), solver=sd.DDIM(), grid=sd.grids.uniform(sde, 3), steps=3.0)
+    with pytest.raises(TypeError, match="denoise must be True or False"):
+        sd.sample(sde, model, (3, 2), solver=sd.DDIM(), steps=3, denoise="no")
+
+
+def test_callable_grid_same_in_sample_and_graph_sampler():
+    """One resolver: a callable grid(sde, steps) means the same to sample() and GraphSampler."""
+    sde = sd.VPSDE()
+    model = TARGET.model(sde)
+
+    def early(sde, steps):
+        return sd.grids.uniform(sde, steps, t_min=0.2)
+
+    x_T = TARGET.marginal_sample(4, sde.T, sde, generator=_gen(0)).double()
+    a = sd.sample(sde, model, x_T=x_T, solver=sd.DDIM(), steps=5, grid=early)
+    gs = sd.GraphSampler(sde, model, (4, 2), solver=sd.DDIM(), steps=5, grid=early, device="cpu", dtype=torch.float64)
+    assert torch.equal(gs.grid, early(sde, 5))
+    torch.testing.assert_close(gs(x_T), a, rtol=0, atol=1e-12)
+    assert torch.equal(a, sd.sample(sde, model, x_T=x_T, solver=sd.DDIM(), grid=early(sde, 5)))  # = its tensor
