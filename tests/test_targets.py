@@ -157,3 +157,31 @@ def test_mixture_score_is_finite_far_from_the_modes():
     lp = target.marginal_log_prob(x, sde.t_min, sde)
     assert bool(torch.isfinite(lp).all()) and float(lp[0]) < -1e5
     assert math.isfinite(float(target.log_prob(x.float())[1]))
+
+
+def test_mean_is_an_attribute_of_both_laws():
+    g, m = gaussian(), mixture()
+    assert torch.equal(g.mean, torch.tensor([0.5, -1.0, 2.0], dtype=F64))
+    expected = 0.2 * m.means[0] + 0.5 * m.means[1] + 0.3 * m.means[2]  # sum_k w_k mu_k
+    torch.testing.assert_close(m.mean, expected, rtol=1e-15, atol=0)
+    # an ordinary tensor in arithmetic: results are plain tensors
+    assert type(m.mean * 2) is torch.Tensor and type(m.mean - g.mean[:2]) is torch.Tensor
+    # the exact sample mean of each law agrees with it (6 standard errors of 20000 draws)
+    x = m.sample(20000, generator=torch.Generator().manual_seed(1))
+    se = x.std(0) / math.sqrt(x.shape[0])
+    assert bool(((x.mean(0) - m.mean).abs() < 6 * se).all())
+
+
+def test_the_old_mixture_mean_call_still_works_and_warns():
+    m = mixture()
+    with pytest.warns(DeprecationWarning, match=r"GaussianMixture\.mean is an attribute now"):
+        old = m.mean()
+    assert type(old) is torch.Tensor and torch.equal(old, m.mean)
+
+
+def test_numpy_parameters_and_sizes_are_accepted():
+    g = sd.Gaussian(np.array([0.0, 1.0]), np.float32(2.0))
+    assert torch.equal(g.std, torch.full((2,), 2.0, dtype=F64))
+    assert g.sample(np.int64(3)).shape == (3, 2)
+    m = sd.GaussianMixture(np.array([0.25, 0.75]), np.zeros((2, 2)), np.float64(0.5))
+    assert m.sample(np.int32(4)).shape == (4, 2)

@@ -185,3 +185,40 @@ def test_alpha_gradient_in_closed_form():
     with torch.no_grad():
         expect = (-0.5 * sde.alpha(t) * sde.sigma(t) ** 2).sum()
     assert float(g) == pytest.approx(float(expect), rel=1e-12)
+
+
+# ------------------------------------------------------------------ the process's gamma, gamma' and inverse
+@given(monotone_cases)
+def test_vdm_process_gamma_and_gamma_prime_are_the_schedules(case):
+    """sde._gamma / sde._gamma_prime (what losses ask for) are the schedule's own gamma and exact gamma',
+    which is -d log SNR/dt by autograd; the bisection inverse returns the time of each log-SNR."""
+    seed, scale, width, g0, dg = case
+    sched = _random_monotone(seed, scale, width, g0, g0 + dg)
+    sde = VDMSDE(sched)
+    t = torch.linspace(0.0, 1.0, 17, dtype=F64)
+    torch.testing.assert_close(sde._gamma(t), sched(t), rtol=0, atol=0)
+    torch.testing.assert_close(sde._gamma_prime(t), sched.derivative(t), rtol=0, atol=0)
+    torch.testing.assert_close(sde._gamma_prime(t), -_derivative(sde._log_snr, t), rtol=1e-10, atol=1e-10)
+    back = sde.t_of_log_snr(sde.log_snr(t))
+    # the bisection resolves t to float64; where gamma' is huge, a time error eps / gamma' is all one can ask
+    torch.testing.assert_close(sde.log_snr(back), sde.log_snr(t), rtol=1e-12, atol=1e-10)
+
+
+@pytest.mark.parametrize(
+    "sched,closed",
+    [
+        (FixedLinearGamma(-13.3, 5.0), lambda t: (-13.3 + 18.3 * t, torch.full_like(t, 18.3))),
+        (LearnedScalarGamma(-10.0, 6.0, dtype=F64), lambda t: (-10.0 + 16.0 * t, torch.full_like(t, 16.0))),
+    ],
+    ids=["fixed", "scalar"],
+)
+def test_vdm_process_gamma_closed_forms(sched, closed):
+    sde = VDMSDE(sched)
+    t = torch.tensor([0.0, 0.25, 1.0], dtype=F64)
+    g, dg = closed(t)
+    torch.testing.assert_close(sde._gamma(t), g, rtol=1e-15, atol=1e-14)
+    torch.testing.assert_close(sde._gamma_prime(t), dg, rtol=1e-15, atol=0)
+    # sigma^2 = sigmoid(gamma), alpha^2 = sigmoid(-gamma); and the closed-form inverse
+    torch.testing.assert_close(sde.sigma(t) ** 2, torch.sigmoid(g), rtol=1e-14, atol=0)
+    torch.testing.assert_close(sde.alpha(t) ** 2, torch.sigmoid(-g), rtol=1e-14, atol=0)
+    torch.testing.assert_close(sde.t_of_log_snr(-g), t, rtol=0, atol=1e-15)
