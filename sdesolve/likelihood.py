@@ -331,15 +331,36 @@ def _check_method(method, steps, grad) -> tuple[str, int | None]:
         if grad == "adjoint":
             raise ValueError(f"grad='adjoint' needs an adaptive method {tuple(ADAPTIVE)}, got method={method!r}")
     elif steps is not None:
-        raise ValueError(f"steps only applies to fixed-step methods {tuple(FIXED)}, not method={method!r}; got steps={steps!r}")
+        raise ValueError(
+            f"steps only applies to fixed-step methods {tuple(FIXED)}, not method={method!r}; got steps={steps!r}"
+        )
     if method in _SCIPY and grad is not False:
         raise ValueError(f"the scipy backend runs on the host without autograd: use grad=False, got grad={grad!r}")
     return method, steps
 
 
-def _check_log_likelihood(sde, x, *, divergence, probe, n_probes, method, rtol, atol, t_min, steps, generator,
-                          return_latent, time_variable, prior_logp, grad, chunk_size, solver_options, cuda_graph,
-                          max_nfe) -> _Plan:  # fmt: skip
+def _check_log_likelihood(
+    sde,
+    x,
+    *,
+    divergence,
+    probe,
+    n_probes,
+    method,
+    rtol,
+    atol,
+    t_min,
+    steps,
+    generator,
+    return_latent,
+    time_variable,
+    prior_logp,
+    grad,
+    chunk_size,
+    solver_options,
+    cuda_graph,
+    max_nfe,
+) -> _Plan:
     """Check every argument of :func:`log_likelihood` (the model is checked by ``as_model``)."""
     if not isinstance(sde, LinearSDE):
         raise TypeError(f"sde must be a LinearSDE (VPSDE(), VESDE(), ...), got {type(sde).__name__}")
@@ -374,7 +395,9 @@ def _check_log_likelihood(sde, x, *, divergence, probe, n_probes, method, rtol, 
         if x.device.type != "cuda":
             raise ValueError(f"cuda_graph=True needs x on a CUDA device, got {x.device}")
         if grad is not False or method in _SCIPY:
-            raise ValueError(f"cuda_graph=True needs grad=False and a torch method, got grad={grad!r}, method={method!r}")
+            raise ValueError(
+                f"cuda_graph=True needs grad=False and a torch method, got grad={grad!r}, method={method!r}"
+            )
     max_nfe = check_int(max_nfe, "max_nfe", minimum=1)
     if method in FIXED and steps * len(TABLEAUX[method].c) > max_nfe:
         raise ValueError(
@@ -386,8 +409,25 @@ def _check_log_likelihood(sde, x, *, divergence, probe, n_probes, method, rtol, 
         if isinstance(sde, DiscreteVPSDE):
             gamma = sde._gamma(torch.tensor([t_min, T], dtype=torch.float64))
             time_variable = "log_snr" if bool(torch.isfinite(gamma).all()) else "t"
-    return _Plan(divergence, probe, n_probes, method, rtol, atol, t_min, steps, time_variable, prior_logp, grad,
-                 chunk_size, solver_options, cuda_graph, max_nfe, dtype, return_latent)  # fmt: skip
+    return _Plan(
+        divergence,
+        probe,
+        n_probes,
+        method,
+        rtol,
+        atol,
+        t_min,
+        steps,
+        time_variable,
+        prior_logp,
+        grad,
+        chunk_size,
+        solver_options,
+        cuda_graph,
+        max_nfe,
+        dtype,
+        return_latent,
+    )
 
 
 # ------------------------------------------------------------------ log-likelihood
@@ -480,11 +520,26 @@ def log_likelihood(
     Reference: Song et al. (2021), Sec. 4.3 and App. D.2; Grathwohl et al. (2019).
     """
     plan = _check_log_likelihood(
-        sde, x, divergence=divergence, probe=probe, n_probes=n_probes, method=method, rtol=rtol, atol=atol,
-        t_min=t_min, steps=steps, generator=generator, return_latent=return_latent, time_variable=time_variable,
-        prior_logp=prior_logp, grad=grad, chunk_size=chunk_size, solver_options=solver_options,
-        cuda_graph=cuda_graph, max_nfe=max_nfe,
-    )  # fmt: skip
+        sde,
+        x,
+        divergence=divergence,
+        probe=probe,
+        n_probes=n_probes,
+        method=method,
+        rtol=rtol,
+        atol=atol,
+        t_min=t_min,
+        steps=steps,
+        generator=generator,
+        return_latent=return_latent,
+        time_variable=time_variable,
+        prior_logp=prior_logp,
+        grad=grad,
+        chunk_size=chunk_size,
+        solver_options=solver_options,
+        cuda_graph=cuda_graph,
+        max_nfe=max_nfe,
+    )
     return _log_likelihood(sde, as_model(model, sde), x, plan, generator)
 
 
@@ -524,7 +579,7 @@ def _log_likelihood(sde, model: ScoreModel, x: Tensor, plan: _Plan, generator) -
     """The numerics of :func:`log_likelihood` (arguments checked)."""
     dtype = plan.dtype
     xw = x.to(dtype)
-    B, D, shape = x.shape[0], x[0].numel(), x.shape
+    B, shape = x.shape[0], x.shape
     tmap = _TimeMap(sde, plan.time_variable, plan.t_min)
     func = _augmented_dynamics(sde, model, tmap, plan, xw, generator)
     y0 = torch.cat([xw.reshape(-1), torch.zeros(B, dtype=dtype, device=x.device)])
@@ -538,8 +593,17 @@ def _log_likelihood(sde, model: ScoreModel, x: Tensor, plan: _Plan, generator) -
             yT = _solve_fixed(counted, y0, tmap.u0, tmap.u1, plan)
     elif plan.method in ADAPTIVE and plan.grad != "adjoint":
         with torch.set_grad_enabled(plan.grad is not False):
-            yT, _ = integrate(counted, y0, tmap.u0, tmap.u1, method=plan.method, rtol=plan.rtol, atol=plan.atol,
-                              max_nfe=plan.max_nfe + 1, **(plan.solver_options or {}))  # fmt: skip
+            yT, _ = integrate(
+                counted,
+                y0,
+                tmap.u0,
+                tmap.u1,
+                method=plan.method,
+                rtol=plan.rtol,
+                atol=plan.atol,
+                max_nfe=plan.max_nfe + 1,
+                **(plan.solver_options or {}),
+            )
         # (the budget is the counter's, whose error names the process time t rather than u)
     else:  # the adjoint, and torchdiffeq's deprecated fixed-step methods
         yT = _solve_torchdiffeq(counted, y0, tmap, plan, model)
@@ -757,7 +821,9 @@ def bits_per_dim(
     Reference: Song et al. (2021), App. D.2 and Table 2; Theis, van den Oord, Bethge (2016)
     for uniform dequantization as a bound on the discrete log-likelihood.
     """
-    lo, hi, levels, k, dtype = _check_bits_per_dim(x, data_range, n_bits, levels, dequantize, n_repeats, generator, dtype)
+    lo, hi, levels, k, dtype = _check_bits_per_dim(
+        x, data_range, n_bits, levels, dequantize, n_repeats, generator, dtype
+    )
     D = x[0].numel()
     offset = -math.log2(hi - lo) + math.log2(levels)
     total = None
@@ -828,7 +894,9 @@ def _check_bits_per_dim(x, data_range, n_bits, levels, dequantize, n_repeats, ge
 
 def _on_grid(x: Tensor, lo: float, hi: float, levels: int) -> bool:
     g = (x.to(torch.float64) - lo) / (hi - lo) * (levels - 1)
-    return bool(((g - torch.round(g)).abs() <= 1e-3).all()) and bool((g > -1e-3).all() and (g < levels - 1 + 1e-3).all())
+    return bool(((g - torch.round(g)).abs() <= 1e-3).all()) and bool(
+        (g > -1e-3).all() and (g < levels - 1 + 1e-3).all()
+    )
 
 
 def _range_hint(x: Tensor, lo: float, hi: float, levels: int) -> str:

@@ -12,12 +12,11 @@ import math
 
 import pytest
 import torch
+from helpers import loglog_slope
 
 import sdesolve
 from sdesolve import VDMSDE, VESDE, VPSDE, Gaussian, GaussianMixture, SubVPSDE, bits_per_dim, log_likelihood
 from sdesolve.likelihood import exact_trace, hutchinson_trace
-
-from helpers import loglog_slope
 
 LN2 = math.log(2.0)
 
@@ -240,6 +239,7 @@ def test_same_generator_same_answer_and_gaussian_probe():
 def _half_log_ratio(target, sde, t_min):
     """Per coordinate 1/2 log(v_i(T) / v_i(t_min)), v_i(t) = alpha^2 std_i^2 + sigma^2: the integral
     of f + g^2 / (2 v_i) from t_min to T, since d log v_i / dt = 2 f + g^2 / v_i."""
+
     def var(t):
         a, s = float(sde.alpha(t)), float(sde.sigma(t))
         return a * a * target.std**2 + s * s
@@ -417,7 +417,9 @@ def test_half_network_is_called_in_its_dtype():
 
     net = Net()
     x = target.marginal_sample(4, sde.t_min, sde, generator=torch.Generator().manual_seed(41))
-    res = log_likelihood(sde, sdesolve.ScoreModel(net, sde, prediction="score"), x.to(torch.bfloat16), divergence="exact")
+    res = log_likelihood(
+        sde, sdesolve.ScoreModel(net, sde, prediction="score"), x.to(torch.bfloat16), divergence="exact"
+    )
     assert net.seen == {torch.bfloat16} and res.logp.dtype == torch.float32
     ref = log_likelihood(sde, target.model(sde), x.float(), divergence="exact")
     assert float((res.delta_logp - ref.delta_logp).abs().max()) < 2.0**-8 * float(ref.delta_logp.abs().max()) * 4
