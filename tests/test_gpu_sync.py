@@ -144,3 +144,45 @@ def test_same_seed_same_samples_on_device():
     b = sd.sample(sde, model, (8, *event), solver=solver, steps=10, generator=torch.Generator("cuda").manual_seed(3))
     c = sd.sample(sde, model, (8, *event), solver=solver, steps=10, generator=torch.Generator("cuda").manual_seed(4))
     assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_final_x0_on_device_without_sync_and_checked():
+    """final_x0 adds one network call and no synchronization; its NaN is reported as the final x0 step."""
+    sde, model, event = _setup("vp")
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    x_T = sde.prior_sample((8, *event), generator=gen, device="cuda")
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        x0 = sd.sample(sde, model, x_T=x_T, solver=S.DDIM(), steps=8, final_x0=True, check_finite=False)
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    assert x0.is_cuda and bool(torch.isfinite(x0).all())
+
+    def nan_at_t_min(x, t):
+        return torch.where((t <= sde.t_min).reshape(-1, 1, 1, 1), torch.full_like(x, float("nan")), -x)
+
+    with pytest.raises(sd.NonFiniteError, match="final x0 step"):
+        sd.sample(sde, nan_at_t_min, x_T=x_T, solver=S.DDIM(), steps=8, final_x0=True)
+
+
+def test_graph_sampler_from_several_threads_on_device():
+    """Fill, replay and copy-out under one lock: each thread gets its own seed's samples."""
+    import threading
+
+    sde, model, event = _setup("vp")
+    gs = sd.GraphSampler(sde, model, (8, *event), solver=S.DDPM(), steps=10, device="cuda")
+    seeds = list(range(8))
+    ref = {s: gs(generator=torch.Generator("cuda").manual_seed(s)) for s in seeds}
+    got = {}
+
+    def run(s):
+        got[s] = gs(generator=torch.Generator("cuda").manual_seed(s))
+
+    threads = [threading.Thread(target=run, args=(s,)) for s in seeds]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    for s in seeds:
+        torch.testing.assert_close(got[s], ref[s], rtol=0, atol=0)
