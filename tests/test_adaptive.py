@@ -269,17 +269,32 @@ def test_adaptive_into_sigma_zero_never_evaluates_there(proc):
     x_T = _x_T(TARGET_16, sde, n=32)
     exact = TARGET_16.flow(x_T, sde.T, 0.0, sde)
     errs = []
-    tols = (1e-3, 1e-5) if proc == "discrete" else (1e-3, 1e-5, 1e-7)
+    tols = (1e-3, 1e-5, 1e-7)
     for tol in tols:
         score, _ = _guarded(TARGET_16, sde)
         x = sd.sample(sde, score, x_T=x_T, solver=ODE("dopri5", rtol=tol, atol=tol))
         errs.append(float((x - exact).abs().max()))
-    if proc == "discrete":
-        # in t, the discrete schedule's drift jumps at every knot: no embedded estimate sees them, so
-        # only the end step is checked here (finite, near the exact answer; see the report)
-        assert errs[-1] < 1e-2, errs
-    else:
-        assert 0.75 < loglog_slope([1 / t for t in tols], errs) < 1.25 and errs[-1] < 100 * tols[-1], errs
+    assert 0.75 < loglog_slope([1 / t for t in tols], errs) < 1.25 and errs[-1] < 20 * tols[-1], errs
+
+
+@pytest.mark.parametrize("time_variable", ["t", "log_snr"])
+def test_discrete_schedule_meets_its_tolerance_in_log_snr(time_variable):
+    """In t the DDPM schedule's drift jumps at every knot (1000 of them) and no embedded estimate
+    sees the jumps: measured error 1.7e-3 at tol 1e-7 after 3776 NFE. In u = log(sigma/alpha) the
+    flow ``dy/du = (sigma/alpha) eps`` has no schedule in it: 3.4e-7 after 296 NFE ("auto")."""
+    sde = sd.DiscreteVPSDE.from_schedule("linear")
+    x_T = _x_T(TARGET_16, sde, n=32)
+    exact = TARGET_16.flow(x_T, sde.T, sde.t_min, sde)
+    tol = 1e-6
+    solver = ODE("dopri5", rtol=tol, atol=tol, time_variable=time_variable, max_nfe=800)
+    if time_variable == "t":
+        with pytest.raises(ad.AdaptiveSolveError, match="max_nfe=800"):  # it never gets there in t
+            sd.sample(sde, TARGET_16.model(sde), x_T=x_T, solver=solver)
+        return
+    score, times = _guarded(TARGET_16, sde)
+    x = sd.sample(sde, score, x_T=x_T, solver=solver)
+    assert float((x - exact).abs().max()) < 20 * tol and solver.last_nfe < 400
+    assert ODE("dopri5")._time_variable(sde) == "log_snr" and ODE("dopri5")._time_variable(sd.VPSDE()) == "t"
 
 
 def test_sampler_budget_names_t_and_nfe():

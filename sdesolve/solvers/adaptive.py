@@ -41,7 +41,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .._validate import check_callable, check_int, check_real, check_tensor, check_tolerance
+from .._validate import check_callable, check_choice, check_int, check_real, check_tensor, check_tolerance
 from .base import NonFiniteError
 from .ddim import ddim_coefficients
 from .methods import ADAPTIVE, ALIASES, resolve_method
@@ -58,6 +58,9 @@ __all__ = [
     "rms_norm",
     "DEFAULT_MAX_NFE",
 ]
+
+#: the adaptive sampler's time variables (as ``log_likelihood``'s): the process time, u = log(sigma/alpha)
+TIME_VARIABLES = ("auto", "t", "log_snr")
 
 #: the default budget of evaluations of one adaptive solve
 DEFAULT_MAX_NFE = 10_000
@@ -358,7 +361,7 @@ class AdaptiveODE(ODE):
     nfe_per_step = 0  # unknown in advance: see last_nfe
     default_grid = "uniform"
 
-    def __init__(self, method="dopri5", rtol=None, atol=None, options=None, max_nfe=None):
+    def __init__(self, method="dopri5", rtol=None, atol=None, options=None, max_nfe=None, time_variable=None):
         method = ALIASES.get(method, method) if isinstance(method, str) else method
         if not isinstance(method, str):
             raise TypeError(f"method must be one of {tuple(ADAPTIVE)}, got {type(method).__name__}")
@@ -369,6 +372,9 @@ class AdaptiveODE(ODE):
         self.atol = check_tolerance(1e-5 if atol is None else atol, "atol", torch.float64)
         self.max_nfe = check_int(DEFAULT_MAX_NFE if max_nfe is None else max_nfe, "max_nfe", minimum=1)
         self.options = _check_options(options)
+        self.time_variable = check_choice(
+            "auto" if time_variable is None else time_variable, "time_variable", TIME_VARIABLES
+        )
         self.method = method
         self.order = float(TABLEAUX[method].order)
         self.last_nfe: int | None = None
@@ -387,7 +393,6 @@ class AdaptiveODE(ODE):
         atol = check_tolerance(self.atol, "atol", x.dtype)
         flow = sde.probability_flow(model)
         bar = _progress_bar(progress, self.method)
-
         calls = [0]  # every network evaluation of this solve
 
         def velocity(t: Tensor, y: Tensor) -> Tensor:
@@ -396,21 +401,26 @@ class AdaptiveODE(ODE):
                 bar.update(1)
             return flow.drift(y, t)
 
-        def eps_at(y: Tensor, t: float) -> Tensor:
+        def eps_at(y: Tensor, t) -> Tensor:
             calls[0] += 1
-            return flow.model.eps(y, torch.full((y.shape[0],), t, dtype=torch.float64, device=y.device))
+            if bar is not None:
+                bar.update(1)
+            t = torch.as_tensor(t, dtype=torch.float64, device=y.device)
+            return flow.model.eps(y, t.expand(y.shape[0]))
 
         times = [float(v) for v in grid] if callback is not None else [float(grid[0]), float(grid[-1])]
         into_zero = float(sde._log_sigma(torch.tensor(times[-1], dtype=torch.float64))) == -math.inf
-        tab, h, nfe, y = TABLEAUX[self.method], self.options.get("first_step"), 0, x
+        args = (TABLEAUX[self.method], rtol, atol, self.max_nfe, per_sample_rms_norm)
+        advance = _advance_in_log_snr if self._time_variable(sde) == "log_snr" else _advance_in_t
+        h, y = self.options.get("first_step"), x
         try:
             for i in range(len(times) - 1):
                 t0, t1 = times[i], times[i + 1]
-                args = (tab, rtol, atol, self.max_nfe, per_sample_rms_norm, h, self.method)
+                fns = (sde, velocity, eps_at, args, self.method)
                 if into_zero and i == len(times) - 2:
-                    y, nfe = self._step_into_zero(sde, eps_at, velocity, y, t0, t1, args, nfe)
+                    y = _step_into_zero(fns, advance, y, t0, t1, h, calls)
                 else:
-                    y, nfe, h = _integrate(velocity, y, t0, t1, *args, nfe=nfe)
+                    y, h = advance(fns, y, t0, t1, h, calls[0])
                 if callback is not None:
                     callback({"i": i, "t": t0, "t_next": t1, "x": y, "x0": None})
         finally:
@@ -420,46 +430,87 @@ class AdaptiveODE(ODE):
         if check_finite and not bool(torch.isfinite(y).all()):
             raise NonFiniteError(
                 f"the adaptive solve ({self.method}) from t = {times[0]:g} to t = {times[-1]:g} produced NaN or inf "
-                f"after {nfe} evaluations; check the model's output, or pass check_finite=False"
+                f"after {calls[0]} evaluations; check the model's output, or pass check_finite=False"
             )
         return y
 
-    def _step_into_zero(self, sde, eps_at, velocity, y, t0, t1, args, nfe):
-        """From t0 into t1 where sigma(t1) = 0, evaluating the model only where sigma > 0.
+    def _time_variable(self, sde) -> str:
+        """``"auto"``: log-SNR for a discrete (DDPM) schedule, whose drift jumps at every knot in t
+        but whose flow in u = log(sigma/alpha) does not depend on the schedule; t otherwise."""
+        if self.time_variable != "auto":
+            return self.time_variable
+        from ..sde.discrete import DiscreteVPSDE
 
-        With r = sigma / alpha, the DDIM step ``x_s = alpha_s (x_t - sigma_t eps_hat) / alpha_t``
-        from r_b to 0 has local error ``C r_b^2``; the same step taken in two halves (through
-        r_b / 2) has about half of it, so their difference estimates the two-half result's error.
-        Integrate adaptively to t_b, try the two-half step, accept it when the difference meets the
-        tolerance, else integrate further to a smaller r_b (shrunk by the square root of the
-        error ratio, as for a first-order method) and try again.
-        """
-        tab, rtol, atol, max_nfe, norm, h, name = args
-        r_of = lambda t: float(sde._sigma_over_alpha(torch.tensor(t, dtype=torch.float64)))  # noqa: E731
-        t_of = lambda r: float(sde._t_of_sigma_over_alpha(torch.tensor(r, dtype=torch.float64)))  # noqa: E731
-        r_b = min(r_of(t0), math.sqrt(max(rtol, atol)))
-        t_b = t0 if r_b == r_of(t0) else t_of(r_b)
-        while True:
-            y, nfe, h = _integrate(velocity, y, t0, t_b, tab, rtol, atol, max_nfe, norm, h, name, nfe=nfe)
-            t_m = t_of(r_b / 2.0)
-            if nfe + 2 > max_nfe:
-                raise AdaptiveSolveError(
-                    f"the adaptive solve ({name}) stopped at t = {t_b:.6g} after {nfe} evaluations (max_nfe={max_nfe})",
-                    t_b,
-                    nfe,
-                )
-            eps_b = eps_at(y, t_b)
-            one, y_m = _ddim_step(sde, y, eps_b, t_b, t1), _ddim_step(sde, y, eps_b, t_b, t_m)
-            two = _ddim_step(sde, y_m, eps_at(y_m, t_m), t_m, t1)
-            nfe += 2
-            scale = atol + rtol * torch.maximum(y.abs(), two.abs())
-            ratio = float(norm((two - one) / scale))
-            if ratio <= 1.0:
-                return two, nfe
-            if not math.isfinite(ratio):
-                _check_finite(eps_b, t_b, nfe, name)
-            t0, r_b = t_b, r_b * max(0.1, min(0.5, 0.9 / math.sqrt(ratio)))
-            t_b = t_of(r_b)
+        return "log_snr" if isinstance(sde, DiscreteVPSDE) else "t"
+
+
+def _advance_in_t(fns, x: Tensor, t0: float, t1: float, h, nfe: int):
+    """Adaptive steps of ``dx/dt = f x - g^2/2 s`` (the process's probability-flow drift) from t0 to t1."""
+    sde, velocity, _, (tab, rtol, atol, max_nfe, norm), name = fns
+    x, _, h = _integrate(velocity, x, t0, t1, tab, rtol, atol, max_nfe, norm, h, name, nfe=nfe)
+    return x, h
+
+
+def _advance_in_log_snr(fns, x: Tensor, t0: float, t1: float, h, nfe: int):
+    """Adaptive steps in u = log(sigma/alpha) = -lambda/2 of ``dy/du = (sigma/alpha) eps`` with
+    y = x / alpha (Song et al. 2021, sec. 4.3; the ODE DDIM's step is exact for): no schedule in it."""
+    sde, _, eps_at, (tab, rtol, atol, max_nfe, norm), name = fns
+    lo, hi = min(t0, t1), max(t0, t1)
+
+    def t_of(u: Tensor) -> Tensor:
+        return sde._t_of_sigma_over_alpha(torch.exp(u)).clamp(lo, hi)  # clamp: rounding of the round trip
+
+    def velocity(u: Tensor, y: Tensor) -> Tensor:
+        t = t_of(u)
+        return torch.exp(u).to(y.dtype) * eps_at(torch.exp(sde._log_alpha(t)).to(y.dtype) * y, t)
+
+    t0_, t1_ = (torch.tensor(v, dtype=torch.float64) for v in (t0, t1))
+    u0, u1 = float(torch.log(sde._sigma_over_alpha(t0_))), float(torch.log(sde._sigma_over_alpha(t1_)))
+    y = torch.exp(-sde._log_alpha(t0_)).item() * x
+    y, _, h = _integrate(velocity, y, u0, u1, tab, rtol, atol, max_nfe, norm, h, name, nfe=nfe)
+    return torch.exp(sde._log_alpha(t1_)).item() * y, h
+
+
+def _step_into_zero(fns, advance, x: Tensor, t0: float, t1: float, h, calls):
+    """From t0 into t1 where sigma(t1) = 0, evaluating the model only where sigma > 0.
+
+    With r = sigma / alpha, the DDIM step ``x_s = alpha_s (x_t - sigma_t eps_hat) / alpha_t``
+    from r_b to 0 has local error ``C r_b^2``; the same step taken in two halves (through
+    r_b / 2) has about half of it, so their difference estimates the two-half result's error.
+    Integrate adaptively to t_b, try the two-half step, accept it when the difference meets the
+    tolerance, else integrate further to a smaller r_b (shrunk by the square root of the
+    error ratio, as for a first-order method) and try again.
+    """
+    sde, _, eps_at, (_, rtol, atol, max_nfe, norm), name = fns
+
+    def r_of(t: float) -> float:
+        return float(sde._sigma_over_alpha(torch.tensor(t, dtype=torch.float64)))
+
+    def t_of(r: float) -> float:
+        return float(sde._t_of_sigma_over_alpha(torch.tensor(r, dtype=torch.float64)))
+
+    r_b = min(r_of(t0), math.sqrt(max(rtol, atol)))
+    t_b = t0 if r_b == r_of(t0) else t_of(r_b)
+    while True:
+        x, h = advance(fns, x, t0, t_b, h, calls[0])
+        t_m = t_of(r_b / 2.0)
+        if calls[0] + 2 > max_nfe:
+            raise AdaptiveSolveError(
+                f"the adaptive solve ({name}) stopped at t = {t_b:.6g} after {calls[0]} evaluations "
+                f"(max_nfe={max_nfe})",
+                t_b,
+                calls[0],
+            )
+        eps_b = eps_at(x, t_b)
+        one, x_m = _ddim_step(sde, x, eps_b, t_b, t1), _ddim_step(sde, x, eps_b, t_b, t_m)
+        two = _ddim_step(sde, x_m, eps_at(x_m, t_m), t_m, t1)
+        ratio = float(norm((two - one) / (atol + rtol * torch.maximum(x.abs(), two.abs()))))
+        if ratio <= 1.0:
+            return two
+        if not math.isfinite(ratio):
+            _check_finite(eps_b, t_b, calls[0], name)
+        t0, r_b = t_b, r_b * max(0.1, min(0.5, 0.9 / math.sqrt(ratio)))
+        t_b = t_of(r_b)
 
 
 def _ddim_step(sde, y: Tensor, eps: Tensor, t: float, s: float) -> Tensor:

@@ -40,8 +40,11 @@ class ODE(Solver):
         options: adaptive methods only: ``{"first_step": h}`` (default: chosen automatically).
         max_nfe: adaptive methods only: the evaluation budget of one solve (default 10000);
             passing it raises :class:`~sdesolve.solvers.adaptive.AdaptiveSolveError` naming t.
+        time_variable: adaptive methods only: ``"t"`` (the process time), ``"log_snr"`` (u =
+            log(sigma/alpha), where the flow does not depend on the schedule) or ``"auto"``
+            (default: ``"log_snr"`` for ``DiscreteVPSDE``, whose drift jumps at every knot in t).
 
-    Fixed-step methods take none of ``rtol``, ``atol``, ``options``, ``max_nfe``.
+    Fixed-step methods take none of ``rtol``, ``atol``, ``options``, ``max_nfe``, ``time_variable``.
     """
 
     stochastic = False

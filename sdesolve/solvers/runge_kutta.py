@@ -124,13 +124,20 @@ class RungeKuttaODE(ODE):
     stochastic = False
     adaptive = False
 
-    def __init__(self, method: str = "heun", rtol=None, atol=None, options=None, max_nfe=None):
+    def __init__(self, method: str = "heun", rtol=None, atol=None, options=None, max_nfe=None, time_variable=None):
         method = ALIASES.get(method, method) if isinstance(method, str) else method
         if not isinstance(method, str):
             raise TypeError(f"method must be one of {tuple(TABLEAUX)}, got {type(method).__name__}")
         if method not in TABLEAUX:
             raise ValueError(f"method must be one of {tuple(TABLEAUX)} (fixed step), got {method!r}")
-        for name, v in (("rtol", rtol), ("atol", atol), ("options", options), ("max_nfe", max_nfe)):
+        adaptive_only = {
+            "rtol": rtol,
+            "atol": atol,
+            "options": options,
+            "max_nfe": max_nfe,
+            "time_variable": time_variable,
+        }
+        for name, v in adaptive_only.items():
             if v is not None:
                 raise ValueError(f"{name} applies to adaptive methods only {tuple(ADAPTIVE)}, not method={method!r}")
         self.method = method

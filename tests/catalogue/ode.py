@@ -104,6 +104,20 @@ CASES = [
         TypeError,
         r"options\['first_step'\] must be a real number",
     ),
+    # --- time_variable: one of the likelihood's names
+    Case(
+        "ode-time-variable-unknown",
+        lambda: ODE("dopri5", time_variable="u"),
+        ValueError,
+        r"time_variable must be one of \('auto', 't', 'log_snr'\), got 'u'",
+    ),
+    Case("ode-time-variable-type", lambda: ODE("dopri5", time_variable=1), TypeError, r"time_variable must be one of"),
+    Case(
+        "ode-fixed-time-variable",
+        lambda: ODE("heun", time_variable="t"),
+        ValueError,
+        r"time_variable applies to adaptive methods only",
+    ),
     # --- adaptive-only arguments given to a fixed-step method are refused, not ignored
     Case(
         "ode-fixed-rtol", lambda: ODE("heun", rtol=1e-3), ValueError, r"rtol applies to adaptive methods only .*'heun'"
