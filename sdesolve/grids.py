@@ -92,6 +92,12 @@ def _spaced(sde, steps: int, lo: float, hi: float, to_u: Callable, from_u: Calla
         t1 = _first_positive_time(sde, lo, hi, steps)
         return torch.cat([_spaced(sde, steps - 1, t1, hi, to_u, from_u), torch.tensor([lo], dtype=torch.float64)])
     u = to_u(torch.tensor([hi, lo], dtype=torch.float64))
+    if not math.isfinite(float(u[0])):
+        raise ValueError(
+            f"t_max = {hi:g}: the log-SNR there is {float(sde._log_snr(torch.tensor([hi], dtype=torch.float64))):g} "
+            f"(alpha = 0, a zero terminal SNR), so no grid spaced in log-SNR or sigma/alpha starts there; "
+            f"pass t_max < {hi:g} with x_T, or grid='uniform'"
+        )
     grid = from_u(torch.linspace(float(u[0]), float(u[1]), steps + 1, dtype=torch.float64))
     grid[0], grid[-1] = hi, lo
     return grid

@@ -50,9 +50,12 @@ def sample(
         model: a :class:`~sdesolve.ScoreModel` of ``sde``, or a callable score ``s(x, t)``.
         shape: (B, *event); may be omitted when ``x_T`` is given.
         solver: the integrator, e.g. ``EulerMaruyama()``, ``DDIM()``, ``ODE("heun")``.
-        steps: number of steps on the solver's default grid (adaptive solvers need none).
+        steps: number of steps (an int >= 1) on the solver's default grid or on ``grid``
+            (adaptive solvers need none).
         grid: a grid name (``"uniform"``, ``"quadratic"``, ``"log_snr"``, ``"karras"``, with
-            ``steps``) or a strictly decreasing tensor of times inside [t_min, T].
+            ``steps``), a callable ``grid(sde, steps)`` returning ``steps + 1`` times, or a
+            strictly decreasing tensor of times inside [t_min, T] (``steps``, if given, must be its
+            number of intervals). Every grid is validated (:func:`~sdesolve.grids.validate_grid`).
         x_T: the state at ``grid[0]``, replacing the prior draw (a deterministic solver is
             then a fixed map of x_T). Required when the grid does not start at T.
         generator: a ``torch.Generator`` for every random draw; same seed, same samples.
@@ -74,7 +77,7 @@ def sample(
     Raises TypeError for an argument of the wrong type and ValueError for a bad value, each
     naming the argument.
     """
-    _check_args(sde, model, solver, shape, x_T, generator, device, dtype, callback)
+    _check_args(sde, solver, shape, x_T, generator, device, dtype, callback)
     denoise, final_x0 = check_bool(denoise, "denoise"), check_bool(final_x0, "final_x0")
     progress, check_finite = check_bool(progress, "progress"), check_bool(check_finite, "check_finite")
     score_model = as_model(model, sde)
@@ -88,7 +91,7 @@ def sample(
 
 
 # ---------------------------------------------------------------- argument checks
-def _check_args(sde, model, solver, shape, x_T, generator, device, dtype, callback) -> None:
+def _check_args(sde, solver, shape, x_T, generator, device, dtype, callback) -> None:
     """Types and values of sample()'s arguments that need no grid (TypeError / ValueError)."""
     _check_sde(sde)
     _check_solver(solver)

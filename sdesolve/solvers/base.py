@@ -11,6 +11,9 @@ Conventions (every solver follows them):
   from ``grid[i]`` to ``grid[i + 1]``. ``noise=False`` asks a stochastic solver for the
   noiseless mean (the last step when ``denoise=True``). Multistep history lives in the
   state dict, never in the solver. No host-device synchronization inside ``step``.
+* The step loop is written once, :func:`run_steps`, shared by :meth:`Solver.solve` and
+  :class:`~sdesolve.GraphSampler`; the non-finite record (:func:`new_record`,
+  :func:`record_step`, :func:`first_nonfinite`, :func:`raise_if_bad`) is read once per solve.
 * Class attributes: ``order`` (deterministic convergence order, or weak order for SDE
   solvers), ``strong_order``, ``nfe_per_step``, ``stochastic``, ``default_grid``, and
   ``adaptive`` (True for solvers that choose their own steps and override :meth:`Solver.solve`,
