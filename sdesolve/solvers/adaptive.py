@@ -212,11 +212,13 @@ def integrate(
     return y1, nfe
 
 
-def _integrate(fn, y0, t0, t1, tab, rtol, atol, max_nfe, norm, first_step, name, nfe=0):
+def _integrate(fn, y0, t0, t1, tab, rtol, atol, max_nfe, norm, first_step, name, nfe=0, time_of=None):
     """The loop of :func:`integrate` (arguments already checked); returns ``(y1, nfe, next_step)``.
 
-    ``nfe`` is the count so far (a solve in several pieces shares one budget).
+    ``nfe`` is the count so far (a solve in several pieces shares one budget); ``time_of`` maps the
+    integration variable to the time that error messages name (the identity by default).
     """
+    when = time_of or float
     if t0 == t1:
         return y0, nfe, first_step
     lo, hi = min(t0, t1), max(t0, t1)
@@ -226,10 +228,10 @@ def _integrate(fn, y0, t0, t1, tab, rtol, atol, max_nfe, norm, first_step, name,
     def call(t: float, y: Tensor) -> Tensor:
         if count[0] >= max_nfe:
             raise AdaptiveSolveError(
-                f"the adaptive solve ({name}, rtol={rtol:g}, atol={atol:g}) stopped at t = {t:.6g} after "
-                f"{count[0]} evaluations (max_nfe={max_nfe}), integrating from t = {t0:g} to t = {t1:g}; raise "
-                f"max_nfe or the tolerances, or check that the vector field is smooth there",
-                t,
+                f"the adaptive solve ({name}, rtol={rtol:g}, atol={atol:g}) stopped at t = {when(t):.6g} after "
+                f"{count[0]} evaluations (max_nfe={max_nfe}), integrating from t = {when(t0):g} to t = {when(t1):g}; "
+                f"raise max_nfe or the tolerances, or check that the vector field is smooth there",
+                when(t),
                 count[0],
             )
         count[0] += 1
@@ -237,7 +239,7 @@ def _integrate(fn, y0, t0, t1, tab, rtol, atol, max_nfe, norm, first_step, name,
 
     t, y = t0, y0
     k0 = call(t, y)
-    _check_finite(k0, t, count[0], name)
+    _check_finite(k0, when(t), count[0], name)
     span = hi - lo
     if first_step is None:
         first_step = _initial_step(call, t, y, k0, direction, tab.order, rtol, atol, norm, span)
@@ -250,7 +252,7 @@ def _integrate(fn, y0, t0, t1, tab, rtol, atol, max_nfe, norm, first_step, name,
             h = abs(t1 - t)
         t_new = t1 if last else t + direction * h
         if h <= 8.0 * torch.finfo(torch.float64).eps * max(abs(t), 1.0):
-            _underflow(name, t, count[0], failed_non_finite)
+            _underflow(name, when(t), count[0], failed_non_finite)
         y_new, err, k_last = _rk_step(call, t, t_new, y, k0, tab)
         scale = atol + rtol * torch.maximum(y.abs(), y_new.abs())
         ratio = float(norm(err / scale))  # the one host synchronization per step
@@ -259,7 +261,7 @@ def _integrate(fn, y0, t0, t1, tab, rtol, atol, max_nfe, norm, first_step, name,
         if accepted:
             t, y = t_new, y_new
             k0 = k_last if tab.fsal else call(t, y)
-            _check_finite(k0, t, count[0], name)
+            _check_finite(k0, when(t), count[0], name)
         h = h * _step_factor(ratio, tab.order, accepted, rejected_before)
         rejected_before = not accepted
     return y, count[0], h
@@ -467,7 +469,11 @@ def _advance_in_log_snr(fns, x: Tensor, t0: float, t1: float, h, nfe: int):
     t0_, t1_ = (torch.tensor(v, dtype=torch.float64) for v in (t0, t1))
     u0, u1 = float(torch.log(sde._sigma_over_alpha(t0_))), float(torch.log(sde._sigma_over_alpha(t1_)))
     y = torch.exp(-sde._log_alpha(t0_)).item() * x
-    y, _, h = _integrate(velocity, y, u0, u1, tab, rtol, atol, max_nfe, norm, h, name, nfe=nfe)
+
+    def time_of(u: float) -> float:
+        return float(t_of(torch.tensor(u, dtype=torch.float64)))
+
+    y, _, h = _integrate(velocity, y, u0, u1, tab, rtol, atol, max_nfe, norm, h, name, nfe=nfe, time_of=time_of)
     return torch.exp(sde._log_alpha(t1_)).item() * y, h
 
 
