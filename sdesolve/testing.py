@@ -755,8 +755,8 @@ def sdes(kinds=None):
 def times(sde, *, t_min: float | None = None):
     """Times (Python floats) in ``[t_min, T]`` of ``sde`` (``t_min`` defaults to ``sde.t_min``)."""
     st = _st()
-    lo = float(sde.t_min if t_min is None else t_min)
     hi = float(sde.T)
+    lo = check_real(sde.t_min if t_min is None else t_min, "t_min")
     if not (0.0 <= lo <= hi):
         raise ValueError(f"t_min must lie in [0, T={hi:g}], got {lo}")
     return st.floats(lo, hi, allow_nan=False, allow_infinity=False)

@@ -44,5 +44,6 @@ CASES = [
         "check_sde-sdes-kinds-unknown", lambda: sdes(["vp", "edm"]), ValueError, r"kinds must be a non-empty subset of"
     ),
     Case("check_sde-sdes-kinds-empty", lambda: sdes([]), ValueError, r"kinds must be a non-empty subset of"),
+    Case("check_sde-times-t_min-string", lambda: times(_VP, t_min="0"), TypeError, r"t_min must be a real number"),
     Case("check_sde-times-t_min-above-T", lambda: times(_VP, t_min=2.0), ValueError, r"t_min must lie in \[0, T=1\]"),
 ]
