@@ -21,14 +21,14 @@ Hutchinson's estimate of div v. With probes fixed over a solve the path x_t does
 on them, and the estimate of delta_T is ``eps^T M eps`` with M the integral of a Jacobian along
 the path. Two unbiased forms differ only in the linear part: probing the score alone (``f D``
 added exactly, M = N = -1/2 int g^2 ds/dx dt) or probing the whole drift as score_sde does
-(``f |eps|^2``, M = c I + N with c = int f dt = log alpha(T) / alpha(t_min)). Rademacher probes
+(``f |eps|^2``, M = c I + N with c = int f dt = log(alpha(T) / alpha(t_min))). Rademacher probes
 have ``|eps|^2 = D``: the forms are identical. For Gaussian probes the variances are
-2 ||N||_F^2 and 2 ||c I + N||_F^2 = 2 (||N||_F^2 + 2 c tr N + c^2 D): with c < 0 (the drift
-contracts: VP, sub-VP, VDM) and tr N > |c| D / 2 (a score Jacobian more negative than the
-prior's -I on average, i.e. data of variance below ~1, the normalized-data convention) the whole
-drift has the smaller variance: measured 30x smaller on VP (``notes/hutchinson.md``). So the
-whole drift is probed when c < 0; when c = 0 (VE) both forms coincide, and when c > 0 the score
-alone is probed.
+2 ||N||_F^2 and 2 ||c I + N||_F^2 = 2 (||N||_F^2 + 2 c tr N + c^2 D), so with c < 0 (the drift
+contracts: VP, sub-VP, VDM) the whole drift has the smaller variance iff tr N / D > |c| / 2. For
+data of per-coordinate variance v0 this holds while v0 < alpha(t_min)/alpha(T) (about 150 for the
+default VP and sub-VP, since N_ii = 1/2 log(v_i(T) / v_i(t_min)) - c): always for normalized data.
+Measured 27-30x smaller on VP and sub-VP (``notes/hutchinson.md``). So the whole drift is probed
+when c < 0; when c = 0 (VE) the forms coincide, and when c > 0 the score alone is probed.
 
 Time variable. The ODE can be integrated in t (default) or in u = -lambda/2 = gamma/2 =
 log(sigma/alpha) (``time_variable="log_snr"``). The change of variables is exact: with
@@ -47,7 +47,9 @@ Precision. The augmented state is integrated in at least float32 (the promotion 
 with float32): a float16/bfloat16 state cannot hold the step sizes (float16: "underflow in dt")
 nor a log-density of thousands of nats (bfloat16 resolves 8 bits). The network is called in its
 own dtype (that of its first floating parameter; a network without parameters, an exact score,
-in the integration dtype), and results come back in the integration dtype.
+in the integration dtype), and results come back in the integration dtype. A half-precision
+network's rounding (2^-8 relative for bfloat16) is noise to the step-size control: at rtol = atol
+= 1e-5 it took 338 NFE where 1e-4 gave the same error (6e-3 nats) in 74.
 
 References:
     Song, Sohl-Dickstein, Kingma, Kumar, Ermon, Poole (2021). Score-based generative modeling
@@ -81,7 +83,9 @@ from ._validate import (
 from .model import ScoreModel, as_model
 from .sde.base import LinearSDE
 from .sde.discrete import DiscreteVPSDE
-from .solvers.adaptive import DEFAULT_MAX_NFE, AdaptiveSolveError, integrate
+from .solvers.adaptive import DEFAULT_MAX_NFE, AdaptiveSolveError, rms_norm
+from .solvers.adaptive import TABLEAUX as EMBEDDED_TABLEAUX
+from .solvers.adaptive import _integrate as _adaptive_integrate
 from .solvers.methods import ADAPTIVE, FIXED, resolve_method
 from .solvers.runge_kutta import TABLEAUX
 
@@ -390,6 +394,10 @@ def _check_log_likelihood(
                 f"solver_options of method={method!r} may hold 'first_step' and 'norm' (arguments of "
                 f"sdesolve.solvers.adaptive.integrate), got keys {sorted(solver_options)}"
             )
+        if solver_options.get("first_step") is not None and grad != "adjoint":
+            check_real(solver_options["first_step"], "solver_options['first_step']", positive=True)
+        if solver_options.get("norm") is not None:
+            check_callable(solver_options["norm"], "solver_options['norm']", "a callable norm(e) -> 0-d tensor")
     cuda_graph = check_bool(cuda_graph, "cuda_graph")
     if cuda_graph:
         if x.device.type != "cuda":
@@ -593,18 +601,7 @@ def _log_likelihood(sde, model: ScoreModel, x: Tensor, plan: _Plan, generator) -
             yT = _solve_fixed(counted, y0, tmap.u0, tmap.u1, plan)
     elif plan.method in ADAPTIVE and plan.grad != "adjoint":
         with torch.set_grad_enabled(plan.grad is not False):
-            yT, _ = integrate(
-                counted,
-                y0,
-                tmap.u0,
-                tmap.u1,
-                method=plan.method,
-                rtol=plan.rtol,
-                atol=plan.atol,
-                max_nfe=plan.max_nfe + 1,
-                **(plan.solver_options or {}),
-            )
-        # (the budget is the counter's, whose error names the process time t rather than u)
+            yT = _solve_adaptive(counted, y0, tmap, plan)
     else:  # the adjoint, and torchdiffeq's deprecated fixed-step methods
         yT = _solve_torchdiffeq(counted, y0, tmap, plan, model)
     counted.active = False  # an adjoint backward pass evaluates again: not this call's budget
@@ -679,6 +676,24 @@ def _solve_fixed(func, y0: Tensor, u0: float, u1: float, plan: _Plan) -> Tensor:
         for bj, k in zip(tab.b, ks):
             if bj != 0.0:
                 y = y + (h * bj) * k
+    return y
+
+
+def _solve_adaptive(func, y0: Tensor, tmap: _TimeMap, plan: _Plan) -> Tensor:
+    """The embedded pair of :mod:`sdesolve.solvers.adaptive` from u0 to u1, its last step landing on u1.
+
+    Its errors (step-size underflow, NaN from the model) name the process time t. The evaluation
+    budget is the caller's counter (``func``), so the integrator's own is set one above it.
+    """
+    opts = plan.solver_options or {}
+
+    def time_of(u: float) -> float:
+        return float(tmap(torch.tensor(u, dtype=torch.float64))[0])
+
+    y, _, _ = _adaptive_integrate(
+        func, y0, tmap.u0, tmap.u1, EMBEDDED_TABLEAUX[plan.method], plan.rtol, plan.atol, plan.max_nfe + 1,
+        opts.get("norm") or rms_norm, opts.get("first_step"), plan.method, time_of=time_of,
+    )  # fmt: skip
     return y
 
 

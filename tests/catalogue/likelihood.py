@@ -9,6 +9,7 @@ import torch
 from sdesolve import VPSDE, Gaussian, bits_per_dim, log_likelihood
 from sdesolve.likelihood import exact_trace, hutchinson_trace
 from sdesolve.solvers.adaptive import AdaptiveSolveError
+from sdesolve.solvers.base import NonFiniteError
 
 from . import Case
 
@@ -137,6 +138,24 @@ CASES = [
         _ll(solver_options={"max_num_steps": 10}),
         ValueError,
         r"solver_options of method='dopri5' may hold 'first_step' and 'norm'",
+    ),
+    Case(
+        "likelihood-solver-options-first-step-negative",
+        _ll(solver_options={"first_step": -1e-3}),
+        ValueError,
+        r"solver_options\['first_step'\] must be a finite positive number",
+    ),
+    Case(
+        "likelihood-solver-options-norm-not-callable",
+        _ll(solver_options={"norm": "rms"}),
+        TypeError,
+        r"solver_options\['norm'\] must be a callable",
+    ),
+    Case(
+        "likelihood-model-returns-nan",
+        _ll(model=lambda v, t: v * float("nan"), time_variable="log_snr"),
+        NonFiniteError,
+        r"NaN or inf from the vector field at t = 0.001 ",  # the process time t_min, not u = log(sigma/alpha)
     ),
     Case("likelihood-cuda-graph-type", _ll(cuda_graph=1), TypeError, r"cuda_graph must be True or False"),
     Case("likelihood-cuda-graph-on-cpu", _ll(cuda_graph=True), ValueError, r"cuda_graph=True needs x on a CUDA device"),
