@@ -247,9 +247,12 @@ def test_coefs_path_counts_network_calls_and_validates():
         m.predict(x, 0.3, "noise", coefs=c)
 
 
-def test_prepare_fast_path_matches_and_still_clamps():
-    """A 0-d float64 time on x's device (the solvers' form) gives the network the same contiguous (B,)
-    times as a Python float, clamped to [0, T]; batch-size mismatches are still rejected."""
+def test_solver_fast_path_matches_the_public_views():
+    """view_at with a 0-d float64 time on x's device (the solvers' form) gives the network the same
+    contiguous (B,) times as the public view with a Python float; it clamps (the solvers' grids may
+    hold T rounded) where the public views refuse a time outside [0, T] beyond the dtype tolerance."""
+    from sdesolve.model import view_at
+
     seen = []
 
     def spy(x, t):
@@ -259,11 +262,169 @@ def test_prepare_fast_path_matches_and_still_clamps():
     sde = sd.DiscreteVPSDE.from_schedule("linear")
     m = ScoreModel(spy, sde, prediction="eps")
     x = torch.randn(5, 2, dtype=F64)
-    for t in (0.3, sde.T + 1e-3, -1e-3):
+    coefs = (torch.tensor(0.5, dtype=F64), torch.tensor(0.8, dtype=F64))
+    for t in (0.3, sde.T, 0.0):
         m(x, t)
-        m(x, torch.tensor(t, dtype=F64))
+        view_at(m, x, torch.tensor(t, dtype=F64), "eps", coefs)
         a, b = seen[-2:]
         assert b.shape == (5,) and b.is_contiguous() and torch.equal(a, b)
-        assert torch.equal(b, sde.network_time(torch.full((5,), min(max(t, 0.0), sde.T), dtype=F64)))
+        assert torch.equal(b, sde.network_time(torch.full((5,), t, dtype=F64)))
+    view_at(m, x, torch.tensor(sde.T + 1e-3, dtype=F64), "eps", coefs)
+    assert torch.equal(seen[-1], sde.network_time(torch.full((5,), sde.T, dtype=F64)))
+    with pytest.raises(ValueError, match=r"t must lie in \[0, 1\]"):
+        m(x, sde.T + 1e-3)
     with pytest.raises(ValueError, match="batch size"):
         m(x, torch.full((4,), 0.3, dtype=F64))
+
+
+# --------------------------------------------------------------------------- public views check t
+def _views(m):
+    return {
+        "forward": lambda x, t: m(x, t),
+        "predict": lambda x, t: m.predict(x, t, "x0"),
+        **{v: (lambda x, t, v=v: getattr(m, v)(x, t)) for v in PREDICTIONS},
+    }
+
+
+@pytest.mark.parametrize("view", ["forward", "predict", *PREDICTIONS])
+def test_public_views_refuse_times_outside_0_T_and_non_finite(view):
+    """Issue 8.6: m.eps(x, 5.0) used to equal m.eps(x, 1.0) (silently clamped) and NaN reached the
+    network. Every public view now raises a ValueError naming t, before any network call."""
+    sde = sd.VPSDE()
+    m = ScoreModel(net, sde, prediction="v")
+    call = _views(m)[view]
+    x = torch.randn(3, 2, dtype=F64)
+    bad = [5.0, -0.25, 1.0 + 1e-6, float("nan"), float("inf"), torch.tensor([0.5, float("nan"), 0.2]),
+           torch.tensor([0.5, 1.5, 0.2], dtype=F64), torch.tensor(-1e-3)]
+    for t in bad:
+        with pytest.raises(ValueError, match=r"t must (lie in \[0, 1\]|be (a )?finite)"):
+            call(x, t)
+    assert m.nfe == 0
+    with pytest.raises(ValueError, match=r"t has 2 times but x has batch size 3"):
+        call(x, torch.tensor([0.1, 0.2]))
+    with pytest.raises(TypeError, match=r"t must be"):
+        call(x, "0.5")
+    with pytest.raises(TypeError, match=r"x must be a (torch.Tensor|floating)"):
+        call(torch.zeros(3, 2, dtype=torch.long), 0.5)
+    assert m.nfe == 0
+
+
+def test_public_views_accept_numpy_scalars_and_ulp_tolerance():
+    """numpy scalars count as numbers; a time a few float32 ulps above T (sde.T rounded to float32,
+    here the cosine process's T = 0.99567...) is accepted and clamped to T, as in the process API."""
+    np = pytest.importorskip("numpy")
+    sde = sd.CosineVPSDE()
+    m = ScoreModel(net, sde, prediction="eps")
+    x = torch.randn(2, 3, dtype=F64)
+    ref = m.x0(x, 0.5)
+    for t in (np.float32(0.5), np.float64(0.5), torch.tensor(0.5, dtype=F64), torch.full((2,), 0.5, dtype=F64)):
+        torch.testing.assert_close(m.x0(x, t), ref, rtol=1e-15, atol=0)
+    t32 = torch.tensor(sde.T, dtype=torch.float32)
+    assert float(t32) > sde.T  # the float32 rounding lies above T ...
+    torch.testing.assert_close(m.x0(x, t32), m.x0(x, sde.T), rtol=1e-15, atol=0)  # ... and is clamped
+    with pytest.raises(ValueError, match="t must lie in"):
+        m.x0(x, torch.tensor(sde.T + 1e-5, dtype=F64))
+
+
+# --------------------------------------------------------------------------- time dtype
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_states_hand_the_network_float32_times(dtype):
+    """Issue 8.4: with a bfloat16 state on DiscreteVPSDE the network received 1000, 900, 784 instead of
+    999, 898.3, 784.8 (float16: off by up to 0.24). Now the time input is computed in float64 and
+    rounded once, to float32: it equals the float64 reference to float32 rounding (relative 2^-24),
+    for DDIM's own 50-step grid."""
+    seen = []
+
+    def spy(x, t):
+        seen.append(t)
+        return torch.zeros_like(x)
+
+    sde = sd.DiscreteVPSDE.from_schedule("linear")
+    grid = sd.DDIM().init(sde, sd.grids.uniform(sde, 50))["t"]
+    m = ScoreModel(spy, sde)
+    x = torch.zeros(1, 2, dtype=dtype)
+    for t in grid:
+        m.eps(x, t)
+    got = torch.cat(seen)
+    ref = sde.network_time(grid)  # float64
+    assert got.dtype == torch.float32
+    assert torch.equal(got, ref.to(torch.float32))
+    assert float((got.double() - ref).abs().max()) <= 2.0**-24 * 1000
+    assert float(got[0]) == 999.0
+    # before: the state's dtype (what the network received)
+    old = ref.to(dtype).double()
+    assert float((old - ref).abs().max()) >= (0.2 if dtype == torch.float16 else 1.0)
+
+
+def test_time_dtype_argument():
+    """time_dtype declares the network's time dtype; default: x's dtype, at least float32."""
+    seen = []
+
+    def spy(x, t):
+        seen.append(t.dtype)
+        return torch.zeros_like(x)
+
+    sde = sd.VPSDE()
+    cases = [
+        (None, torch.float64, torch.float64),
+        (None, torch.float32, torch.float32),
+        (None, torch.bfloat16, torch.float32),
+        (torch.float64, torch.bfloat16, torch.float64),
+        (torch.float64, torch.float32, torch.float64),
+        (torch.float16, torch.float32, torch.float16),  # declared by the network: honoured
+    ]
+    for time_dtype, x_dtype, expected in cases:
+        m = ScoreModel(spy, sde, time_dtype=time_dtype)
+        m.eps(torch.zeros(2, 2, dtype=x_dtype), 0.5)
+        assert seen[-1] == expected and m.network_time_dtype(torch.zeros(1, dtype=x_dtype)) == expected
+    assert "time_dtype=torch.float64" in repr(ScoreModel(spy, sde, time_dtype=torch.float64))
+    with pytest.raises(TypeError, match="time_dtype must be a torch.dtype"):
+        ScoreModel(spy, sde, time_dtype="float32")
+    with pytest.raises(ValueError, match="time_dtype must be a floating dtype"):
+        ScoreModel(spy, sde, time_dtype=torch.int64)
+
+
+# --------------------------------------------------------------------------- nfe
+def test_nfe_counts_every_call_from_several_threads():
+    """Issue 11: ``self.nfe += 1`` lost counts when two threads called the model (102674 of 160000
+    counted with 8 threads, before the lock). Hammer it with a tiny switch interval."""
+    import sys
+    import threading
+
+    m = ScoreModel(lambda x, t: x, sd.VPSDE())
+    x = torch.zeros(1, 1)
+    t = torch.tensor(0.5, dtype=F64)
+    n_threads, n_calls = 8, 3000
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        threads = [threading.Thread(target=lambda: [m._net(x, t) for _ in range(n_calls)]) for _ in range(n_threads)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+    finally:
+        sys.setswitchinterval(old)
+    assert m.nfe == n_threads * n_calls
+
+
+class _Net(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(2, 2)
+
+    def forward(self, x, t):
+        return self.lin(x) * t[:, None]
+
+
+def test_score_model_copies_and_pickles():
+    """The lock guarding nfe is rebuilt on copy.deepcopy and pickle (an EMA copy of the model)."""
+    import copy
+    import pickle
+
+    m = ScoreModel(_Net(), sd.VPSDE(), prediction="x0")
+    m.eps(torch.zeros(3, 2), 0.5)
+    for c in (copy.deepcopy(m), pickle.loads(pickle.dumps(m))):
+        assert c.nfe == 1 and c._nfe_lock is not m._nfe_lock
+        c.eps(torch.zeros(3, 2), 0.5)
+        assert c.nfe == 2 and m.nfe == 1

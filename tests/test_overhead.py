@@ -1,5 +1,6 @@
-"""The fixed-step score solvers with precomputed coefficients (coefs=, and the eps fold) give the
-results of the plain path, and no longer evaluate the process on the device inside a step.
+"""Every fixed-step solver calls the model through ``view_at`` with precomputed coefficients (coefs=,
+and the eps fold), gives the results of the plain path, and evaluates nothing of the process on the
+device inside a step, for eps, x0, v and score networks.
 
 Reference ("plain path"): the same solver driven with a wrapper that only exposes ``.score(x, t)``,
 so the model computes alpha(t), sigma(t) itself and the solver uses its score-form coefficients,
@@ -29,17 +30,31 @@ def _solvers():
         "pc-em-annealed": sd.PredictorCorrector(sd.EulerMaruyamaPredictor(), sd.AnnealedLangevinCorrector(0.1, 2)),
         "pc-ancestral-none": sd.PredictorCorrector(sd.AncestralPredictor(), None),
         "pc-rd-flow": sd.PredictorCorrector(sd.ReverseDiffusionPredictor(probability_flow=True), None),
+        "ddim": sd.DDIM(),
+        "ddim-eta": sd.DDIM(eta=0.5),
+        "ddpm": sd.DDPM(),
+        "ddpm-large": sd.DDPM("large"),
+        "plms": sd.PLMS(),
+        "plms-prk": sd.PLMS("prk"),
+        "vdm": sd.VDMAncestral(),
     }
 
 
+_EPS_SOLVERS = ("ddim", "ddpm", "plms", "vdm")  # ask for eps: no conversion at all from an eps network
+
+
 class _ScoreOnly:
-    """Exposes only .score(x, t): the solvers call it without coefs (the plain path)."""
+    """Exposes the views without coefs (the plain path): ``model.eps(x, t)`` etc. compute alpha(t),
+    sigma(t) from the process. Score solvers see only ``.score`` (so they use their score form)."""
 
     def __init__(self, model):
         self.model = model
 
     def score(self, x, t):
         return self.model.score(x, t)
+
+    def eps(self, x, t):
+        return self.model.eps(x, t)
 
 
 def _exact_model(target, sde, pred):
@@ -74,7 +89,7 @@ def test_solvers_match_the_plain_path(name, solver_name, pred):
     except ValueError:
         pytest.skip(f"{solver_name} does not apply to {name}")
     model = _exact_model(_target(), sde, pred)
-    folded = pred == "eps" and not solver_name.startswith("pc")
+    folded = pred == "eps" and not solver_name.startswith(("pc", *_EPS_SOLVERS))
     tol = 1e-12 if folded else 1e-14
 
     grid = sd.grids.uniform(sde, 12)
@@ -126,30 +141,37 @@ class _Ops(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-@pytest.mark.parametrize("solver_name", ["em", "ode-euler", "ode-heun", "pc"])
+@pytest.mark.parametrize("solver_name", list(_solvers()))
 @pytest.mark.parametrize("pred", PREDICTIONS)
 def test_a_step_does_not_evaluate_the_process(solver_name, pred):
-    """Inside one step on DiscreteVPSDE (whose alpha(t) is a gather and interpolation of knots) no
+    """Inside every step (the first four, so multistep warm-ups and histories are covered) on
+    DiscreteVPSDE (whose alpha(t) is a gather and interpolation of knots) no
     exp/log/expm1/index/searchsorted op runs: alpha and sigma come precomputed. With an eps model the
-    EM and ODE steps do not convert to a score at all (no div / neg)."""
+    EM, ODE, DDIM/DDPM, PLMS and VDM steps do not convert at all (no div / neg)."""
     from sdesolve.solvers.base import _to_device
 
     sde, solver = _processes()["discrete"], _solvers()[solver_name]
     model = ScoreModel(lambda x, t: 0.1 * x, sde, prediction=pred)
     x = torch.randn(4, 3, 2, 2)
     coeffs = _to_device(solver.init(sde, sd.grids.uniform(sde, 8)), x)
-    with _Ops() as ops:
-        solver.step(model, {"x": x}, 3, coeffs, generator=torch.Generator().manual_seed(0), need_x0=True)
     process_ops = {"exp", "log", "expm1", "log1p", "index", "searchsorted", "gather", "bucketize", "floor"}
-    assert not process_ops & {n.split(".")[0] for n in ops.names}, ops.names
-    if pred == "eps" and solver_name != "pc":
-        assert not {"div", "neg"} & {n.split(".")[0] for n in ops.names}, ops.names
-    if pred == "score":
-        return  # no conversion on either path
+
+    def op_names(m):
+        names, state = [], solver.init_state(x, coeffs)
+        for i in range(4):
+            with _Ops() as ops:
+                state = solver.step(m, state, i, coeffs, generator=torch.Generator().manual_seed(i), need_x0=True)
+            names += [n.split(".")[0] for n in ops.names]
+        return set(names)
+
+    names = op_names(model)
+    assert not process_ops & names, (solver_name, names)
+    if pred == "eps" and not solver_name.startswith("pc"):
+        assert not {"div", "neg"} & names, (solver_name, names)
+    if pred in ("score", "eps"):
+        return  # no conversion on the plain path either (score solvers, eps solvers)
     # the plain path does evaluate the process: the check above can fail
-    with _Ops() as ops:
-        solver.step(_ScoreOnly(model), {"x": x}, 3, coeffs, generator=torch.Generator().manual_seed(0))
-    assert process_ops & {n.split(".")[0] for n in ops.names}
+    assert process_ops & op_names(_ScoreOnly(model))
 
 
 @pytest.mark.parametrize("pred", PREDICTIONS)

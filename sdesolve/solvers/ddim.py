@@ -41,58 +41,44 @@ which is exactly DDIM with eta = 1. ``variance="large"`` uses ``sigma_{t|s}^2`` 
 al.'s sigma^2 = beta, the upper bound; diffusers' ``fixed_large``), with the same mean.
 
 Both solvers precompute, per grid interval i (from t = grid[i] to s = grid[i+1]), float64
-coefficients ``x_s = a_i x_t + b_i eps_hat + c_i z`` once on the host; one eps evaluation per
-step. ``noise=False`` (the last step when ``denoise=True``) drops ``c_i z`` and returns the
-mean. Grids may end at t = 0 on processes where sigma(0) = 0 (then the last step returns
-x0_hat exactly, as diffusers' ``set_alpha_to_one`` does).
+coefficients ``x_s = a_i x_t + b_i eps_hat + c_i z`` once on the host, with
+``q = 1 - exp(lambda_t - lambda_s)`` from the process (``sde._one_minus_snr_ratio``); one eps
+evaluation per step, through :func:`~sdesolve.model.view_at` with the precomputed ``alpha(t)``,
+``sigma(t)`` (:func:`~sdesolve.model.view_coefficients`), so an x0-, v- or score-network costs no
+evaluation of the process on the device. ``noise=False`` (the last step when ``denoise=True``)
+drops ``c_i z`` and returns the mean. Grids may end at t = 0 on processes where sigma(0) = 0
+(``lambda_s = +inf``: ``q = 1``, ``c = 0``, ``b = -alpha_s sigma_t / alpha_t``), and the last
+step returns ``alpha_s x0_hat`` exactly, as diffusers' ``set_alpha_to_one`` does, without
+evaluating the model at sigma = 0.
 """
 
 from __future__ import annotations
 
-import math
-import numbers
-
 import torch
 from torch import Tensor
 
+from .._validate import check_choice, check_real
+from ..model import view_at, view_coefficients
 from .base import Solver, randn_like
 
 __all__ = ["DDIM", "DDPM"]
 
 
-def _marginals(sde, grid: Tensor):
-    """alpha, sigma and log-SNR at the grid times (float64; sigma may be 0 and lambda +inf at t = 0)."""
-    log_alpha, log_sigma = sde._log_alpha(grid), sde._log_sigma(grid)
-    return torch.exp(log_alpha), torch.exp(log_sigma), 2.0 * (log_alpha - log_sigma)
-
-
 def ddim_coefficients(sde, grid: Tensor, eta: float) -> dict[str, Tensor]:
-    """Per-step float64 coefficients of ``x_s = a x_t + b eps_hat + c z`` (and x0_hat's).
+    """Per-step float64 coefficients of ``x_s = a x_t + b eps_hat + c z``.
 
-    ``q = 1 - exp(lambda_t - lambda_s)`` in (0, 1]; ``c = eta sigma_s sqrt(q)``;
-    ``a = alpha_s / alpha_t``; ``b = sigma_s sqrt(1 - eta^2 q) - alpha_s sigma_t / alpha_t``, with
+    ``q = 1 - exp(lambda_t - lambda_s)`` in (0, 1] (the process' ``_one_minus_snr_ratio``);
+    ``c = eta sigma_s sqrt(q)``; ``a = alpha_s / alpha_t``;
+    ``b = sigma_s sqrt(1 - eta^2 q) - alpha_s sigma_t / alpha_t``, with
     ``1 - eta^2 q = (1 - eta^2) + eta^2 exp(lambda_t - lambda_s)`` (no cancellation).
     """
-    alpha, sigma, lam = _marginals(sde, grid)
-    a_t, a_s, s_t, s_s = alpha[:-1], alpha[1:], sigma[:-1], sigma[1:]
-    q = -torch.expm1(lam[:-1] - lam[1:])
-    keep = (1.0 - eta * eta) + eta * eta * torch.exp(lam[:-1] - lam[1:])
-    return {
-        "a": a_s / a_t,
-        "b": s_s * torch.sqrt(keep) - a_s * s_t / a_t,
-        "c": eta * s_s * torch.sqrt(q),
-        "x0_a": 1.0 / a_t,
-        "x0_b": s_t / a_t,
-    }
-
-
-def _check_eta(eta) -> float:
-    if isinstance(eta, bool) or not isinstance(eta, numbers.Real):
-        raise TypeError(f"eta must be a real number in [0, 1], got {type(eta).__name__}")
-    eta = float(eta)
-    if not (0.0 <= eta <= 1.0) or math.isnan(eta):
-        raise ValueError(f"eta must lie in [0, 1] (0: deterministic DDIM, 1: DDPM posterior noise), got {eta}")
-    return eta
+    t, s = grid[:-1], grid[1:]
+    log_a_t, log_a_s = sde._log_alpha(t), sde._log_alpha(s)
+    sigma_t, sigma_s = torch.exp(sde._log_sigma(t)), torch.exp(sde._log_sigma(s))
+    q = sde._one_minus_snr_ratio(t, s)
+    keep = (1.0 - eta * eta) + eta * eta * torch.exp(sde._log_snr(t) - sde._log_snr(s))  # exp(-inf) = 0
+    a = torch.exp(log_a_s - log_a_t)
+    return {"a": a, "b": sigma_s * torch.sqrt(keep) - a * sigma_t, "c": eta * sigma_s * torch.sqrt(q)}
 
 
 class _EpsStep(Solver):
@@ -100,15 +86,20 @@ class _EpsStep(Solver):
 
     nfe_per_step = 1
 
+    def init(self, sde, grid):
+        c = super().init(sde, grid)
+        c.update(view_coefficients(sde, grid[:-1]))
+        return c
+
     def step(self, model, state, i, coeffs, *, generator=None, noise=True, need_x0=False):
         x = state["x"]
-        eps = model.eps(x, coeffs["t"][i])
+        eps = view_at(model, x, coeffs["t"][i], "eps", (coeffs["alpha"][i], coeffs["sigma"][i]))
         x_next = torch.addcmul(coeffs["a"][i] * x, coeffs["b"][i], eps)  # a x + b eps (one kernel fewer)
         if noise and self.stochastic:
             x_next = torch.addcmul(x_next, coeffs["c"][i], randn_like(x, generator))
         out = {"x": x_next}
         if need_x0:
-            out["x0"] = coeffs["x0_a"][i] * x - coeffs["x0_b"][i] * eps
+            out["x0"] = torch.addcmul(coeffs["x0_x"][i] * x, coeffs["x0_eps"][i], eps)
         return out
 
 
@@ -133,7 +124,7 @@ class DDIM(_EpsStep):
     default_grid = "log_snr"
 
     def __init__(self, eta: float = 0.0):
-        self.eta = _check_eta(eta)
+        self.eta = check_real(eta, "eta", lo=0.0, hi=1.0)
 
     @property
     def stochastic(self) -> bool:
@@ -172,14 +163,11 @@ class DDPM(_EpsStep):
     default_grid = "quadratic"
 
     def __init__(self, variance: str = "small"):
-        if variance not in ("small", "large"):
-            raise ValueError(f"variance must be 'small' (posterior, beta~) or 'large' (beta), got {variance!r}")
-        self.variance = variance
+        self.variance = str(check_choice(variance, "variance", ("small", "large")))
 
     def init(self, sde, grid):
         c = super().init(sde, grid)
         c.update(ddim_coefficients(sde, grid, 1.0))
-        if self.variance == "large":
-            _, sigma, lam = _marginals(sde, grid)
-            c["c"] = sigma[:-1] * torch.sqrt(-torch.expm1(lam[:-1] - lam[1:]))
+        if self.variance == "large":  # sigma_{t|s}, the transition's standard deviation
+            c["c"] = torch.sqrt(sde._transition(grid[:-1], grid[1:])[1])
         return c

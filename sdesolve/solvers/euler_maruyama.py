@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ..model import predicts_eps, view_at
+from ..model import predicts_eps, view_at, view_coefficients
 from .base import Solver, randn_like
 
 __all__ = ["EulerMaruyama"]
@@ -39,25 +39,20 @@ class EulerMaruyama(Solver):
         c["one_fh"] = 1.0 + f * h
         c["g2h"] = g2 * h
         c["g_sqrt_h"] = torch.sqrt(torch.clamp(g2, min=0.0) * (-h))
-        alpha, sigma = torch.exp(sde._log_alpha(t)), torch.exp(sde._log_sigma(t))
-        c["alpha"], c["sigma"] = alpha, sigma
-        c["x0_a"], c["x0_b"] = 1.0 / alpha, sigma * sigma / alpha
-        # the same step in terms of eps = -sigma s (an eps network's own output)
-        c["g2h_sigma"], c["x0_e"] = g2 * h / sigma, -sigma / alpha
+        c.update(view_coefficients(sde, t))
+        c["g2h_sigma"] = g2 * h / c["sigma"]  # the same step in terms of eps = -sigma s (an eps network's own output)
         return c
 
     def step(self, model, state, i, coeffs, *, generator=None, noise=True, need_x0=False):
         x = state["x"]
-        if predicts_eps(model):
-            e = model.eps(x, coeffs["t"][i])
-            x_mean = coeffs["one_fh"][i] * x + coeffs["g2h_sigma"][i] * e
+        eps = predicts_eps(model)
+        coefs = (coeffs["alpha"][i], coeffs["sigma"][i])
+        out_net = view_at(model, x, coeffs["t"][i], "eps" if eps else "score", coefs)
+        if eps:  # x + (f x - g^2 (-e / sigma)) h
+            x_mean = coeffs["one_fh"][i] * x + coeffs["g2h_sigma"][i] * out_net
         else:
-            s = view_at(model, x, coeffs["t"][i], "score", (coeffs["alpha"][i], coeffs["sigma"][i]))
-            x_mean = coeffs["one_fh"][i] * x - coeffs["g2h"][i] * s
+            x_mean = coeffs["one_fh"][i] * x - coeffs["g2h"][i] * out_net
         out = {"x": x_mean + coeffs["g_sqrt_h"][i] * randn_like(x, generator) if noise else x_mean}
         if need_x0:
-            if predicts_eps(model):
-                out["x0"] = coeffs["x0_a"][i] * x + coeffs["x0_e"][i] * e
-            else:
-                out["x0"] = coeffs["x0_a"][i] * x + coeffs["x0_b"][i] * s
+            out["x0"] = coeffs["x0_x"][i] * x + coeffs["x0_eps" if eps else "x0_score"][i] * out_net
         return out

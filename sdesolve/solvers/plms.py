@@ -33,6 +33,12 @@ Warm start (the first steps, before three past eps exist):
   ``e' = (e_1 + 2 e_2 + 2 e_3 + e_4) / 6``; the history keeps e_1. Four evaluations per warm-up
   step, **9 extra** in all: ``nfe(n) = 4 n`` for n <= 3, else ``n + 9``.
 
+A step into sigma = 0 (a grid ending at t = 0 on a process with sigma(0) = 0, diffusers'
+``set_alpha_to_one``) never evaluates the model there: were it a warm-up step, the lower-order
+warm start takes the plain transfer step (Euler, ``e' = e_0``: one evaluation fewer) and PRK
+the midpoint rule ``e' = e_2`` (two fewer). Every model call goes through
+:func:`~sdesolve.model.view_at` with ``alpha``, ``sigma`` precomputed at each time it evaluates.
+
 The history of past eps lives in the state dict (``state["eps"]``, oldest first), never in the
 solver. Which formula a step uses depends only on the history's length (a Python int), so the
 loop has no host-device synchronization.
@@ -42,6 +48,8 @@ from __future__ import annotations
 
 import torch
 
+from .._validate import check_choice
+from ..model import view_at, view_coefficients
 from .base import Solver
 from .ddim import ddim_coefficients
 
@@ -78,26 +86,32 @@ class PLMS(Solver):
     default_grid = "log_snr"
 
     def __init__(self, warm_start: str = "lower_order"):
-        if warm_start not in ("lower_order", "prk"):
-            raise ValueError(f"warm_start must be 'lower_order' or 'prk', got {warm_start!r}")
-        self.warm_start = warm_start
+        self.warm_start = str(check_choice(warm_start, "warm_start", ("lower_order", "prk")))
 
     def nfe(self, n_steps: int) -> int:
-        """Exact network evaluations of an ``n_steps`` solve, warm start included."""
+        """Exact network evaluations of an ``n_steps`` solve, warm start included.
+
+        (A warm-up step into sigma = 0 saves one evaluation, two with ``"prk"``: module docstring.)
+        """
         if self.warm_start == "prk":
             return 4 * n_steps if n_steps <= 3 else n_steps + 9
         return n_steps + 1 if n_steps >= 1 else 0
 
     def init(self, sde, grid):
         c = super().init(sde, grid)
+        c.update(view_coefficients(sde, grid[:-1]))
         full = ddim_coefficients(sde, grid, 0.0)
-        c.update({k: full[k] for k in ("a", "b", "x0_a", "x0_b")})
+        c["a"], c["b"] = full["a"], full["b"]
+        nxt = view_coefficients(sde, grid[1:])
+        c["alpha_next"], c["sigma_next"] = nxt["alpha"], nxt["sigma"]
+        c["into_zero"] = [bool(z) for z in nxt["sigma"] == 0.0]  # a host list: branching on it needs no sync
         if self.warm_start == "prk":
             k = min(3, grid.numel() - 1)  # only the warm-up steps need midpoints
             t_mid = 0.5 * (grid[:k] + grid[1 : k + 1])
             pairs = torch.stack([grid[:k], t_mid], dim=1).reshape(-1)  # t_0, m_0, t_1, m_1, ...
             half = ddim_coefficients(sde, pairs, 0.0)
-            c["t_mid"] = t_mid
+            mid = view_coefficients(sde, t_mid)
+            c["t_mid"], c["alpha_mid"], c["sigma_mid"] = t_mid, mid["alpha"], mid["sigma"]
             c["a_mid"], c["b_mid"] = half["a"][0::2], half["b"][0::2]
         return c
 
@@ -107,16 +121,19 @@ class PLMS(Solver):
     def step(self, model, state, i, coeffs, *, generator=None, noise=True, need_x0=False):
         x, hist = state["x"], state["eps"]
         a, b = coeffs["a"][i], coeffs["b"][i]
-        e = model.eps(x, coeffs["t"][i])
-        if len(hist) < 3 and self.warm_start == "prk":
-            am, bm, tm = coeffs["a_mid"][i], coeffs["b_mid"][i], coeffs["t_mid"][i]
-            e2 = model.eps(am * x + bm * e, tm)
-            e3 = model.eps(am * x + bm * e2, tm)
-            e4 = model.eps(a * x + b * e3, coeffs["t_next"][i])
-            e_comb = (e + 2.0 * e2 + 2.0 * e3 + e4) / 6.0
-        elif len(hist) == 0:  # lower-order warm start: Heun through the transfer map
-            e_end = model.eps(a * x + b * e, coeffs["t_next"][i])
-            e_comb = 0.5 * (e + e_end)
+        e = _eps(model, x, coeffs, i, "")
+        warm = len(hist) < (3 if self.warm_start == "prk" else 1)
+        if warm and self.warm_start == "prk":
+            am, bm = coeffs["a_mid"][i], coeffs["b_mid"][i]
+            e2 = _eps(model, am * x + bm * e, coeffs, i, "_mid")
+            if coeffs["into_zero"][i]:  # the midpoint rule: no stage at sigma = 0
+                e_comb = e2
+            else:
+                e3 = _eps(model, am * x + bm * e2, coeffs, i, "_mid")
+                e4 = _eps(model, a * x + b * e3, coeffs, i, "_next")
+                e_comb = (e + 2.0 * e2 + 2.0 * e3 + e4) * (1.0 / 6.0)
+        elif warm:  # lower-order warm start: Heun through the transfer map (Euler into sigma = 0)
+            e_comb = e if coeffs["into_zero"][i] else 0.5 * (e + _eps(model, a * x + b * e, coeffs, i, "_next"))
         else:
             w = _AB[len(hist) + 1]
             e_comb = e * w[0]
@@ -124,5 +141,10 @@ class PLMS(Solver):
                 e_comb.add_(ej, alpha=wj)  # e_comb is a fresh tensor: fused multiply-add in place
         out = {"x": torch.addcmul(a * x, b, e_comb), "eps": (hist + (e,))[-3:]}
         if need_x0:
-            out["x0"] = coeffs["x0_a"][i] * x - coeffs["x0_b"][i] * e
+            out["x0"] = torch.addcmul(coeffs["x0_x"][i] * x, coeffs["x0_eps"][i], e)
         return out
+
+
+def _eps(model, x, coeffs, i, at: str):
+    """eps at the step's start (``at=""``), midpoint (``"_mid"``) or end (``"_next"``), through view_at."""
+    return view_at(model, x, coeffs["t" + at][i], "eps", (coeffs["alpha" + at][i], coeffs["sigma" + at][i]))

@@ -5,8 +5,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..model import view_at, view_coefficients
 from .base import Solver, randn_like
-from .ddim import _marginals, ddim_coefficients
+from .ddim import ddim_coefficients
 
 __all__ = ["VDMAncestral", "ancestral_mean", "ancestral_mean_from_x0"]
 
@@ -60,7 +61,7 @@ class VDMAncestral(Solver):
     default_grid = "uniform"
 
     def check(self, sde) -> None:
-        for hook in ("_log_alpha", "_log_sigma", "_log_snr"):
+        for hook in ("_log_alpha", "_log_sigma", "_log_snr", "_one_minus_snr_ratio"):
             if not callable(getattr(sde, hook, None)):
                 raise TypeError(
                     f"VDMAncestral needs a linear forward process (a sdesolve LinearSDE) with {hook}(t); "
@@ -70,32 +71,35 @@ class VDMAncestral(Solver):
     def init(self, sde, grid: Tensor) -> dict[str, Tensor]:
         """Per-step coefficients for the grid ``t_0 > t_1 > ... > t_n`` (float64, host).
 
-        Keys: ``alpha_t``, ``sigma_t`` (at the step's start), ``mean_x = alpha_s/alpha_t``,
-        ``mean_eps = -alpha_s/alpha_t c sigma_t`` (the eps form of the posterior mean),
-        ``mean_x_x0form = alpha_s/alpha_t (1 - c)`` and ``mean_x0 = alpha_s c`` (its x0 form),
-        ``std = sigma_s sqrt(c)``, and ``x0_a = 1/alpha_t``, ``x0_b = -sigma_t/alpha_t``.
+        Keys: ``alpha``, ``sigma`` (at the step's start, handed to the model) and ``x0_x``,
+        ``x0_eps`` (``x_hat = x0_x z_t + x0_eps eps_hat``; :func:`~sdesolve.model.view_coefficients`),
+        ``mean_x = alpha_s/alpha_t``, ``mean_eps = -alpha_s/alpha_t c sigma_t`` (the eps form of the
+        posterior mean), ``mean_x_x0form = alpha_s/alpha_t (1 - c)`` and ``mean_x0 = alpha_s c`` (its
+        x0 form), ``std = sigma_s sqrt(c)``; ``alpha_t``, ``sigma_t``: the same as ``alpha``, ``sigma``
+        (the names :class:`sdesolve.diffusers.VDMScheduler` reads).
         """
         c = super().init(sde, grid)
+        t, s = grid[:-1], grid[1:]
+        c.update(view_coefficients(sde, t))
         # The eps form is DDPM's posterior step, i.e. DDIM with eta = 1: one formula for both.
         post = ddim_coefficients(sde, grid, 1.0)
-        alpha, sigma, lam = _marginals(sde, grid)
-        cc = -torch.expm1(lam[:-1] - lam[1:])  # 1 - SNR_t / SNR_s; equals 1 where lam_s = +inf
-        c["alpha_t"], c["sigma_t"] = alpha[:-1], sigma[:-1]
+        cc = sde._one_minus_snr_ratio(t, s)  # 1 - SNR_t / SNR_s; equals 1 where sigma_s = 0
+        c["alpha_t"], c["sigma_t"] = c["alpha"], c["sigma"]
         c["mean_x"], c["mean_eps"], c["std"] = post["a"], post["b"], post["c"]
-        c["mean_x_x0form"] = post["a"] * torch.exp(lam[:-1] - lam[1:])  # alpha_s/alpha_t (1 - c)
-        c["mean_x0"] = alpha[1:] * cc
-        c["x0_a"], c["x0_b"] = post["x0_a"], -post["x0_b"]
+        # alpha_s/alpha_t (1 - c) = alpha_s/alpha_t SNR_t/SNR_s: no cancellation as c -> 1
+        c["mean_x_x0form"] = post["a"] * torch.exp(sde._log_snr(t) - sde._log_snr(s))
+        c["mean_x0"] = torch.exp(sde._log_alpha(s)) * cc
         return c
 
     def step(self, model, state, i, coeffs, *, generator=None, noise=True, need_x0=False):
         x = state["x"]
-        eps = model.eps(x, coeffs["t"][i])
+        eps = view_at(model, x, coeffs["t"][i], "eps", (coeffs["alpha"][i], coeffs["sigma"][i]))
         x_next = ancestral_mean(x, eps, i, coeffs)
         if noise:
             x_next = x_next + coeffs["std"][i] * randn_like(x, generator)
         out = {"x": x_next}
         if need_x0:
-            out["x0"] = coeffs["x0_a"][i] * x + coeffs["x0_b"][i] * eps
+            out["x0"] = coeffs["x0_x"][i] * x + coeffs["x0_eps"][i] * eps
         return out
 
 
