@@ -900,8 +900,8 @@ def _check_bits_per_dim(x, data_range, n_bits, levels, dequantize, n_repeats, ge
     kk = torch.round(grid)
     if bool(((grid - kk).abs() > 1e-3).any()):
         raise ValueError(
-            f"dequantize='uniform' needs float data on the {levels}-level grid of data_range "
-            f"{lo:g} + ({hi:g} - {lo:g}) k / {levels - 1}, k = 0..{levels - 1}"
+            f"dequantize='uniform' needs float data on the {levels}-level grid of data_range=({lo:g}, {hi:g}), "
+            f"lo + (hi - lo) k / {levels - 1} for k = 0..{levels - 1}"
             + (_range_hint(x, lo, hi, levels) or "; for continuous (already dequantized) data pass dequantize=None")
         )
     return lo, hi, levels, kk.to(dtype), dtype
@@ -924,7 +924,7 @@ def _range_hint(x: Tensor, lo: float, hi: float, levels: int) -> str:
             else:
                 fix = (
                     f"pass data_range=({a:g}, {b:g}) if the model was trained on {what}, else rescale them to "
-                    f"[{lo:g}, {hi:g}] or pass integers k = round((x - {a:g}) / {b - a:g} * {top})"
+                    f"[{lo:g}, {hi:g}] or pass integers k = round({'x' if a == 0 else '(x + 1) / 2'} * {top})"
                 )
             return f"; the data lie on the {levels}-level grid of {what}: {fix}"
     return ""
