@@ -264,3 +264,16 @@ def test_step_into_sigma_zero_beats_edms_euler_step(monkeypatch):
     monkeypatch.setitem(rk.ZERO_TABLEAUX, "heun", rk.TABLEAUX["euler"])
     edm = kl()
     assert ours < edm / 5, (ours, edm)
+
+
+def test_one_method_table_with_the_likelihood():
+    """``ODE`` and ``log_likelihood`` share ``solvers.methods``: "heun2" is a deprecated alias of "heun"."""
+    from sdesolve.solvers.adaptive import AdaptiveODE
+    from sdesolve.solvers.methods import ADAPTIVE, FIXED
+    from sdesolve.solvers.runge_kutta import RungeKuttaODE
+
+    with pytest.warns(DeprecationWarning, match="'heun2' is deprecated; use 'heun'"):
+        solver = ODE("heun2")
+    assert isinstance(solver, RungeKuttaODE) and isinstance(solver, ODE) and solver.method == "heun"
+    assert all(isinstance(ODE(m), RungeKuttaODE) and ODE(m).order == FIXED[m] for m in FIXED)
+    assert all(isinstance(ODE(m), AdaptiveODE) and ODE(m).order == ADAPTIVE[m] for m in ADAPTIVE)

@@ -1,8 +1,9 @@
 """One vocabulary of integration-method names, shared by ``ODE(...)`` and ``log_likelihood(method=...)``.
 
-Fixed-step methods are explicit Runge–Kutta schemes (their tableaux live in ``ode.py``); adaptive
-methods choose their own steps under ``rtol``/``atol``. Old spellings are accepted as deprecated
-aliases for one release (``"heun2"`` was the likelihood's name for ``"heun"``).
+Fixed-step methods are explicit Runge–Kutta schemes (tableaux in ``runge_kutta.py``); adaptive
+methods are embedded pairs (``adaptive.py``) choosing their own steps under ``rtol``/``atol``.
+Old spellings are accepted as deprecated aliases for one release (``"heun2"`` was the
+likelihood's name for ``"heun"``).
 """
 
 from __future__ import annotations
