@@ -352,11 +352,16 @@ class AdaptiveODE(ODE):
     sigma > 0 and takes the exact constant-eps step (DDIM, eta = 0) into t_min, with t_b chosen
     under the same tolerance (:meth:`_step_into_zero`).
 
+    ``time_variable="log_snr"`` integrates ``dy/du = (sigma/alpha) eps`` with y = x / alpha in
+    u = log(sigma/alpha) (the ODE whose Euler step is DDIM), which holds no schedule: "auto" takes it
+    for ``DiscreteVPSDE``, whose drift in t jumps at each of its knots (measured at tol 1e-7:
+    error 3.4e-7 in 296 NFE, against 1.7e-3 after 3776 NFE in t).
+
     ``check_finite`` only governs the final check of the output: a solve whose vector field turns
     NaN or inf cannot choose steps and always raises (naming t and the NFE).
 
-    Attributes: ``method``, ``order``, ``rtol``, ``atol``, ``max_nfe``, ``options`` and
-    ``last_nfe`` (evaluations of the last solve).
+    Attributes: ``method``, ``order``, ``rtol``, ``atol``, ``max_nfe``, ``options``,
+    ``time_variable`` and ``last_nfe`` (evaluations of the last solve).
     """
 
     adaptive = True
