@@ -26,10 +26,11 @@ TARGET = sd.Gaussian(torch.tensor([0.4, -0.3, 0.9]), torch.tensor([0.5, 0.9, 0.3
 VIEW = {"epsilon": "eps", "sample": "x0", "v_prediction": "v"}
 
 
-def _unit_time(sched: VDMScheduler, timestep) -> torch.Tensor:
+def _process_time(sched: VDMScheduler, timestep) -> torch.Tensor:
+    """The process time of a timestep: (k + 1)/N * T (discrete, diffusers' convention) or u * T."""
     n = sched.config.num_train_timesteps
-    u = torch.as_tensor(timestep).to(F64)
-    return u / n if n is not None else u
+    k = torch.as_tensor(timestep).to(F64)
+    return ((k + 1.0) / n if n is not None else k) * sched.sde.T
 
 
 def _public(config) -> dict:
@@ -49,7 +50,10 @@ def _loop(sched: VDMScheduler, net, x: torch.Tensor, generator) -> torch.Tensor:
 @pytest.mark.parametrize("prediction_type", ["epsilon", "sample", "v_prediction"])
 def test_vdm_scheduler_loop_equals_sample(schedule, num_train_timesteps, prediction_type):
     sched = VDMScheduler(
-        num_train_timesteps=num_train_timesteps, beta_schedule=schedule, prediction_type=prediction_type
+        num_train_timesteps=num_train_timesteps,
+        beta_schedule=schedule,
+        prediction_type=prediction_type,
+        clip_sample=False,
     )
     sched.set_timesteps(12)
     sde = sched.sde
@@ -57,8 +61,7 @@ def test_vdm_scheduler_loop_equals_sample(schedule, num_train_timesteps, predict
     view = VIEW[prediction_type]
 
     def net(x, timestep):  # the network sees the scheduler's timestep (u or the integer k)
-        t = _unit_time(sched, timestep) * sde.T
-        return exact.predict(x, t, view)
+        return exact.predict(x, _process_time(sched, timestep), view)
 
     gen = torch.Generator().manual_seed(7)
     x_T = torch.randn(16, 3, generator=gen, dtype=F64) * sched.init_noise_sigma
@@ -66,9 +69,12 @@ def test_vdm_scheduler_loop_equals_sample(schedule, num_train_timesteps, predict
 
     model = sd.ScoreModel(lambda x, t: exact.predict(x, t, view), sde, prediction=view, time_input=lambda t: t)
     gen = torch.Generator().manual_seed(7)
-    y = sd.sample(sde, model, (16, 3), solver=sd.VDMAncestral(), grid=sched.grid, generator=gen, dtype=F64)
+    x_T = torch.randn(16, 3, generator=gen, dtype=F64)  # the same prior draw (the grid may start below T)
+    y = sd.sample(sde, model, x_T=x_T, solver=sd.VDMAncestral(), grid=sched.grid, generator=gen)
     torch.testing.assert_close(x, y, rtol=1e-10, atol=1e-10)
-    assert sched.grid[-1] == 0.0 and abs(float(sched.grid[0]) - sde.T) < 1e-12
+    assert sched.grid[-1] == 0.0
+    top = sde.T if num_train_timesteps is None else (sched.timesteps[0] + 1) / 1000  # leading: k_0 = 990
+    assert abs(float(sched.grid[0]) - top) < 1e-12
 
 
 def test_vdm_scheduler_timesteps():
@@ -78,9 +84,9 @@ def test_vdm_scheduler_timesteps():
     torch.testing.assert_close(s.timesteps, torch.tensor([1.0, 0.75, 0.5, 0.25]))
     torch.testing.assert_close(s.grid, torch.tensor([1.0, 0.75, 0.5, 0.25, 0.0], dtype=F64))
     d = VDMScheduler(num_train_timesteps=1000)
-    d.set_timesteps(3)
-    assert d.timesteps.dtype == torch.int64 and d.timesteps.tolist() == [1000, 667, 333]
-    torch.testing.assert_close(d.grid, torch.tensor([1.0, 0.667, 0.333, 0.0], dtype=F64))
+    d.set_timesteps(3)  # DDPM's "leading" spacing; timestep k is the time (k + 1)/N
+    assert d.timesteps.dtype == torch.int64 and d.timesteps.tolist() == [666, 333, 0]
+    torch.testing.assert_close(d.grid, torch.tensor([0.667, 0.334, 0.001, 0.0], dtype=F64))
     c = VDMScheduler(beta_schedule="squaredcos_cap_v2")
     c.set_timesteps(2)
     torch.testing.assert_close(c.grid, torch.tensor([1.0, 0.5, 0.0], dtype=F64) * c.sde.T)
@@ -90,10 +96,11 @@ def test_vdm_scheduler_timesteps():
 
 
 def test_vdm_scheduler_step_output_and_last_step_is_the_mean():
-    s = VDMScheduler(num_train_timesteps=100)
+    s = VDMScheduler(num_train_timesteps=100, beta_schedule="vdm", clip_sample=False)
     s.set_timesteps(5)
+    assert s.timesteps.tolist() == [80, 60, 40, 20, 0]
     x = torch.randn(4, 3, dtype=F64, generator=torch.Generator().manual_seed(0))
-    eps = TARGET.model(s.sde).eps(x, 0.2)
+    eps = TARGET.model(s.sde).eps(x, 0.01)
     out = s.step(eps, s.timesteps[-1], x, generator=torch.Generator().manual_seed(1))
     assert isinstance(out, VDMSchedulerOutput)
     again = s.step(eps, s.timesteps[-1], x, generator=torch.Generator().manual_seed(2), return_dict=False)
@@ -101,7 +108,7 @@ def test_vdm_scheduler_step_output_and_last_step_is_the_mean():
     torch.testing.assert_close(again[1], out.pred_original_sample)
     # to t = 0 for the VDM process: mean alpha_0/alpha_t (x - c sigma_t eps), c = -expm1(gamma_0 - gamma_t)
     a = lambda g: 1.0 / math.sqrt(1.0 + math.exp(g))  # noqa: E731
-    g_t, g_0 = -13.3 + 18.3 * 0.2, -13.3
+    g_t, g_0 = -13.3 + 18.3 * 0.01, -13.3  # k = 0 is t = 1/N
     c = -math.expm1(g_0 - g_t)
     want = a(g_0) / a(g_t) * (x - c * math.sqrt(1 - a(g_t) ** 2) * eps)
     torch.testing.assert_close(out.prev_sample, want, rtol=1e-12, atol=1e-12)
@@ -137,7 +144,7 @@ def test_vdm_scheduler_save_load_and_from_config(tmp_path):
     # same config, same samples
     for sch in (s, loaded):
         sch.set_timesteps(6)
-    net = lambda x, k: TARGET.model(s.sde).v(x, _unit_time(s, k))  # noqa: E731
+    net = lambda x, k: TARGET.model(s.sde).v(x, _process_time(s, k))  # noqa: E731
     x_T = torch.randn(8, 3, dtype=F64, generator=torch.Generator().manual_seed(0))
     a = _loop(s, net, x_T, torch.Generator().manual_seed(1))
     b = _loop(loaded, net, x_T, torch.Generator().manual_seed(1))
@@ -211,8 +218,8 @@ def test_add_noise_is_perturb(schedule, num_train_timesteps):
         ts = torch.tensor([1.0, 0.7, 0.31, 0.05, 0.0], dtype=F64)
         u = ts
     else:
-        ts = torch.tensor([1000, 700, 310, 50, 1])
-        u = ts.to(F64) / 1000
+        ts = torch.tensor([999, 700, 310, 50, 0])  # diffusers' convention: k is the time (k + 1)/N
+        u = (ts.to(F64) + 1) / 1000
     t = u * s.sde.T
     torch.testing.assert_close(s.add_noise(x0, noise, ts), s.sde.perturb(x0, t, noise), rtol=1e-14, atol=1e-14)
     # scalar timestep broadcasts
@@ -227,7 +234,9 @@ def test_add_noise_is_perturb(schedule, num_train_timesteps):
 @pytest.mark.parametrize("prediction_type", ["epsilon", "sample", "v_prediction"])
 def test_training_targets_are_recovered_by_step(prediction_type):
     """A model that outputs the exact target (noise, x0 or get_velocity) at add_noise(x0, noise) gives x0 back."""
-    s = VDMScheduler(num_train_timesteps=1000, beta_schedule="linear", prediction_type=prediction_type)
+    s = VDMScheduler(
+        num_train_timesteps=1000, beta_schedule="linear", prediction_type=prediction_type, clip_sample=False
+    )
     s.set_timesteps(10)
     gen = torch.Generator().manual_seed(0)
     x0 = torch.randn(6, 4, dtype=F64, generator=gen)
@@ -250,7 +259,7 @@ def _posterior_mean_std(sde, t: float, s: float, z, x0):
 def test_clip_sample_clips_x0_and_steps_from_it():
     s = VDMScheduler(clip_sample=True, clip_sample_range=0.5, prediction_type="epsilon")
     s.set_timesteps(5)
-    ref = VDMScheduler(prediction_type="epsilon")
+    ref = VDMScheduler(prediction_type="epsilon", clip_sample=False)
     ref.set_timesteps(5)
     gen = torch.Generator().manual_seed(0)
     z = torch.randn(8, 3, dtype=F64, generator=gen)
@@ -294,13 +303,13 @@ def test_vdm_scheduler_bad_input():
     with pytest.raises(ValueError, match="prediction_type"):
         VDMScheduler(prediction_type="score")
     with pytest.raises(ValueError, match="beta_schedule"):
-        VDMScheduler(beta_schedule="scaled_linear")
+        VDMScheduler(beta_schedule="scaled_linear")  # a discrete DDPM schedule, in continuous time
     with pytest.raises(ValueError, match="num_train_timesteps"):
         VDMScheduler(num_train_timesteps=0)
     with pytest.raises(ValueError, match="sample_max_value"):
-        VDMScheduler(sample_max_value=0.5)
+        VDMScheduler(sample_max_value=0.0)
     s = VDMScheduler(num_train_timesteps=10)
-    with pytest.raises(ValueError, match="set_timesteps"):
+    with pytest.raises(ValueError, match="not one of the scheduler's timesteps"):
         s.step(torch.zeros(2, 3), 10, torch.zeros(2, 3))
     with pytest.raises(ValueError, match="num_inference_steps"):
         s.set_timesteps(11)
@@ -308,19 +317,19 @@ def test_vdm_scheduler_bad_input():
         s.set_timesteps(0)
     s.set_timesteps(5)
     with pytest.raises(ValueError, match="shape"):
-        s.step(torch.zeros(2, 4), 10, torch.zeros(2, 3))
+        s.step(torch.zeros(2, 4), 8, torch.zeros(2, 3))
     with pytest.raises(ValueError, match="noise"):
         s.add_noise(torch.zeros(2, 3), torch.zeros(2, 4), 5)
     with pytest.raises(ValueError, match="timesteps"):
         s.add_noise(torch.zeros(2, 3), torch.zeros(2, 3), torch.tensor([5, 6, 7]))
     with pytest.raises(ValueError, match="timesteps"):
-        s.add_noise(torch.zeros(2, 3), torch.zeros(2, 3), 20)  # k = 20 > N = 10
+        s.add_noise(torch.zeros(2, 3), torch.zeros(2, 3), 10)  # k = 10 > N - 1 = 9
     with pytest.raises(TypeError, match="LinearSDE"):
         s.set_process(object())
 
 
 def test_set_process_uses_a_custom_schedule():
-    s = VDMScheduler()
+    s = VDMScheduler(clip_sample=False)
     sde = sd.VDMSDE(sd.FixedLinearGamma(-8.0, 7.0), t_min=0.0)
     s.set_process(sde)
     s.set_timesteps(6)
@@ -346,7 +355,7 @@ class _ScalarGamma(sd.GammaSchedule):
 
 def test_set_process_with_a_learnable_schedule_samples_without_a_graph():
     sde = sd.VDMSDE(_ScalarGamma(), t_min=0.0)
-    s = VDMScheduler()
+    s = VDMScheduler(clip_sample=False)
     s.set_process(sde)
     s.set_timesteps(5)
     exact = TARGET.model(sde)
@@ -422,8 +431,8 @@ def test_score_sde_vp_bad_input():
     with pytest.raises(ValueError, match="prediction_type"):
         ScoreSdeVpScheduler(prediction_type="v_prediction")
     s = ScoreSdeVpScheduler()
-    with pytest.raises(ValueError, match="set_timesteps"):
-        s.step_pred(torch.zeros(2, 3), torch.zeros(2, 3), 1.0)
+    assert len(s.timesteps) == 2000  # set at construction (num_train_timesteps steps), as DDPM does
+    s.step_pred(torch.zeros(2, 3), torch.zeros(2, 3), 1.0)
     s.set_timesteps(4)
     with pytest.raises(ValueError, match="timesteps"):
         s.step_pred(torch.zeros(2, 3), torch.zeros(2, 3), 0.5)
