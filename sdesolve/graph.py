@@ -107,11 +107,7 @@ class GraphSampler:
         self._x = torch.zeros(self.shape, device=self.device, dtype=self.dtype)
         with torch.no_grad():
             self._coeffs = _to_device(self.solver.init(self.sde, self.grid), self._x)
-            counter = NoiseSource(None)
-            nfe0 = self.model.nfe
-            self._loop(counter, record=None)
-            self.n_noise, self.nfe = counter.count, self.model.nfe - nfe0
-            self.model.nfe = nfe0  # building it evaluates nothing on the caller's count
+            self.n_noise, self.nfe = self._count()
             self._noise = torch.zeros((max(self.n_noise, 1),) + self.shape, device=self.device, dtype=self.dtype)
             self._source = NoiseSource(self._noise)
             self._record = new_record(self._n, self.device) if self.check_finite else None
@@ -121,9 +117,29 @@ class GraphSampler:
                     lambda: self._loop(self._source, self._record), device=self.device, warmup=warmup, model=self.model
                 )
 
-    def _loop(self, source: NoiseSource, record: Tensor | None) -> Tensor:
+    def _count(self) -> tuple[int, int]:
+        """Noise draws and network calls of one solve, by a dry run (not counted on the model).
+
+        The counts do not depend on the batch size, so the dry run takes one sample; a model that
+        cannot run on a batch of one (fixed-size extra inputs, batch statistics) gets the full batch.
+        """
+        nfe0 = self.model.nfe
+        try:
+            for x in (self._x[:1], self._x) if self.shape[0] > 1 else (self._x,):
+                counter, self.model.nfe = NoiseSource(None), nfe0
+                try:
+                    self._loop(counter, record=None, x=x)
+                    break
+                except Exception:
+                    if x is self._x:
+                        raise
+            return counter.count, self.model.nfe - nfe0
+        finally:
+            self.model.nfe = nfe0  # building it evaluates nothing on the caller's count
+
+    def _loop(self, source: NoiseSource, record: Tensor | None, x: Tensor | None = None) -> Tensor:
         source.reset()
-        state = self.solver.init_state(self._x, self._coeffs)
+        state = self.solver.init_state(self._x if x is None else x, self._coeffs)
         state = run_steps(
             self.solver, self.model, state, self._coeffs, self._n, generator=source, denoise=self.denoise, record=record
         )

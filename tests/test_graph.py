@@ -177,3 +177,26 @@ def test_capture_cuda_graph_helper():
     x.copy_(torch.randn(16, 3, device="cuda"))
     graph.replay()
     torch.testing.assert_close(out, -2.0 * x)
+
+
+def test_dry_run_on_one_sample_or_the_full_batch():
+    """The noise/NFE count runs on one sample; a model bound to its batch size gets the full batch."""
+    sde = sd.VPSDE()
+    model = TARGET.model(sde)
+    seen = []
+
+    def fixed_batch(x, t):  # e.g. a network with per-sample extra inputs of batch 4
+        seen.append(x.shape[0])
+        if x.shape[0] != 4:
+            raise RuntimeError("this network only takes a batch of 4")
+        return model.score(x, t)
+
+    for net in (model.score, fixed_batch):
+        seen.clear()
+        gs = sd.GraphSampler(sde, net, (4, 3), solver=sd.PLMS(), steps=6, device="cpu")
+        assert (gs.nfe, gs.n_noise) == (sd.PLMS().nfe(6), 0)
+        gs = sd.GraphSampler(sde, net, (4, 3), solver=sd.DDPM(), steps=6, device="cpu")
+        assert (gs.nfe, gs.n_noise) == (6, 5)
+    assert seen.count(1) == 2 and set(seen) == {1, 4}  # per sampler: one try on one sample, then the full batch
+    with pytest.raises(RuntimeError, match="only takes a batch of 4"):  # a real error still comes through
+        sd.GraphSampler(sde, fixed_batch, (5, 3), solver=sd.DDPM(), steps=6, device="cpu")
