@@ -188,7 +188,7 @@ def test_alpha_gradient_in_closed_form():
 
 
 # ------------------------------------------------------------------ the process's gamma, gamma' and inverse
-@given(monotone_cases)
+@given(monotone_cases.filter(lambda c: c[2] <= 64))  # the bisection inverse: narrow networks keep it fast
 def test_vdm_process_gamma_and_gamma_prime_are_the_schedules(case):
     """sde._gamma / sde._gamma_prime (what losses ask for) are the schedule's own gamma and exact gamma',
     which is -d log SNR/dt by autograd; the bisection inverse returns the time of each log-SNR."""
