@@ -222,7 +222,14 @@ def _from_foreign_config(cls, config: dict) -> dict:
                 f"{key}={config[key]!r} of the {origin or 'loaded'} config cannot be mapped onto {cls.__name__} "
                 f"(it honours {key} in {allowed}); refusing rather than sampling a different model"
             )
-    config["_use_default_values"] = [k for k in config.get("_use_default_values", []) if k not in config]
+    # keep the writer's recorded value where it differs from ours (where it is the same, diffusers'
+    # own handling of defaults gives the same value and keeps the config's bookkeeping unchanged)
+    params = inspect.signature(cls.__init__).parameters
+    config["_use_default_values"] = [
+        k
+        for k in config.get("_use_default_values", [])
+        if not (k in config and k in ours and config[k] != params[k].default)
+    ]
     return config
 
 
