@@ -48,6 +48,7 @@ from .sde.vp import VPSDE, CosineVPSDE, SubVPSDE
 __all__ = [
     "SDECheckError",
     "SDECheckReport",
+    "CHECKS",
     "check_sde",
     "sdes",
     "vp_sdes",
