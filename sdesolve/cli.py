@@ -42,7 +42,7 @@ def demo(n: int = 4000, steps: int = 200, seed: int = 0) -> int:
         gen = torch.Generator().manual_seed(seed)
         x = sd.sample(sde, model, (n, 2), solver=solver, steps=steps, generator=gen, dtype=torch.float64)
         sw = _sliced_wasserstein(x, truth)
-        merr = float((x.mean(0) - target.mean()).norm())
+        merr = float((x.mean(0) - target.mean).norm())
         print(f"{name:<28}{sw:>20.4f}{merr:>14.4f}")
     print(f"{'(two exact samples)':<28}{floor:>20.4f}")
 
