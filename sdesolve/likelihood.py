@@ -291,7 +291,7 @@ class _Plan:
     return_latent: bool
 
 
-def integration_dtype(dtype: torch.dtype) -> torch.dtype:
+def _integration_dtype(dtype: torch.dtype) -> torch.dtype:
     """The dtype the augmented ODE is integrated in for data of ``dtype``: at least float32."""
     return torch.promote_types(dtype, torch.float32)
 
@@ -369,7 +369,7 @@ def _check_log_likelihood(
     if not isinstance(sde, LinearSDE):
         raise TypeError(f"sde must be a LinearSDE (VPSDE(), VESDE(), ...), got {type(sde).__name__}")
     check_tensor(x, "x", min_dim=1, nonempty=True, finite=True)
-    dtype = integration_dtype(x.dtype)
+    dtype = _integration_dtype(x.dtype)
     divergence = check_choice(divergence, "divergence", DIVERGENCES)
     probe = check_choice(probe, "probe", PROBES)
     n_probes = check_int(n_probes, "n_probes", minimum=1)
@@ -551,7 +551,7 @@ def log_likelihood(
     return _log_likelihood(sde, as_model(model, sde), x, plan, generator)
 
 
-def network_dtype(model, default: torch.dtype) -> torch.dtype:
+def _network_dtype(model, default: torch.dtype) -> torch.dtype:
     """The dtype a :class:`ScoreModel`'s network computes in: that of its first floating
     parameter or buffer, else ``default`` (a parameter-free callable, e.g. an exact score)."""
     net = model.net if isinstance(model, ScoreModel) else model
@@ -622,7 +622,7 @@ def _augmented_dynamics(sde, model: ScoreModel, tmap: _TimeMap, plan: _Plan, xw:
     """``func(u, y)``: (dx/du, d delta/du) of the flattened state y = (x, delta) in the integration dtype."""
     B, D, shape = xw.shape[0], xw[0].numel(), xw.shape
     create_graph = plan.grad is not False
-    net_dtype = network_dtype(model, plan.dtype)
+    net_dtype = _network_dtype(model, plan.dtype)
     probes = None
     # the linear part's factor: D, or mean_k |eps_k|^2 where the whole drift is probed (Gaussian
     # probes and a contracting drift, c = int f dt < 0: the lower-variance form; module docstring)
