@@ -131,6 +131,15 @@ def _per_sample(timesteps, like: Tensor, name: str = "timesteps") -> Tensor:
     return ts.to(device=like.device, dtype=torch.float64)
 
 
+def _check_generator(generator) -> None:
+    ok = generator is None or isinstance(generator, torch.Generator)
+    ok = ok or (isinstance(generator, (list, tuple)) and all(isinstance(g, torch.Generator) for g in generator))
+    if not ok:
+        raise TypeError(
+            f"generator must be a torch.Generator, a list of them (one per sample) or None, got {describe(generator)}"
+        )
+
+
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
     """Step arithmetic in float32 at least (diffusers keeps its coefficients in float32 for half states)."""
     return dtype if dtype in (torch.float32, torch.float64) else torch.float32
@@ -589,6 +598,7 @@ class VDMScheduler(_StepIndex, SchedulerMixin, ConfigMixin):
         if not isinstance(model_output, Tensor) or model_output.shape != sample.shape:
             got = tuple(model_output.shape) if isinstance(model_output, Tensor) else type(model_output).__name__
             raise ValueError(f"model_output must be a tensor of sample's shape {tuple(sample.shape)}, got {got}")
+        _check_generator(generator)
         i = self._index_for(timestep)
         c = self._coeffs_for(sample)
         cd = _compute_dtype(sample.dtype)
@@ -788,6 +798,7 @@ class ScoreSdeVpScheduler(_StepIndex, SchedulerMixin, ConfigMixin):
         if not isinstance(score, Tensor) or score.shape != x.shape:
             got = tuple(score.shape) if isinstance(score, Tensor) else type(score).__name__
             raise ValueError(f"score must be a tensor of x's shape {tuple(x.shape)}, got {got}")
+        _check_generator(generator)
         i = self._index_for(t)
         key = (x.device, x.dtype)
         if key not in self._cache:
