@@ -320,3 +320,48 @@ def test_float32_coefficients_deliberate_difference():
         f"float32 step error: sdesolve max {float(err_ours.max()):.2e}, last-100 mean {float(err_ours[-100:].mean()):.2e}; diffusers {float(err_theirs[-100:].mean()):.2e}"
     )
     assert float(err_ours[-100:].mean()) * 10 < float(err_theirs[-100:].mean())
+
+
+# ----------------------------------------------------------------------------- VDMScheduler = DDPMScheduler
+_VDM_CASES = [
+    ("epsilon", {}, "leading", 25),
+    ("epsilon", {"clip_sample": True}, "trailing", 25),
+    ("sample", {"clip_sample": True, "clip_sample_range": 0.5}, "linspace", 25),
+    ("v_prediction", {"thresholding": True, "dynamic_thresholding_ratio": 0.9, "sample_max_value": 1.5}, "leading", 25),
+    ("epsilon", {"thresholding": True, "sample_max_value": 0.5}, "leading", 7),
+]
+
+
+@pytest.mark.parametrize("prediction_type, extra, spacing, steps", _VDM_CASES)
+@pytest.mark.parametrize("beta_schedule", SCHEDULES + ["sigmoid"])
+def test_vdm_scheduler_from_ddpm_config_is_ddpm_scheduler(prediction_type, extra, spacing, steps, beta_schedule):
+    """VDMScheduler.from_config(ddpm.config) steps as DDPMScheduler does, step for step (float64, same noise).
+
+    Both sides get DDPM's float32 betas (``trained_betas``) with float64 alphas_cumprod, so the
+    schedules are identical and the only difference is the order of floating-point operations.
+    """
+    from sdesolve.diffusers import VDMScheduler
+
+    kw = dict(num_train_timesteps=N, beta_schedule=beta_schedule, prediction_type=prediction_type)
+    kw.update({"clip_sample": False, "timestep_spacing": spacing, **extra})
+    ddpm = diffusers.DDPMScheduler(**kw)
+    ddpm = diffusers.DDPMScheduler.from_config(ddpm.config, trained_betas=ddpm.betas.double().numpy())
+    ddpm.alphas_cumprod = torch.cumprod(1.0 - ddpm.betas.double(), 0)
+    ours = VDMScheduler.from_config(ddpm.config)
+    torch.testing.assert_close(ours.alphas_cumprod.double(), ddpm.alphas_cumprod, rtol=1e-7, atol=0)
+    ddpm.set_timesteps(steps)
+    ours.set_timesteps(steps)
+    assert torch.equal(ours.timesteps, ddpm.timesteps)
+    x = 2.0 * x_init(torch.float64)[:, None, :]  # (B, C, D): DDPM's thresholding needs a channel axis
+    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    for k in ddpm.timesteps:
+        out = 0.7 * net(x[:, 0], k)[:, None]
+        a, b = ddpm.step(out, k, x, generator=g1), ours.step(out, k, x, generator=g2)
+        assert_path_close([b.pred_original_sample], [a.pred_original_sample], torch.float64)
+        if k == ddpm.timesteps[-1] and k > 0:
+            # DDPM's last step (to alpha = 1) from k > 0 adds sqrt(1e-20) * noise: its variance 0 is
+            # clamped to 1e-20. Ours adds none. Only that 1e-10 * xi separates the two.
+            assert float((a.prev_sample - b.prev_sample).abs().max()) < 1e-9
+        else:
+            assert_path_close([b.prev_sample], [a.prev_sample], torch.float64)
+        x = a.prev_sample  # teacher-forced: each step from the same input
