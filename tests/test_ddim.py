@@ -392,3 +392,93 @@ def test_bad_input():
     with pytest.raises(ValueError, match="variance"):
         DDPM("fixed_small")
     assert DDIM().stochastic is False and DDIM(0.2).stochastic is True and DDPM().stochastic is True
+
+
+def test_numpy_scalars_and_strings_are_accepted():
+    """Issue 12: numpy scalars count as numbers; the stored values are plain Python ones."""
+    np = pytest.importorskip("numpy")
+    assert DDIM(eta=np.float32(0.5)).eta == 0.5 and type(DDIM(eta=np.float32(0.5)).eta) is float
+    assert DDIM(np.int64(1)).eta == 1.0 and DDIM(torch.tensor(0.25)).eta == 0.25
+    assert type(DDPM(variance=np.str_("large")).variance) is str
+
+
+# ----------------------------------------------------------------------------- sigma = 0 at the end
+@pytest.mark.parametrize("solver", [DDIM(), DDIM(0.5), DDPM()], ids=repr)
+def test_step_into_sigma_zero_never_evaluates_there(solver):
+    """Issue 14: a grid ending at t = 0 where sigma = 0 (DiscreteVPSDE(t_min=0), diffusers'
+    set_alpha_to_one) with the default grid: finite coefficients, no model call at sigma = 0, and the
+    last step returns alpha(0) x0_hat = x0_hat exactly (c = 0 there, even with eta > 0)."""
+    sde = DiscreteVPSDE.from_schedule("linear", t_min=0.0)
+    seen = []
+
+    def eps_net(x, t):
+        seen.append(t.clone())
+        return torch.tanh(x + t[:, None])
+
+    coeffs = solver.init(sde, grids.uniform(sde, 10))
+    assert all(bool(torch.isfinite(v).all()) for k, v in coeffs.items() if isinstance(v, torch.Tensor))
+    assert float(coeffs["c"][-1]) == 0.0
+    x = torch.randn(6, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    steps = []
+    out = sample(sde, ScoreModel(eps_net, sde, time_input=lambda t: t), x_T=x, solver=solver, steps=10,
+                 generator=torch.Generator().manual_seed(1), callback=steps.append)
+    assert steps[-1]["t_next"] == 0.0 and float(sde.sigma(0.0)) == 0.0
+    assert min(float(t.min()) for t in seen) > 0.0
+    torch.testing.assert_close(out, steps[-1]["x0"], rtol=1e-14, atol=1e-14)
+
+
+# ----------------------------------------------------------------------------- a real network, half precision
+@pytest.fixture(scope="module")
+def tiny_unet():
+    diffusers = pytest.importorskip("diffusers")
+    torch.manual_seed(0)
+    return diffusers.UNet2DModel(
+        sample_size=8, in_channels=3, out_channels=3, layers_per_block=1, block_out_channels=(16, 32),
+        norm_num_groups=8, down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"),
+    ).eval()
+
+
+@pytest.mark.filterwarnings("ignore:TF32 acceleration")
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32], ids=str)
+def test_half_precision_ddim_matches_diffusers_with_a_unet(tiny_unet, dtype):
+    """Issues 8.4 and 14. A tiny random diffusers UNet2DModel in bf16 / fp16 / fp32, 10 DDIM steps on
+    diffusers' own schedule (trailing spacing: timesteps 999, 899, ..., 99, then alpha = 1 by
+    set_alpha_to_one) against DDIMScheduler, teacher-forced: from each of our states, one diffusers step.
+
+    * the network receives its time in float32 and exactly diffusers' integer timestep (bf16 used to
+      round 999 to 1000 and 899 to 900, moving the UNet's output by about 4 %), so from the same
+      state the two network outputs are bit-identical;
+    * one step agrees within 4 units of the dtype's epsilon times the step's largest term: both sides
+      form x_s from x and eps in the dtype with coefficients rounded to it (at most about 2 ulps
+      each; measured: 2.0);
+    * the last step, into sigma = 0, needs no network call at t = 0.
+    The free-running chains are not compared in bf16: rounding the state to 2^-8 every step walks
+    them apart by about 3 % whatever the implementation (diffusers itself is 2 % from its float64 run)."""
+    diffusers = pytest.importorskip("diffusers")
+    sched = diffusers.DDIMScheduler(beta_schedule="linear", clip_sample=False, set_alpha_to_one=True,
+                                    timestep_spacing="trailing")
+    sched.set_timesteps(10)
+    sde = DiscreteVPSDE(alphas_cumprod=sched.alphas_cumprod.double(), t_min=0.0)
+    grid = torch.cat([sde.timestep_to_t(sched.timesteps.double()), torch.zeros(1, dtype=torch.float64)])
+    unet = tiny_unet.to(dtype)
+    calls = []
+
+    def net(x, t):
+        calls.append((x, t))
+        return unet(x, t).sample
+
+    x_T = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(1)).to(dtype)
+    ours = []
+    with torch.no_grad(), torch.backends.mkldnn.flags(enabled=False):  # oneDNN's bf16 path is 100x slower here
+        sample(sde, ScoreModel(net, sde), x_T=x_T, solver=DDIM(), grid=grid, callback=lambda d: ours.append(d["x"]))
+        assert len(calls) == 10 and [float(t[0]) for _, t in calls] == [float(k) for k in sched.timesteps]
+        assert all(t.dtype == torch.float32 for _, t in calls)
+        eps_dtype = torch.finfo(dtype).eps
+        for i, k in enumerate(sched.timesteps):
+            x, t = calls[i]
+            eps = unet(x, k).sample  # diffusers' call: the integer timestep
+            assert torch.equal(eps, unet(x, t).sample)
+            theirs = sched.step(eps, k, x).prev_sample
+            scale = max(float(x.abs().max()), float(eps.abs().max()), float(theirs.abs().max()))
+            err = float((theirs.double() - ours[i].double()).abs().max())
+            assert err <= 4 * eps_dtype * scale, (i, err / (eps_dtype * scale))

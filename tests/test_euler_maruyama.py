@@ -145,3 +145,37 @@ def test_prior_start_on_vp():
     )
     m, v = chain_moments(sd.EulerMaruyama(), sde, model, sd.grids.uniform(sde, steps), torch.zeros(2), torch.ones(2))
     check_moments(x, m, v)
+
+
+@pytest.mark.parametrize("proc", ["vp", "ve", "discrete"])
+def test_eps_network_equals_the_same_network_seen_as_a_score(proc):
+    """Issue 14: the eps fast path (x_mean = (1 + f h) x + (g^2 h / sigma) eps) once divided by sigma^2
+    instead of sigma, and only the overhead test noticed. An eps network and the same network seen as a
+    score, s = -eps / sigma(t), must give the same chain, step by step, from the same x_T and noise.
+    float64: the two paths differ by the rounding of g^2 h / sigma vs g^2 h and one division by
+    sigma (a few ulps per step, relative 1e-13 over 20 steps); a sigma^2 slip is off by a factor
+    sigma (0.01 to 50 on these processes): O(1)."""
+    sde = {"vp": sd.VPSDE(), "ve": sd.VESDE(), "discrete": sd.DiscreteVPSDE.from_schedule("linear")}[proc]
+    w = torch.tensor([[0.9, -0.3], [0.2, 1.1]], dtype=torch.float64)
+
+    def eps_net(x, t):
+        return torch.tanh(x @ w + t[:, None])
+
+    def score_net(x, t):
+        return -eps_net(x, t) / torch.exp(sde._log_sigma(t))[:, None]
+
+    eps_model = sd.ScoreModel(eps_net, sde, prediction="eps", time_input=lambda t: t)
+    score_model = sd.ScoreModel(score_net, sde, prediction="score", time_input=lambda t: t)
+    x_T = sde.prior_sample((16, 2), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+
+    def run(model):
+        steps = []
+        gen = torch.Generator().manual_seed(1)
+        sd.sample(sde, model, x_T=x_T, solver=sd.EulerMaruyama(), steps=20, generator=gen, callback=steps.append)
+        return torch.stack([d["x"] for d in steps]), torch.stack([d["x0"] for d in steps])
+
+    (xe, x0e), (xs, x0s) = run(eps_model), run(score_model)
+    assert eps_model.nfe == score_model.nfe == 20
+    scale = float(xs.abs().max())
+    torch.testing.assert_close(xe, xs, rtol=1e-13, atol=1e-13 * scale)
+    torch.testing.assert_close(x0e, x0s, rtol=1e-13, atol=1e-13 * float(x0s.abs().max()))

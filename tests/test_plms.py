@@ -203,3 +203,47 @@ def test_bad_input():
         PLMS("rk4")
     assert PLMS().stochastic is False
     assert PLMS().default_grid == "log_snr"
+
+
+def test_numpy_string_is_accepted():
+    np = pytest.importorskip("numpy")
+    assert type(PLMS(np.str_("prk")).warm_start) is str
+
+
+# ----------------------------------------------------------------------------- sigma = 0 at the end
+@pytest.mark.parametrize("warm_start", ["lower_order", "prk"])
+@pytest.mark.parametrize("steps", [1, 2, 3, 6])
+def test_step_into_sigma_zero_never_evaluates_there(warm_start, steps):
+    """Issue 14: on a grid ending at t = 0 with sigma(0) = 0 (diffusers' set_alpha_to_one), a warm-up
+    step into t = 0 used to evaluate the model there (Heun's end stage, PRK's e_4), where eps is
+    undefined for an x0 or score network. Now the lower-order warm start takes the transfer step
+    with e_0 (Euler; one evaluation fewer) and PRK the midpoint rule with e_2 (two fewer), written
+    out here; later steps are unchanged (Adams-Bashforth needs no evaluation at the end)."""
+    sde = DiscreteVPSDE.from_schedule("linear", t_min=0.0)
+    seen = []
+
+    def eps_net(x, t):
+        seen.append(float(t.min()))
+        return torch.tanh(x) + 0.3 * t[:, None]
+
+    model = ScoreModel(eps_net, sde, time_input=lambda t: t)
+    grid = grids.uniform(sde, steps)
+    x = torch.randn(5, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    xs = [x]
+    solver = PLMS(warm_start)
+    sample(sde, model, x_T=x, solver=solver, grid=grid, callback=lambda d: xs.append(d["x"]))
+    assert float(grid[-1]) == 0.0 and float(sde.sigma(0.0)) == 0.0
+    assert min(seen) > 0.0 and all(torch.isfinite(y).all() for y in xs)
+    saved = (1 if steps == 1 else 0) if warm_start == "lower_order" else (2 if steps <= 3 else 0)
+    assert model.nfe == solver.nfe(steps) - saved
+    if saved:  # the last step is a warm-up step into sigma = 0: check its formula
+        i, t = steps - 1, grid.tolist()
+
+        def eps(y, tt):
+            return eps_net(y, torch.full((y.shape[0],), tt, dtype=torch.float64))
+
+        e = eps(xs[i], t[i])
+        if warm_start == "prk":
+            tm = 0.5 * (t[i] + t[i + 1])
+            e = eps(_transfer(sde, xs[i], e, t[i], tm), tm)
+        torch.testing.assert_close(xs[-1], _transfer(sde, xs[i], e, t[i], 0.0), rtol=1e-12, atol=1e-12)

@@ -311,3 +311,28 @@ def test_gpu_steps_without_host_sync_and_same_as_sample():
         generator=torch.Generator(device=dev).manual_seed(0),
     )
     assert half.dtype == torch.float16 and torch.isfinite(half).all()
+
+
+def test_step_into_sigma_zero_on_discrete_ddpm():
+    """Issue 14: DiscreteVPSDE(t_min=0) (sigma(0) = 0, lambda = +inf, diffusers' set_alpha_to_one):
+    finite coefficients from the process' 1 - SNR_t/SNR_s (= 1 at the last step: std = 0), no model
+    call at sigma = 0, and the last step returns x_hat exactly, with or without its noise term."""
+    sde = sd.DiscreteVPSDE.from_schedule("linear", t_min=0.0)
+    seen = []
+
+    def eps_net(x, t):
+        seen.append(float(t.min()))
+        return torch.tanh(x) + 0.3 * t[:, None]
+
+    model = sd.ScoreModel(eps_net, sde, time_input=lambda t: t)
+    grid = sd.grids.uniform(sde, 8)
+    coeffs = sd.VDMAncestral().init(sde, grid)
+    assert all(bool(torch.isfinite(v).all()) for v in coeffs.values() if isinstance(v, torch.Tensor))
+    assert float(coeffs["std"][-1]) == 0.0 and float(coeffs["mean_x_x0form"][-1]) == 0.0
+    x = torch.randn(5, 3, generator=torch.Generator().manual_seed(0), dtype=F64)
+    for denoise in (True, False):
+        steps = []
+        out = sd.sample(sde, model, x_T=x, solver=sd.VDMAncestral(), grid=grid, denoise=denoise,
+                        generator=torch.Generator().manual_seed(1), callback=steps.append)
+        assert min(seen) > 0.0
+        torch.testing.assert_close(out, steps[-1]["x0"], rtol=1e-14, atol=1e-14)
