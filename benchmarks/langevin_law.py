@@ -1,0 +1,273 @@
+"""The output law of the predictor–corrector samplers, measured: Langevin step rules and predictors.
+
+Two tables (``notes/langevin.md`` holds a run):
+
+1. ``--part predictors``: the **exact** output law of every predictor on Gaussian targets (an affine
+   chain: ``tests/helpers.py:chain_moments``), ours (``discretization="midpoint"`` and ``"song"``)
+   against score_sde's discretization (``sampling.py`` / ``sde_lib.py`` of yang-song/score_sde_pytorch,
+   re-written here as float64 affine maps: VP ``beta_i = discrete_betas[(t (N-1)).long()]``, VE
+   ``discrete_sigmas``, sub-VP Euler with ``dt = 1/N``, the grid ``linspace(1, 1e-3, N)``), with and
+   without the annealed corrector (the default Langevin rule's step), N = 100 and 1000.
+2. ``--part langevin``: sampled output laws of the full sampler (reverse diffusion + Langevin
+   corrector, snr 0.16, one step) for each step rule, on an isotropic Gaussian (excess variance,
+   pooled over coordinates, with its standard error) and on a two-mode mixture (the weight of the
+   heavier mode against 0.7, with its standard error), at D = 2, 4, 16, 64, 3072 on VP, sub-VP and VE.
+   ``score_sde`` is their whole sampler (their reverse diffusion and batch-mean Langevin rule).
+
+Run: ``python benchmarks/langevin_law.py --part predictors`` (CPU, a minute) and
+``python benchmarks/langevin_law.py --part langevin --device cuda`` (a GPU: D = 3072 at N = 1000).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+import sdesolve as sd  # noqa: E402
+from sdesolve.solvers.predictor_corrector import (  # noqa: E402
+    AncestralPredictor,
+    AnnealedLangevinCorrector,
+    EulerMaruyamaPredictor,
+    LangevinCorrector,
+    PredictorCorrector,
+    ReverseDiffusionPredictor,
+)
+
+BETA_MIN, BETA_MAX, SIGMA_MIN, SIGMA_MAX, EPS = 0.1, 20.0, 0.01, 50.0, 1e-3
+PROCESSES = {"vp": sd.VPSDE, "subvp": sd.SubVPSDE, "ve": sd.VESDE}
+
+
+# ----------------------------------------------------------------------------- score_sde, re-written
+def _score_sde_coefs(kind: str, N: int, t: float):
+    """score_sde's per-step quantities at grid time t: the DDPM/SMLD index and its discrete values."""
+    k = int(torch.tensor(t, dtype=torch.float32) * (N - 1))  # (t * (N - 1) / T).long()
+    betas = torch.linspace(BETA_MIN / N, BETA_MAX / N, N, dtype=torch.float64)
+    sigmas = torch.exp(torch.linspace(math.log(SIGMA_MIN), math.log(SIGMA_MAX), N, dtype=torch.float64))
+    beta = float(betas[k])
+    sig, adj = float(sigmas[k]), (float(sigmas[k - 1]) if k > 0 else 0.0)
+    return k, beta, sig, adj
+
+
+def score_sde_step(kind: str, pred: str, N: int, t: float, S, c):
+    """score_sde's predictor at t for a linear score ``s = S x + c``: ``x' = A x + b + sqrt(C2) z`` (or None)."""
+    _, beta, sig, adj = _score_sde_coefs(kind, N, t)
+    bt = BETA_MIN + t * (BETA_MAX - BETA_MIN)
+    if pred == "rd":
+        if kind == "vp":
+            fm, G2 = math.sqrt(1 - beta) - 1, beta
+        elif kind == "ve":
+            fm, G2 = 0.0, sig**2 - adj**2
+        else:  # sub-VP has no discretize(): SDE.discretize is Euler with dt = 1/N
+            fm, G2 = -0.5 * bt / N, bt * (1 - math.exp(-2 * BETA_MIN * t - (BETA_MAX - BETA_MIN) * t * t)) / N
+        return 1 - fm + G2 * S, G2 * c, G2
+    if pred == "em":
+        if kind == "ve":
+            f, g2 = 0.0, (SIGMA_MIN * (SIGMA_MAX / SIGMA_MIN) ** t) ** 2 * 2 * math.log(SIGMA_MAX / SIGMA_MIN)
+        else:
+            f = -0.5 * bt
+            g2 = bt if kind == "vp" else bt * (1 - math.exp(-2 * BETA_MIN * t - (BETA_MAX - BETA_MIN) * t * t))
+        return 1 - f / N + g2 * S / N, g2 * c / N, g2 / N
+    if kind == "vp":
+        r = math.sqrt(1 - beta)
+        return (1 + beta * S) / r, beta * c / r, beta
+    if kind == "ve":
+        d = sig**2 - adj**2
+        return 1 + d * S, d * c, adj**2 * d / sig**2
+    return None  # ancestral sampling: VP and VE only
+
+
+def score_sde_alpha(kind: str, N: int, t: float) -> float:
+    """score_sde's Langevin factor ``alphas[timestep]`` (VP's for sub-VP, which lacks it and would crash)."""
+    _, beta, _, _ = _score_sde_coefs(kind, N, t)
+    return 1.0 if kind == "ve" else 1.0 - beta
+
+
+def score_sde_moments(kind, pred, N, mean, std, *, corrector=False, snr=0.16, denoise=False):
+    """Exact per-coordinate mean and variance of score_sde's PC chain on N(mean, std^2) from exact p_T."""
+    sde = PROCESSES[kind]()
+
+    def ac(t):
+        t = torch.tensor(t, dtype=torch.float64)
+        return float(torch.exp(sde._log_alpha(t))), float(torch.exp(sde._log_sigma(t)))
+
+    a, s = ac(1.0)
+    m, v = a * mean, a * a * std**2 + s * s
+    ts = torch.linspace(1.0, EPS, N, dtype=torch.float64).tolist()
+    for i, t in enumerate(ts):
+        a, s = ac(t)
+        var = a * a * std**2 + s * s
+        S, c = -1.0 / var, a * mean / var
+        if corrector:  # AnnealedLangevinDynamics: eps = 2 alpha (snr std)^2
+            e = 2 * score_sde_alpha(kind, N, t) * (snr * s) ** 2
+            m, v = (1 + e * S) * m + e * c, (1 + e * S) ** 2 * v + 2 * e
+        step = score_sde_step(kind, pred, N, t, S, c)
+        if step is None:
+            return None
+        A, b, C2 = step
+        m, v = A * m + b, A * A * v + (0.0 if (denoise and i == N - 1) else C2)
+    return m, v  # the law of x_0 (data: N(mean, std^2))
+
+
+# ----------------------------------------------------------------------------- part 1: predictors
+PREDICTORS = {
+    "rd": lambda d: ReverseDiffusionPredictor(discretization=d),
+    "anc": lambda d: AncestralPredictor(discretization=d),
+    "em": lambda d: EulerMaruyamaPredictor(discretization=d),
+}
+TARGET_2D = ((1.0, 0.5), (-2.0, 2.0))  # tests/helpers.py:TARGET_2D: (mean, std) per coordinate
+
+
+def ours_error(kind, pred, d, N, *, corrector, denoise, target=TARGET_2D):
+    from helpers import chain_moments
+
+    sde = PROCESSES[kind]()
+    solver = PredictorCorrector(PREDICTORS[pred](d), AnnealedLangevinCorrector(0.16, 1) if corrector else None)
+    try:
+        solver.check(sde)
+    except ValueError:
+        return None
+    g = sd.Gaussian(torch.tensor([m for m, _ in target]), torch.tensor([s for _, s in target]))
+    m, v = chain_moments(solver, sde, g.model(sde), sd.grids.uniform(sde, N), *g.marginal_moments(sde.T, sde), denoise=denoise)
+    m0, v0 = g.marginal_moments(sde.t_min, sde)
+    return float(torch.maximum((v - v0).abs() / v0, (m - m0).abs() / v0.sqrt()).max())
+
+
+def theirs_error(kind, pred, N, *, corrector, denoise, target=TARGET_2D):
+    errs = []
+    for mean, std in target:
+        r = score_sde_moments(kind, pred, N, mean, std, corrector=corrector, denoise=denoise)
+        if r is None:
+            return None
+        m, v = r
+        errs.append(max(abs(v / std**2 - 1), abs(m - mean) / std))
+    return max(errs)
+
+
+def part_predictors():
+    pct = lambda e: "   -   " if e is None else f"{100 * e:6.3f}"  # noqa: E731
+    for denoise in (False, True):
+        print(f"\n### denoise={denoise}: worst |relative variance error| or |mean error| / std over TARGET_2D's two coordinates, %\n")
+        print("| process | N | predictor | corrector | ours midpoint | ours song | score_sde |")
+        print("|---|---|---|---|---|---|---|")
+        for kind in PROCESSES:
+            for N in (100, 1000):
+                for pred in PREDICTORS:
+                    for corr in (False, True):
+                        o = [ours_error(kind, pred, d, N, corrector=corr, denoise=denoise) for d in ("midpoint", "song")]
+                        t = theirs_error(kind, pred, N, corrector=corr, denoise=denoise)
+                        name = {"rd": "reverse diffusion", "anc": "ancestral", "em": "Euler-Maruyama"}[pred]
+                        print(f"| {kind} | {N} | {name} | {'annealed' if corr else 'none'} | {pct(o[0])} | {pct(o[1])} | {pct(t)} |")
+
+
+# ----------------------------------------------------------------------------- part 2: Langevin rules
+def _targets(D: int):
+    gauss = sd.Gaussian(torch.full((D,), 0.7), torch.full((D,), 0.5))
+    u = torch.ones(D) / math.sqrt(D)
+    mix = sd.GaussianMixture(torch.tensor([0.3, 0.7]), torch.stack([-1.5 * u, 1.5 * u]), torch.tensor([0.5, 0.5]))
+    return gauss, mix, u
+
+
+def score_sde_sample(kind, N, model, x, snr=0.16, generator=None):
+    """score_sde's pc_sampler (reverse diffusion + batch-mean Langevin), driven by our exact model."""
+    sde = PROCESSES[kind]()
+    ts = torch.linspace(1.0, EPS, N, dtype=torch.float64).tolist()
+    for i, t in enumerate(ts):
+        tt = torch.tensor(t, dtype=torch.float64, device=x.device)
+        al = score_sde_alpha(kind, N, t)
+        s = model.score(x, tt)
+        z = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        gn = torch.linalg.vector_norm(s.reshape(s.shape[0], -1), dim=-1).mean()
+        nn = torch.linalg.vector_norm(z.reshape(z.shape[0], -1), dim=-1).mean()
+        e = (snr * nn / gn) ** 2 * 2 * al
+        x = x + e * s + torch.sqrt(2 * e) * z
+        s = model.score(x, tt)
+        _, beta, sig, adj = _score_sde_coefs(kind, N, t)
+        bt = BETA_MIN + t * (BETA_MAX - BETA_MIN)
+        if kind == "vp":
+            fm, G2 = math.sqrt(1 - beta) - 1, beta
+        elif kind == "ve":
+            fm, G2 = 0.0, sig**2 - adj**2
+        else:
+            fm, G2 = -0.5 * bt / N, bt * (1 - math.exp(-2 * BETA_MIN * t - (BETA_MAX - BETA_MIN) * t * t)) / N
+        x_mean = x - fm * x + G2 * s
+        x = x_mean + math.sqrt(G2) * torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    return x_mean
+
+
+def _run(kind, rule, N, target, n, device, seed):
+    sde = PROCESSES[kind]()
+    gen = torch.Generator(device).manual_seed(seed)
+    x_T = target.marginal_sample(n, sde.T, sde, generator=gen, dtype=torch.float32).to(device)
+    model = target.model(sde)
+    if rule == "score_sde":
+        return score_sde_sample(kind, N, model, x_T, generator=gen), 0.0
+    corr = None if rule == "none" else LangevinCorrector(snr=0.16, n_steps=1, step_rule=rule)
+    solver = PredictorCorrector(ReverseDiffusionPredictor(), corr)
+    x = sd.sample(sde, model, x_T=x_T, solver=solver, steps=N, generator=gen, check_finite=False)
+    return x, sde.t_min
+
+
+def part_langevin(device, dims, steps, kinds, rules, seed=0):
+    print("\n| process | D | N | n | step rule | excess variance % (SE) | mean error / SE | weight error (pts) (SE) |")
+    print("|---|---|---|---|---|---|---|---|")
+    for kind in kinds:
+        sde = PROCESSES[kind]()
+        for D in dims:
+            gauss, mix, u = _targets(D)
+            n = int(min(20000, max(1000, 4e6 // D)))
+            for N in steps:
+                for rule in rules:
+                    t0 = time.time()
+                    x, t_end = _run(kind, rule, N, gauss, n, device, seed)
+                    m0, v0 = gauss.marginal_moments(t_end, sde)
+                    x = x.double().cpu()
+                    ok = torch.isfinite(x).all(dim=1)
+                    xv = x[ok]
+                    ratio = float((xv.var(0) / v0).mean()) - 1.0
+                    se_v = math.sqrt(2.0 / (xv.shape[0] * D))
+                    mean_z = float(((xv.mean(0) - m0) / v0.sqrt()).mean()) * math.sqrt(xv.shape[0] * D)
+                    xm, _ = _run(kind, rule, N, mix, n, device, seed + 1)
+                    xm = xm.double().cpu()
+                    okm = torch.isfinite(xm).all(dim=1)
+                    w = float(((xm[okm] @ u.double()) > 0).double().mean())
+                    se_w = math.sqrt(0.21 / max(int(okm.sum()), 1))
+                    bad = n - int(ok.sum()) + n - int(okm.sum())
+                    print(
+                        f"| {kind} | {D} | {N} | {n} | {rule} | {100 * ratio:+7.2f} ({100 * se_v:.2f}) | {mean_z:+6.1f} | "
+                        f"{100 * (w - 0.7):+6.2f} ({100 * se_w:.2f}) |" + (f" {bad} non-finite" if bad else ""),
+                        flush=True,
+                    )
+                    print(f"<!-- {time.time() - t0:.1f}s -->", file=sys.stderr)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--part", choices=["predictors", "langevin"], required=True)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--dims", default="2,4,16,64,3072")
+    ap.add_argument("--steps", default="1000,100")
+    ap.add_argument("--processes", default="vp,subvp,ve")
+    ap.add_argument("--rules", default="sigma,batch,sample,none,score_sde")
+    args = ap.parse_args()
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    if args.part == "predictors":
+        part_predictors()
+    else:
+        part_langevin(
+            args.device,
+            [int(d) for d in args.dims.split(",")],
+            [int(s) for s in args.steps.split(",")],
+            args.processes.split(","),
+            args.rules.split(","),
+        )
+
+
+if __name__ == "__main__":
+    main()
