@@ -134,7 +134,9 @@ def ours_error(kind, pred, d, N, *, corrector, denoise, target=TARGET_2D):
     except ValueError:
         return None
     g = sd.Gaussian(torch.tensor([m for m, _ in target]), torch.tensor([s for _, s in target]))
-    m, v = chain_moments(solver, sde, g.model(sde), sd.grids.uniform(sde, N), *g.marginal_moments(sde.T, sde), denoise=denoise)
+    m, v = chain_moments(
+        solver, sde, g.model(sde), sd.grids.uniform(sde, N), *g.marginal_moments(sde.T, sde), denoise=denoise
+    )
     m0, v0 = g.marginal_moments(sde.t_min, sde)
     return float(torch.maximum((v - v0).abs() / v0, (m - m0).abs() / v0.sqrt()).max())
 
@@ -153,17 +155,23 @@ def theirs_error(kind, pred, N, *, corrector, denoise, target=TARGET_2D):
 def part_predictors():
     pct = lambda e: "   -   " if e is None else f"{100 * e:6.3f}"  # noqa: E731
     for denoise in (False, True):
-        print(f"\n### denoise={denoise}: worst |relative variance error| or |mean error| / std over TARGET_2D's two coordinates, %\n")
+        print(
+            f"\n### denoise={denoise}: worst |relative variance error| or |mean error| / std over TARGET_2D's two coordinates, %\n"
+        )
         print("| process | N | predictor | corrector | ours midpoint | ours song | score_sde |")
         print("|---|---|---|---|---|---|---|")
         for kind in PROCESSES:
             for N in (100, 1000):
                 for pred in PREDICTORS:
                     for corr in (False, True):
-                        o = [ours_error(kind, pred, d, N, corrector=corr, denoise=denoise) for d in ("midpoint", "song")]
+                        o = [
+                            ours_error(kind, pred, d, N, corrector=corr, denoise=denoise) for d in ("midpoint", "song")
+                        ]
                         t = theirs_error(kind, pred, N, corrector=corr, denoise=denoise)
                         name = {"rd": "reverse diffusion", "anc": "ancestral", "em": "Euler-Maruyama"}[pred]
-                        print(f"| {kind} | {N} | {name} | {'annealed' if corr else 'none'} | {pct(o[0])} | {pct(o[1])} | {pct(t)} |")
+                        print(
+                            f"| {kind} | {N} | {name} | {'annealed' if corr else 'none'} | {pct(o[0])} | {pct(o[1])} | {pct(t)} |"
+                        )
 
 
 # ----------------------------------------------------------------------------- part 2: Langevin rules
@@ -176,9 +184,8 @@ def _targets(D: int):
 
 def score_sde_sample(kind, N, model, x, snr=0.16, generator=None):
     """score_sde's pc_sampler (reverse diffusion + batch-mean Langevin), driven by our exact model."""
-    sde = PROCESSES[kind]()
     ts = torch.linspace(1.0, EPS, N, dtype=torch.float64).tolist()
-    for i, t in enumerate(ts):
+    for t in ts:
         tt = torch.tensor(t, dtype=torch.float64, device=x.device)
         al = score_sde_alpha(kind, N, t)
         s = model.score(x, tt)

@@ -19,17 +19,17 @@ from helpers import MIXTURE_2D, TARGET_2D, chain_moments, check_moments, loglog_
 from helpers import PROCESSES as _PROCESSES
 
 import sdesolve as sd
+from sdesolve.solvers.base import NonFiniteError
 from sdesolve.solvers.predictor_corrector import (
     AncestralPredictor,
     AnnealedLangevinCorrector,
-    EulerMaruyamaPredictor,
     Corrector,
+    EulerMaruyamaPredictor,
     LangevinCorrector,
     Predictor,
     PredictorCorrector,
     ReverseDiffusionPredictor,
 )
-from sdesolve.solvers.base import NonFiniteError
 
 TARGET = TARGET_2D
 
@@ -294,13 +294,17 @@ def test_annealed_step_formula():
     corr = AnnealedLangevinCorrector(r, 2)
     c = _one_step_coeffs(corr, sde, t, t_next)
     x = torch.randn(4, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-    got = corr(sd.model.as_model(_scripted([0.1, 1.0, 10.0, 50.0]), sde), x, 0, c, generator=torch.Generator().manual_seed(2))
+    got = corr(
+        sd.model.as_model(_scripted([0.1, 1.0, 10.0, 50.0]), sde), x, 0, c, generator=torch.Generator().manual_seed(2)
+    )
     gen = torch.Generator().manual_seed(2)
     eps = 2 * float(sde.transition(t, t_next)[0]) ** 2 * r * r * float(sde.sigma(t)) ** 2
     y = x
     for _ in range(2):
-        y = y + eps * _scripted([0.1, 1.0, 10.0, 50.0])(y, t) + math.sqrt(2 * eps) * torch.randn(
-            4, 3, generator=gen, dtype=torch.float64
+        y = (
+            y
+            + eps * _scripted([0.1, 1.0, 10.0, 50.0])(y, t)
+            + math.sqrt(2 * eps) * torch.randn(4, 3, generator=gen, dtype=torch.float64)
         )
     torch.testing.assert_close(got, y, rtol=1e-12, atol=1e-12)
 
@@ -373,8 +377,11 @@ def test_float16_corrector_overflow_is_the_samplers_error():
     model = sd.model.as_model(lambda y, t: 1e-6 * torch.ones_like(y), sde)
     solver = PredictorCorrector(ReverseDiffusionPredictor(), LangevinCorrector(step_rule="sample"))
     x_T = torch.zeros(8, 2, dtype=torch.float16)
-    with pytest.raises(NonFiniteError, match=r"corrector LangevinCorrector\(.*step_rule='sample'\) overflowed "
-                       r"torch.float16 .* at step 0, t = 1.*model's output was not NaN"):
+    with pytest.raises(
+        NonFiniteError,
+        match=r"corrector LangevinCorrector\(.*step_rule='sample'\) overflowed "
+        r"torch.float16 .* at step 0, t = 1.*model's output was not NaN",
+    ):
         sd.sample(sde, model, x_T=x_T, solver=solver, steps=4, generator=torch.Generator().manual_seed(0))
     # a model returning NaN is still reported as before
     nan_model = sd.model.as_model(lambda y, t: torch.full_like(y, float("nan")), sde)
@@ -410,8 +417,15 @@ def test_callback_x0_through_sample():
     """The same through sample(): each callback's x0 is finite, of x's shape, one per step."""
     sde = sd.VESDE()
     seen = []
-    sd.sample(sde, TARGET.model(sde), (7, 2), solver=PredictorCorrector(), steps=6,
-              generator=torch.Generator().manual_seed(0), callback=lambda d: seen.append(d["x0"]))
+    sd.sample(
+        sde,
+        TARGET.model(sde),
+        (7, 2),
+        solver=PredictorCorrector(),
+        steps=6,
+        generator=torch.Generator().manual_seed(0),
+        callback=lambda d: seen.append(d["x0"]),
+    )
     assert len(seen) == 6 and all(v.shape == (7, 2) and bool(torch.isfinite(v).all()) for v in seen)
 
 
@@ -444,7 +458,9 @@ def test_user_subclasses_follow_the_protocol():
     sde = sd.VPSDE()
     model = TARGET.model(sde)
     x_T = TARGET.marginal_sample(20, sde.T, sde, generator=torch.Generator().manual_seed(0))
-    mine = sd.sample(sde, model, x_T=x_T, solver=PredictorCorrector(_HalfStepPredictor(), _NoCorrector(0.1, 1)), steps=8)
+    mine = sd.sample(
+        sde, model, x_T=x_T, solver=PredictorCorrector(_HalfStepPredictor(), _NoCorrector(0.1, 1)), steps=8
+    )
     ref = PredictorCorrector(EulerMaruyamaPredictor(probability_flow=True, discretization="song"), None)
     torch.testing.assert_close(mine, sd.sample(sde, model, x_T=x_T, solver=ref, steps=8), rtol=1e-12, atol=1e-12)
     for doc in (Predictor.init, Predictor.__call__, Corrector.init, Corrector.__call__):
@@ -485,8 +501,14 @@ def _law_case(proc, pred, corr, D, steps, n, seed):
     ratio = float((x.var(0) / v).mean())
     assert abs(ratio - 1) < 5 * math.sqrt(2.0 / (n * D)) + 1e-3, ratio
     mix, u = _mixture(D)
-    xm = sd.sample(sde, mix.model(sde), x_T=mix.marginal_sample(n, sde.T, sde, generator=gen), solver=solver,
-                   steps=steps, generator=gen)
+    xm = sd.sample(
+        sde,
+        mix.model(sde),
+        x_T=mix.marginal_sample(n, sde.T, sde, generator=gen),
+        solver=solver,
+        steps=steps,
+        generator=gen,
+    )
     w = float(((xm @ u) > 0).double().mean())
     assert abs(w - 0.7) < 5 * math.sqrt(0.21 / n) + 0.01, w
 
@@ -515,8 +537,14 @@ def test_per_sample_rule_has_the_wrong_law(D):
     target, n = _gaussian_case(D), 4000
     gen = torch.Generator().manual_seed(3)
     solver = PredictorCorrector(ReverseDiffusionPredictor(), LangevinCorrector(step_rule="sample"))
-    x = sd.sample(sde, target.model(sde), x_T=target.marginal_sample(n, sde.T, sde, generator=gen), solver=solver,
-                  steps=100, generator=gen)
+    x = sd.sample(
+        sde,
+        target.model(sde),
+        x_T=target.marginal_sample(n, sde.T, sde, generator=gen),
+        solver=solver,
+        steps=100,
+        generator=gen,
+    )
     v0 = target.marginal_moments(sde.t_min, sde)[1]
     ratio = float((x.var(0) / v0).mean())
     assert ratio - 1 > 10 * math.sqrt(2.0 / (n * D)) + 0.05, ratio
@@ -532,8 +560,14 @@ def test_langevin_pc_samples_isotropic_gaussian(proc):
     target = _gaussian_case(D)
     solver = PredictorCorrector(ReverseDiffusionPredictor(), LangevinCorrector(step_rule="batch"))
     gen = torch.Generator().manual_seed(3)
-    x = sd.sample(sde, target.model(sde), x_T=target.marginal_sample(n, sde.T, sde, generator=gen), solver=solver,
-                  steps=steps, generator=gen)
+    x = sd.sample(
+        sde,
+        target.model(sde),
+        x_T=target.marginal_sample(n, sde.T, sde, generator=gen),
+        solver=solver,
+        steps=steps,
+        generator=gen,
+    )
     m0, v0 = target.marginal_moments(sde.t_min, sde)
     check_moments(x, m0, v0, var_bias=0.03 * v0, mean_bias=0.01, check_cov=False, what=proc)
 

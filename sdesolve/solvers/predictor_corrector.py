@@ -230,8 +230,7 @@ class _GridPredictor(Predictor):
 
     def __repr__(self) -> str:
         return (
-            f"{type(self).__name__}(probability_flow={self.probability_flow}, "
-            f"discretization={self.discretization!r})"
+            f"{type(self).__name__}(probability_flow={self.probability_flow}, discretization={self.discretization!r})"
         )
 
 
