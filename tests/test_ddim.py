@@ -469,16 +469,25 @@ def test_half_precision_ddim_matches_diffusers_with_a_unet(tiny_unet, dtype):
 
     x_T = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(1)).to(dtype)
     ours = []
-    with torch.no_grad(), torch.backends.mkldnn.flags(enabled=False):  # oneDNN's bf16 path is 100x slower here
-        sample(sde, ScoreModel(net, sde), x_T=x_T, solver=DDIM(), grid=grid, callback=lambda d: ours.append(d["x"]))
-        assert len(calls) == 10 and [float(t[0]) for _, t in calls] == [float(k) for k in sched.timesteps]
-        assert all(t.dtype == torch.float32 for _, t in calls)
-        eps_dtype = torch.finfo(dtype).eps
-        for i, k in enumerate(sched.timesteps):
-            x, t = calls[i]
-            eps = unet(x, k).sample  # diffusers' call: the integer timestep
-            assert torch.equal(eps, unet(x, t).sample)
-            theirs = sched.step(eps, k, x).prev_sample
-            scale = max(float(x.abs().max()), float(eps.abs().max()), float(theirs.abs().max()))
-            err = float((theirs.double() - ours[i].double()).abs().max())
-            assert err <= 4 * eps_dtype * scale, (i, err / (eps_dtype * scale))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a tiny network: two threads only contend (20x slower on a busy machine)
+    try:
+        with torch.no_grad(), torch.backends.mkldnn.flags(enabled=False):  # oneDNN's CPU bf16 path: 100x slower
+            _compare_with_diffusers(sde, sched, grid, unet, net, calls, x_T, ours, dtype)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _compare_with_diffusers(sde, sched, grid, unet, net, calls, x_T, ours, dtype):
+    sample(sde, ScoreModel(net, sde), x_T=x_T, solver=DDIM(), grid=grid, callback=lambda d: ours.append(d["x"]))
+    assert len(calls) == 10 and [float(t[0]) for _, t in calls] == [float(k) for k in sched.timesteps]
+    assert all(t.dtype == torch.float32 for _, t in calls)
+    eps_dtype = torch.finfo(dtype).eps
+    for i, k in enumerate(sched.timesteps):
+        x, t = calls[i]
+        eps = unet(x, k).sample  # diffusers' call: the integer timestep
+        assert torch.equal(eps, unet(x, t).sample)
+        theirs = sched.step(eps, k, x).prev_sample
+        scale = max(float(x.abs().max()), float(eps.abs().max()), float(theirs.abs().max()))
+        err = float((theirs.double() - ours[i].double()).abs().max())
+        assert err <= 4 * eps_dtype * scale, (i, err / (eps_dtype * scale))
