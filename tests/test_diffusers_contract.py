@@ -316,4 +316,11 @@ def test_ddpm_pipeline_gives_the_same_images_as_ddpm_scheduler(steps):
     ddpm = DDPMScheduler()
     theirs = _images(ddpm, unet, steps)
     ours = _images(VDMScheduler.from_config(ddpm.config), unet, steps)
-    torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-5)
+    tol = 1e-5  # float32 round-off of images in [0, 1] (measured: 1.1e-6 at 10 steps, 2.6e-6 at 50)
+    if steps > 100:
+        # round-off grows with the steps; the floor is DDPMScheduler against itself with its
+        # alphas_cumprod formed in float64 (rounded once): 1.8e-5 at 1000 steps (ours: 1.5e-5)
+        same = DDPMScheduler()
+        same.alphas_cumprod = torch.cumprod(1 - same.betas.double(), 0).float()
+        tol = max(tol, 2 * float((_images(same, unet, steps) - theirs).abs().max()))
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=tol)
