@@ -69,6 +69,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ._cuda_graph import capture_cuda_graph
 from ._utils import sum_event
 from ._validate import (
     check_bool,
@@ -731,18 +732,9 @@ class _GraphedDynamics:
 
     def __init__(self, func, u: Tensor, y: Tensor, model):
         self._u, self._y = u.clone(), y.clone()
-        nfe0 = model.nfe
-        stream = torch.cuda.Stream(device=y.device)
-        stream.wait_stream(torch.cuda.current_stream(y.device))
-        with torch.cuda.stream(stream):
-            for _ in range(2):  # warm-up outside the graph (lazy initializations, autograd state)
-                func(self._u, self._y)
-        torch.cuda.current_stream(y.device).wait_stream(stream)
-        self._nfe_per_call = (model.nfe - nfe0) // 2
-        self._graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self._graph):
-            self._out = func(self._u, self._y)
-        model.nfe = nfe0  # warm-up and capture are not evaluations of the solve
+        self._graph, self._out, self._nfe_per_call = capture_cuda_graph(
+            lambda: func(self._u, self._y), device=y.device, warmup=2, model=model
+        )
         self._model = model
 
     def __call__(self, u: Tensor, y: Tensor) -> Tensor:
