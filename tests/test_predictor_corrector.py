@@ -178,9 +178,17 @@ def test_reverse_diffusion_at_least_as_accurate_as_score_sde(proc, N):
 @pytest.mark.slow
 @pytest.mark.parametrize("proc", list(PROCESSES))
 def test_annealed_corrector_chain_converges(proc):
-    """With the annealed corrector the chain law still converges to the target (bias shrinks with N)."""
+    """With the annealed corrector (the default Langevin step) the chain law stays within 1 % of the target
+    at every N: the predictor's bias shrinks with N, the corrector's own (unadjusted Langevin at a fixed
+    snr, 0.3-0.5 % of the variance at snr 0.16, notes/langevin.md) does not, and a smaller snr shrinks it."""
     errs = [_chain_error(proc, "rd", "annealed", n) for n in (100, 200, 400)]
-    assert errs[2] < errs[1] < errs[0] and errs[2] < 0.05, errs
+    assert max(errs) < 0.01, errs
+    sde = PROCESSES[proc]()
+    small = PredictorCorrector(ReverseDiffusionPredictor(), AnnealedLangevinCorrector(snr=0.04, n_steps=1))
+    m_T, v_T = TARGET.marginal_moments(sde.T, sde)
+    m, v = chain_moments(small, sde, TARGET.model(sde), sd.grids.uniform(sde, 400), m_T, v_T, denoise=False)
+    v0 = TARGET.marginal_moments(sde.t_min, sde)[1]
+    assert float(((v - v0) / v0).abs().max()) < 0.25 * errs[2] + 1e-3, errs
 
 
 # --------------------------------------------------------------------------- Langevin correctors
