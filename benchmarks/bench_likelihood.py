@@ -205,9 +205,8 @@ def main(argv=None):
         ("sdesolve (default: dopri5 in t)", {}),
         ("sdesolve (dopri5, time_variable='log_snr')", {"time_variable": "log_snr"}),
     ]
-    if device.type == "cuda":
-        # one evaluation captured in a CUDA graph per call (capture cost included in the time)
-        variants.append(("sdesolve (dopri5 in t, cuda_graph=True)", {"cuda_graph": True}))
+    # cuda_graph=True is not timed here: it now needs divergence="exact" (captured Hutchinson
+    # evaluations replayed wrong values on an H200, 2026-11-28), and this benchmark uses one probe.
     for label, kw in variants:
         best = math.inf
         for _r in range(repeats):

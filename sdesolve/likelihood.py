@@ -407,6 +407,14 @@ def _check_log_likelihood(
             raise ValueError(
                 f"cuda_graph=True needs grad=False and a torch method, got grad={grad!r}, method={method!r}"
             )
+        if divergence != "exact":
+            # Measured on an H200 (2026-11-28): a captured Hutchinson evaluation replayed values that
+            # differ from the eager ones after a few steps (218 nats off), although replays at the
+            # capture point agreed; until the cause is found, only the exact divergence is captured.
+            raise ValueError(
+                f"cuda_graph=True needs divergence='exact' (captured Hutchinson evaluations were measured "
+                f"to replay wrong values), got divergence={divergence!r}"
+            )
     max_nfe = check_int(max_nfe, "max_nfe", minimum=1)
     if method in FIXED and steps * len(TABLEAUX[method].c) > max_nfe:
         raise ValueError(
@@ -514,7 +522,8 @@ def log_likelihood(
         cuda_graph: capture one evaluation of the augmented dynamics (network, divergence and
             coefficients) in a CUDA graph and replay it at every evaluation: the same numbers,
             without the per-evaluation launch overhead. Needs a CUDA device, ``grad=False``, a
-            torch method and a capturable network (no host synchronization inside).
+            torch method, ``divergence="exact"`` and a capturable network (no host synchronization
+            inside). The capture is checked against eager evaluations before use.
         max_nfe: the most network evaluations of the solve (default 10 000); past it the
             solve ends with :class:`~sdesolve.solvers.adaptive.AdaptiveSolveError` naming t
             and the NFE.
@@ -593,7 +602,8 @@ def _log_likelihood(sde, model: ScoreModel, x: Tensor, plan: _Plan, generator) -
     func = _augmented_dynamics(sde, model, tmap, plan, xw, generator)
     y0 = torch.cat([xw.reshape(-1), torch.zeros(B, dtype=dtype, device=x.device)])
     if plan.cuda_graph:
-        func = _GraphedDynamics(func, torch.tensor(tmap.u0, dtype=torch.float64, device=y0.device), y0, model)
+        u0, u1 = (torch.tensor(u, dtype=torch.float64, device=y0.device) for u in (tmap.u0, tmap.u1))
+        func = _GraphedDynamics(func, u0, y0, model, u1)
     counted = _Counter(func, plan.max_nfe, tmap, plan.method)
     if plan.method in _SCIPY:
         yT = _solve_scipy(counted, y0, tmap.u0, tmap.u1, plan)
@@ -728,14 +738,38 @@ def _solve_torchdiffeq(func, y0, tmap, plan: _Plan, model):
 
 class _GraphedDynamics:
     """``func(u, y)`` captured once in a CUDA graph; each call copies (u, y) into the static
-    inputs, replays, and returns a copy of the static output (solvers keep their stages)."""
+    inputs, replays, and returns a copy of the static output (solvers keep their stages).
 
-    def __init__(self, func, u: Tensor, y: Tensor, model):
+    The capture is verified before use: replays at (u0, y0) and (u1, y0 / 2) must reproduce
+    eager evaluations there (a replay runs the same kernels, so they agree to round-off). On an H200 a
+    Hutchinson capture taken right after an exact-divergence solve in the same process replayed
+    wrong values (218 nats off, found by ``test_cuda_graph_gives_the_eager_answer``; cause not yet
+    found). A failed check re-captures; a second failure raises instead of integrating wrong dynamics.
+    """
+
+    def __init__(self, func, u: Tensor, y: Tensor, model, u_end: Tensor):
         self._u, self._y = u.clone(), y.clone()
-        self._graph, self._out, self._nfe_per_call = capture_cuda_graph(
-            lambda: func(self._u, self._y), device=y.device, warmup=2, model=model
-        )
         self._model = model
+        for _attempt in range(2):
+            self._graph, self._out, self._nfe_per_call = capture_cuda_graph(
+                lambda: func(self._u, self._y), device=y.device, warmup=2, model=model
+            )
+            if self._reproduces(func, u, y) and self._reproduces(func, u_end, 0.5 * y):
+                return
+            self._graph = None
+        raise RuntimeError(
+            "cuda_graph=True: the captured dynamics do not reproduce an eager evaluation (after a re-capture); "
+            "pass cuda_graph=False"
+        )
+
+    def _reproduces(self, func, u: Tensor, y: Tensor) -> bool:
+        """Whether a replay at (u, y) equals an eager evaluation there (to 1e-4 of its largest entry)."""
+        nfe0 = self._model.nfe
+        ref = func(u, y)
+        got = self(u, y)
+        self._model.nfe = nfe0  # the check is not an evaluation of the solve
+        scale = float(ref.abs().max()) + torch.finfo(ref.dtype).tiny
+        return float((got - ref).abs().max()) <= 1e-4 * scale
 
     def __call__(self, u: Tensor, y: Tensor) -> Tensor:
         self._u.copy_(u)

@@ -124,7 +124,13 @@ def _check_steps(n_steps) -> int | None:
 
 
 def _sigma_zero(sde: LinearSDE, t64: Tensor) -> Tensor:
-    """Where sigma(t) = 0 (the clean end of every process but VDM's): a bool tensor of t's shape."""
+    """Where sigma(t) = 0 (the clean end of every process but VDM's): a bool tensor of t's shape.
+
+    A VDM process has sigma^2 = sigmoid(gamma) > 0 for its finite gamma: answered on the host,
+    without evaluating a schedule that may live on an accelerator (that would synchronize).
+    """
+    if isinstance(sde, VDMSDE):
+        return torch.zeros(t64.shape, dtype=torch.bool, device=t64.device)
     return torch.isneginf(sde._log_sigma(t64.detach()))
 
 

@@ -172,7 +172,8 @@ def test_capture_cuda_graph_helper():
     sde = sd.VPSDE()
     model = sd.ScoreModel(lambda x, t: -x, sde, prediction="score")
     x = torch.randn(16, 3, device="cuda")
-    graph, out, nfe = capture_cuda_graph(lambda: model.score(x, 0.5) * 2.0, device=x.device, warmup=3, model=model)
+    t = torch.tensor(0.5, dtype=torch.float64, device="cuda")  # a Python float would be a host copy inside capture
+    graph, out, nfe = capture_cuda_graph(lambda: model.score(x, t) * 2.0, device=x.device, warmup=3, model=model)
     assert nfe == 1 and model.nfe == 0
     x.copy_(torch.randn(16, 3, device="cuda"))
     graph.replay()
