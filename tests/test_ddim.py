@@ -420,8 +420,15 @@ def test_step_into_sigma_zero_never_evaluates_there(solver):
     assert float(coeffs["c"][-1]) == 0.0
     x = torch.randn(6, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     steps = []
-    out = sample(sde, ScoreModel(eps_net, sde, time_input=lambda t: t), x_T=x, solver=solver, steps=10,
-                 generator=torch.Generator().manual_seed(1), callback=steps.append)
+    out = sample(
+        sde,
+        ScoreModel(eps_net, sde, time_input=lambda t: t),
+        x_T=x,
+        solver=solver,
+        steps=10,
+        generator=torch.Generator().manual_seed(1),
+        callback=steps.append,
+    )
     assert steps[-1]["t_next"] == 0.0 and float(sde.sigma(0.0)) == 0.0
     assert min(float(t.min()) for t in seen) > 0.0
     torch.testing.assert_close(out, steps[-1]["x0"], rtol=1e-14, atol=1e-14)
@@ -433,8 +440,14 @@ def tiny_unet():
     diffusers = pytest.importorskip("diffusers")
     torch.manual_seed(0)
     return diffusers.UNet2DModel(
-        sample_size=8, in_channels=3, out_channels=3, layers_per_block=1, block_out_channels=(16, 32),
-        norm_num_groups=8, down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"),
+        sample_size=8,
+        in_channels=3,
+        out_channels=3,
+        layers_per_block=1,
+        block_out_channels=(16, 32),
+        norm_num_groups=8,
+        down_block_types=("DownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "UpBlock2D"),
     ).eval()
 
 
@@ -455,8 +468,9 @@ def test_half_precision_ddim_matches_diffusers_with_a_unet(tiny_unet, dtype):
     The free-running chains are not compared in bf16: rounding the state to 2^-8 every step walks
     them apart by about 3 % whatever the implementation (diffusers itself is 2 % from its float64 run)."""
     diffusers = pytest.importorskip("diffusers")
-    sched = diffusers.DDIMScheduler(beta_schedule="linear", clip_sample=False, set_alpha_to_one=True,
-                                    timestep_spacing="trailing")
+    sched = diffusers.DDIMScheduler(
+        beta_schedule="linear", clip_sample=False, set_alpha_to_one=True, timestep_spacing="trailing"
+    )
     sched.set_timesteps(10)
     sde = DiscreteVPSDE(alphas_cumprod=sched.alphas_cumprod.double(), t_min=0.0)
     grid = torch.cat([sde.timestep_to_t(sched.timesteps.double()), torch.zeros(1, dtype=torch.float64)])

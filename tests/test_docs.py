@@ -22,7 +22,7 @@ def _blocks():
     out = []
     for path in FILES:
         text = path.read_text()
-        for k, m in enumerate(_BLOCK.finditer(text)):
+        for m in _BLOCK.finditer(text):
             line = text[: m.start()].count("\n") + 1
             out.append(pytest.param(m.group(1), id=f"{path.relative_to(ROOT)}:{line}"))
     return out

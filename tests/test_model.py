@@ -294,8 +294,16 @@ def test_public_views_refuse_times_outside_0_T_and_non_finite(view):
     m = ScoreModel(net, sde, prediction="v")
     call = _views(m)[view]
     x = torch.randn(3, 2, dtype=F64)
-    bad = [5.0, -0.25, 1.0 + 1e-6, float("nan"), float("inf"), torch.tensor([0.5, float("nan"), 0.2]),
-           torch.tensor([0.5, 1.5, 0.2], dtype=F64), torch.tensor(-1e-3)]
+    bad = [
+        5.0,
+        -0.25,
+        1.0 + 1e-6,
+        float("nan"),
+        float("inf"),
+        torch.tensor([0.5, float("nan"), 0.2]),
+        torch.tensor([0.5, 1.5, 0.2], dtype=F64),
+        torch.tensor(-1e-3),
+    ]
     for t in bad:
         with pytest.raises(ValueError, match=r"t must (lie in \[0, 1\]|be (a )?finite)"):
             call(x, t)

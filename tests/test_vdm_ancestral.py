@@ -332,7 +332,15 @@ def test_step_into_sigma_zero_on_discrete_ddpm():
     x = torch.randn(5, 3, generator=torch.Generator().manual_seed(0), dtype=F64)
     for denoise in (True, False):
         steps = []
-        out = sd.sample(sde, model, x_T=x, solver=sd.VDMAncestral(), grid=grid, denoise=denoise,
-                        generator=torch.Generator().manual_seed(1), callback=steps.append)
+        out = sd.sample(
+            sde,
+            model,
+            x_T=x,
+            solver=sd.VDMAncestral(),
+            grid=grid,
+            denoise=denoise,
+            generator=torch.Generator().manual_seed(1),
+            callback=steps.append,
+        )
         assert min(seen) > 0.0
         torch.testing.assert_close(out, steps[-1]["x0"], rtol=1e-14, atol=1e-14)
