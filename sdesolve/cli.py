@@ -32,7 +32,7 @@ def demo(n: int = 4000, steps: int = 200, seed: int = 0) -> int:
     floor = _sliced_wasserstein(truth, ref)
     print(f"target: 2-D mixture of 3 Gaussians; process: {sde!r}; {n} samples, {steps} steps")
     print(f"{'solver':<28}{'sliced W2 to truth':>20}{'mean error':>14}")
-    solvers = [("EulerMaruyama", sd.EulerMaruyama())]
+    solvers: list[tuple[str, sd.Solver]] = [("EulerMaruyama", sd.EulerMaruyama())]
     for extra in ("DDIM", "PLMS"):
         if hasattr(sd, extra):
             solvers.append((extra, getattr(sd, extra)()))

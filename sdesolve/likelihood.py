@@ -64,6 +64,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -253,7 +254,7 @@ def _exact_trace(score_fn, x: Tensor, chunk_size: int | None, create_graph: bool
 
     with torch.enable_grad():
         xr = _leaf(x, create_graph)
-        s, vjp_fn = torch.func.vjp(checked, xr)
+        s, vjp_fn = torch.func.vjp(checked, xr)  # type: ignore[misc]  # torch's stub gives the has_aux 3-tuple
         tr = torch.zeros(B, dtype=x.dtype, device=x.device)
         for j0 in range(0, D, chunk_size):
             c = min(chunk_size, D - j0)
@@ -637,7 +638,7 @@ def _augmented_dynamics(sde, model: ScoreModel, tmap: _TimeMap, plan: _Plan, xw:
     probes = None
     # the linear part's factor: D, or mean_k |eps_k|^2 where the whole drift is probed (Gaussian
     # probes and a contracting drift, c = int f dt < 0: the lower-variance form; module docstring)
-    lin = float(D)
+    lin: float | Tensor = float(D)
     if plan.divergence == "hutchinson":
         probes = _draw_probes(plan.probe, plan.n_probes, xw, generator)
         ends = torch.tensor([plan.t_min, float(sde.T)], dtype=torch.float64)
@@ -654,6 +655,7 @@ def _augmented_dynamics(sde, model: ScoreModel, tmap: _TimeMap, plan: _Plan, xw:
         if plan.divergence == "exact":
             s, tr = _exact_trace(score_fn, xt, plan.chunk_size, create_graph)
         else:
+            assert probes is not None  # drawn above for plan.divergence == "hutchinson"
             s, tr = _hutchinson_trace(score_fn, xt, probes, create_graph)
         # dx/du = a x - b s and d delta/du = a lin - b tr, with a = f dt/du, b = g^2/2 dt/du
         coef = torch.stack((sde._f(t), 0.5 * sde._g2(t)))
@@ -672,11 +674,12 @@ def _augmented_dynamics(sde, model: ScoreModel, tmap: _TimeMap, plan: _Plan, xw:
 def _solve_fixed(func, y0: Tensor, u0: float, u1: float, plan: _Plan) -> Tensor:
     """``steps`` uniform steps of the explicit Runge-Kutta tableau of ``ODE(method)``."""
     tab = TABLEAUX[plan.method]
+    assert plan.steps is not None  # fixed-step methods require steps (checked in the plan)
     grid = torch.linspace(u0, u1, plan.steps + 1, dtype=torch.float64).tolist()
     y = y0
     for i in range(plan.steps):
         u, h = grid[i], grid[i + 1] - grid[i]
-        ks = []
+        ks: list[Tensor] = []
         for cj, aj in zip(tab.c, tab.A):
             yj = y
             for a, k in zip(aj, ks):
@@ -712,8 +715,9 @@ def _solve_torchdiffeq(func, y0, tmap, plan: _Plan, model):
     import torchdiffeq
 
     u = torch.tensor([tmap.u0, tmap.u1], dtype=y0.dtype, device=y0.device)
-    options = {}
+    options: dict[str, Any] = {}
     if plan.method in _TORCHDIFFEQ_FIXED:
+        assert plan.steps is not None  # fixed-step methods require steps (checked in the plan)
         grid = torch.linspace(tmap.u0, tmap.u1, plan.steps + 1, dtype=torch.float64)
 
         def grid_constructor(f, y, t, grid=grid):
@@ -747,6 +751,8 @@ class _GraphedDynamics:
     found). A failed check re-captures; a second failure raises instead of integrating wrong dynamics.
     """
 
+    _graph: torch.cuda.CUDAGraph | None
+
     def __init__(self, func, u: Tensor, y: Tensor, model, u_end: Tensor):
         self._u, self._y = u.clone(), y.clone()
         self._model = model
@@ -774,6 +780,7 @@ class _GraphedDynamics:
     def __call__(self, u: Tensor, y: Tensor) -> Tensor:
         self._u.copy_(u)
         self._y.copy_(y)
+        assert self._graph is not None  # __init__ returns only with a verified capture
         self._graph.replay()
         self._model.nfe += self._nfe_per_call  # the model's own running count (LikelihoodResult.nfe counts calls)
         return self._out.clone()
@@ -867,7 +874,7 @@ def bits_per_dim(
     )
     D = x[0].numel()
     offset = -math.log2(hi - lo) + math.log2(levels)
-    total = None
+    total: Tensor | None = None
     for _ in range(n_repeats):
         if k is None:
             xs = x.to(dtype)
@@ -880,6 +887,7 @@ def bits_per_dim(
         res = log_likelihood(sde, model, xs, generator=generator, **likelihood_kwargs)
         bpd = -res.logp / (D * math.log(2.0)) + offset
         total = bpd if total is None else total + bpd
+    assert total is not None  # n_repeats >= 1
     return total / n_repeats
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
@@ -69,7 +70,8 @@ class _CallableMean(Tensor):
     returns a plain tensor (as for ``nn.Parameter``).
     """
 
-    __torch_function__ = torch._C._disabled_torch_function_impl
+    # torch's stub types _disabled_torch_function_impl unlike Tensor.__torch_function__ (same runtime protocol)
+    __torch_function__ = torch._C._disabled_torch_function_impl  # type: ignore[assignment]
 
     def __call__(self) -> Tensor:
         warnings.warn(
@@ -79,12 +81,23 @@ class _CallableMean(Tensor):
         )
         return self.as_subclass(Tensor)
 
-    def __repr__(self) -> str:
+    # torch's stub types Tensor.__repr__ with a keyword-only ``tensor_contents`` argument
+    def __repr__(self) -> str:  # type: ignore[override]
         return repr(self.as_subclass(Tensor))
 
 
 class _Target:
     event_shape: tuple
+
+    if TYPE_CHECKING:  # what each law defines (declared for the type checker only)
+
+        def sample(
+            self, n: int, *, generator: Any = None, dtype: Any = torch.float64, device: Any = None
+        ) -> Tensor: ...
+
+        def _log_prob(self, x: Tensor, a: Tensor, s: Tensor) -> Tensor: ...
+
+        def _score(self, x: Tensor, a: Tensor, s: Tensor) -> Tensor: ...
 
     def _on(self, name: str, device) -> Tensor:
         """Parameter ``name`` on ``device``, copied once and cached.

@@ -241,6 +241,7 @@ def _check_positivity(run: _Run) -> None:
 
 def _check_log_snr_definition(run: _Run) -> None:
     """2. log_snr = log(alpha^2 / sigma^2)."""
+    assert run.alpha is not None and run.sigma is not None and run.lam is not None  # set by check 1
     lam_ref = 2.0 * (torch.log(run.alpha) - torch.log(run.sigma))
     lam_err = (run.lam - lam_ref).abs() / torch.clamp(lam_ref.abs(), min=1.0)
     _fail_at(
@@ -258,6 +259,7 @@ def _check_log_snr_definition(run: _Run) -> None:
 def _check_log_snr_decreasing(run: _Run) -> None:
     """3. log_snr strictly decreasing from each time to the next."""
     lam, t = run.lam, run.t
+    assert lam is not None  # set by check 1
     _fail_at(
         "log-SNR decreasing",
         "log_snr must be strictly decreasing; log_snr(t_next) - log_snr(t) >= 0",
@@ -300,6 +302,7 @@ def _check_drift_coefficient(run: _Run) -> None:
     """4. f = d log alpha / dt."""
     _derivatives(run)
     td = run.td
+    assert td is not None and run.dalpha is not None  # set by _derivatives
     f_pub = run.sde.f(td).to(torch.float64)
     f_ref = run.dalpha / run.sde.alpha(td).to(torch.float64)
     f_err = _rel_err(f_pub, f_ref, floor=1e-9 * float(f_ref.abs().max()))
@@ -310,6 +313,7 @@ def _check_drift_coefficient(run: _Run) -> None:
 def _check_moment_ode(run: _Run) -> None:
     """5. d sigma^2/dt = 2 f sigma^2 + g^2, and g^2 >= 0."""
     f64, sde, td, dvar = torch.float64, run.sde, run.td, run.dvar
+    assert td is not None and dvar is not None  # set by _derivatives (check 4)
     v_d = sde.sigma(td).to(f64) ** 2
     f_pub, g2_pub = sde.f(td).to(f64), sde.g2(td).to(f64)
     rhs = 2.0 * f_pub * v_d + g2_pub
@@ -341,6 +345,7 @@ def _check_drift_and_diffusion(run: _Run) -> None:
 
 def _check_inverse(run: _Run) -> None:
     """7. t_of_log_snr(log_snr(t)) = t."""
+    assert run.lam is not None  # set by check 1
     t_back = run.sde.t_of_log_snr(run.lam).to(torch.float64)
     inv_err = (t_back - run.t).abs() / run.T
     _fail_at(
@@ -365,6 +370,7 @@ def _check_variance_preserving(run: _Run) -> None:
     run.report["vp_err"] = None
     if not getattr(run.sde, "variance_preserving", False):
         return
+    assert run.alpha is not None and run.sigma is not None  # set by check 1
     resid = (run.alpha * run.alpha + run.sigma * run.sigma - 1.0).abs()
     run.report["vp_err"] = float(resid.max())
     _fail_at(
@@ -538,7 +544,7 @@ def _check_drift(sde, t: Tensor, rtol: float, gen: torch.Generator) -> float:
     for event in ((), (3,), (2, 3, 2), (2, 2, 2, 3)):
         x = torch.randn((B,) + event, generator=gen, dtype=f64)
         bc = (B,) + (1,) * len(event)
-        cases = [(tb, fb.reshape(bc), "per-sample t of shape (B,)")]
+        cases: list[tuple[Tensor | float, Tensor, str]] = [(tb, fb.reshape(bc), "per-sample t of shape (B,)")]
         cases.append((float(tb[0]), fb[0], "a Python float t"))
         cases.append((tb[0].clone(), fb[0], "a 0-d tensor t"))
         for targ, fcoef, what in cases:

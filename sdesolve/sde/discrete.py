@@ -85,6 +85,8 @@ class DiscreteVPSDE(VariancePreservingSDE):
     :meth:`from_schedule` with diffusers' schedule names.
     """
 
+    _log_alpha_knots: Tensor  # a buffer
+
     def __init__(
         self, betas: Tensor | None = None, *, alphas_cumprod: Tensor | None = None, t_min: float | None = None
     ):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numbers
 from contextlib import contextmanager
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -25,6 +26,8 @@ class GammaSchedule(nn.Module):
     Subclasses implement ``forward(t)`` (elementwise, returning t's dtype). ``derivative``
     is exact by autograd unless overridden; ``inverse`` is optional.
     """
+
+    _grad_scale: _GradScale | None  # set only inside _scaled_shape_gradient
 
     def forward(self, t: Tensor) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -219,6 +222,8 @@ class LearnedMonotoneGamma(GammaSchedule):
         generator: a ``torch.Generator`` for the initial weights.
     """
 
+    _unit: Tensor  # a buffer
+
     def __init__(
         self,
         gamma_min: float = -13.3,
@@ -267,7 +272,8 @@ class LearnedMonotoneGamma(GammaSchedule):
         return self.gamma_start + self.gamma_width.abs()
 
     def shape_parameters(self) -> list[nn.Parameter]:
-        return [self.l1.weight, self.l2.weight, self.l2.bias, self.l3.weight]
+        # nn.Linear's stub types weight/bias as Tensor; they are Parameters
+        return cast("list[nn.Parameter]", [self.l1.weight, self.l2.weight, self.l2.bias, self.l3.weight])
 
     def _profile(self, tt: Tensor) -> tuple[Tensor, Tensor]:
         """h(t) and h'(t) elementwise (any shape), in the parameter dtype."""

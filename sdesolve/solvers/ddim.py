@@ -126,12 +126,13 @@ class DDIM(_EpsStep):
     def __init__(self, eta: float = 0.0):
         self.eta = check_real(eta, "eta", lo=0.0, hi=1.0)
 
+    # Solver declares these as plain class attributes; DDIM derives them from eta (read-only here)
     @property
-    def stochastic(self) -> bool:
+    def stochastic(self) -> bool:  # type: ignore[override]
         return self.eta > 0.0
 
     @property
-    def strong_order(self) -> float | None:
+    def strong_order(self) -> float | None:  # type: ignore[override]
         return None if self.eta > 0.0 else 1.0
 
     def init(self, sde, grid):
