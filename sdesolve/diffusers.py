@@ -26,6 +26,7 @@ import inspect
 import numbers
 import warnings
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import Tensor
@@ -217,7 +218,7 @@ def _from_foreign_config(cls, config: dict) -> dict:
         except Exception:  # noqa: BLE001 - a deprecated or optional class that fails to import
             origin_cls = None
         if isinstance(origin_cls, type):
-            params = inspect.signature(origin_cls.__init__).parameters
+            params = inspect.signature(cast(Any, origin_cls).__init__).parameters
             if "beta_schedule" not in params and "trained_betas" not in params:
                 raise ValueError(
                     f"a {origin} config cannot be loaded into {cls.__name__}: it holds no DDPM beta schedule "
@@ -266,7 +267,8 @@ def _discrete_betas(schedule: str, n: int, beta_start: float, beta_end: float) -
     from diffusers import DDPMScheduler
 
     ddpm = DDPMScheduler(num_train_timesteps=n, beta_start=beta_start, beta_end=beta_end, beta_schedule=schedule)
-    return ddpm.betas.to(torch.float64)
+    # DDPMScheduler sets betas in its __init__, which diffusers leaves unannotated (mypy does not see it)
+    return ddpm.betas.to(torch.float64)  # type: ignore[attr-defined]
 
 
 def _refuse_unused(c: dict, names: tuple, reason: str) -> None:
@@ -339,7 +341,8 @@ def _check_vdm_config(c: dict) -> dict:
     return c
 
 
-class VDMScheduler(_StepIndex, SchedulerMixin, ConfigMixin):
+# diffusers' SchedulerMixin and ConfigMixin disagree on config_name's type (str vs None): their conflict
+class VDMScheduler(_StepIndex, SchedulerMixin, ConfigMixin):  # type: ignore[misc]
     r"""VDM's ancestral sampler as a diffusers scheduler.
 
     Each :meth:`step` at ``timesteps[i]`` is one :class:`~sdesolve.solvers.VDMAncestral` step of
@@ -403,6 +406,13 @@ class VDMScheduler(_StepIndex, SchedulerMixin, ConfigMixin):
 
     References: Kingma et al. (2021), *Variational Diffusion Models*; Ho et al. (2020), *DDPM*.
     """
+
+    timesteps: Tensor  # set in __init__ (by _set_grid), never None here
+
+    if TYPE_CHECKING:
+        # diffusers types ConfigMixin.config as dict[str, Any]; it is a FrozenDict with attribute access
+        @property
+        def config(self) -> Any: ...
 
     _compatibles = list(_STANDS_IN_FOR)
     order = 1
@@ -668,7 +678,8 @@ class VDMScheduler(_StepIndex, SchedulerMixin, ConfigMixin):
         return (a * noise.to(sample.device, cd) - s * sample.to(cd)).to(sample.dtype)
 
 
-class ScoreSdeVpScheduler(_StepIndex, SchedulerMixin, ConfigMixin):
+# diffusers' SchedulerMixin and ConfigMixin disagree on config_name's type (str vs None): their conflict
+class ScoreSdeVpScheduler(_StepIndex, SchedulerMixin, ConfigMixin):  # type: ignore[misc]
     r"""Euler-Maruyama on the reverse VP SDE (Song et al. 2021), a drop-in for diffusers' scheduler.
 
     The process is :class:`~sdesolve.VPSDE` ``(beta_min, beta_max)``; each :meth:`step_pred` is one
@@ -709,6 +720,11 @@ class ScoreSdeVpScheduler(_StepIndex, SchedulerMixin, ConfigMixin):
 
     Reference: Song et al. (2021), *Score-Based Generative Modeling through SDEs*, Alg. 1 predictor.
     """
+
+    if TYPE_CHECKING:
+        # diffusers types ConfigMixin.config as dict[str, Any]; it is a FrozenDict with attribute access
+        @property
+        def config(self) -> Any: ...
 
     _compatibles: list = []
     order = 1

@@ -594,7 +594,7 @@ class _Counter:
         return self.func(u, y)
 
 
-def _log_likelihood(sde, model: ScoreModel, x: Tensor, plan: _Plan, generator) -> LikelihoodResult:
+def _log_likelihood(sde: LinearSDE, model: ScoreModel, x: Tensor, plan: _Plan, generator) -> LikelihoodResult:
     """The numerics of :func:`log_likelihood` (arguments checked)."""
     dtype = plan.dtype
     xw = x.to(dtype)
@@ -630,7 +630,7 @@ def _log_likelihood(sde, model: ScoreModel, x: Tensor, plan: _Plan, generator) -
     )
 
 
-def _augmented_dynamics(sde, model: ScoreModel, tmap: _TimeMap, plan: _Plan, xw: Tensor, generator):
+def _augmented_dynamics(sde: LinearSDE, model: ScoreModel, tmap: _TimeMap, plan: _Plan, xw: Tensor, generator):
     """``func(u, y)``: (dx/du, d delta/du) of the flattened state y = (x, delta) in the integration dtype."""
     B, D, shape = xw.shape[0], xw[0].numel(), xw.shape
     create_graph = plan.grad is not False

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeAlias
 
 import torch
 from torch import Tensor, nn
@@ -27,7 +28,10 @@ from torch import Tensor, nn
 from ._utils import TimeLike, as_time64, batch_time, bcast, check_batch, check_time_range, time_tol
 from ._validate import check_callable, check_choice, check_real, check_tensor, describe
 
-__all__ = ["ScoreModel", "as_model", "view_at", "view_coefficients", "PREDICTIONS"]
+if TYPE_CHECKING:
+    from .sde.base import LinearSDE
+
+__all__ = ["ScoreModel", "ScoreLike", "as_model", "view_at", "view_coefficients", "PREDICTIONS"]
 
 PREDICTIONS = ("eps", "x0", "v", "score")
 
@@ -283,7 +287,7 @@ def predicts_eps(model) -> bool:
     return isinstance(model, ScoreModel) and model.prediction == "eps"
 
 
-def as_model(model, sde) -> ScoreModel:
+def as_model(model: ScoreLike, sde: LinearSDE) -> ScoreModel:
     """A :class:`ScoreModel` for ``model``: a ScoreModel of ``sde`` as is, a plain callable as a score.
 
     A plain callable ``s(x, t)`` receives t as a (B,) tensor of continuous times.
@@ -298,6 +302,10 @@ def as_model(model, sde) -> ScoreModel:
     raise TypeError(
         f"model must be a ScoreModel or a callable score s(x, t), got {describe(model)} ({type(model).__name__})"
     )
+
+
+ScoreLike: TypeAlias = ScoreModel | Callable[[Tensor, Tensor], Tensor]
+"""What the samplers accept as a model: a :class:`ScoreModel`, or a plain score callable ``s(x, t)``."""
 
 
 def _identity(t: Tensor) -> Tensor:

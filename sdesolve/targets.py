@@ -19,12 +19,15 @@ from ._utils import TimeLike, as_time64, batch_time, bcast, check_batch, check_x
 from ._validate import check_int, describe
 from .model import ScoreModel, _identity
 
+if TYPE_CHECKING:
+    from .sde.base import LinearSDE
+
 __all__ = ["Gaussian", "GaussianMixture"]
 
 _LOG2PI = math.log(2 * math.pi)
 
 
-def _coefs64(sde, t: TimeLike, x: Tensor):
+def _coefs64(sde: LinearSDE, t: TimeLike, x: Tensor):
     t64 = as_time64(t)
     check_batch(t64, x)
     if t64.device.type == "cpu":
@@ -125,7 +128,7 @@ class _Target:
     def dim(self) -> int:
         return int(math.prod(self.event_shape))
 
-    def model(self, sde) -> ScoreModel:
+    def model(self, sde: LinearSDE) -> ScoreModel:
         """A :class:`~sdesolve.ScoreModel` with the exact score of p_t under ``sde``."""
 
         def net(x: Tensor, t: Tensor) -> Tensor:
@@ -140,19 +143,19 @@ class _Target:
         one = torch.ones(x.shape[0], dtype=torch.float64, device=x.device)
         return self._log_prob(xx, one, 0.0 * one).to(x.dtype)
 
-    def marginal_log_prob(self, x: Tensor, t: TimeLike, sde) -> Tensor:
+    def marginal_log_prob(self, x: Tensor, t: TimeLike, sde: LinearSDE) -> Tensor:
         """Exact log p_t(x) under the forward process ``sde``, per sample: shape (B,)."""
         self._check(x)
         a, s = _coefs64(sde, t, x)
         return self._log_prob(x.to(torch.float64), a, s).to(x.dtype)
 
-    def marginal_score(self, x: Tensor, t: TimeLike, sde) -> Tensor:
+    def marginal_score(self, x: Tensor, t: TimeLike, sde: LinearSDE) -> Tensor:
         """Exact grad_x log p_t(x) under ``sde``."""
         self._check(x)
         a, s = _coefs64(sde, t, x)
         return self._score(x.to(torch.float64), a, s).to(x.dtype)
 
-    def marginal_sample(self, n: int, t: TimeLike, sde, *, generator=None, dtype=torch.float64) -> Tensor:
+    def marginal_sample(self, n: int, t: TimeLike, sde: LinearSDE, *, generator=None, dtype=torch.float64) -> Tensor:
         """n exact draws from p_t: alpha(t) x_0 + sigma(t) eps."""
         x0 = self.sample(n, generator=generator, dtype=torch.float64)
         eps = torch.randn(x0.shape, generator=generator, dtype=torch.float64, device=x0.device)
@@ -191,7 +194,7 @@ class Gaussian(_Target):
         eps = torch.randn((n,) + self.event_shape, generator=generator, dtype=torch.float64, device=device)
         return (self._on("mean", eps.device) + self._on("std", eps.device) * eps).to(dtype)
 
-    def marginal_moments(self, t: TimeLike, sde) -> tuple[Tensor, Tensor]:
+    def marginal_moments(self, t: TimeLike, sde: LinearSDE) -> tuple[Tensor, Tensor]:
         """Mean and per-coordinate variance of p_t (float64, event shape)."""
         t64 = sde._time(t)
         if t64.dim() != 0:
@@ -214,7 +217,7 @@ class Gaussian(_Target):
         mu, var = self._var(a, s, x)
         return -(x - mu) / var
 
-    def flow(self, x: Tensor, t_from: float, t_to: float, sde) -> Tensor:
+    def flow(self, x: Tensor, t_from: float, t_to: float, sde: LinearSDE) -> Tensor:
         """The exact probability-flow ODE map from time t_from to t_to.
 
         The standardized coordinate (x - mean_t) / std_t is constant along the flow of a
