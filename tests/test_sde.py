@@ -282,6 +282,22 @@ def test_coefficients_dtype_and_shape(sde):
     assert sde.t_of_log_snr(torch.tensor([0.0, 1.0], dtype=torch.float32)).dtype == torch.float32
 
 
+@pytest.mark.parametrize("sde", builtin_sdes(), ids=BUILTIN_IDS)
+def test_marginal_prob_values(sde):
+    """marginal_prob(x0, t) = (alpha(t) x0, sigma(t)) for per-sample and scalar times, in x0's dtype."""
+    gen = torch.Generator().manual_seed(3)
+    x0 = 2.0 + 3.0 * torch.randn(4, 3, 2, generator=gen, dtype=F64)
+    t = torch.tensor([float(sde.t_min), 0.25, 0.5, 0.9 * float(sde.T)], dtype=F64)
+    mean, std = sde.marginal_prob(x0, t)
+    a, s = sde.alpha(t).reshape(4, 1, 1), sde.sigma(t).reshape(4, 1, 1)
+    torch.testing.assert_close(mean, a * x0, rtol=1e-14, atol=0)
+    torch.testing.assert_close(std.expand_as(x0), s.expand_as(x0), rtol=1e-14, atol=0)
+    mean32, std32 = sde.marginal_prob(x0.float(), 0.5)
+    assert mean32.dtype == torch.float32 and std32.dtype == torch.float32
+    torch.testing.assert_close(mean32.double(), float(sde.alpha(0.5)) * x0.float().double(), rtol=1e-6, atol=0)
+    torch.testing.assert_close(float(std32), float(sde.sigma(0.5)), rtol=1e-6, atol=0)
+
+
 @pytest.mark.parametrize("sde", builtin_sdes()[:5], ids=BUILTIN_IDS[:5])
 @pytest.mark.parametrize("event", [(2,), (3, 4, 4), (2, 3, 2, 2)])
 def test_perturb_marginal_prob_prior_shapes(sde, event):
