@@ -120,13 +120,13 @@ def sdesolve_graph_runner(P, solver):
 
     model = sdesolve.ScoreModel(P.eps_net, P.sde, prediction="eps")
     static_x = P.x_T.clone()
-    coeffs = _to_device(solver.init(P.sde, P.grid), static_x)
+    coefs = _to_device(solver.init(P.sde, P.grid), static_x)
     n = P.grid.numel() - 1
 
     def loop():
-        state = solver.init_state(static_x, coeffs)
+        state = solver.init_state(static_x, coefs)
         for i in range(n):
-            state = solver.step(model, state, i, coeffs, generator=None, noise=i < n - 1)
+            state = solver.step(model, state, i, coefs, generator=None, noise=i < n - 1)
         return state["x"]
 
     s = torch.cuda.Stream()

@@ -557,17 +557,17 @@ class VDMScheduler(_StepIndex, SchedulerMixin, ConfigMixin):  # type: ignore[mis
             raise ValueError(f"timesteps must be strictly decreasing, got {ts64[:6].tolist()}")
         grid = torch.cat([self._process_time(ts64), torch.zeros(1, dtype=torch.float64)])
         with torch.no_grad():  # a learned schedule's parameters need no graph while sampling
-            self._coeffs = self.solver.init(self.sde, grid)
+            self._coefs = self.solver.init(self.sde, grid)
         self.grid = grid
         self._timesteps64 = ts64
         self._cache: dict = {}
         self.timesteps = timesteps.to(device) if device is not None else timesteps
         self._step_index = None
 
-    def _coeffs_for(self, like: Tensor) -> dict[str, Tensor]:
+    def _coefs_for(self, like: Tensor) -> dict[str, Tensor]:
         key = (like.device, _compute_dtype(like.dtype))
         if key not in self._cache:
-            self._cache[key] = _to_device(self._coeffs, torch.empty(0, device=key[0], dtype=key[1]))
+            self._cache[key] = _to_device(self._coefs, torch.empty(0, device=key[0], dtype=key[1]))
         return self._cache[key]
 
     # ------------------------------------------------------------------ stepping
@@ -610,7 +610,7 @@ class VDMScheduler(_StepIndex, SchedulerMixin, ConfigMixin):  # type: ignore[mis
             raise ValueError(f"model_output must be a tensor of sample's shape {tuple(sample.shape)}, got {got}")
         _check_generator(generator)
         i = self._index_for(timestep)
-        c = self._coeffs_for(sample)
+        c = self._coefs_for(sample)
         cd = _compute_dtype(sample.dtype)
         x, out = sample.to(cd), model_output.to(cd)
         src = _PREDICTIONS[self.config.prediction_type]
@@ -788,7 +788,7 @@ class ScoreSdeVpScheduler(_StepIndex, SchedulerMixin, ConfigMixin):  # type: ign
         with torch.no_grad():
             c = self.solver.init(self.sde, self.grid)
             c["sigma_t"] = torch.exp(self.sde._log_sigma(c["t"]))
-        self._coeffs = c
+        self._coefs = c
         self._timesteps64 = timesteps.to(torch.float64)
         self._cache: dict = {}
         self.num_inference_steps = n
@@ -818,7 +818,7 @@ class ScoreSdeVpScheduler(_StepIndex, SchedulerMixin, ConfigMixin):  # type: ign
         i = self._index_for(t)
         key = (x.device, x.dtype)
         if key not in self._cache:
-            self._cache[key] = _to_device(self._coeffs, x)
+            self._cache[key] = _to_device(self._coefs, x)
         c = self._cache[key]
         s = score.to(x.dtype)
         if self.config.prediction_type == "epsilon":

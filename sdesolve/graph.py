@@ -106,7 +106,7 @@ class GraphSampler:
         """Static buffers, a dry run counting the noise draws and evaluations, then the capture."""
         self._x = torch.zeros(self.shape, device=self.device, dtype=self.dtype)
         with torch.no_grad():
-            self._coeffs = _to_device(self.solver.init(self.sde, self.grid), self._x)
+            self._coefs = _to_device(self.solver.init(self.sde, self.grid), self._x)
             self.n_noise, self.nfe = self._count()
             self._noise = torch.zeros((max(self.n_noise, 1),) + self.shape, device=self.device, dtype=self.dtype)
             self._source = NoiseSource(self._noise)
@@ -139,9 +139,9 @@ class GraphSampler:
 
     def _loop(self, source: NoiseSource, record: Tensor | None, x: Tensor | None = None) -> Tensor:
         source.reset()
-        state = self.solver.init_state(self._x if x is None else x, self._coeffs)
+        state = self.solver.init_state(self._x if x is None else x, self._coefs)
         state = run_steps(
-            self.solver, self.model, state, self._coeffs, self._n, generator=source, denoise=self.denoise, record=record
+            self.solver, self.model, state, self._coefs, self._n, generator=source, denoise=self.denoise, record=record
         )
         return state["x"]
 

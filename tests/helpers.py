@@ -156,7 +156,7 @@ def chain_moments(solver, sde, model, grid: Tensor, mean_T: Tensor, var_T: Tenso
     from sdesolve.solvers.base import _to_device
 
     proto = mean_T.to(torch.float64).reshape(1, -1)
-    coeffs = _to_device(solver.init(sde, grid), proto)
+    coefs = _to_device(solver.init(sde, grid), proto)
     m, v = proto.clone(), var_T.to(torch.float64).reshape(1, -1).clone()
     n = grid.numel() - 1
     for i in range(n):
@@ -165,7 +165,7 @@ def chain_moments(solver, sde, model, grid: Tensor, mean_T: Tensor, var_T: Tenso
 
         def run(script, xs=xs, i=i, noise=noise):
             with _scripted_noise(script) as count:
-                out = solver.step(model, {"x": xs}, i, coeffs, generator=None, noise=noise)["x"]
+                out = solver.step(model, {"x": xs}, i, coefs, generator=None, noise=noise)["x"]
             return out, count[0]
 
         base, n_draws = run(lambda k, x: torch.zeros_like(x))

@@ -415,9 +415,9 @@ def test_step_into_sigma_zero_never_evaluates_there(solver):
         seen.append(t.clone())
         return torch.tanh(x + t[:, None])
 
-    coeffs = solver.init(sde, grids.uniform(sde, 10))
-    assert all(bool(torch.isfinite(v).all()) for k, v in coeffs.items() if isinstance(v, torch.Tensor))
-    assert float(coeffs["c"][-1]) == 0.0
+    coefs = solver.init(sde, grids.uniform(sde, 10))
+    assert all(bool(torch.isfinite(v).all()) for k, v in coefs.items() if isinstance(v, torch.Tensor))
+    assert float(coefs["c"][-1]) == 0.0
     x = torch.randn(6, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     steps = []
     out = sample(

@@ -258,7 +258,7 @@ def test_float16_keeps_float32_coefficients():
     stats = {}
     for dtype in (torch.float16, torch.float32):
         s = VDMScheduler.from_config(DDPMScheduler(clip_sample=False).config)
-        assert s._coeffs_for(torch.zeros(1, dtype=dtype))["mean_x"].dtype == torch.float32
+        assert s._coefs_for(torch.zeros(1, dtype=dtype))["mean_x"].dtype == torch.float32
         g = torch.Generator().manual_seed(0)
         x = torch.randn(2048, 8, generator=g).to(dtype)
         for k in s.timesteps:

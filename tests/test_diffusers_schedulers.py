@@ -380,16 +380,16 @@ def test_score_sde_vp_is_euler_maruyama_step_for_step(prediction_type):
     grid = s.grid
     torch.testing.assert_close(grid[-1], torch.tensor(1e-3, dtype=F64))
     torch.testing.assert_close(grid[1:] - grid[:-1], torch.full((15,), -(1 - 1e-3) / 15, dtype=F64), rtol=1e-6, atol=0)
-    coeffs = em.init(sde, grid)
-    coeffs = {k: v.to(F64) for k, v in coeffs.items()}
+    coefs = em.init(sde, grid)
+    coefs = {k: v.to(F64) for k, v in coefs.items()}
     g1, g2 = torch.Generator().manual_seed(4), torch.Generator().manual_seed(4)
     x = torch.randn(10, 3, generator=g1, dtype=F64)
     y = torch.randn(10, 3, generator=g2, dtype=F64)
     for i, t in enumerate(s.timesteps):
         out = exact.eps(x, float(t)) if prediction_type == "epsilon" else exact.score(x, float(t))
         x, x_mean = s.step_pred(out, x, t, generator=g1)
-        y_mean = em.step(exact, {"x": y}, i, coeffs, noise=False)["x"]
-        y = em.step(exact, {"x": y}, i, coeffs, generator=g2)["x"]
+        y_mean = em.step(exact, {"x": y}, i, coefs, noise=False)["x"]
+        y = em.step(exact, {"x": y}, i, coefs, generator=g2)["x"]
         torch.testing.assert_close(x_mean, y_mean, rtol=1e-10, atol=1e-10)
         torch.testing.assert_close(x, y, rtol=1e-10, atol=1e-10)
     # and the whole loop is sdesolve.sample on the same grid (noise on every step)

@@ -36,11 +36,11 @@ def test_stochastic_solvers_consume_the_predrawn_block_in_order(solver):
     x = torch.empty(shape, dtype=torch.float64).normal_(0.0, 1.0, generator=g)
     block = torch.empty((gs.n_noise,) + shape, dtype=torch.float64).normal_(generator=g)
     grid = sd.grids.make_grid(solver.default_grid, sde, steps)
-    coeffs = solver.init(sde, grid)
+    coefs = solver.init(sde, grid)
     src = NoiseSource(block)
-    state = solver.init_state(x, coeffs)
+    state = solver.init_state(x, coefs)
     for i in range(steps):
-        state = solver.step(model, state, i, coeffs, generator=src, noise=i < steps - 1)
+        state = solver.step(model, state, i, coefs, generator=src, noise=i < steps - 1)
     torch.testing.assert_close(out, state["x"], rtol=0, atol=1e-12)
     # a different seed gives different samples, the same seed the same
     assert not torch.allclose(out, gs(generator=torch.Generator().manual_seed(4)))

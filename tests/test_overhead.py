@@ -153,14 +153,14 @@ def test_a_step_does_not_evaluate_the_process(solver_name, pred):
     sde, solver = _processes()["discrete"], _solvers()[solver_name]
     model = ScoreModel(lambda x, t: 0.1 * x, sde, prediction=pred)
     x = torch.randn(4, 3, 2, 2)
-    coeffs = _to_device(solver.init(sde, sd.grids.uniform(sde, 8)), x)
+    coefs = _to_device(solver.init(sde, sd.grids.uniform(sde, 8)), x)
     process_ops = {"exp", "log", "expm1", "log1p", "index", "searchsorted", "gather", "bucketize", "floor"}
 
     def op_names(m):
-        names, state = [], solver.init_state(x, coeffs)
+        names, state = [], solver.init_state(x, coefs)
         for i in range(4):
             with _Ops() as ops:
-                state = solver.step(m, state, i, coeffs, generator=torch.Generator().manual_seed(i), need_x0=True)
+                state = solver.step(m, state, i, coefs, generator=torch.Generator().manual_seed(i), need_x0=True)
             names += [n.split(".")[0] for n in ops.names]
         return set(names)
 

@@ -196,7 +196,7 @@ def _isotropic(D, mean=0.7, std=0.8):
     return sd.Gaussian(torch.full((D,), mean), torch.full((D,), std))
 
 
-def _one_step_coeffs(corrector, sde, t, t_next):
+def _one_step_coefs(corrector, sde, t, t_next):
     """The sampler's coefficient dict for a 1-step grid (t, t_next), on the host in float64."""
     grid = torch.tensor([t, t_next], dtype=torch.float64)
     solver = PredictorCorrector(ReverseDiffusionPredictor(), corrector)
@@ -205,7 +205,7 @@ def _one_step_coeffs(corrector, sde, t, t_next):
 
 def _run_corrector(corrector, sde, target, t, n, k_steps, seed, t_next=None):
     """Apply the corrector k_steps times at the fixed time t (a 1-step grid from t), from exact p_t."""
-    c = _one_step_coeffs(corrector, sde, t, t / 2 if t_next is None else t_next)
+    c = _one_step_coefs(corrector, sde, t, t / 2 if t_next is None else t_next)
     gen = torch.Generator().manual_seed(seed)
     x = target.marginal_sample(n, t, sde, generator=gen)
     model = target.model(sde)
@@ -274,7 +274,7 @@ def test_one_langevin_step_formula(proc, rule):
     t, t_next, r = 0.6, 0.45, 0.7
     scales = [0.02, 3.0, 40.0]
     corr = LangevinCorrector(snr=r, step_rule=rule)
-    c = _one_step_coeffs(corr, sde, t, t_next)
+    c = _one_step_coefs(corr, sde, t, t_next)
     x = 3.0 + torch.randn(3, 5, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     model = sd.model.as_model(_scripted(scales), sde)
     got = corr(model, x, 0, c, generator=torch.Generator().manual_seed(5))
@@ -300,7 +300,7 @@ def test_annealed_step_formula():
     """AnnealedLangevinCorrector's step by hand on VP with n_steps = 2 (two scores, two draws)."""
     sde, t, t_next, r = sd.VPSDE(), 0.3, 0.2, 0.9
     corr = AnnealedLangevinCorrector(r, 2)
-    c = _one_step_coeffs(corr, sde, t, t_next)
+    c = _one_step_coefs(corr, sde, t, t_next)
     x = torch.randn(4, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     got = corr(
         sd.model.as_model(_scripted([0.1, 1.0, 10.0, 50.0]), sde), x, 0, c, generator=torch.Generator().manual_seed(2)
@@ -322,7 +322,7 @@ def test_which_rules_couple_the_batch(rule):
     """Scaling one sample's score must not change another sample's step, except under score_sde's batch rule."""
     sde = sd.VPSDE()
     corr = LangevinCorrector(snr=0.16, n_steps=1, step_rule=rule)
-    c = _one_step_coeffs(corr, sde, 0.5, 0.4)
+    c = _one_step_coefs(corr, sde, 0.5, 0.4)
     x = torch.randn(2, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
 
     def score(scale):
@@ -342,7 +342,7 @@ def test_zero_score_gives_no_nan(rule):
     solver = PredictorCorrector(ReverseDiffusionPredictor(), LangevinCorrector(step_rule=rule, n_steps=2))
     x = sd.sample(sde, model, (6, 3), solver=solver, steps=5, generator=torch.Generator().manual_seed(0))
     assert bool(torch.isfinite(x).all())
-    c = _one_step_coeffs(LangevinCorrector(step_rule=rule), sde, 0.5, 0.4)
+    c = _one_step_coefs(LangevinCorrector(step_rule=rule), sde, 0.5, 0.4)
     x = torch.randn(6, 3, generator=torch.Generator().manual_seed(1))
     y = LangevinCorrector(step_rule=rule)(model, x, 0, _to_dtype(c, x), generator=torch.Generator().manual_seed(2))
     if rule != "sigma":

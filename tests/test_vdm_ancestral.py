@@ -60,18 +60,18 @@ def test_step_is_the_ddpm_posterior(name):
     u = torch.tensor([1.0, 0.93, 0.7, 0.41, 0.2, 0.05, 0.0], dtype=F64)
     grid = sde.t_min + (sde.T - sde.t_min) * u
     x = torch.randn(64, 3, generator=torch.Generator().manual_seed(1), dtype=F64) * 2.0
-    coeffs = _to_device(solver.init(sde, grid), x)
+    coefs = _to_device(solver.init(sde, grid), x)
     for i in range(grid.numel() - 1):
         t, s = float(grid[i]), float(grid[i + 1])
         eps = model.eps(x, t)
         x0 = (x - float(sde.sigma(t)) * eps) / float(sde.alpha(t))
         mean, var = _posterior(sde, t, s, x, x0)
         gen = torch.Generator().manual_seed(10 + i)
-        out = solver.step(model, {"x": x}, i, coeffs, generator=gen, noise=True, need_x0=True)
+        out = solver.step(model, {"x": x}, i, coefs, generator=gen, noise=True, need_x0=True)
         z = torch.randn(x.shape, generator=torch.Generator().manual_seed(10 + i), dtype=F64)
         torch.testing.assert_close(out["x"], mean + math.sqrt(var) * z, rtol=1e-10, atol=1e-10)
         torch.testing.assert_close(out["x0"], x0, rtol=1e-10, atol=1e-10)
-        mean_only = solver.step(model, {"x": x}, i, coeffs, noise=False)["x"]
+        mean_only = solver.step(model, {"x": x}, i, coefs, noise=False)["x"]
         torch.testing.assert_close(mean_only, mean, rtol=1e-10, atol=1e-10)
         x = out["x"]
 
@@ -84,7 +84,7 @@ def test_step_is_vdm_formula():
     x = torch.randn(16, 2, generator=torch.Generator().manual_seed(0), dtype=F64)
     model = sd.ScoreModel(lambda x, t: torch.sin(3 * x) + t[:, None], sde, prediction="eps")
     solver = sd.VDMAncestral()
-    coeffs = _to_device(solver.init(sde, grid), x)
+    coefs = _to_device(solver.init(sde, grid), x)
     for i in range(2):
         t, s = float(grid[i]), float(grid[i + 1])
         g_t, g_s = -10.0 + 16.0 * t, -10.0 + 16.0 * s
@@ -93,7 +93,7 @@ def test_step_is_vdm_formula():
         eps = torch.sin(3 * x) + t
         z = torch.randn(x.shape, generator=torch.Generator().manual_seed(i), dtype=F64)
         want = a(g_s) / a(g_t) * (x - c * math.sqrt(1 - a(g_t) ** 2) * eps) + math.sqrt((1 - a(g_s) ** 2) * c) * z
-        got = solver.step(model, {"x": x}, i, coeffs, generator=torch.Generator().manual_seed(i))["x"]
+        got = solver.step(model, {"x": x}, i, coefs, generator=torch.Generator().manual_seed(i))["x"]
         torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
         x = got
 
@@ -111,11 +111,11 @@ def test_step_is_the_posterior_for_any_vdm_schedule(gamma_min, width, t, frac):
     x = torch.randn(8, 2, generator=torch.Generator().manual_seed(0), dtype=F64)
     model = sd.ScoreModel(lambda x, tt: torch.tanh(x) - tt[:, None], sde, prediction="eps")
     solver = sd.VDMAncestral()
-    coeffs = _to_device(solver.init(sde, grid), x)
+    coefs = _to_device(solver.init(sde, grid), x)
     eps = torch.tanh(x) - t
     x0 = (x - float(sde.sigma(t)) * eps) / float(sde.alpha(t))
     mean, var = _posterior(sde, t, s, x, x0)
-    got = solver.step(model, {"x": x}, 0, coeffs, generator=torch.Generator().manual_seed(1))["x"]
+    got = solver.step(model, {"x": x}, 0, coefs, generator=torch.Generator().manual_seed(1))["x"]
     z = torch.randn(x.shape, generator=torch.Generator().manual_seed(1), dtype=F64)
     # the posterior's alpha/sigma form loses digits when alpha_t is tiny; relative to |x0| scale
     torch.testing.assert_close(got, mean + math.sqrt(var) * z, rtol=1e-8, atol=1e-8 * (1 + float(x0.abs().max())))
@@ -180,12 +180,12 @@ def _chain_law(sde, target: sd.Gaussian, grid: torch.Tensor):
     model = target.model(sde)
     m, v = target.marginal_moments(float(grid[0]), sde)
     m, v = m.reshape(1, -1), v.reshape(1, -1)
-    coeffs = _to_device(solver.init(sde, grid), m)
+    coefs = _to_device(solver.init(sde, grid), m)
     for i in range(grid.numel() - 1):
         zero, one = torch.zeros_like(m), torch.ones_like(m)
-        b = solver.step(model, {"x": zero}, i, coeffs, noise=False)["x"]
-        L = solver.step(model, {"x": one}, i, coeffs, noise=False)["x"] - b
-        m, v = L * m + b, L * L * v + coeffs["std"][i] ** 2
+        b = solver.step(model, {"x": zero}, i, coefs, noise=False)["x"]
+        L = solver.step(model, {"x": one}, i, coefs, noise=False)["x"] - b
+        m, v = L * m + b, L * L * v + coefs["std"][i] ** 2
     return m.reshape(-1), v.reshape(-1)
 
 
@@ -290,12 +290,12 @@ def test_gpu_steps_without_host_sync_and_same_as_sample():
     grid = sd.grids.uniform(sde, 25)
     gen = torch.Generator(device=dev).manual_seed(0)
     x = torch.randn(512, 4, device=dev, generator=gen)
-    coeffs = _to_device(solver.init(sde, grid), x)
+    coefs = _to_device(solver.init(sde, grid), x)
     state = {"x": x}
     torch.cuda.set_sync_debug_mode("error")
     try:
         for i in range(25):
-            state = solver.step(model, state, i, coeffs, generator=gen, noise=i < 24)
+            state = solver.step(model, state, i, coefs, generator=gen, noise=i < 24)
     finally:
         torch.cuda.set_sync_debug_mode(0)
     y = sd.sample(sde, model, (512, 4), solver=solver, grid=grid, generator=torch.Generator(device=dev).manual_seed(0))
@@ -326,9 +326,9 @@ def test_step_into_sigma_zero_on_discrete_ddpm():
 
     model = sd.ScoreModel(eps_net, sde, time_input=lambda t: t)
     grid = sd.grids.uniform(sde, 8)
-    coeffs = sd.VDMAncestral().init(sde, grid)
-    assert all(bool(torch.isfinite(v).all()) for v in coeffs.values() if isinstance(v, torch.Tensor))
-    assert float(coeffs["std"][-1]) == 0.0 and float(coeffs["mean_x_x0form"][-1]) == 0.0
+    coefs = sd.VDMAncestral().init(sde, grid)
+    assert all(bool(torch.isfinite(v).all()) for v in coefs.values() if isinstance(v, torch.Tensor))
+    assert float(coefs["std"][-1]) == 0.0 and float(coefs["mean_x_x0form"][-1]) == 0.0
     x = torch.randn(5, 3, generator=torch.Generator().manual_seed(0), dtype=F64)
     for denoise in (True, False):
         steps = []

@@ -7,7 +7,7 @@ Conventions (every solver follows them):
   float64 CPU tensors of shape (n_steps,) (or (n_steps, k)); :meth:`Solver.solve` moves
   them to the sample's device once, casting every entry to the sample's dtype except the
   time entries (keys starting with ``"t"``), which stay float64.
-* ``step(model, state, i, coeffs, *, generator, noise, need_x0)`` advances ``state["x"]``
+* ``step(model, state, i, coefs, *, generator, noise, need_x0)`` advances ``state["x"]``
   from ``grid[i]`` to ``grid[i + 1]``. ``noise=False`` asks a stochastic solver for the
   noiseless mean (the last step when ``denoise=True``). Multistep history lives in the
   state dict, never in the solver. No host-device synchronization inside ``step``.
@@ -51,11 +51,11 @@ class Solver:
         """Per-step coefficients (float64, host). The base gives the step's two times."""
         return {"t": grid[:-1].clone(), "t_next": grid[1:].clone()}
 
-    def init_state(self, x: Tensor, coeffs: dict[str, Tensor]) -> dict[str, Any]:
+    def init_state(self, x: Tensor, coefs: dict[str, Tensor]) -> dict[str, Any]:
         return {"x": x}
 
     def step(
-        self, model, state: dict, i: int, coeffs: dict, *, generator=None, noise: bool = True, need_x0: bool = False
+        self, model, state: dict, i: int, coefs: dict, *, generator=None, noise: bool = True, need_x0: bool = False
     ) -> dict:
         raise NotImplementedError
 
@@ -90,7 +90,7 @@ class Solver:
             state held NaN or inf (one device-side record, read once after the loop).
         """
         self.check(sde)
-        coeffs = _to_device(self.init(sde, grid), x)
+        coefs = _to_device(self.init(sde, grid), x)
         n = grid.numel() - 1
         record = new_record(n, x.device) if check_finite else None
         indices = range(n)
@@ -106,7 +106,7 @@ class Solver:
                 callback({"i": i, "t": t, "t_next": t_next, "x": state["x"], "x0": state.get("x0")})
 
         state = run_steps(
-            self, model, self.init_state(x, coeffs), coeffs, n,
+            self, model, self.init_state(x, coefs), coefs, n,
             generator=generator, denoise=denoise, record=record, on_step=on_step, indices=indices,
         )  # fmt: skip
         if record is not None:
@@ -122,7 +122,7 @@ def run_steps(
     solver: Solver,
     model,
     state: dict,
-    coeffs: dict,
+    coefs: dict,
     n: int,
     *,
     generator=None,
@@ -142,7 +142,7 @@ def run_steps(
     need_x0 = on_step is not None
     for i in range(n) if indices is None else indices:
         noise = not (denoise and i == n - 1)
-        state = solver.step(model, state, i, coeffs, generator=generator, noise=noise, need_x0=need_x0)
+        state = solver.step(model, state, i, coefs, generator=generator, noise=noise, need_x0=need_x0)
         if record is not None:
             record_step(record, i, state["x"])
         if on_step is not None:
@@ -181,7 +181,7 @@ def raise_if_bad(bad: Tensor, grid: Tensor) -> None:
         )
 
 
-def _to_device(coeffs: dict[str, Tensor], x: Tensor) -> dict[str, Tensor]:
+def _to_device(coefs: dict[str, Tensor], x: Tensor) -> dict[str, Tensor]:
     """Move host coefficients to x's device: float64 for time keys (``"t..."``), x's dtype otherwise.
 
     On CUDA the copies go through pinned memory with ``non_blocking=True``, so even the one-off
@@ -189,7 +189,7 @@ def _to_device(coeffs: dict[str, Tensor], x: Tensor) -> dict[str, Tensor]:
     """
     cuda = x.device.type == "cuda"
     out = {}
-    for k, v in coeffs.items():
+    for k, v in coefs.items():
         if isinstance(v, Tensor):
             dtype = torch.float64 if k.startswith("t") else x.dtype
             if cuda and v.device.type == "cpu":

@@ -91,15 +91,15 @@ class _EpsStep(Solver):
         c.update(view_coefficients(sde, grid[:-1]))
         return c
 
-    def step(self, model, state, i, coeffs, *, generator=None, noise=True, need_x0=False):
+    def step(self, model, state, i, coefs, *, generator=None, noise=True, need_x0=False):
         x = state["x"]
-        eps = view_at(model, x, coeffs["t"][i], "eps", (coeffs["alpha"][i], coeffs["sigma"][i]))
-        x_next = torch.addcmul(coeffs["a"][i] * x, coeffs["b"][i], eps)  # a x + b eps (one kernel fewer)
+        eps = view_at(model, x, coefs["t"][i], "eps", (coefs["alpha"][i], coefs["sigma"][i]))
+        x_next = torch.addcmul(coefs["a"][i] * x, coefs["b"][i], eps)  # a x + b eps (one kernel fewer)
         if noise and self.stochastic:
-            x_next = torch.addcmul(x_next, coeffs["c"][i], randn_like(x, generator))
+            x_next = torch.addcmul(x_next, coefs["c"][i], randn_like(x, generator))
         out = {"x": x_next}
         if need_x0:
-            out["x0"] = torch.addcmul(coeffs["x0_x"][i] * x, coeffs["x0_eps"][i], eps)
+            out["x0"] = torch.addcmul(coefs["x0_x"][i] * x, coefs["x0_eps"][i], eps)
         return out
 
 

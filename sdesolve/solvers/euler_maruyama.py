@@ -43,16 +43,16 @@ class EulerMaruyama(Solver):
         c["g2h_sigma"] = g2 * h / c["sigma"]  # the same step in terms of eps = -sigma s (an eps network's own output)
         return c
 
-    def step(self, model, state, i, coeffs, *, generator=None, noise=True, need_x0=False):
+    def step(self, model, state, i, coefs, *, generator=None, noise=True, need_x0=False):
         x = state["x"]
         eps = predicts_eps(model)
-        coefs = (coeffs["alpha"][i], coeffs["sigma"][i])
-        out_net = view_at(model, x, coeffs["t"][i], "eps" if eps else "score", coefs)
+        at_t = (coefs["alpha"][i], coefs["sigma"][i])
+        out_net = view_at(model, x, coefs["t"][i], "eps" if eps else "score", at_t)
         if eps:  # x + (f x - g^2 (-e / sigma)) h
-            x_mean = coeffs["one_fh"][i] * x + coeffs["g2h_sigma"][i] * out_net
+            x_mean = coefs["one_fh"][i] * x + coefs["g2h_sigma"][i] * out_net
         else:
-            x_mean = coeffs["one_fh"][i] * x - coeffs["g2h"][i] * out_net
-        out = {"x": x_mean + coeffs["g_sqrt_h"][i] * randn_like(x, generator) if noise else x_mean}
+            x_mean = coefs["one_fh"][i] * x - coefs["g2h"][i] * out_net
+        out = {"x": x_mean + coefs["g_sqrt_h"][i] * randn_like(x, generator) if noise else x_mean}
         if need_x0:
-            out["x0"] = coeffs["x0_x"][i] * x + coeffs["x0_eps" if eps else "x0_score"][i] * out_net
+            out["x0"] = coefs["x0_x"][i] * x + coefs["x0_eps" if eps else "x0_score"][i] * out_net
         return out

@@ -115,25 +115,25 @@ class PLMS(Solver):
             c["a_mid"], c["b_mid"] = half["a"][0::2], half["b"][0::2]
         return c
 
-    def init_state(self, x, coeffs):
+    def init_state(self, x, coefs):
         return {"x": x, "eps": ()}
 
-    def step(self, model, state, i, coeffs, *, generator=None, noise=True, need_x0=False):
+    def step(self, model, state, i, coefs, *, generator=None, noise=True, need_x0=False):
         x, hist = state["x"], state["eps"]
-        a, b = coeffs["a"][i], coeffs["b"][i]
-        e = _eps(model, x, coeffs, i, "")
+        a, b = coefs["a"][i], coefs["b"][i]
+        e = _eps(model, x, coefs, i, "")
         warm = len(hist) < (3 if self.warm_start == "prk" else 1)
         if warm and self.warm_start == "prk":
-            am, bm = coeffs["a_mid"][i], coeffs["b_mid"][i]
-            e2 = _eps(model, am * x + bm * e, coeffs, i, "_mid")
-            if coeffs["into_zero"][i]:  # the midpoint rule: no stage at sigma = 0
+            am, bm = coefs["a_mid"][i], coefs["b_mid"][i]
+            e2 = _eps(model, am * x + bm * e, coefs, i, "_mid")
+            if coefs["into_zero"][i]:  # the midpoint rule: no stage at sigma = 0
                 e_comb = e2
             else:
-                e3 = _eps(model, am * x + bm * e2, coeffs, i, "_mid")
-                e4 = _eps(model, a * x + b * e3, coeffs, i, "_next")
+                e3 = _eps(model, am * x + bm * e2, coefs, i, "_mid")
+                e4 = _eps(model, a * x + b * e3, coefs, i, "_next")
                 e_comb = (e + 2.0 * e2 + 2.0 * e3 + e4) * (1.0 / 6.0)
         elif warm:  # lower-order warm start: Heun through the transfer map (Euler into sigma = 0)
-            e_comb = e if coeffs["into_zero"][i] else 0.5 * (e + _eps(model, a * x + b * e, coeffs, i, "_next"))
+            e_comb = e if coefs["into_zero"][i] else 0.5 * (e + _eps(model, a * x + b * e, coefs, i, "_next"))
         else:
             w = _AB[len(hist) + 1]
             e_comb = e * w[0]
@@ -141,10 +141,10 @@ class PLMS(Solver):
                 e_comb.add_(ej, alpha=wj)  # e_comb is a fresh tensor: fused multiply-add in place
         out = {"x": torch.addcmul(a * x, b, e_comb), "eps": (hist + (e,))[-3:]}
         if need_x0:
-            out["x0"] = torch.addcmul(coeffs["x0_x"][i] * x, coeffs["x0_eps"][i], e)
+            out["x0"] = torch.addcmul(coefs["x0_x"][i] * x, coefs["x0_eps"][i], e)
         return out
 
 
-def _eps(model, x, coeffs, i, at: str):
+def _eps(model, x, coefs, i, at: str):
     """eps at the step's start (``at=""``), midpoint (``"_mid"``) or end (``"_next"``), through view_at."""
-    return view_at(model, x, coeffs["t" + at][i], "eps", (coeffs["alpha" + at][i], coeffs["sigma" + at][i]))
+    return view_at(model, x, coefs["t" + at][i], "eps", (coefs["alpha" + at][i], coefs["sigma" + at][i]))

@@ -557,27 +557,27 @@ class PredictorCorrector(Solver):
                 c[k] = v
         return c
 
-    def init_state(self, x, coeffs):
-        state = super().init_state(x, coeffs)
+    def init_state(self, x, coefs):
+        state = super().init_state(x, coefs)
         if self.corrector is not None and x.dtype in _LOW_PRECISION:
             # per step: did the corrector turn a finite state into +-inf (an overflow, no NaN)?
-            record = torch.zeros(coeffs["t"].numel(), dtype=torch.bool, device=x.device)
+            record = torch.zeros(coefs["t"].numel(), dtype=torch.bool, device=x.device)
             state["corrector_overflow"] = record
             holder = _OVERFLOW_RECORD.get()
             if holder is not None:
                 holder["record"] = record
         return state
 
-    def step(self, model, state, i, coeffs, *, generator=None, noise=True, need_x0=False):
+    def step(self, model, state, i, coefs, *, generator=None, noise=True, need_x0=False):
         x = state["x"]
         out = {}
         if self.corrector is not None:
-            x_in, x = x, self.corrector(model, x, i, coeffs, generator=generator)
+            x_in, x = x, self.corrector(model, x, i, coefs, generator=generator)
             record = state.get("corrector_overflow")
             if record is not None:
                 record[i] = torch.isfinite(x_in).all() & torch.isinf(x).any() & ~torch.isnan(x).any()
                 out["corrector_overflow"] = record
-        out["x"], x0 = self.predictor(model, x, i, coeffs, generator=generator, noise=noise, need_x0=need_x0)
+        out["x"], x0 = self.predictor(model, x, i, coefs, generator=generator, noise=noise, need_x0=need_x0)
         if need_x0:
             out["x0"] = x0
         return out

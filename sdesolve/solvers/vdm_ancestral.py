@@ -91,27 +91,27 @@ class VDMAncestral(Solver):
         c["mean_x0"] = torch.exp(sde._log_alpha(s)) * cc
         return c
 
-    def step(self, model, state, i, coeffs, *, generator=None, noise=True, need_x0=False):
+    def step(self, model, state, i, coefs, *, generator=None, noise=True, need_x0=False):
         x = state["x"]
-        eps = view_at(model, x, coeffs["t"][i], "eps", (coeffs["alpha"][i], coeffs["sigma"][i]))
-        x_next = ancestral_mean(x, eps, i, coeffs)
+        eps = view_at(model, x, coefs["t"][i], "eps", (coefs["alpha"][i], coefs["sigma"][i]))
+        x_next = ancestral_mean(x, eps, i, coefs)
         if noise:
-            x_next = x_next + coeffs["std"][i] * randn_like(x, generator)
+            x_next = x_next + coefs["std"][i] * randn_like(x, generator)
         out = {"x": x_next}
         if need_x0:
-            out["x0"] = coeffs["x0_x"][i] * x + coeffs["x0_eps"][i] * eps
+            out["x0"] = coefs["x0_x"][i] * x + coefs["x0_eps"][i] * eps
         return out
 
 
-def ancestral_mean(x: Tensor, eps: Tensor, i: int, coeffs: dict[str, Tensor]) -> Tensor:
+def ancestral_mean(x: Tensor, eps: Tensor, i: int, coefs: dict[str, Tensor]) -> Tensor:
     """The posterior mean ``alpha_s/alpha_t (z_t - c sigma_t eps_hat)`` of step i (eps form)."""
-    return coeffs["mean_x"][i] * x + coeffs["mean_eps"][i] * eps
+    return coefs["mean_x"][i] * x + coefs["mean_eps"][i] * eps
 
 
-def ancestral_mean_from_x0(x: Tensor, x0: Tensor, i: int, coeffs: dict[str, Tensor]) -> Tensor:
+def ancestral_mean_from_x0(x: Tensor, x0: Tensor, i: int, coefs: dict[str, Tensor]) -> Tensor:
     """The posterior mean ``alpha_s/alpha_t (1 - c) z_t + alpha_s c x_hat`` of step i (x0 form).
 
     Equal to :func:`ancestral_mean` when ``x0 = (x - sigma_t eps) / alpha_t``; used when x_hat
     is modified (clipped or thresholded) before the step, as DDPM does.
     """
-    return coeffs["mean_x_x0form"][i] * x + coeffs["mean_x0"][i] * x0
+    return coefs["mean_x_x0form"][i] * x + coefs["mean_x0"][i] * x0
