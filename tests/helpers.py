@@ -116,10 +116,7 @@ def fit_slope(hs, errs) -> float:
 
 def loglog_slope(steps, errors) -> float:
     """Least-squares slope of log(error) against log(1 / steps): the observed order."""
-    h = torch.log(1.0 / torch.as_tensor(steps, dtype=torch.float64))
-    e = torch.log(torch.as_tensor(errors, dtype=torch.float64))
-    hc = h - h.mean()
-    return float((hc * (e - e.mean())).sum() / (hc * hc).sum())
+    return fit_slope(1.0 / torch.as_tensor(steps, dtype=torch.float64), errors)
 
 
 # ----------------------------------------------------------------------------- exact chain laws

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pytest
 import torch
+from helpers import fit_slope
 from hypothesis import given
 from hypothesis import strategies as st
 from scipy import stats
@@ -202,7 +202,7 @@ def test_chain_law_converges_at_weak_order_one(sde):
         # the mean is exact (the denoiser is exact and affine); the variance carries the bias
         torch.testing.assert_close(m, m_ref, rtol=1e-10, atol=1e-10)
         errs.append(float((v - v_ref).abs().max()))
-    slope = np.polyfit(np.log(ns), np.log(errs), 1)[0]
+    slope = fit_slope(ns, errs)  # d log(err) / d log(n)
     assert -1.15 < slope < -0.85, (slope, errs)
 
 

@@ -53,7 +53,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..model import predicts_eps, view_at
+from ..model import predicts_eps, view_at, view_coefficients
 from .methods import ADAPTIVE, ALIASES, FIXED
 from .ode import ODE
 
@@ -159,9 +159,8 @@ class RungeKuttaODE(ODE):
         # intervals where a stage would meet sigma = 0 take ZERO_TABLEAUX in (r, y) instead
         coefs["into_zero"] = [bool(z) for z in into_zero]  # a host list: branching on it needs no sync
         coefs.update(self._zero_coefficients(sde, grid, into_zero))
-        la, ls = sde._log_alpha(t), sde._log_sigma(t)
-        coefs["x0_a"], coefs["x0_b"] = torch.exp(-la), torch.exp(2.0 * ls - la)
-        coefs["x0_e"] = -torch.exp(ls - la)  # x0 = x / alpha - (sigma / alpha) eps
+        view = view_coefficients(sde, t)  # the x0 preview: x0 = x0_x x + x0_eps eps = x0_x x + x0_score s
+        coefs.update({k: view[k] for k in ("x0_x", "x0_eps", "x0_score")})
         return coefs
 
     def _zero_coefficients(self, sde, grid, into_zero) -> dict[str, Tensor]:
@@ -222,7 +221,7 @@ class RungeKuttaODE(ODE):
             x_next, e0 = self._step_into_zero(model, x, i, coefs)
             out = {"x": x_next}
             if need_x0:
-                out["x0"] = coefs["x0_a"][i] * x + coefs["x0_e"][i] * e0
+                out["x0"] = coefs["x0_x"][i] * x + coefs["x0_eps"][i] * e0
             return out
         ks: list[Tensor] = []
         s0 = None
@@ -246,7 +245,7 @@ class RungeKuttaODE(ODE):
                 x_next = x_next + b_j * k_j
         out = {"x": x_next}
         if need_x0:
-            out["x0"] = coefs["x0_a"][i] * x + coefs["x0_e" if eps else "x0_b"][i] * s0
+            out["x0"] = coefs["x0_x"][i] * x + coefs["x0_eps" if eps else "x0_score"][i] * s0
         return out
 
     def __repr__(self) -> str:
