@@ -174,3 +174,21 @@ def chain_moments(solver, sde, model, grid: Tensor, mean_T: Tensor, var_T: Tenso
             c2 = c2 + (out[0] - base[0]) ** 2
         m, v = (A * m[0] + b).reshape(1, -1), (A * A * v[0] + c2).reshape(1, -1)
     return m[0], v[0]
+
+
+# ----------------------------------------------------------------------------- a real network
+def tiny_unet(channels: int = 1, widths: tuple[int, int] = (8, 16)):
+    """A tiny random diffusers ``UNet2DModel`` (8x8 images, seed 0, eval mode) for pipeline tests."""
+    from diffusers import UNet2DModel
+
+    torch.manual_seed(0)
+    return UNet2DModel(
+        sample_size=8,
+        in_channels=channels,
+        out_channels=channels,
+        block_out_channels=widths,
+        layers_per_block=1,
+        norm_num_groups=8,
+        down_block_types=("DownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "UpBlock2D"),
+    ).eval()

@@ -16,7 +16,7 @@ import math
 
 import pytest
 import torch
-from helpers import FLOW_PROCESSES, TARGET_3D, fit_slope
+from helpers import FLOW_PROCESSES, TARGET_3D, fit_slope, tiny_unet
 
 from sdesolve import (
     DDIM,
@@ -436,24 +436,14 @@ def test_step_into_sigma_zero_never_evaluates_there(solver):
 
 # ----------------------------------------------------------------------------- a real network, half precision
 @pytest.fixture(scope="module")
-def tiny_unet():
-    diffusers = pytest.importorskip("diffusers")
-    torch.manual_seed(0)
-    return diffusers.UNet2DModel(
-        sample_size=8,
-        in_channels=3,
-        out_channels=3,
-        layers_per_block=1,
-        block_out_channels=(16, 32),
-        norm_num_groups=8,
-        down_block_types=("DownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "UpBlock2D"),
-    ).eval()
+def unet3():
+    pytest.importorskip("diffusers")
+    return tiny_unet(channels=3, widths=(16, 32))
 
 
 @pytest.mark.filterwarnings("ignore:TF32 acceleration")
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32], ids=str)
-def test_half_precision_ddim_matches_diffusers_with_a_unet(tiny_unet, dtype):
+def test_half_precision_ddim_matches_diffusers_with_a_unet(unet3, dtype):
     """Issues 8.4 and 14. A tiny random diffusers UNet2DModel in bf16 / fp16 / fp32, 10 DDIM steps on
     diffusers' own schedule (trailing spacing: timesteps 999, 899, ..., 99, then alpha = 1 by
     set_alpha_to_one) against DDIMScheduler, teacher-forced: from each of our states, one diffusers step.
@@ -474,7 +464,7 @@ def test_half_precision_ddim_matches_diffusers_with_a_unet(tiny_unet, dtype):
     sched.set_timesteps(10)
     sde = DiscreteVPSDE(alphas_cumprod=sched.alphas_cumprod.double(), t_min=0.0)
     grid = torch.cat([sde.timestep_to_t(sched.timesteps.double()), torch.zeros(1, dtype=torch.float64)])
-    unet = tiny_unet.to(dtype)
+    unet = unet3.to(dtype)
     calls = []
 
     def net(x, t):

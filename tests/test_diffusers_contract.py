@@ -17,6 +17,7 @@ import torch
 diffusers = pytest.importorskip("diffusers")
 
 from diffusers import DDIMScheduler, DDPMScheduler, PNDMScheduler  # noqa: E402
+from helpers import tiny_unet  # noqa: E402
 
 from sdesolve.diffusers import ScoreSdeVpScheduler, VDMScheduler, VDMSchedulerOutput  # noqa: E402
 
@@ -284,22 +285,6 @@ def test_thresholding_below_one_and_trained_betas_as_ddpm(tmp_path):
 
 
 # ------------------------------------------------------------------ inside DDPMPipeline
-def _tiny_unet():
-    from diffusers import UNet2DModel
-
-    torch.manual_seed(0)
-    return UNet2DModel(
-        sample_size=8,
-        in_channels=1,
-        out_channels=1,
-        block_out_channels=(8, 16),
-        layers_per_block=1,
-        norm_num_groups=8,
-        down_block_types=("DownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "UpBlock2D"),
-    ).eval()
-
-
 def _images(scheduler, unet, steps):
     pipe = diffusers.DDPMPipeline(unet=unet, scheduler=scheduler)
     pipe.set_progress_bar_config(disable=True)
@@ -312,7 +297,7 @@ def _images(scheduler, unet, steps):
 
 @pytest.mark.parametrize("steps", [10, pytest.param(1000, marks=pytest.mark.slow)])
 def test_ddpm_pipeline_gives_the_same_images_as_ddpm_scheduler(steps):
-    unet = _tiny_unet()
+    unet = tiny_unet()
     ddpm = DDPMScheduler()
     theirs = _images(ddpm, unet, steps)
     ours = _images(VDMScheduler.from_config(ddpm.config), unet, steps)

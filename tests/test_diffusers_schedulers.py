@@ -17,6 +17,7 @@ import math
 
 import pytest
 import torch
+from helpers import tiny_unet
 
 import sdesolve as sd
 from sdesolve.diffusers import ScoreSdeVpScheduler, VDMScheduler, VDMSchedulerOutput
@@ -161,27 +162,11 @@ def test_score_sde_vp_scheduler_save_load(tmp_path):
 
 
 # ------------------------------------------------------------------ inside a diffusers pipeline
-def _tiny_unet():
-    from diffusers import UNet2DModel
-
-    torch.manual_seed(0)
-    return UNet2DModel(
-        sample_size=8,
-        in_channels=1,
-        out_channels=1,
-        block_out_channels=(8, 16),
-        layers_per_block=1,
-        norm_num_groups=8,
-        down_block_types=("DownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "UpBlock2D"),
-    ).eval()
-
-
 @pytest.mark.parametrize("num_train_timesteps", [None, 1000], ids=["continuous", "discrete"])
 def test_runs_in_ddpm_pipeline(num_train_timesteps, tmp_path):
     from diffusers import DDPMPipeline
 
-    unet = _tiny_unet()
+    unet = tiny_unet()
     sched = VDMScheduler(num_train_timesteps=num_train_timesteps, clip_sample=True)
     pipe = DDPMPipeline(unet=unet, scheduler=sched)
     pipe.set_progress_bar_config(disable=True)
