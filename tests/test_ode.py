@@ -277,3 +277,91 @@ def test_one_method_table_with_the_likelihood():
     assert isinstance(solver, RungeKuttaODE) and isinstance(solver, ODE) and solver.method == "heun"
     assert all(isinstance(ODE(m), RungeKuttaODE) and ODE(m).order == FIXED[m] for m in FIXED)
     assert all(isinstance(ODE(m), AdaptiveODE) and ODE(m).order == ADAPTIVE[m] for m in ADAPTIVE)
+
+
+# ----------------------------------------------------------------------------- Butcher order conditions
+# Every tableau is checked algebraically, without integrating: a wrong constant (a mutated A, b, c or
+# embedded weight) breaks a row sum or an order condition by far more than float64 round-off.
+def _rooted_trees(order: int) -> list[tuple]:
+    """The rooted trees with ``order`` nodes, each a sorted tuple of its subtrees (Butcher's trees)."""
+    trees: set[tuple] = {()}
+    for _ in range(order - 1):
+        trees = {grown for tree in trees for grown in _grow(tree)}
+    return sorted(trees)
+
+
+def _grow(tree: tuple):
+    """Every tree with one node added to ``tree``: a new leaf under the root, or inside a subtree."""
+    yield tuple(sorted((*tree, ())))
+    for k, child in enumerate(tree):
+        for grown in _grow(child):
+            yield tuple(sorted((*tree[:k], grown, *tree[k + 1 :])))
+
+
+def _size(tree: tuple) -> int:
+    return 1 + sum(_size(child) for child in tree)
+
+
+def _density(tree: tuple) -> int:
+    """gamma(tree): the tree's order times the densities of its subtrees (Hairer et al., II.2)."""
+    return _size(tree) * math.prod(_density(child) for child in tree)
+
+
+def _stage_weights(tree: tuple, A: torch.Tensor) -> torch.Tensor:
+    """Per stage, the elementary weight of ``tree`` below the root: prod over subtrees of (A Phi(sub))."""
+    out = torch.ones(A.shape[0], dtype=torch.float64)
+    for child in tree:
+        out = out * (A @ _stage_weights(child, A))
+    return out
+
+
+def _order_residual(A: torch.Tensor, b: torch.Tensor, order: int) -> float:
+    """The largest |b . Phi(tree) - 1 / gamma(tree)| over the trees of exactly ``order`` nodes."""
+    return max(abs(float(b @ _stage_weights(t, A)) - 1.0 / _density(t)) for t in _rooted_trees(order))
+
+
+def _tableau_arrays(tab) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    s = len(tab.c)
+    assert len(tab.A) == s and len(tab.b) == s and all(len(row) == j for j, row in enumerate(tab.A)), tab
+    A = torch.zeros(s, s, dtype=torch.float64)
+    for j, row in enumerate(tab.A):
+        A[j, :j] = torch.tensor(row, dtype=torch.float64)
+    return torch.tensor(tab.c, dtype=torch.float64), A, torch.tensor(tab.b, dtype=torch.float64)
+
+
+def _all_tableaux():
+    from sdesolve.solvers import adaptive, runge_kutta
+
+    out = {f"fixed/{k}": v for k, v in runge_kutta.TABLEAUX.items()}
+    out.update({f"into_zero/{k}": v for k, v in runge_kutta.ZERO_TABLEAUX.items()})
+    out.update({f"adaptive/{k}": v for k, v in adaptive.TABLEAUX.items()})
+    return out
+
+
+def test_rooted_tree_counts():
+    """1, 1, 2, 4, 9, 20, 48, 115, 286 trees of orders 1..9 (OEIS A000081), gamma of the tall and bushy trees."""
+    assert [len(_rooted_trees(n)) for n in range(1, 10)] == [1, 1, 2, 4, 9, 20, 48, 115, 286]
+    tall, bushy = ((((),),),), ((), (), ())  # 4 nodes: a chain; a root with three leaves
+    assert _density(tall) == 24 and _density(bushy) == 4
+
+
+@pytest.mark.parametrize("name", list(_all_tableaux()))
+def test_butcher_order_conditions(name):
+    """Row sums c = A 1; ``b`` meets every order condition up to the method's order and fails one of
+    the next order (the stated order is the exact one); an embedded pair's ``b_hat = b - b_err`` meets
+    them up to order p - 1 and fails one of order p (else its error estimate would vanish).
+
+    The tolerance is float64 round-off of sums of at most 13 products of coefficients below 20.
+    """
+    tab = _all_tableaux()[name]
+    c, A, b = _tableau_arrays(tab)
+    tol = 1e-13
+    assert float((A.sum(1) - c).abs().max()) < tol, f"{name}: row sums {A.sum(1).tolist()} != c {c.tolist()}"
+    weights = [("b", b, tab.order)]
+    if hasattr(tab, "b_err"):
+        assert len(tab.b_err) == len(tab.c), name
+        weights.append(("b_hat", b - torch.tensor(tab.b_err, dtype=torch.float64), tab.order - 1))
+    for label, w, p in weights:
+        for q in range(1, p + 1):
+            assert _order_residual(A, w, q) < tol, f"{name}: {label} fails an order-{q} condition"
+        assert _order_residual(A, w, p + 1) > 1e-6, f"{name}: {label} is of order above {p}"
