@@ -17,7 +17,7 @@ from ._utils import batch_time
 from ._validate import check_bool, check_callable, check_int, check_tensor, describe
 from .grids import _check_sde, resolve_grid
 from .model import as_model
-from .solvers.base import NonFiniteError, Solver
+from .solvers.base import GeneratorLike, NonFiniteError, Solver, check_generator, generator_device
 
 __all__ = ["sample"]
 
@@ -31,7 +31,7 @@ def sample(
     steps: int | None = None,
     grid=None,
     x_T: Tensor | None = None,
-    generator: torch.Generator | None = None,
+    generator: GeneratorLike = None,
     device=None,
     dtype: torch.dtype | None = None,
     denoise: bool = True,
@@ -58,7 +58,11 @@ def sample(
             number of intervals). Every grid is validated (:func:`~sdesolve.grids.validate_grid`).
         x_T: the state at ``grid[0]``, replacing the prior draw (a deterministic solver is
             then a fixed map of x_T). Required when the grid does not start at T.
-        generator: a ``torch.Generator`` for every random draw; same seed, same samples.
+        generator: a ``torch.Generator`` for every random draw (same seed, same samples), or a
+            list of B generators, one per sample (diffusers' convention): sample i's prior draw
+            and every noise draw of the solver come from ``generator[i]`` alone, so any split of
+            a batch gives bitwise the same samples (except ``PredictorCorrector`` with the
+            ``step_rule="batch"`` corrector, whose Langevin step size is a batch mean by design).
         device, dtype: of the samples (default: x_T's, else the generator's device and float32).
         denoise: stochastic solvers take their last step without noise (return the mean).
         final_x0: after the last step, return the model's x0 prediction there (Tweedie's
@@ -105,7 +109,8 @@ def _check_args(sde, solver, shape, x_T, generator, device, dtype, callback) -> 
         _check_device(device)
     if callback is not None:
         check_callable(callback, "callback", "a callable taking one dict, or None")
-    _check_generator(generator, None)
+    batch = x_T.shape[0] if x_T is not None else (_check_shape(shape)[0] if shape is not None else None)
+    _check_generator(generator, None, batch=batch)
 
 
 def _check_solver(solver) -> Solver:
@@ -148,14 +153,9 @@ def _check_device(device) -> torch.device:
         raise ValueError(f"device must name a torch device (e.g. 'cpu', 'cuda:0'), got {device!r}") from e
 
 
-def _check_generator(generator, device) -> None:
-    """None or a torch.Generator; on ``device``'s type when ``device`` is given."""
-    if generator is None:
-        return
-    if not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator must be a torch.Generator or None, got {describe(generator)}")
-    if device is not None and generator.device.type != torch.device(device).type:
-        raise ValueError(f"generator is on {generator.device} but the samples are on {device}; pass a generator there")
+def _check_generator(generator, device, *, batch: int | None = None) -> None:
+    """None, a torch.Generator or a list of ``batch`` of them; on ``device``'s type when ``device`` is given."""
+    check_generator(generator, batch=batch, device=device)
 
 
 # ---------------------------------------------------------------- initial state
@@ -177,11 +177,20 @@ def _initial_state(sde, grid: Tensor, shape, x_T, generator, device, dtype) -> T
                 f"x_T is required: the grid starts at t = {float(grid[0]):g} < T = {float(sde.T):g}; "
                 f"pass x_T, the state at grid[0]"
             )
-        if device is None and generator is not None:
-            device = generator.device
-        x = sde.prior_sample(shape, generator=generator, device=device, dtype=dtype or torch.float32)
-    _check_generator(generator, x.device)
+        if device is None:
+            device = generator_device(generator)
+        _check_generator(generator, device, batch=shape[0])
+        x = _prior_sample(sde, tuple(shape), generator, device, dtype or torch.float32)
+    _check_generator(generator, x.device, batch=x.shape[0])
     return x
+
+
+def _prior_sample(sde, shape: tuple, generator, device, dtype: torch.dtype) -> Tensor:
+    """``sde.prior_sample``; with a list of generators, sample i drawn by ``generator[i]`` as a batch of one."""
+    if isinstance(generator, list):
+        one = (1,) + shape[1:]
+        return torch.cat([sde.prior_sample(one, generator=g, device=device, dtype=dtype) for g in generator])
+    return sde.prior_sample(shape, generator=generator, device=device, dtype=dtype)
 
 
 # ---------------------------------------------------------------- integration

@@ -22,11 +22,13 @@ Conventions (every solver follows them):
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, Union
 
 import torch
 from torch import Tensor
+
+from .._validate import describe
 
 __all__ = ["Solver", "NonFiniteError"]
 
@@ -71,7 +73,7 @@ class Solver:
         x: Tensor,
         grid: Tensor,
         *,
-        generator: torch.Generator | None = None,
+        generator: GeneratorLike = None,
         denoise: bool = True,
         callback: Callable[[dict], None] | None = None,
         progress: bool = False,
@@ -201,15 +203,84 @@ def _to_device(coefs: dict[str, Tensor], x: Tensor) -> dict[str, Tensor]:
     return out
 
 
-def randn_like(x: Tensor, generator) -> Tensor:
-    """Standard normal noise of x's shape, dtype and device from ``generator``.
+# ---------------------------------------------------------------- random draws
+#: what every ``generator=`` argument takes: one generator for the whole batch, a list of B
+#: generators (sample i's draws from generator i alone: diffusers' convention), or None
+GeneratorLike = Union[torch.Generator, Sequence[torch.Generator], None]
 
-    ``generator`` is a ``torch.Generator`` (or None), or a :class:`NoiseSource` of pre-drawn noise
-    (used by :class:`~sdesolve.GraphSampler`, whose captured graph cannot draw from a generator).
+
+def check_generator(generator, *, batch: int | None = None, device=None, name: str = "generator"):
+    """Check a ``generator=`` argument; return None, the generator, or the list of per-sample ones.
+
+    A list (or tuple) must hold ``batch`` torch.Generators (when ``batch`` is given); every
+    generator must be on the type of ``device`` (when given). TypeError for a wrong type,
+    ValueError for a wrong length or device, each naming ``name``.
     """
-    if isinstance(generator, NoiseSource):
-        return generator.draw(x)
-    return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    if generator is None:
+        return None
+    expected = "a torch.Generator, a list of torch.Generators (one per sample) or None"
+    if isinstance(generator, torch.Generator):
+        gens = [generator]
+    elif isinstance(generator, (list, tuple)):
+        gens = list(generator)
+        for k, g in enumerate(gens):
+            if not isinstance(g, torch.Generator):
+                raise TypeError(f"{name} must be {expected}, got {describe(g)} at {name}[{k}]")
+        if batch is not None and len(gens) != batch:
+            raise ValueError(
+                f"{name} must be a list of one torch.Generator per sample ({batch} for a batch of {batch}), "
+                f"got a list of {len(gens)}"
+            )
+    else:
+        raise TypeError(f"{name} must be {expected}, got {describe(generator)}")
+    if device is not None:
+        dev = torch.device(device)
+        for k, g in enumerate(gens):
+            if g.device.type != dev.type:
+                at = f"[{k}]" if isinstance(generator, (list, tuple)) else ""
+                raise ValueError(
+                    f"{name}{at} is on {g.device} but the samples are on {dev}; pass a generator on {dev.type}"
+                )
+    return generator if isinstance(generator, torch.Generator) else gens
+
+
+def generator_device(generator) -> torch.device | None:
+    """The device of a generator, or of the first of a list (None for None)."""
+    if generator is None:
+        return None
+    return generator.device if isinstance(generator, torch.Generator) else generator[0].device
+
+
+def draw(kind: str, shape, generator, *, device, dtype: torch.dtype, batch_dim: int = 0) -> Tensor:
+    """Random numbers of ``shape``: ``"normal"`` N(0, 1), ``"uniform"`` U[0, 1) or ``"rademacher"`` (+-1).
+
+    With a list of generators, the slice ``i`` along ``batch_dim`` comes from ``generator[i]``
+    alone, drawn as that generator would draw it for a batch of one (so the draws of a sample do
+    not depend on its batch: diffusers' ``randn_tensor`` convention); with one generator (or
+    None) the whole tensor is one draw.
+    """
+    shape = tuple(shape)
+    if isinstance(generator, (list, tuple)):
+        one = shape[:batch_dim] + shape[batch_dim + 1 :]
+        return torch.stack([draw(kind, one, g, device=device, dtype=dtype) for g in generator], dim=batch_dim)
+    if kind == "normal":
+        return torch.randn(shape, generator=generator, device=device, dtype=dtype)
+    if kind == "uniform":
+        return torch.rand(shape, generator=generator, device=device, dtype=dtype)
+    r = torch.randint(0, 2, shape, generator=generator, device=device)
+    return (2 * r - 1).to(dtype)
+
+
+def randn_like(x: Tensor, generator) -> Tensor:
+    """Standard normal noise of x's shape, dtype and device from ``generator``: every solver's draw.
+
+    ``generator`` is a ``torch.Generator`` (or None), a list of B generators (sample i's noise from
+    generator i: :func:`draw`), or a noise source with a ``draw(x)`` method (used by
+    :class:`~sdesolve.GraphSampler`, whose captured graph cannot draw from a generator).
+    """
+    if generator is None or isinstance(generator, (torch.Generator, list, tuple)):
+        return draw("normal", x.shape, generator, device=x.device, dtype=x.dtype)
+    return generator.draw(x)
 
 
 class NoiseSource:

@@ -144,8 +144,43 @@ CASES = [
     Case("sample-x_T-0d", _s(x_T=torch.tensor(1.0)), ValueError, r"x_T must have a batch dimension"),
     Case("sample-x_T-empty-batch", _s(x_T=torch.zeros(0, 2)), ValueError, r"x_T must not be empty, got shape \(0, 2\)"),
     Case("sample-x_T-event-shape", _s(x_T=torch.zeros(3, 5)), ValueError, r"x must have shape"),
-    Case("sample-generator-int", _s(generator=0), TypeError, r"generator must be a torch.Generator or None, got 0"),
-    Case("sample-generator-list", _s(generator=[_gen()]), TypeError, r"generator must be a torch.Generator or None"),
+    Case(
+        "sample-generator-int",
+        _s(generator=0),
+        TypeError,
+        r"generator must be a torch.Generator, a list of torch.Generators \(one per sample\) or None, got 0",
+    ),
+    Case(
+        "sample-generator-list-short",
+        _s(generator=[_gen()]),
+        ValueError,
+        r"generator must be a list of one torch.Generator per sample \(3 for a batch of 3\), got a list of 1",
+    ),
+    Case(
+        "sample-generator-list-x_T-batch",
+        _s(x_T=torch.zeros(3, 2), generator=[_gen(), _gen()]),
+        ValueError,
+        r"generator must be a list of one torch.Generator per sample \(3 for a batch of 3\), got a list of 2",
+    ),
+    Case(
+        "sample-generator-list-element",
+        _s(generator=[_gen(), 1, _gen()]),
+        TypeError,
+        r"generator must be a torch.Generator, a list of torch.Generators .* got 1 at generator\[1\]",
+    ),
+    Case(
+        "sample-generator-list-device",
+        _s(generator=[_gen()] * 3, device="meta"),
+        ValueError,
+        r"generator\[0\] is on cpu but the samples are on meta",
+    ),
+    Case(
+        "sample-generator-device",
+        _s(generator=_gen(), device="meta"),
+        ValueError,
+        r"generator is on cpu but the samples are on meta",
+    ),
+    Case("sample-generator-dict", _s(generator={}), TypeError, r"generator must be a torch.Generator, a list"),
     Case("sample-device-int-list", _s(device=[0]), TypeError, r"device must be a torch.device, a string or an int"),
     Case("sample-device-bad-name", _s(device="gpu7"), ValueError, r"device must name a torch device.*'gpu7'"),
     Case(
@@ -246,6 +281,6 @@ CASES = [
         "graph-call-generator-seed",
         _call(generator=7),
         TypeError,
-        r"generator must be a torch.Generator or None, got 7",
+        r"generator must be a torch.Generator, a list of torch.Generators \(one per sample\) or None, got 7",
     ),
 ]
