@@ -1,0 +1,435 @@
+r"""Exponential integrators in log-SNR time: DPM-Solver++ (2M, 3M, 2M SDE), UniPC and DPM-Solver.
+
+Every linear forward process has marginals ``x_t = alpha_t x_0 + sigma_t eps``. Write
+``l_t = log(alpha_t / sigma_t)`` (half the process' log-SNR ``lambda = log(alpha^2 / sigma^2)``;
+the "lambda" of Lu et al.), increasing as t decreases. On a step from t to s < t with
+``h = l_s - l_t > 0`` the probability-flow ODE has the exact variation-of-constants solutions
+(Lu et al. 2022a eq. 3.4; 2022b eq. 9)
+
+    x_s = (alpha_s / alpha_t) x_t - alpha_s  int_{l_t}^{l_s} e^{-l} eps_hat(x_l, l) dl    (noise prediction)
+    x_s = (sigma_s / sigma_t) x_t + sigma_s  int_{l_t}^{l_s} e^{l}  x0_hat(x_l, l) dl     (data prediction),
+
+in which the linear part is integrated exactly and only the network's prediction is
+approximated, by a polynomial in l. With ``phi_1(h) = -expm1(-h) = 1 - e^{-h}`` in [0, 1]:
+
+* **order 1** (both forms are DDIM): ``x_s = (sigma_s / sigma_t) x_t + alpha_s phi_1(h) x0_hat_t``.
+* **DPM-Solver++(2M)** (Lu et al. 2022b, Alg. 2; diffusers' ``solver_type="midpoint"``, k-diffusion's
+  ``sample_dpmpp_2m``): with the previous step's ``x0_hat`` and ``r = h_prev / h``,
+  ``D = (1 + 1/(2r)) x0_hat_t - 1/(2r) x0_hat_prev`` replaces x0_hat_t in the order-1 step.
+* **DPM-Solver++(3M)** (the third-order multistep of Lu et al. 2022b, App. B; diffusers):
+  ``D0 = m0``, ``D1_0 = (m0 - m1)/r0``, ``D1_1 = (m1 - m2)/r1``,
+  ``D1 = D1_0 + r0/(r0 + r1) (D1_0 - D1_1)``, ``D2 = (D1_0 - D1_1)/(r0 + r1)`` and
+  ``x_s = (sigma_s/sigma_t) x_t + alpha_s [phi_1 D0 + (1 - phi_1/h) D1 + (1/2 - (h - phi_1)/h^2) D2]``.
+* **DPM-Solver++(2M) SDE** (Lu et al. 2022b, eq. 18; diffusers' ``sde-dpmsolver++``):
+  ``x_s = (sigma_s/sigma_t) e^{-h} x_t + alpha_s q D + sigma_s sqrt(q) z`` with
+  ``q = 1 - e^{-2h} = -expm1(lambda_t - lambda_s)`` (the process' ``_one_minus_snr_ratio``) and D as
+  in 2M (order 1: D = x0_hat_t). It samples the reverse SDE, not the flow.
+* **UniPC** (Zhao et al. 2023, UniP-p / UniC-p with ``B(h) = expm1(-h)``, "bh2", or ``-h``, "bh1"):
+  the predictor adds ``-alpha_s B(h) sum_k rho_k (m_k - m_0)/r_k`` to the order-1 step
+  (``r_k = (l_{t_k} - l_t)/h`` for the previous points, rho from the order conditions
+  ``R rho = b``, ``b_j = j! h phi_{j+1}(h) / B(h)``); after the next network evaluation m_s the
+  corrector re-takes the same interval with m_s added as the newest point (rho_c solves the full
+  system), and that m_s serves the next predictor unchanged: no extra evaluation.
+* **DPM-Solver** (Lu et al. 2022a, Alg. 1-2; singlestep, noise prediction), ``E = alpha_s sigma_t/alpha_t
+  = sigma_s e^h``: order 1 ``x_s = (alpha_s/alpha_t) x_t - E phi_1(h) eps_t`` (DDIM); order 2 an
+  intermediate point at ``l_t + r_1 h`` (r_1 = 1/2) reached by order 1, then
+  ``x_s = (alpha_s/alpha_t) x_t - E phi_1(h) eps_t - E phi_1(h)/(2 r_1) (eps_1 - eps_t)``; order 3
+  points at r_1 = 1/3 and r_2 = 2/3, the second reached with
+  ``- E_2 (r_2/r_1) (phi_1(r_2 h)/(r_2 h) - e^{-r_2 h}) (eps_1 - eps_t)`` and the end with
+  ``- (E / r_2) (phi_1(h)/h - e^{-h}) (eps_2 - eps_t)`` (``sigma_s (e^h - 1) = E phi_1(h)`` and
+  ``sigma_s ((e^h - 1)/h - 1) = E (phi_1(h)/h - e^{-h})``, finite for every h).
+
+Written this way every step is ``x_s = a x_t + sum_j w_j m_j (+ c z)``: ``init`` computes a, w, c in
+float64 on the host from the process' ``_log_snr``, ``_log_alpha``, ``_log_sigma``,
+``_sigma_over_alpha``, ``_one_minus_snr_ratio`` and ``_t_of_log_snr`` (no process formula here), and
+``step`` is a few fused multiply-adds. Which terms a step uses (its order) is a host list fixed at
+``init``: no host-device synchronization and no data-dependent branching, so the loop can be
+captured by :class:`~sdesolve.GraphSampler`. Multistep history lives in the state dict.
+
+**Warm-up and the last steps.** Multistep orders grow as history accumulates (step i uses at most
+order i + 1). ``lower_order_final`` lowers the order of the last steps as the peers do: DPM-Solver++
+uses order 1 on the last step and at most 2 on the one before when the solve has fewer than 15
+steps (diffusers' rule); UniPC uses at most order ``n - i`` on step i (diffusers' rule).
+**A step into sigma = 0** (a grid ending at t = 0 on a process with sigma(0) = 0, e.g.
+``DiscreteVPSDE.from_schedule("linear", t_min=0.0)``, or a Karras grid there: h = +inf) is always
+taken at order 1, which returns ``alpha_s x0_hat`` (``phi_1 = 1``) without evaluating the model at
+sigma = 0, as diffusers' ``final_sigmas_type="zero"`` and k-diffusion do.
+
+References: C. Lu, Y. Zhou, F. Bao, J. Chen, C. Li, J. Zhu, "DPM-Solver: A Fast ODE Solver for
+Diffusion Probabilistic Model Sampling in Around 10 Steps", NeurIPS 2022 (2022a); "DPM-Solver++:
+Fast Solver for Guided Sampling of Diffusion Probabilistic Models", arXiv:2211.01095 (2022b);
+W. Zhao, L. Bai, Y. Rao, J. Zhou, J. Lu, "UniPC: A Unified Predictor-Corrector Framework for Fast
+Sampling of Diffusion Models", NeurIPS 2023.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from .._validate import check_bool, check_choice, check_int
+from ..model import view_at, view_coefficients
+from .base import Solver, randn_like
+
+__all__ = ["DPMSolver", "DPMSolverPP", "UniPC"]
+
+
+def _half_log_snr(sde, grid: Tensor) -> list[float]:
+    """``l = lambda / 2 = log(alpha / sigma)`` at each grid time, as host floats (+inf where sigma = 0)."""
+    return (0.5 * sde._log_snr(grid)).tolist()
+
+
+def _phi1(h: float) -> float:
+    """``phi_1(h) = 1 - e^{-h}`` without cancellation (1 at h = +inf)."""
+    return -math.expm1(-h)
+
+
+def _multistep_orders(order: int, n: int, into_zero: list[bool], final: str) -> list[int]:
+    """The order of each of ``n`` multistep steps: warm-up, the peers' lower-order-final rule, order 1 into sigma = 0.
+
+    ``final``: ``"dpmpp"`` (order 1 on the last step, <= 2 on the one before, when n < 15),
+    ``"unipc"`` (<= n - i on step i) or ``"none"``.
+    """
+    orders = []
+    for i in range(n):
+        p = min(order, i + 1)
+        if final == "dpmpp" and n < 15:
+            p = min(p, 1 if i == n - 1 else (2 if i == n - 2 else p))
+        elif final == "unipc":
+            p = min(p, n - i)
+        if into_zero[i]:
+            p = 1
+        orders.append(p)
+    return orders
+
+
+class _Exponential(Solver):
+    """Shared parts: the x0/eps evaluation through precomputed coefficients, into-zero bookkeeping."""
+
+    nfe_per_step = 1
+    stochastic = False
+    default_grid = "log_snr"
+
+    def _base(self, sde, grid: Tensor) -> dict:
+        c: dict = super().init(sde, grid)
+        c.update(view_coefficients(sde, grid[:-1]))
+        sigma_next = torch.exp(sde._log_sigma(grid[1:]))
+        c["into_zero"] = [bool(z) for z in sigma_next == 0.0]  # a host list: branching on it needs no sync
+        return c
+
+    def init_state(self, x, coefs):
+        return {"x": x, "hist": ()}
+
+
+def _weights_tensor(rows: list[list[float]], width: int) -> Tensor:
+    return torch.tensor([r + [0.0] * (width - len(r)) for r in rows], dtype=torch.float64)
+
+
+class DPMSolverPP(_Exponential):
+    r"""DPM-Solver++ multistep (Lu et al. 2022b) in data prediction on any linear process.
+
+    Order 2 (``2M``) or 3 (``3M``) on the probability-flow ODE, or (``stochastic=True``) the
+    second-order SDE variant ``DPM-Solver++(2M) SDE``; formulas in the module docstring. One network
+    evaluation per step (the x0 view); the previous ones are kept in the state.
+
+    Args:
+        order: 1, 2 (default) or 3 (``stochastic=True`` allows 1 or 2).
+        stochastic: False (default): the deterministic multistep solver. True: the SDE variant,
+            ``x_s = (sigma_s/sigma_t) e^{-h} x_t + alpha_s q D + sigma_s sqrt(q) z`` (diffusers'
+            ``algorithm_type="sde-dpmsolver++"``, k-diffusion's ``sample_dpmpp_2m_sde`` with eta = 1).
+        lower_order_final: True (default): order 1 on the last step and at most 2 on the one before
+            when the solve has fewer than 15 steps (diffusers' rule). A step into sigma = 0 is order 1
+            whatever this says.
+
+    Orders: deterministic ``order``; stochastic weak order 1. Default grid ``"log_snr"`` (uniform
+    in h, the variable of the method).
+    """
+
+    def __init__(self, order: int = 2, stochastic: bool = False, lower_order_final: bool = True):
+        self.stochastic = check_bool(stochastic, "stochastic")  # type: ignore[misc]
+        self.order = check_int(order, "order", minimum=1, maximum=2 if self.stochastic else 3)  # type: ignore[assignment]
+        self.lower_order_final = check_bool(lower_order_final, "lower_order_final")
+
+    @property
+    def strong_order(self) -> float | None:  # type: ignore[override]
+        return None if self.stochastic else float(self.order)
+
+    def init(self, sde, grid):
+        c = self._base(sde, grid)
+        n = grid.numel() - 1
+        lam = _half_log_snr(sde, grid)
+        log_sig = sde._log_sigma(grid).tolist()
+        alpha_next = torch.exp(sde._log_alpha(grid[1:])).tolist()
+        q = sde._one_minus_snr_ratio(grid[:-1], grid[1:]).tolist()
+        orders = _multistep_orders(int(self.order), n, c["into_zero"], "dpmpp" if self.lower_order_final else "none")
+        a, w, noise = [], [], []
+        for i in range(n):
+            h = lam[i + 1] - lam[i]
+            ratio = math.exp(log_sig[i + 1] - log_sig[i])  # 0 into sigma = 0
+            if self.stochastic:
+                a.append(ratio * math.exp(-h))
+                c1 = q[i]
+                noise.append(math.exp(log_sig[i + 1]) * math.sqrt(q[i]))
+            else:
+                a.append(ratio)
+                c1 = _phi1(h)
+            p = orders[i]
+            if p == 1:
+                d = [1.0]
+            elif p == 2:
+                r0 = (lam[i] - lam[i - 1]) / h
+                d = [1.0 + 0.5 / r0, -0.5 / r0]
+            else:
+                r0, r1 = (lam[i] - lam[i - 1]) / h, (lam[i - 1] - lam[i - 2]) / h
+                d10 = [1.0 / r0, -1.0 / r0, 0.0]  # (m0 - m1) / r0 on (m0, m1, m2)
+                d11 = [0.0, 1.0 / r1, -1.0 / r1]  # (m1 - m2) / r1
+                diff = [u - v for u, v in zip(d10, d11)]
+                d1 = [u + r0 / (r0 + r1) * v for u, v in zip(d10, diff)]
+                d2 = [v / (r0 + r1) for v in diff]
+                c2 = 1.0 - c1 / h  # (e^{-h} - 1)/h + 1
+                c3 = 0.5 - (h - c1) / (h * h)  # -((e^{-h} - 1 + h)/h^2 - 1/2)
+                d = [float(j == 0) + (c2 * u + c3 * v) / c1 for j, (u, v) in enumerate(zip(d1, d2))]
+            w.append([alpha_next[i] * c1 * dj for dj in d])
+        c["a"] = torch.tensor(a, dtype=torch.float64)
+        c["w"] = _weights_tensor(w, 3)
+        if self.stochastic:
+            c["noise"] = torch.tensor(noise, dtype=torch.float64)
+        c["orders"] = orders
+        return c
+
+    def step(self, model, state, i, coefs, *, generator=None, noise=True, need_x0=False):
+        x, hist = state["x"], state["hist"]
+        m = view_at(model, x, coefs["t"][i], "x0", (coefs["alpha"][i], coefs["sigma"][i]))
+        w = coefs["w"][i]
+        x_next = torch.addcmul(coefs["a"][i] * x, w[0], m)
+        for j in range(1, coefs["orders"][i]):
+            x_next = torch.addcmul(x_next, w[j], hist[-j])
+        if self.stochastic and noise:
+            x_next = torch.addcmul(x_next, coefs["noise"][i], randn_like(x, generator))
+        out = {"x": x_next, "hist": (hist + (m,))[-(int(self.order) - 1) :] if self.order > 1 else ()}
+        if need_x0:
+            out["x0"] = m
+        return out
+
+
+def _unipc_rhos(h: float, rks: list[float], variant: str, full: bool) -> tuple[list[float], float]:
+    """UniPC's rho for points ``rks`` (previous points' (l_k - l_t)/h) and ``B(h)``.
+
+    ``full=False``: the predictor (order p = len(rks) + 1 solves the (p-1)-system; p = 2 uses 1/2).
+    ``full=True``: the corrector (rks plus the new point r = 1; order 1 uses 1/2).
+    """
+    hh = -h
+    h_phi_1 = math.expm1(hh)
+    b_h = hh if variant == "bh1" else h_phi_1
+    p = len(rks) + 1
+    pts = rks + [1.0]
+    h_phi_k, fact, b = h_phi_1 / hh - 1.0, 1, []
+    for j in range(1, p + 1):
+        b.append(h_phi_k * fact / b_h)
+        fact *= j + 1
+        h_phi_k = h_phi_k / hh - 1.0 / fact
+    R = torch.tensor([[r ** (j - 1) for r in pts] for j in range(1, p + 1)], dtype=torch.float64)
+    bt = torch.tensor(b, dtype=torch.float64)
+    if full:
+        rho = [0.5] if p == 1 else torch.linalg.solve(R, bt).tolist()
+    else:
+        rho = [] if p == 1 else ([0.5] if p == 2 else torch.linalg.solve(R[:-1, :-1], bt[:-1]).tolist())
+    return rho, b_h
+
+
+class UniPC(_Exponential):
+    r"""UniPC (Zhao et al. 2023): multistep predictor UniP-p and corrector UniC-p, data prediction.
+
+    Step i evaluates ``m_i = x0_hat(x_i, t_i)`` once; if i > 0 the corrector re-takes the previous
+    interval with m_i as its newest point (``x_i <- UniC``), then the predictor steps from the
+    corrected ``x_i`` with the same m_i (module docstring). One network evaluation per step.
+
+    Args:
+        order: the predictor order, 1, 2 (default) or 3; the corrector raises it by one.
+        variant: ``"bh2"`` (default, ``B(h) = expm1(-h)``) or ``"bh1"`` (``B(h) = -h``).
+        corrector: True (default): UniPC; False: the predictor alone (UniP).
+        lower_order_final: True (default): at most order ``n - i`` on step i of n (diffusers' rule).
+            A step into sigma = 0 is order 1 whatever this says.
+
+    ``order`` attribute: the predictor order plus one with the corrector (measured in the tests).
+    """
+
+    def __init__(self, order: int = 2, variant: str = "bh2", corrector: bool = True, lower_order_final: bool = True):
+        self.predictor_order = check_int(order, "order", minimum=1, maximum=3)
+        self.variant = str(check_choice(variant, "variant", ("bh1", "bh2")))
+        self.corrector = check_bool(corrector, "corrector")
+        self.lower_order_final = check_bool(lower_order_final, "lower_order_final")
+
+    @property
+    def order(self) -> float:  # type: ignore[override]
+        return float(self.predictor_order + (1 if self.corrector else 0))
+
+    @property
+    def strong_order(self) -> float:  # type: ignore[override]
+        return self.order
+
+    def init(self, sde, grid):
+        c = self._base(sde, grid)
+        n = grid.numel() - 1
+        lam = _half_log_snr(sde, grid)
+        log_sig = sde._log_sigma(grid).tolist()
+        alpha = torch.exp(sde._log_alpha(grid)).tolist()
+        orders = _multistep_orders(
+            self.predictor_order, n, c["into_zero"], "unipc" if self.lower_order_final else "none"
+        )
+        a, wp, wc = [], [], [[0.0]]
+        for i in range(n):
+            h = lam[i + 1] - lam[i]
+            a.append(math.exp(log_sig[i + 1] - log_sig[i]))
+            p, an = orders[i], alpha[i + 1]
+            rks = [(lam[i - k] - lam[i]) / h for k in range(1, p)]
+            rho, b_h = _unipc_rhos(h, rks, self.variant, full=False)
+            w = [an * _phi1(h)] + [0.0] * (p - 1)
+            for k, (rk, rho_k) in enumerate(zip(rks, rho)):  # - alpha B(h) rho_k (m_k - m_0) / r_k
+                w[k + 1] -= an * b_h * rho_k / rk
+                w[0] += an * b_h * rho_k / rk
+            wp.append(w)
+            if i + 1 < n:  # the corrector of x_{i+1}: the same interval, order p, with m_{i+1} as the newest point
+                rho_c, _ = _unipc_rhos(h, rks, self.variant, full=True)
+                wcor = [-an * b_h * rho_c[-1], an * _phi1(h) + an * b_h * rho_c[-1]] + [0.0] * (p - 1)
+                for k, rk in enumerate(rks):
+                    wcor[k + 2] -= an * b_h * rho_c[k] / rk
+                    wcor[1] += an * b_h * rho_c[k] / rk
+                wc.append(wcor)
+        c["a"] = torch.tensor(a, dtype=torch.float64)
+        c["a_prev"] = torch.tensor([0.0] + a[:-1], dtype=torch.float64)
+        c["w"] = _weights_tensor(wp, 3)
+        c["wc"] = _weights_tensor(wc, 4)
+        c["orders"] = orders
+        return c
+
+    def init_state(self, x, coefs):
+        return {"x": x, "hist": (), "last": x}
+
+    def step(self, model, state, i, coefs, *, generator=None, noise=True, need_x0=False):
+        x, hist = state["x"], state["hist"]
+        m = view_at(model, x, coefs["t"][i], "x0", (coefs["alpha"][i], coefs["sigma"][i]))
+        if self.corrector and i > 0:  # UniC: re-take interval i - 1 from the corrected x_{i-1}, m_i newest
+            wc = coefs["wc"][i]
+            x = torch.addcmul(coefs["a_prev"][i] * state["last"], wc[0], m)
+            for j in range(1, coefs["orders"][i - 1] + 1):
+                x = torch.addcmul(x, wc[j], hist[-j])
+        w = coefs["w"][i]
+        x_next = torch.addcmul(coefs["a"][i] * x, w[0], m)
+        for j in range(1, coefs["orders"][i]):
+            x_next = torch.addcmul(x_next, w[j], hist[-j])
+        out = {"x": x_next, "hist": (hist + (m,))[-self.predictor_order :], "last": x}
+        if need_x0:
+            out["x0"] = m
+        return out
+
+
+class DPMSolver(Solver):
+    r"""DPM-Solver (Lu et al. 2022a), singlestep, noise prediction, order 1, 2 or 3 on any linear process.
+
+    Each step of order k evaluates eps at the step's start and at k - 1 intermediate points at
+    log-SNR fractions r (1/2 for order 2; 1/3 and 2/3 for order 3, the paper's DPM-Solver-2 and -3);
+    formulas in the module docstring. Order 1 is DDIM. ``nfe_per_step = order``; a step into
+    sigma = 0 is taken at order 1 (one evaluation, at its start).
+
+    Args:
+        order: 1, 2 or 3 (default).
+    """
+
+    stochastic = False
+    default_grid = "log_snr"
+
+    def __init__(self, order: int = 3):
+        self.order = check_int(order, "order", minimum=1, maximum=3)  # type: ignore[assignment]
+
+    @property
+    def strong_order(self) -> float:  # type: ignore[override]
+        return float(self.order)
+
+    @property
+    def nfe_per_step(self) -> int:  # type: ignore[override]
+        return int(self.order)
+
+    def stage_times(self, sde, grid: Tensor) -> Tensor:
+        """Intermediate times, shape (n_steps, order - 1): log-SNR fractions 1/2, or 1/3 and 2/3, of each step.
+
+        (Steps into sigma = 0 get placeholder times; they are taken at order 1.)
+        """
+        fr = {1: [], 2: [0.5], 3: [1.0 / 3.0, 2.0 / 3.0]}[int(self.order)]
+        lam_t, lam_s = sde._log_snr(grid[:-1]), sde._log_snr(grid[1:])
+        lam_s = torch.where(torch.isfinite(lam_s), lam_s, lam_t)
+        cols = [sde._t_of_log_snr(lam_t + r * (lam_s - lam_t)) for r in fr]
+        return torch.stack(cols, dim=1) if cols else grid[:-1, None][:, :0]
+
+    def init(self, sde, grid):
+        c = super().init(sde, grid)
+        c.update(view_coefficients(sde, grid[:-1]))
+        n, k = grid.numel() - 1, int(self.order)
+        sigma_next = torch.exp(sde._log_sigma(grid[1:]))
+        into_zero = [bool(z) for z in sigma_next == 0.0]
+        stages = self.stage_times(sde, grid)
+        l_t, l_s = _half_log_snr(sde, grid[:-1]), _half_log_snr(sde, grid[1:])
+        la_t, la_s = sde._log_alpha(grid[:-1]).tolist(), sde._log_alpha(grid[1:]).tolist()
+        so_t = sde._sigma_over_alpha(grid[:-1]).tolist()
+        A = torch.zeros(n, k, dtype=torch.float64)  # node j (j < k - 1: intermediate; k - 1: the end) = A x + sum B e
+        B = torch.zeros(n, k, k, dtype=torch.float64)
+        orders = [1 if z else k for z in into_zero]
+        for i in range(n):
+            h = l_s[i] - l_t[i]
+            if orders[i] == 1:
+                A[i, -1] = math.exp(la_s[i] - la_t[i])
+                B[i, -1, 0] = -math.exp(la_s[i]) * so_t[i] * _phi1(h)
+                continue
+            la_u = sde._log_alpha(stages[i]).tolist()
+            l_u = _half_log_snr(sde, stages[i])
+            r = [(lu - l_t[i]) / h for lu in l_u]
+            E = [math.exp(lu) * so_t[i] for lu in la_u] + [math.exp(la_s[i]) * so_t[i]]
+            for j in range(k - 1):  # intermediate node j at fraction r[j]
+                A[i, j] = math.exp(la_u[j] - la_t[i])
+                B[i, j, 0] = -E[j] * _phi1(r[j] * h)
+                if j == 1:  # DPM-Solver-3's second point: a second-order step from eps_t and eps_1
+                    rh = r[1] * h
+                    g = E[1] * (r[1] / r[0]) * (_phi1(rh) / rh - math.exp(-rh))
+                    B[i, 1, 0] += g
+                    B[i, 1, 1] = -g
+            A[i, -1] = math.exp(la_s[i] - la_t[i])
+            B[i, -1, 0] = -E[-1] * _phi1(h)
+            if k == 2:
+                g = E[-1] * _phi1(h) / (2.0 * r[0])
+            else:
+                g = (E[-1] / r[1]) * (_phi1(h) / h - math.exp(-h))
+            B[i, -1, 0] += g
+            B[i, -1, k - 1] = -g
+        c["A"], c["B"], c["orders"] = A, B, orders
+        if k > 1:
+            c["t_stage"] = stages
+            for j in range(k - 1):
+                vc = view_coefficients(sde, stages[:, j])
+                c[f"alpha_stage{j}"], c[f"sigma_stage{j}"] = vc["alpha"], vc["sigma"]
+        return c
+
+    def nfe(self, n_steps: int) -> int:
+        """``order * n_steps`` (a step into sigma = 0 costs one evaluation instead)."""
+        return int(self.order) * n_steps
+
+    def step(self, model, state, i, coefs, *, generator=None, noise=True, need_x0=False):
+        x = state["x"]
+        A, B = coefs["A"][i], coefs["B"][i]
+        e0 = view_at(model, x, coefs["t"][i], "eps", (coefs["alpha"][i], coefs["sigma"][i]))
+        eps = [e0]
+        if coefs["orders"][i] > 1:
+            for j in range(int(self.order) - 1):
+                u = A[j] * x
+                for m, e in enumerate(eps):
+                    u = torch.addcmul(u, B[j, m], e)
+                at = (coefs[f"alpha_stage{j}"][i], coefs[f"sigma_stage{j}"][i])
+                eps.append(view_at(model, u, coefs["t_stage"][i, j], "eps", at))
+        x_next = A[-1] * x
+        for m, e in enumerate(eps):
+            x_next = torch.addcmul(x_next, B[-1, m], e)
+        out = {"x": x_next}
+        if need_x0:
+            out["x0"] = torch.addcmul(coefs["x0_x"][i] * x, coefs["x0_eps"][i], e0)
+        return out
