@@ -3,7 +3,9 @@
 from .adaptive import AdaptiveODE, AdaptiveSolveError, integrate
 from .base import NonFiniteError, Solver
 from .ddim import DDIM, DDPM
+from .edm import EDMHeun, EulerAncestral
 from .euler_maruyama import EulerMaruyama
+from .exponential import DPMSolver, DPMSolverPP, UniPC
 from .methods import resolve_method
 from .ode import ODE
 from .plms import PLMS
@@ -30,6 +32,10 @@ __all__ = [
     "AncestralPredictor",
     "AnnealedLangevinCorrector",
     "Corrector",
+    "DPMSolver",
+    "DPMSolverPP",
+    "EDMHeun",
+    "EulerAncestral",
     "EulerMaruyama",
     "EulerMaruyamaPredictor",
     "LangevinCorrector",
@@ -39,6 +45,7 @@ __all__ = [
     "ReverseDiffusionPredictor",
     "RungeKuttaODE",
     "Solver",
+    "UniPC",
     "VDMAncestral",
     "integrate",
     "resolve_method",
