@@ -25,6 +25,17 @@ The state is one tensor; the default error norm is the RMS over all of it (Haire
 :func:`per_sample_rms_norm` (the worst sample's RMS, so every sample of a batch meets the
 tolerance) is what the probability-flow sampler uses.
 
+Per-sample solves (``per_sample=True``). The state is a batch (B, *event) and every sample has
+its own time, step size, error norm (its own RMS) and accept/reject decision: the controller
+above runs elementwise over the batch, as B independent solves that share each network call
+(``fn`` receives a (B,) tensor of per-sample times; a sample whose solve is finished, or whose
+step was rejected, is evaluated but its result discarded through a mask). Every quantity of
+sample i is computed from sample i alone, so its result does not depend on its batch neighbours
+(bitwise, for a network that computes each sample independently of the others). One host
+synchronization per step reads three flags (some sample still running, a step-size underflow,
+NaN/inf at an accepted point). The batch-shared solve instead takes the step size of its worst
+sample at every step, and a sample's result changes with its neighbours.
+
 References: Dormand & Prince, "A family of embedded Runge-Kutta formulae", J. Comp. Appl. Math.
 6 (1980) (dopri5); Prince & Dormand, "High order embedded Runge-Kutta formulae", J. Comp. Appl.
 Math. 7 (1981) (dopri8: the 13-stage 8(7) pair, coefficients read from torchdiffeq's table);
@@ -37,11 +48,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from .._validate import check_callable, check_choice, check_int, check_real, check_tensor, check_tolerance
+from .._utils import bcast
+from .._validate import check_bool, check_callable, check_choice, check_int, check_real, check_tensor, check_tolerance
 from .base import NonFiniteError
 from .ddim import ddim_coefficients
 from .methods import ADAPTIVE, ALIASES, resolve_method
@@ -181,6 +194,7 @@ def integrate(
     max_nfe: int = DEFAULT_MAX_NFE,
     norm: Callable[[Tensor], Tensor] | None = None,
     first_step: float | None = None,
+    per_sample: bool = False,
 ) -> tuple[Tensor, int]:
     """Solve ``dy/dt = fn(t, y)`` from ``t0`` to ``t1`` (either direction) adaptively; return ``(y1, nfe)``.
 
@@ -195,6 +209,10 @@ def integrate(
         max_nfe: the evaluation budget; passing it raises :class:`AdaptiveSolveError`.
         norm: the error norm (default :func:`rms_norm`).
         first_step: the first step size (> 0; default: Hairer et al.'s choice, one extra evaluation).
+        per_sample: y0 is a batch (B, *event) of independent problems, each with its own steps
+            (module docstring): ``fn`` is called with a (B,) float64 tensor of per-sample times,
+            the error norm is each sample's RMS (``norm`` must be None), and ``nfe`` counts the
+            batched calls of ``fn`` (the largest number of evaluations any one sample needed).
 
     Raises:
         AdaptiveSolveError: past ``max_nfe`` evaluations, or a step-size underflow (naming t and nfe).
@@ -208,6 +226,13 @@ def integrate(
         check_callable(norm, "norm")
     if first_step is not None:
         first_step = check_real(first_step, "first_step", positive=True)
+    if check_bool(per_sample, "per_sample"):
+        check_tensor(y0, "y0", min_dim=1, nonempty=True)
+        if norm is not None:
+            raise ValueError("norm must be None with per_sample=True (each sample's error is its own RMS)")
+        tab = TABLEAUX[method]
+        y1, nfe, _, _ = _integrate_per_sample(fn, y0, t0, t1, tab, rtol, atol, max_nfe, first_step, method)
+        return y1, nfe
     y1, nfe, _ = _integrate(fn, y0, t0, t1, TABLEAUX[method], rtol, atol, max_nfe, norm or rms_norm, first_step, method)
     return y1, nfe
 
@@ -265,6 +290,155 @@ def _integrate(fn, y0, t0, t1, tab, rtol, atol, max_nfe, norm, first_step, name,
         h = h * _step_factor(ratio, tab.order, accepted, rejected_before)
         rejected_before = not accepted
     return y, count[0], h
+
+
+def _sample_rms(e: Tensor) -> Tensor:
+    """Each sample's RMS over its event, shape (B,)."""
+    return e.reshape(e.shape[0], -1).pow(2).mean(dim=1).sqrt()
+
+
+def _per_sample_times(t, B: int, device) -> Tensor:
+    """A time given as a number or a (B,) tensor, as a (B,) float64 tensor on ``device``."""
+    return torch.as_tensor(t, dtype=torch.float64, device=device).expand(B).clone()
+
+
+def _integrate_per_sample(fn, y0, t0, t1, tab, rtol, atol, max_nfe, first_step, name, nfe=0, time_of=None):
+    """B independent adaptive solves sharing each batched call of ``fn`` (module docstring).
+
+    ``t0``, ``t1`` and ``first_step`` are numbers or (B,) tensors (per-sample starts, ends and
+    first steps; a sample with t0 == t1 is finished from the start). ``fn(t, y)`` gets t of shape
+    (B,) in float64, each entry inside its sample's [t0, t1]. Returns ``(y1, nfe, h, nfe_per_sample)``:
+    the batched calls so far (``nfe`` included), each sample's next step size and its own
+    evaluations (those of calls while it was running; a finished or rejected sample's are not spent).
+    Controller quantities are detached: gradients flow through the accepted states only.
+    """
+    when = time_of or float
+    B, dev = y0.shape[0], y0.device
+    eps64 = torch.finfo(torch.float64).eps
+    t, t1 = _per_sample_times(t0, B, dev), _per_sample_times(t1, B, dev)
+    lo, hi = torch.minimum(t, t1), torch.maximum(t, t1)
+    direction = torch.sign(t1 - t)
+    active = direction != 0
+    per = torch.zeros(B, dtype=torch.int64, device=dev)
+    count = [nfe]
+
+    def call(tt: Tensor, y: Tensor, spent: Tensor) -> Tensor:
+        if count[0] >= max_nfe:
+            i = int(torch.nonzero(active)[0]) if bool(active.any()) else 0
+            raise AdaptiveSolveError(
+                f"the adaptive solve ({name}, per sample, rtol={rtol:g}, atol={atol:g}) stopped at t = "
+                f"{when(float(t[i])):.6g} after {count[0]} evaluations (max_nfe={max_nfe}) (sample {i}), integrating "
+                f"to t = {when(float(t1[i])):g}; raise max_nfe or the tolerances, or check that the vector field is "
+                f"smooth there",
+                when(float(t[i])),
+                count[0],
+            )
+        count[0] += 1
+        per.add_(spent.to(torch.int64))
+        return fn(torch.minimum(torch.maximum(tt, lo), hi), y)
+
+    h = None if first_step is None else _per_sample_times(first_step, B, dev)
+    if not bool(active.any()):
+        return y0, nfe, h, per
+    y = y0
+    k0 = call(t, y, active)
+    _check_finite_per_sample(k0, active, t, count[0], name, when)
+    span = hi - lo
+    if h is None:
+        h = _initial_step_per_sample(call, t, y, k0, direction, tab.order, rtol, atol, span, active)
+    h = torch.minimum(h, span)
+    rejected_before = torch.zeros(B, dtype=torch.bool, device=dev)
+    non_finite = torch.zeros(B, dtype=torch.bool, device=dev)
+    while True:
+        remaining = (t1 - t).abs()
+        last = h >= remaining * (1.0 - 4.0 * eps64)
+        h = torch.where(last, remaining, h)
+        t_new = torch.where(last, t1, t + direction * h)
+        underflow = active & (h <= 8.0 * eps64 * t.abs().clamp(min=1.0))
+        underflow_non_finite = underflow & non_finite
+        y_new, err, k_last = _rk_step_per_sample(call, t, t_new, y, k0, tab, active)
+        scale = atol + rtol * torch.maximum(y.abs(), y_new.abs())
+        ratio = _sample_rms((err / scale).detach())
+        accepted = active & (ratio <= 1.0)
+        t = torch.where(accepted, t_new, t)
+        y = torch.where(bcast(accepted, y), y_new, y)
+        k_next = k_last if tab.fsal else call(t, y, accepted)
+        k0 = torch.where(bcast(accepted, y), k_next, k0)
+        bad = accepted & ~torch.isfinite(k0.detach()).reshape(B, -1).all(dim=1)
+        factor = _step_factors(ratio, tab.order, accepted, rejected_before)
+        h = torch.where(active, h * factor, h)
+        rejected_before = torch.where(active, ~accepted, rejected_before)
+        non_finite = torch.where(active, ~torch.isfinite(ratio), non_finite)
+        active = active & ~(accepted & last)
+        running, under, broken = torch.stack((active.any(), underflow.any(), bad.any())).tolist()  # the one sync
+        if under:
+            i = int(torch.nonzero(underflow)[0])
+            _underflow(f"{name}, per sample", when(float(t[i])), count[0], bool(underflow_non_finite[i]))
+        if broken:
+            _check_finite_per_sample(k0, bad, t, count[0], name, when)
+        if not running:
+            return y, count[0], h, per
+
+
+def _rk_step_per_sample(call, t: Tensor, t_new: Tensor, y: Tensor, k0: Tensor, tab: EmbeddedTableau, active):
+    """:func:`_rk_step` with per-sample times and step sizes (B,): ``(y_new, error, last stage)``."""
+    h = t_new - t
+    ks = [k0]
+    yj = y
+    for j in range(1, len(tab.c)):
+        yj = y
+        for a, k in zip(tab.A[j], ks):
+            if a != 0.0:
+                yj = yj + bcast((h * a).to(y.dtype), y) * k
+        tj = t_new if tab.c[j] == 1.0 else t + tab.c[j] * h
+        ks.append(call(tj, yj, active))
+    y_new, err = y, torch.zeros_like(y)
+    for bj, ej, k in zip(tab.b, tab.b_err, ks):
+        if bj != 0.0:
+            y_new = y_new + bcast((h * bj).to(y.dtype), y) * k
+        if ej != 0.0:
+            err = err + bcast((h * ej).to(y.dtype), y) * k
+    if tab.fsal:
+        y_new = yj
+    return y_new, err, ks[-1]
+
+
+def _initial_step_per_sample(call, t, y, k0, direction, order, rtol, atol, span, active) -> Tensor:
+    """:func:`_initial_step` for each sample (one batched evaluation), shape (B,)."""
+    scale = atol + rtol * y.detach().abs()
+    d0, d1 = _sample_rms(y.detach() / scale), _sample_rms(k0.detach() / scale)
+    big = (d0 >= 1e-5) & (d1 >= 1e-5)
+    h0 = torch.where(big, 0.01 * d0 / torch.where(big, d1, 1.0), 1e-6).to(torch.float64)
+    h0 = torch.minimum(h0, span)
+    k1 = call(t + direction * h0, y + bcast((direction * h0).to(y.dtype), y) * k0, active)
+    d2 = (_sample_rms((k1.detach() - k0.detach()) / scale) / h0).to(torch.float64)
+    dmax = torch.maximum(d1.to(torch.float64), d2)
+    tiny = dmax <= 1e-15
+    h1 = torch.where(
+        tiny, torch.clamp(h0 * 1e-3, min=1e-6), torch.exp(torch.log(0.01 / torch.where(tiny, 1.0, dmax)) / order)
+    )
+    return torch.where(torch.isfinite(d2), torch.minimum(100.0 * h0, h1), h0)
+
+
+def _step_factors(ratio: Tensor, order: int, accepted: Tensor, rejected_before: Tensor) -> Tensor:
+    """:func:`_step_factor` elementwise over the samples, float64 (B,)."""
+    ratio = ratio.to(torch.float64)
+    # ratio^(-1/order) through exp and log: torch's vectorized pow and its scalar tail loop differ in
+    # the last bit (measured on CPU), which would make a sample's steps depend on its place in the batch
+    factor = (_SAFETY * torch.exp(torch.log(ratio) * (-1.0 / order))).clamp(_MIN_FACTOR, _MAX_FACTOR)  # 0: 10
+    factor = torch.where(accepted & ~rejected_before, factor, factor.clamp(max=1.0))
+    return torch.where(torch.isfinite(ratio), factor, _MIN_FACTOR)
+
+
+def _check_finite_per_sample(k: Tensor, among: Tensor, t: Tensor, nfe: int, name: str, when) -> None:
+    """NonFiniteError naming the first sample of ``among`` whose k holds NaN or inf (reads values: a sync)."""
+    bad = among & ~torch.isfinite(k.detach()).reshape(k.shape[0], -1).all(dim=1)
+    if bool(bad.any()):
+        i = int(torch.nonzero(bad)[0])
+        raise NonFiniteError(
+            f"the adaptive solve ({name}, per sample) got NaN or inf from the vector field at t = "
+            f"{when(float(t[i])):.6g} for sample {i} (evaluation {nfe}); check the model's output there"
+        )
 
 
 def _step_factor(ratio: float, order: int, accepted: bool, rejected_before: bool) -> float:
@@ -346,7 +520,10 @@ class AdaptiveODE(ODE):
 
     The vector field is the process's own probability-flow drift (``sde.probability_flow(model)``);
     the error norm is :func:`per_sample_rms_norm`, so every sample of the batch meets
-    ``rtol``/``atol`` (the step sizes are shared by the batch). Without a callback the solve
+    ``rtol``/``atol``. With ``per_sample=False`` the step sizes are shared by the batch (a
+    sample's result then depends on its neighbours); with ``per_sample=True`` each sample has its
+    own steps, accept/reject and last step (module docstring), one batched network call per stage,
+    and its result is that of solving it alone. Without a callback the solve
     takes the grid's two ends; with one it lands on every grid time and reports the state there.
     If sigma(t_min) = 0 the model is not evaluated there: the solve stops at a time t_b with
     sigma > 0 and takes the exact constant-eps step (DDIM, eta = 0) into t_min, with t_b chosen
@@ -361,14 +538,17 @@ class AdaptiveODE(ODE):
     NaN or inf cannot choose steps and always raises (naming t and the NFE).
 
     Attributes: ``method``, ``order``, ``rtol``, ``atol``, ``max_nfe``, ``options``,
-    ``time_variable`` and ``last_nfe`` (evaluations of the last solve).
+    ``time_variable``, ``per_sample``, ``last_nfe`` (batched evaluations of the last solve) and
+    ``last_nfe_per_sample`` (with ``per_sample=True``: each sample's own evaluations, a (B,) tensor).
     """
 
     adaptive = True
     nfe_per_step = 0  # unknown in advance: see last_nfe
     default_grid = "uniform"
 
-    def __init__(self, method="dopri5", rtol=None, atol=None, options=None, max_nfe=None, time_variable=None):
+    def __init__(
+        self, method="dopri5", rtol=None, atol=None, options=None, max_nfe=None, time_variable=None, per_sample=False
+    ):
         method = ALIASES.get(method, method) if isinstance(method, str) else method
         if not isinstance(method, str):
             raise TypeError(f"method must be one of {tuple(ADAPTIVE)}, got {type(method).__name__}")
@@ -382,9 +562,11 @@ class AdaptiveODE(ODE):
         self.time_variable = check_choice(
             "auto" if time_variable is None else time_variable, "time_variable", TIME_VARIABLES
         )
+        self.per_sample = check_bool(per_sample, "per_sample")
         self.method = method
         self.order = float(TABLEAUX[method].order)
         self.last_nfe: int | None = None
+        self.last_nfe_per_sample: Tensor | None = None
 
     def nfe(self, n_steps: int) -> int:
         if self.last_nfe is None:
@@ -401,6 +583,7 @@ class AdaptiveODE(ODE):
         flow = sde.probability_flow(model)
         bar = _progress_bar(progress, self.method)
         calls = [0]  # every network evaluation of this solve
+        per = torch.zeros(x.shape[0], dtype=torch.int64, device=x.device) if self.per_sample else None
 
         def velocity(t: Tensor, y: Tensor) -> Tensor:
             calls[0] += 1
@@ -413,27 +596,29 @@ class AdaptiveODE(ODE):
             if bar is not None:
                 bar.update(1)
             t = torch.as_tensor(t, dtype=torch.float64, device=y.device)
-            return flow.model.eps(y, t.expand(y.shape[0]))
+            return flow.model.eps(y, t.expand(y.shape[0]) if t.dim() == 0 else t)
 
         times = [float(v) for v in grid] if callback is not None else [float(grid[0]), float(grid[-1])]
         into_zero = float(sde._log_sigma(torch.tensor(times[-1], dtype=torch.float64))) == -math.inf
         args = (TABLEAUX[self.method], rtol, atol, self.max_nfe, per_sample_rms_norm)
         advance = _advance_in_log_snr if self._time_variable(sde) == "log_snr" else _advance_in_t
         h, y = self.options.get("first_step"), x
+        fns = _Fns(sde, velocity, eps_at, args, self.method, per)
         try:
             for i in range(len(times) - 1):
                 t0, t1 = times[i], times[i + 1]
-                fns = (sde, velocity, eps_at, args, self.method)
                 if into_zero and i == len(times) - 2:
-                    y = _step_into_zero(fns, advance, y, t0, t1, h, calls)
+                    step_into_zero = _step_into_zero_per_sample if self.per_sample else _step_into_zero
+                    y = step_into_zero(fns, advance, y, t0, t1, h, calls)
                 else:
-                    y, h = advance(fns, y, t0, t1, h, calls[0])
+                    y, h = advance(fns, y, t0, t1, h, calls)
                 if callback is not None:
                     callback({"i": i, "t": t0, "t_next": t1, "x": y, "x0": None})
         finally:
             if bar is not None:
                 bar.close()
             self.last_nfe = calls[0]
+            self.last_nfe_per_sample = per
         if check_finite and not bool(torch.isfinite(y).all()):
             raise NonFiniteError(
                 f"the adaptive solve ({self.method}) from t = {times[0]:g} to t = {times[-1]:g} produced NaN or inf "
@@ -451,35 +636,67 @@ class AdaptiveODE(ODE):
         return "log_snr" if isinstance(sde, DiscreteVPSDE) else "t"
 
 
-def _advance_in_t(fns, x: Tensor, t0: float, t1: float, h, nfe: int):
+@dataclass
+class _Fns:
+    """What the pieces of one :meth:`AdaptiveODE.solve` share: the process, the vector fields, the
+    integrator's arguments ``(tableau, rtol, atol, max_nfe, norm)``, the method name and (per-sample
+    solves) the running per-sample evaluation count."""
+
+    sde: Any
+    velocity: Callable
+    eps_at: Callable
+    args: tuple
+    name: str
+    per: Tensor | None
+
+    def integrate(self, fn, y: Tensor, t0, t1, h, calls: list[int], time_of=None):
+        """Adaptive steps of ``fn`` from t0 to t1 (numbers, or (B,) tensors per sample); ``calls[0]``
+        is the solve's running count of batched evaluations. Returns ``(y1, next step size)``."""
+        tab, rtol, atol, max_nfe, norm = self.args
+        if self.per is None:
+            y, calls[0], h = _integrate(fn, y, t0, t1, tab, rtol, atol, max_nfe, norm, h, self.name, calls[0], time_of)
+            return y, h
+        y, calls[0], h, per = _integrate_per_sample(
+            fn, y, t0, t1, tab, rtol, atol, max_nfe, h, self.name, calls[0], time_of
+        )
+        self.per += per
+        return y, h
+
+
+def _advance_in_t(fns: _Fns, x: Tensor, t0, t1, h, calls: list[int]):
     """Adaptive steps of ``dx/dt = f x - g^2/2 s`` (the process's probability-flow drift) from t0 to t1."""
-    sde, velocity, _, (tab, rtol, atol, max_nfe, norm), name = fns
-    x, _, h = _integrate(velocity, x, t0, t1, tab, rtol, atol, max_nfe, norm, h, name, nfe=nfe)
-    return x, h
+    return fns.integrate(fns.velocity, x, t0, t1, h, calls)
 
 
-def _advance_in_log_snr(fns, x: Tensor, t0: float, t1: float, h, nfe: int):
+def _advance_in_log_snr(fns: _Fns, x: Tensor, t0, t1, h, calls: list[int]):
     """Adaptive steps in u = log(sigma/alpha) = -lambda/2 of ``dy/du = (sigma/alpha) eps`` with
-    y = x / alpha (Song et al. 2021, sec. 4.3; the ODE DDIM's step is exact for): no schedule in it."""
-    sde, _, eps_at, (tab, rtol, atol, max_nfe, norm), name = fns
-    lo, hi = min(t0, t1), max(t0, t1)
+    y = x / alpha (Song et al. 2021, sec. 4.3; the ODE DDIM's step is exact for): no schedule in it.
+    t0, t1: numbers, or (B,) float64 tensors (per-sample solves)."""
+    sde, eps_at = fns.sde, fns.eps_at
+    dev = None if fns.per is None else x.device  # the shared solve's ends are host numbers
+    t0_, t1_ = (torch.as_tensor(v, dtype=torch.float64, device=dev) for v in (t0, t1))
+    lo, hi = torch.minimum(t0_, t1_), torch.maximum(t0_, t1_)
 
-    def t_of(u: Tensor) -> Tensor:
-        return sde._t_of_sigma_over_alpha(torch.exp(u)).clamp(lo, hi)  # clamp: rounding of the round trip
+    def t_of(u: Tensor) -> Tensor:  # clamp: rounding of the round trip
+        return torch.minimum(torch.maximum(sde._t_of_sigma_over_alpha(torch.exp(u)), lo.to(u.device)), hi.to(u.device))
 
     def velocity(u: Tensor, y: Tensor) -> Tensor:
         t = t_of(u)
-        return torch.exp(u).to(y.dtype) * eps_at(torch.exp(sde._log_alpha(t)).to(y.dtype) * y, t)
+        return bcast(torch.exp(u).to(y.dtype), y) * eps_at(bcast(torch.exp(sde._log_alpha(t)).to(y.dtype), y) * y, t)
 
-    t0_, t1_ = (torch.tensor(v, dtype=torch.float64) for v in (t0, t1))
-    u0, u1 = float(torch.log(sde._sigma_over_alpha(t0_))), float(torch.log(sde._sigma_over_alpha(t1_)))
-    y = torch.exp(-sde._log_alpha(t0_)).item() * x
+    u0, u1 = torch.log(sde._sigma_over_alpha(t0_)), torch.log(sde._sigma_over_alpha(t1_))
+    a0, a1 = torch.exp(-sde._log_alpha(t0_)), torch.exp(sde._log_alpha(t1_))
+    if fns.per is None:  # numbers: the batch-shared solve
+        u0, u1, a0, a1 = float(u0), float(u1), float(a0), float(a1)  # type: ignore[assignment]
+        y = a0 * x
+    else:
+        y = bcast(a0.to(x.dtype), x) * x
 
     def time_of(u: float) -> float:
-        return float(t_of(torch.tensor(u, dtype=torch.float64)))
+        return float(sde._t_of_sigma_over_alpha(torch.exp(torch.tensor(u, dtype=torch.float64))))
 
-    y, _, h = _integrate(velocity, y, u0, u1, tab, rtol, atol, max_nfe, norm, h, name, nfe=nfe, time_of=time_of)
-    return torch.exp(sde._log_alpha(t1_)).item() * y, h
+    y, h = fns.integrate(velocity, y, u0, u1, h, calls, time_of=time_of)
+    return (a1 * y if fns.per is None else bcast(a1.to(y.dtype), y) * y), h
 
 
 def _step_into_zero(fns, advance, x: Tensor, t0: float, t1: float, h, calls):
@@ -492,7 +709,7 @@ def _step_into_zero(fns, advance, x: Tensor, t0: float, t1: float, h, calls):
     tolerance, else integrate further to a smaller r_b (shrunk by the square root of the
     error ratio, as for a first-order method) and try again.
     """
-    sde, _, eps_at, (_, rtol, atol, max_nfe, norm), name = fns
+    sde, eps_at, (_, rtol, atol, max_nfe, norm), name = fns.sde, fns.eps_at, fns.args, fns.name
 
     def r_of(t: float) -> float:
         return float(sde._sigma_over_alpha(torch.tensor(t, dtype=torch.float64)))
@@ -503,7 +720,7 @@ def _step_into_zero(fns, advance, x: Tensor, t0: float, t1: float, h, calls):
     r_b = min(r_of(t0), math.sqrt(max(rtol, atol)))
     t_b = t0 if r_b == r_of(t0) else t_of(r_b)
     while True:
-        x, h = advance(fns, x, t0, t_b, h, calls[0])
+        x, h = advance(fns, x, t0, t_b, h, calls)
         t_m = t_of(r_b / 2.0)
         if calls[0] + 2 > max_nfe:
             raise AdaptiveSolveError(
@@ -524,10 +741,66 @@ def _step_into_zero(fns, advance, x: Tensor, t0: float, t1: float, h, calls):
         t_b = t_of(r_b)
 
 
-def _ddim_step(sde, y: Tensor, eps: Tensor, t: float, s: float) -> Tensor:
-    """The constant-eps step from t to s (``ddim_coefficients`` with eta = 0): ``a y + b eps``."""
-    c = ddim_coefficients(sde, torch.tensor([t, s], dtype=torch.float64), 0.0)
-    return float(c["a"][0]) * y + float(c["b"][0]) * eps
+def _step_into_zero_per_sample(fns: _Fns, advance, x: Tensor, t0: float, t1: float, h, calls):
+    """:func:`_step_into_zero` for each sample: its own r_b, two-half check and acceptance.
+
+    All samples start from the same r_b; a sample whose check fails integrates on to its own
+    smaller r_b while the accepted ones stay put (evaluated, their results discarded). One host
+    read per round.
+    """
+    sde, eps_at, (_, rtol, atol, max_nfe, _), name = fns.sde, fns.eps_at, fns.args, fns.name
+    assert fns.per is not None
+    B, dev = x.shape[0], x.device
+    r0 = float(sde._sigma_over_alpha(torch.tensor(t0, dtype=torch.float64)))
+    r_b0 = min(r0, math.sqrt(max(rtol, atol)))
+    t_b0 = t0 if r_b0 == r0 else float(sde._t_of_sigma_over_alpha(torch.tensor(r_b0, dtype=torch.float64)))
+    r_b = torch.full((B,), r_b0, dtype=torch.float64, device=dev)
+    t_b = torch.full((B,), t_b0, dtype=torch.float64, device=dev)
+    t_s = torch.full((B,), t1, dtype=torch.float64, device=dev)
+    start, out = torch.full((B,), t0, dtype=torch.float64, device=dev), x
+    pending = torch.ones(B, dtype=torch.bool, device=dev)
+    while True:
+        x, h = advance(fns, x, start, t_b, h, calls)
+        t_m = sde._t_of_sigma_over_alpha(r_b / 2.0)
+        if calls[0] + 2 > max_nfe:
+            i = int(torch.nonzero(pending)[0])
+            raise AdaptiveSolveError(
+                f"the adaptive solve ({name}, per sample) stopped at t = {float(t_b[i]):.6g} after {calls[0]} "
+                f"evaluations (max_nfe={max_nfe}) (sample {i})",
+                float(t_b[i]),
+                calls[0],
+            )
+        eps_b = eps_at(x, t_b)
+        one, x_m = _ddim_step(sde, x, eps_b, t_b, t_s), _ddim_step(sde, x, eps_b, t_b, t_m)
+        two = _ddim_step(sde, x_m, eps_at(x_m, t_m), t_m, t_s)
+        fns.per += 2 * pending.to(torch.int64)
+        ratio = _sample_rms((two - one) / (atol + rtol * torch.maximum(x.abs(), two.abs())))
+        done = pending & (ratio <= 1.0)
+        out = torch.where(bcast(done, x), two, out)
+        pending = pending & ~done
+        broken = pending & ~torch.isfinite(ratio)
+        running, bad = torch.stack((pending.any(), broken.any())).tolist()  # the one read per round
+        if not running:
+            return out
+        if bad:
+            _check_finite_per_sample(eps_b, broken, t_b, calls[0], name, float)
+        shrink = (0.9 / ratio.to(torch.float64).sqrt()).clamp(0.1, 0.5)
+        start = t_b
+        r_b = torch.where(pending, r_b * shrink, r_b)
+        t_b = torch.where(pending, sde._t_of_sigma_over_alpha(r_b), t_b)
+
+
+def _ddim_step(sde, y: Tensor, eps: Tensor, t, s) -> Tensor:
+    """The constant-eps step from t to s (``ddim_coefficients`` with eta = 0): ``a y + b eps``.
+
+    t, s: numbers, or (B,) float64 tensors (one step per sample: the grid interleaves the pairs,
+    ``[t_0, s_0, t_1, s_1, ...]``, and every other interval is taken)."""
+    if not isinstance(t, Tensor):
+        c = ddim_coefficients(sde, torch.tensor([t, s], dtype=torch.float64), 0.0)
+        return float(c["a"][0]) * y + float(c["b"][0]) * eps
+    c = ddim_coefficients(sde, torch.stack((t, s), dim=1).reshape(-1), 0.0)
+    a, b = c["a"][0::2].to(y.dtype), c["b"][0::2].to(y.dtype)
+    return bcast(a, y) * y + bcast(b, y) * eps
 
 
 def _check_options(options) -> dict:
