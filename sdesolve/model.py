@@ -14,24 +14,46 @@ score      -sigma out             (x + sigma^2 out) / alpha       out
 
 with ``v = alpha eps - sigma x0`` (Salimans & Ho 2022) and ``n = alpha^2 + sigma^2``
 (1 for variance-preserving processes). Each view costs exactly one network call.
+
+Real networks. The network's output may be a tensor or an output object: diffusers'
+``UNet2DOutput`` (any object with a tensor ``.sample``), a tuple or list whose first element is
+the tensor, a dict with a ``"sample"`` key or a single tensor value (:func:`unwrap_output`).
+Extra inputs (class labels, text embeddings) are bound with ``model_kwargs`` and handed to every
+call as ``net(x, t_in, **model_kwargs)``; a tensor with a leading dimension is a per-sample input
+(one row per sample, or 1 row shared by all) and is split with the batch (:meth:`ScoreModel.select`).
+:class:`GuidedModel` is classifier-free guidance (Ho & Salimans 2022) as a view: the conditional
+and unconditional inputs are concatenated into one network call of 2B samples, and the guided
+prediction ``uncond + w (cond - uncond)`` is formed in the network's own parameterization (as
+diffusers' pipelines do), then converted like any other output.
 """
 
 from __future__ import annotations
 
+import copy
 import threading
-from collections.abc import Callable
-from typing import TYPE_CHECKING, TypeAlias
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import torch
 from torch import Tensor, nn
 
 from ._utils import TimeLike, as_time64, batch_time, bcast, check_batch, check_time_range, time_tol
-from ._validate import check_callable, check_choice, check_real, check_tensor, describe
+from ._validate import check_callable, check_choice, check_int, check_real, check_tensor, describe
 
 if TYPE_CHECKING:
     from .sde.base import LinearSDE
 
-__all__ = ["ScoreModel", "ScoreLike", "as_model", "view_at", "view_coefficients", "PREDICTIONS"]
+__all__ = [
+    "GuidedModel",
+    "ScoreModel",
+    "ScoreLike",
+    "as_model",
+    "bind_kwargs",
+    "unwrap_output",
+    "view_at",
+    "view_coefficients",
+    "PREDICTIONS",
+]
 
 PREDICTIONS = ("eps", "x0", "v", "score")
 
@@ -40,8 +62,10 @@ class ScoreModel(nn.Module):
     """A network seen through a linear forward process.
 
     Args:
-        net: callable ``net(x, t_in)`` returning a tensor of x's shape; ``t_in`` is the (B,)
-            tensor ``time_input(t)``, computed in float64 and handed over in ``time_dtype``.
+        net: callable ``net(x, t_in, **model_kwargs)`` returning a tensor of x's shape, or an
+            output object holding it (diffusers' ``UNet2DOutput``, a tuple, a dict: see
+            :func:`unwrap_output`); ``t_in`` is the (B,) tensor ``time_input(t)``, computed in
+            float64 and handed over in ``time_dtype``.
         sde: the forward process the network was trained on (a :class:`~sdesolve.sde.LinearSDE`).
         prediction: what the network predicts: ``"eps"``, ``"x0"``, ``"v"`` or ``"score"``.
         time_input: maps the continuous time t (float64, shape (B,)) to what the network was
@@ -51,9 +75,17 @@ class ScoreModel(nn.Module):
         time_dtype: the floating dtype the network takes its time input in. ``None`` (default):
             x's dtype, but at least float32 — a float16 or bfloat16 state still hands the network
             float32 times (bfloat16 would round DDPM's timestep 999 to 1000 and 898.3 to 900).
+        model_kwargs: extra keyword inputs of the network (``class_labels``,
+            ``encoder_hidden_states``, ...), a dict with str keys, or None. A tensor with a
+            leading dimension (at any depth of nested dicts) is a per-sample input: its leading
+            size must be the batch size B of x or 1 (one row shared by every sample; handed over
+            as given). Other values (numbers, flags, 0-d tensors) are passed through unchanged.
+            :meth:`with_kwargs` binds more, :meth:`select` splits them with the batch.
 
     ``nfe`` counts network evaluations (a Python int: reading it costs no synchronization; the
-    count is kept under a lock, so calls from several threads are all counted).
+    count is kept under a lock, so calls from several threads are all counted). The copies made
+    by :meth:`with_kwargs`, :meth:`select` and :meth:`guided` share the count of the model they
+    come from (``copy.deepcopy`` starts a new one).
 
     The public views (``forward``, ``predict``, ``eps``, ``x0``, ``v``, ``score``) check their
     input: x a floating (B, *event) tensor, t a number, a 0-d or a (B,) floating tensor in
@@ -70,11 +102,12 @@ class ScoreModel(nn.Module):
 
     def __init__(
         self,
-        net: Callable[[Tensor, Tensor], Tensor],
+        net: Callable[..., Any],
         sde,
         prediction: str = "eps",
         time_input: Callable[[Tensor], Tensor] | None = None,
         time_dtype: torch.dtype | None = None,
+        model_kwargs: Mapping[str, Any] | None = None,
     ):
         super().__init__()
         self.net = check_callable(net, "net", "callable as net(x, t)")
@@ -84,18 +117,60 @@ class ScoreModel(nn.Module):
             check_callable(time_input, "time_input", "callable (t -> the network's time input) or None")
         self.time_input = time_input
         self.time_dtype = _check_time_dtype(time_dtype)
-        self.nfe = 0
-        self._nfe_lock = threading.Lock()
+        self.model_kwargs: dict[str, Any] = _check_model_kwargs(model_kwargs, "model_kwargs")
+        self._counter = _Counter()
+        self._batch_checked: int | None = None  # the batch size model_kwargs were last checked against
 
-    # A lock cannot be pickled or deep-copied (copy.deepcopy(model) for an EMA copy): rebuild it.
-    def __getstate__(self):
-        state = dict(self.__dict__)
-        state.pop("_nfe_lock", None)
-        return state
+    @property
+    def nfe(self) -> int:
+        """Network evaluations so far (shared with the bound copies of this model)."""
+        return self._counter.n
 
-    def __setstate__(self, state):
-        super().__setstate__(state)
-        self._nfe_lock = threading.Lock()
+    @nfe.setter
+    def nfe(self, value: int) -> None:
+        self._counter.set(value)
+
+    # ------------------------------------------------------------------ extra inputs
+    def with_kwargs(self, **model_kwargs: Any) -> ScoreModel:
+        """A copy of this model with ``model_kwargs`` bound on top of its own (same network, same count).
+
+        ``model.with_kwargs(class_labels=y)`` evaluates ``net(x, t_in, class_labels=y)``; a key
+        already bound is replaced. See the class docstring for per-sample inputs.
+        """
+        merged = {**self.model_kwargs, **_check_model_kwargs(model_kwargs, "model_kwargs")}
+        return self._replace(model_kwargs=merged)
+
+    def select(self, index) -> ScoreModel:
+        """The model for the samples ``x[index]``: every per-sample input indexed the same way.
+
+        ``index``: an int, a slice, a list of ints, or a 1-d integer or boolean tensor (as used to
+        index the batch of x). Per-sample inputs of one shared row, and non-tensor inputs, are
+        kept as they are. This is how a caller that splits a batch (chunks, shards over ranks)
+        keeps each sample with its own class label or embedding. Same network, same count.
+        """
+        index = _check_index(index)
+        return self._replace(model_kwargs=_select_tree(self.model_kwargs, index))
+
+    def guided(self, guidance_scale: float, uncond_kwargs: Mapping[str, Any]) -> GuidedModel:
+        """Classifier-free guidance of this model: a :class:`GuidedModel` (one network call of 2B per view)."""
+        return GuidedModel(self, guidance_scale, uncond_kwargs)
+
+    def _replace(self, **attrs: Any) -> ScoreModel:
+        """A shallow copy (same net, process and counter) with ``attrs`` replaced."""
+        new = copy.copy(self)
+        for name in ("_modules", "_parameters", "_buffers"):  # own registries: setting a module on the copy
+            new.__dict__[name] = type(self.__dict__[name])(self.__dict__[name])  # leaves this model alone
+        for name, value in attrs.items():
+            setattr(new, name, value)
+        new._batch_checked = None
+        return new
+
+    def _kwargs_for(self, batch: int) -> dict[str, Any]:
+        """model_kwargs for a call on ``batch`` samples, checked once per batch size (shapes only: no sync)."""
+        if self.model_kwargs and self._batch_checked != batch:
+            _check_rows(self.model_kwargs, batch, "model_kwargs")
+            self._batch_checked = batch
+        return self.model_kwargs
 
     # ------------------------------------------------------------------ time handling
     def _check_time(self, x: Tensor, t: TimeLike) -> Tensor:
@@ -133,14 +208,16 @@ class ScoreModel(nn.Module):
         t_in = fn(t64)  # float64 in, float64 out: rounded once, below
         if not isinstance(t_in, Tensor):
             raise TypeError(f"time_input must return a tensor, got {type(t_in).__name__}")
-        out = self.net(x, t_in.to(self.network_time_dtype(x)))
-        with self._nfe_lock:
-            self.nfe += 1
-        if not isinstance(out, Tensor):
-            raise TypeError(f"the network must return a tensor, got {type(out).__name__}")
+        out = self._evaluate(x, t_in.to(self.network_time_dtype(x)))
         if out.shape != x.shape:
             raise ValueError(f"the network returned shape {tuple(out.shape)}, expected the shape of x {tuple(x.shape)}")
         return out.to(x.dtype)
+
+    def _evaluate(self, x: Tensor, t_in: Tensor) -> Tensor:
+        """One network call on (x, t_in) with the bound inputs, counted; its output tensor."""
+        out = self.net(x, t_in, **self._kwargs_for(x.shape[0]))
+        self._counter.add(1)
+        return unwrap_output(out, self.net)
 
     def _predict(self, x: Tensor, t64: Tensor, view: str, coefs) -> Tensor:
         """The view at a prepared (B,) float64 time: one network call, then the exact conversion."""
@@ -183,7 +260,276 @@ class ScoreModel(nn.Module):
 
     def extra_repr(self) -> str:
         extra = "" if self.time_dtype is None else f", time_dtype={self.time_dtype}"
+        if self.model_kwargs:
+            extra += f", model_kwargs={sorted(self.model_kwargs)}"
         return f"prediction={self.prediction!r}{extra}"
+
+
+class GuidedModel(ScoreModel):
+    r"""Classifier-free guidance of a conditional :class:`ScoreModel`, as a model view.
+
+    Each view makes one network call on the batch of 2B samples ``cat([x, x])``, the
+    unconditional inputs in the first half and the conditional ones in the second (the order of
+    diffusers' pipelines), and forms the guided output in the network's own parameterization
+
+        out = out_uncond + w (out_cond - out_uncond),
+
+    exactly as diffusers' pipelines write ``noise_pred_uncond + guidance_scale * (noise_pred_text
+    - noise_pred_uncond)``; the views then convert it like any network output. Every conversion
+    of the table above is affine in the output at a fixed (x, t) and the guided output is an
+    affine combination ((1 - w) uncond + w cond), so guiding eps, x0, v or the score gives the same
+    guided model: in score form, grad log p_t(x | c)^w p_t(x)^(1 - w) (Ho & Salimans 2022, eq. 6).
+
+    Args:
+        model: the conditional model; its ``model_kwargs`` are the conditional inputs.
+        guidance_scale: w, a real number (1: the conditional model, 0: the unconditional one;
+            diffusers' text-to-image pipelines default to 7.5).
+        uncond_kwargs: the unconditional inputs, a non-empty dict laid over the conditional ones,
+            e.g. ``{"class_labels": null_class}`` or ``{"encoder_hidden_states": empty_prompt}``.
+            Each input is either a per-sample tensor in both halves (leading size B or 1, the same
+            trailing shape) or the same value in both (one call cannot take two).
+
+    The concatenated inputs are built at the first evaluation for a batch size and reused (bound
+    inputs are not re-read: bind new ones with :meth:`with_kwargs`). ``nfe`` counts one per view.
+
+    Reference: Ho & Salimans, "Classifier-Free Diffusion Guidance" (2022), eq. 6.
+    """
+
+    def __init__(self, model: ScoreModel, guidance_scale: float, uncond_kwargs: Mapping[str, Any]):
+        if not isinstance(model, ScoreModel):
+            raise TypeError(f"model must be a ScoreModel, got {describe(model)} ({type(model).__name__})")
+        if isinstance(model, GuidedModel):
+            raise ValueError("model is already a GuidedModel: guide the conditional ScoreModel once")
+        super().__init__(model.net, model.sde, model.prediction, model.time_input, model.time_dtype, model.model_kwargs)
+        self._counter = model._counter
+        self.guidance_scale = check_real(guidance_scale, "guidance_scale")
+        self.uncond_kwargs = _check_model_kwargs(uncond_kwargs, "uncond_kwargs")
+        if not self.uncond_kwargs:
+            raise ValueError(
+                "uncond_kwargs must be a non-empty dict of the network's unconditional inputs "
+                f"(e.g. {{'class_labels': null_class}}), got {describe(uncond_kwargs)}"
+            )
+        self._paired: tuple[int, dict[str, Any]] | None = None
+
+    def select(self, index) -> GuidedModel:
+        """As :meth:`ScoreModel.select`, for the conditional and the unconditional inputs."""
+        index = _check_index(index)
+        return self._replace(
+            model_kwargs=_select_tree(self.model_kwargs, index), uncond_kwargs=_select_tree(self.uncond_kwargs, index)
+        )
+
+    def _replace(self, **attrs: Any) -> GuidedModel:
+        new = super()._replace(**attrs)
+        assert isinstance(new, GuidedModel)
+        new._paired = None
+        return new
+
+    def _paired_kwargs(self, batch: int) -> dict[str, Any]:
+        """The inputs of the 2B call (unconditional rows, then conditional), built once per batch size."""
+        paired = self._paired
+        if paired is None or paired[0] != batch:
+            paired = (batch, _pair_tree(self.uncond_kwargs, self.model_kwargs, batch, ""))
+            self._paired = paired
+        return paired[1]
+
+    def _evaluate(self, x: Tensor, t_in: Tensor) -> Tensor:
+        """One network call on the 2B batch, counted once; the guided output of shape x.shape."""
+        B = x.shape[0]
+        t2 = torch.cat([t_in, t_in]) if t_in.dim() else t_in
+        out = unwrap_output(self.net(torch.cat([x, x]), t2, **self._paired_kwargs(B)), self.net)
+        self._counter.add(1)
+        if out.shape[:1] != (2 * B,):
+            raise ValueError(
+                f"the network returned shape {tuple(out.shape)} for the guided batch of 2B = {2 * B} samples "
+                f"(unconditional, then conditional), expected {(2 * B,) + tuple(x.shape[1:])}"
+            )
+        uncond, cond = out.chunk(2)
+        return uncond + self.guidance_scale * (cond - uncond)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, guidance_scale={self.guidance_scale:g}, uncond_kwargs={sorted(self.uncond_kwargs)}"
+
+
+# ------------------------------------------------------------------ network outputs and extra inputs
+def unwrap_output(out: Any, net: Any = None) -> Tensor:
+    """The tensor in a network's output.
+
+    Accepted: a tensor; an object with a tensor ``.sample`` (diffusers' ``UNet2DOutput`` and every
+    ``BaseOutput`` of a denoiser); a dict with a tensor under ``"sample"`` or with a single tensor
+    value; a tuple or list whose first element is a tensor (``return_dict=False``, namedtuples).
+    Anything else raises TypeError naming the network (``net``) and the type it returned.
+    """
+    if isinstance(out, Tensor):
+        return out
+    if isinstance(out, Mapping):
+        if isinstance(out.get("sample"), Tensor):
+            return out["sample"]
+        if len(out) == 1 and isinstance(next(iter(out.values())), Tensor):
+            return next(iter(out.values()))
+    elif isinstance(getattr(out, "sample", None), Tensor):
+        return out.sample
+    elif isinstance(out, (tuple, list)) and len(out) > 0 and isinstance(out[0], Tensor):
+        return out[0]
+    got = type(out).__name__
+    if isinstance(out, Mapping):
+        got += f" with keys {list(out)[:8]}"
+    elif isinstance(out, (tuple, list)):
+        got += f" of {len(out)} elements" + (f", the first a {type(out[0]).__name__}" if len(out) else "")
+    raise TypeError(
+        f"the network {_net_name(net)} must return a tensor or an output holding one (an object with a "
+        f"tensor .sample such as diffusers' UNet2DOutput, a tuple or list whose first element is a tensor, "
+        f"a dict with a 'sample' key or a single tensor value), got {got}"
+    )
+
+
+def bind_kwargs(model: ScoreModel, model_kwargs: Mapping[str, Any] | None) -> ScoreModel:
+    """``model`` with ``model_kwargs`` bound (:meth:`ScoreModel.with_kwargs`); None or {}: ``model`` itself.
+
+    The one place the ``model_kwargs=`` argument of :func:`~sdesolve.sample`,
+    :func:`~sdesolve.log_likelihood` and :class:`~sdesolve.GraphSampler` is applied.
+    """
+    kwargs = _check_model_kwargs(model_kwargs, "model_kwargs")
+    return model.with_kwargs(**kwargs) if kwargs else model
+
+
+class _Counter:
+    """Network evaluations, counted under a lock; shared by a model and its bound copies."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self._lock = threading.Lock()
+
+    def add(self, k: int) -> None:
+        with self._lock:
+            self.n += k
+
+    def set(self, n: int) -> None:
+        with self._lock:
+            self.n = n
+
+    # A lock cannot be pickled or deep-copied (copy.deepcopy(model) for an EMA copy): rebuild it.
+    def __getstate__(self) -> dict:
+        return {"n": self.n}
+
+    def __setstate__(self, state: dict) -> None:
+        self.n = state["n"]
+        self._lock = threading.Lock()
+
+
+def _net_name(net: Any) -> str:
+    if net is None:
+        return "(network)"
+    if isinstance(net, nn.Module):
+        return type(net).__name__
+    return str(getattr(net, "__name__", None) or type(net).__name__)
+
+
+def _check_model_kwargs(value: Any, name: str) -> dict[str, Any]:
+    """A dict of the network's keyword inputs (str keys), or None (no inputs); a new dict."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise TypeError(
+            f"{name} must be a dict of the network's keyword inputs (str keys) or None, got {describe(value)} "
+            f"({type(value).__name__})"
+        )
+    for key in value:
+        if not isinstance(key, str):
+            raise TypeError(f"{name} keys must be str (the network's keyword names), got {key!r}")
+    return dict(value)
+
+
+def _is_per_sample(value: Any) -> bool:
+    return isinstance(value, Tensor) and value.dim() >= 1
+
+
+def _check_rows(tree: Mapping[str, Any], batch: int, name: str) -> None:
+    """Every per-sample tensor of ``tree`` (nested dicts included) has ``batch`` rows or 1."""
+    for key, value in tree.items():
+        where = f"{name}[{key!r}]"
+        if isinstance(value, Mapping):
+            _check_rows(value, batch, where)
+        elif _is_per_sample(value) and value.shape[0] not in (batch, 1):
+            raise ValueError(
+                f"{where} has {value.shape[0]} rows (its leading dimension) but x has batch size {batch}: a "
+                f"per-sample input needs one row per sample, or 1 row shared by every sample"
+            )
+
+
+def _check_index(index: Any) -> slice | Tensor:
+    """A batch index as a slice or a 1-d integer/boolean tensor (an int i becomes i:i+1, keeping the batch dim)."""
+    if isinstance(index, slice):
+        return index
+    if isinstance(index, (list, tuple, range)):
+        index = torch.as_tensor([check_int(i, "index[k]") for i in index], dtype=torch.long)
+    if isinstance(index, Tensor):
+        if index.dtype.is_floating_point or index.is_complex() or index.dim() > 1:
+            raise TypeError(
+                f"index must be an int, a slice, a list of ints or a 1-d integer or boolean tensor, got "
+                f"{describe(index)}"
+            )
+        if index.dim() == 1:
+            return index
+    i = check_int(index, "index")  # a Python/numpy int or a 0-d integer tensor
+    return slice(i, i + 1 if i != -1 else None)
+
+
+def _select_tree(tree: Mapping[str, Any], index: slice | Tensor) -> dict[str, Any]:
+    """``tree`` with every per-sample tensor of more than one row indexed by ``index`` along its rows."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, Mapping):
+            out[key] = _select_tree(value, index)
+        elif _is_per_sample(value) and value.shape[0] != 1:
+            out[key] = value[index.to(value.device) if isinstance(index, Tensor) else index]
+        else:
+            out[key] = value
+    return out
+
+
+def _same(u: Any, c: Any) -> bool:
+    if u is c:
+        return True
+    if isinstance(u, Tensor) or isinstance(c, Tensor):
+        return False  # comparing tensor values would read them (a synchronization): only the same object
+    try:
+        return bool(u == c)
+    except Exception:
+        return False
+
+
+def _pair_tree(uncond: Mapping[str, Any], cond: Mapping[str, Any], batch: int, path: str) -> dict[str, Any]:
+    """The inputs of a guided call of 2B samples: per-sample tensors as cat([uncond, cond]) (each
+    expanded from 1 row to B), other values the same in both halves. Errors name the input."""
+    extra = [k for k in uncond if k not in cond]
+    if extra:
+        raise ValueError(
+            f"uncond_kwargs{path}[{extra[0]!r}] has no conditional counterpart in model_kwargs{path}: one batched "
+            f"network call needs every input in both halves; bind the conditional one (model_kwargs=, with_kwargs)"
+        )
+    out: dict[str, Any] = {}
+    for key, c in cond.items():
+        u = uncond.get(key, c)
+        where = f"{path}[{key!r}]"
+        if isinstance(u, Mapping) and isinstance(c, Mapping):
+            out[key] = _pair_tree(u, c, batch, where)
+        elif _is_per_sample(u) and _is_per_sample(c):
+            for name, v in (("uncond_kwargs", u), ("model_kwargs", c)):
+                _check_rows({key: v}, batch, name + path)
+            if u.shape[1:] != c.shape[1:]:
+                raise ValueError(
+                    f"uncond_kwargs{where} has per-sample shape {tuple(u.shape[1:])} but model_kwargs{where} has "
+                    f"{tuple(c.shape[1:])}: the two halves of one batched call need the same shape"
+                )
+            out[key] = torch.cat([u.expand((batch,) + u.shape[1:]), c.expand((batch,) + c.shape[1:])])
+        elif _same(u, c):
+            out[key] = c
+        else:
+            raise ValueError(
+                f"uncond_kwargs{where} ({describe(u)}) and model_kwargs{where} ({describe(c)}) differ but are not "
+                f"both per-sample tensors: one batched network call takes one value for both halves"
+            )
+    return out
 
 
 def _check_sde(sde):

@@ -120,7 +120,7 @@ CASES = [
         "model-net-returns-float",
         lambda: ScoreModel(lambda x, t: 1.0, sd.VPSDE()).eps(_x(), 0.5),
         TypeError,
-        r"the network must return a tensor, got float",
+        r"the network <lambda> must return a tensor or an output holding one .*, got float",
     ),
     Case(
         "model-time_input-returns-float",
