@@ -4,7 +4,7 @@ from . import grids, interop, losses, targets, testing
 from .graph import GraphSampler
 from .likelihood import LikelihoodResult, bits_per_dim, log_likelihood
 from .losses import dsm_loss, vdm_bits_per_dim, vdm_diffusion_loss
-from .model import ScoreModel, view_at, view_coefficients
+from .model import GuidedModel, ScoreModel, view_at, view_coefficients
 from .sample import sample
 from .sde import (
     VDMSDE,
@@ -78,6 +78,7 @@ __all__ = [
     "Gaussian",
     "GaussianMixture",
     "GraphSampler",
+    "GuidedModel",
     "LangevinCorrector",
     "LearnedMonotoneGamma",
     "LearnedScalarGamma",

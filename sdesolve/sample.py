@@ -16,7 +16,7 @@ from torch import Tensor
 from ._utils import batch_time
 from ._validate import check_bool, check_callable, check_int, check_tensor, describe
 from .grids import _check_sde, resolve_grid
-from .model import as_model
+from .model import as_model, bind_kwargs
 from .solvers.base import GeneratorLike, NonFiniteError, Solver, check_generator, generator_device
 
 __all__ = ["sample"]
@@ -39,6 +39,7 @@ def sample(
     callback: Callable[[dict], None] | None = None,
     progress: bool = False,
     check_finite: bool = True,
+    model_kwargs: dict | None = None,
 ) -> Tensor:
     """Draw samples by integrating the reverse dynamics of ``sde`` under ``model``.
 
@@ -77,6 +78,10 @@ def sample(
         check_finite: raise :class:`~sdesolve.solvers.NonFiniteError` naming the first step
             whose state held NaN or inf (recorded on the device, read once at the end), or the
             final x0 step.
+        model_kwargs: extra keyword inputs of the network (class labels, encoder hidden states,
+            ...), bound on top of the model's own (:meth:`~sdesolve.ScoreModel.with_kwargs`): a
+            tensor with a leading dimension has one row per sample (or 1, shared); other values
+            are passed unchanged. A :class:`~sdesolve.GuidedModel` takes them as its conditional inputs.
 
     Raises TypeError for an argument of the wrong type and ValueError for a bad value, each
     naming the argument.
@@ -84,7 +89,7 @@ def sample(
     _check_args(sde, solver, shape, x_T, generator, device, dtype, callback)
     denoise, final_x0 = check_bool(denoise, "denoise"), check_bool(final_x0, "final_x0")
     progress, check_finite = check_bool(progress, "progress"), check_bool(check_finite, "check_finite")
-    score_model = as_model(model, sde)
+    score_model = bind_kwargs(as_model(model, sde), model_kwargs)
     solver.check(sde)
     grid = resolve_grid(grid, sde, steps, default=solver.default_grid, adaptive=solver.adaptive)
     x = _initial_state(sde, grid, shape, x_T, generator, device, dtype)
