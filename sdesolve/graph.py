@@ -33,7 +33,7 @@ from torch import Tensor
 from ._cuda_graph import capture_cuda_graph
 from ._validate import check_bool, check_int, check_tensor
 from .grids import _check_sde, resolve_grid
-from .model import as_model
+from .model import as_model, bind_kwargs
 from .sample import _check_device, _check_dtype, _check_generator, _check_shape, _check_solver
 from .solvers.base import NoiseSource, Solver, _to_device, first_nonfinite, new_record, raise_if_bad, run_steps
 
@@ -44,8 +44,9 @@ class GraphSampler:
     """Capture ``solver``'s fixed-step loop for ``shape`` once; each call replays it.
 
     Args:
-        sde, model, solver, steps, grid, denoise, check_finite: as in :func:`sdesolve.sample`
-            (the same grid resolver: a name or callable with ``steps``, or a tensor of times).
+        sde, model, solver, steps, grid, denoise, check_finite, model_kwargs: as in
+            :func:`sdesolve.sample` (the same grid resolver: a name or callable with ``steps``,
+            or a tensor of times; per-sample inputs have one row per sample of ``shape``).
         shape: (B, *event) of every call.
         device, dtype: of the samples (default CUDA if available, float32).
         use_graph: capture a CUDA graph (default: on CUDA devices). With False, or on a CPU, the
@@ -73,6 +74,7 @@ class GraphSampler:
         check_finite: bool = True,
         use_graph: bool | None = None,
         warmup: int = 2,
+        model_kwargs: dict | None = None,
     ):
         _check_sde(sde)
         _check_solver(solver)
@@ -93,7 +95,7 @@ class GraphSampler:
         if self.use_graph and device.type != "cuda":
             raise ValueError(f"use_graph=True needs a CUDA device, got device={device}")
         self.sde, self.solver = sde, solver
-        self.model = as_model(model, sde)
+        self.model = bind_kwargs(as_model(model, sde), model_kwargs)
         solver.check(sde)
         self.grid = resolve_grid(grid, sde, steps, default=solver.default_grid)
         self._starts_at_T = float(self.grid[0]) == float(sde.T)
