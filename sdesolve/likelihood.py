@@ -82,7 +82,7 @@ from ._validate import (
     check_tolerance,
     describe,
 )
-from .model import ScoreModel, as_model
+from .model import ScoreModel, as_model, bind_kwargs
 from .sde.base import LinearSDE
 from .sde.discrete import DiscreteVPSDE
 from .solvers.adaptive import DEFAULT_MAX_NFE, AdaptiveSolveError, rms_norm
@@ -471,6 +471,7 @@ def log_likelihood(
     solver_options: dict | None = None,
     cuda_graph: bool = False,
     max_nfe: int = DEFAULT_MAX_NFE,
+    model_kwargs: dict | None = None,
 ) -> LikelihoodResult:
     r"""log p_{t_min}(x) through the probability-flow ODE, in nats.
 
@@ -528,6 +529,9 @@ def log_likelihood(
         max_nfe: the most network evaluations of the solve (default 10 000); past it the
             solve ends with :class:`~sdesolve.solvers.adaptive.AdaptiveSolveError` naming t
             and the NFE.
+        model_kwargs: extra keyword inputs of the network (class labels, encoder hidden states,
+            ...), bound on the model as in :func:`~sdesolve.sample`: a tensor with a leading
+            dimension has one row per sample of x (or 1, shared).
 
     Precision: the ODE is integrated in at least float32 (float16/bfloat16 data are promoted),
     the network is called in its own dtype (that of its first floating parameter, or the
@@ -559,7 +563,7 @@ def log_likelihood(
         cuda_graph=cuda_graph,
         max_nfe=max_nfe,
     )
-    return _log_likelihood(sde, as_model(model, sde), x, plan, generator)
+    return _log_likelihood(sde, bind_kwargs(as_model(model, sde), model_kwargs), x, plan, generator)
 
 
 def _network_dtype(model, default: torch.dtype) -> torch.dtype:
