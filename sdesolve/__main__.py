@@ -1,5 +1,8 @@
+"""``python -m sdesolve``: the command line of :mod:`sdesolve.cli`."""
+
 import sys
 
 from .cli import main
 
-sys.exit(main())
+if __name__ == "__main__":
+    sys.exit(main())
