@@ -71,6 +71,7 @@ import torch
 from torch import Tensor
 
 from ._cuda_graph import capture_cuda_graph
+from ._progress import SolveProgress
 from ._utils import sum_event
 from ._validate import (
     check_bool,
@@ -472,6 +473,7 @@ def log_likelihood(
     cuda_graph: bool = False,
     max_nfe: int = DEFAULT_MAX_NFE,
     model_kwargs: dict | None = None,
+    progress: bool = False,
 ) -> LikelihoodResult:
     r"""log p_{t_min}(x) through the probability-flow ODE, in nats.
 
@@ -532,6 +534,8 @@ def log_likelihood(
         model_kwargs: extra keyword inputs of the network (class labels, encoder hidden states,
             ...), bound on the model as in :func:`~sdesolve.sample`: a tensor with a leading
             dimension has one row per sample of x (or 1, shared).
+        progress: show a progress bar of the solve (the fraction of [t_min, T] reached and
+            the NFE so far; tqdm where installed, else a line on stderr).
 
     Precision: the ODE is integrated in at least float32 (float16/bfloat16 data are promoted),
     the network is called in its own dtype (that of its first floating parameter, or the
@@ -563,7 +567,8 @@ def log_likelihood(
         cuda_graph=cuda_graph,
         max_nfe=max_nfe,
     )
-    return _log_likelihood(sde, bind_kwargs(as_model(model, sde), model_kwargs), x, plan, generator)
+    with SolveProgress(check_bool(progress, "progress"), "log_likelihood") as bar:
+        return _log_likelihood(sde, bind_kwargs(as_model(model, sde), model_kwargs), x, plan, generator, bar)
 
 
 def _network_dtype(model, default: torch.dtype) -> torch.dtype:
@@ -598,7 +603,9 @@ class _Counter:
         return self.func(u, y)
 
 
-def _log_likelihood(sde: LinearSDE, model: ScoreModel, x: Tensor, plan: _Plan, generator) -> LikelihoodResult:
+def _log_likelihood(
+    sde: LinearSDE, model: ScoreModel, x: Tensor, plan: _Plan, generator, bar: SolveProgress | None = None
+) -> LikelihoodResult:
     """The numerics of :func:`log_likelihood` (arguments checked)."""
     dtype = plan.dtype
     xw = x.to(dtype)
@@ -609,6 +616,8 @@ def _log_likelihood(sde: LinearSDE, model: ScoreModel, x: Tensor, plan: _Plan, g
     if plan.cuda_graph:
         u0, u1 = (torch.tensor(u, dtype=torch.float64, device=y0.device) for u in (tmap.u0, tmap.u1))
         func = _GraphedDynamics(func, u0, y0, model, u1)
+    if bar is not None:
+        func = bar.track(func, tmap.u0, tmap.u1)
     counted = _Counter(func, plan.max_nfe, tmap, plan.method)
     if plan.method in _SCIPY:
         yT = _solve_scipy(counted, y0, tmap.u0, tmap.u1, plan)
@@ -866,7 +875,8 @@ def bits_per_dim(
         n_repeats: dequantization draws averaged per sample (each one likelihood solve).
         generator: draws the dequantization noise and the Hutchinson probes.
         dtype: floating dtype of the model input for integer data (default: the default dtype).
-        **likelihood_kwargs: passed to :func:`log_likelihood` (divergence, method, rtol, ...).
+        **likelihood_kwargs: passed to :func:`log_likelihood` (divergence, method, rtol, ...,
+            ``progress=True`` for a progress bar of each solve).
 
     Returns the bits/dim in the integration dtype of :func:`log_likelihood` (at least float32).
 
