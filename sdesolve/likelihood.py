@@ -72,7 +72,7 @@ from torch import Tensor
 
 from ._cuda_graph import capture_cuda_graph
 from ._progress import SolveProgress
-from ._utils import sum_event
+from ._utils import bcast, sum_event
 from ._validate import (
     check_bool,
     check_callable,
@@ -89,6 +89,7 @@ from .sde.discrete import DiscreteVPSDE
 from .solvers.adaptive import DEFAULT_MAX_NFE, AdaptiveSolveError, rms_norm
 from .solvers.adaptive import TABLEAUX as EMBEDDED_TABLEAUX
 from .solvers.adaptive import _integrate as _adaptive_integrate
+from .solvers.adaptive import _integrate_per_sample as _adaptive_integrate_per_sample
 from .solvers.methods import ADAPTIVE, FIXED, resolve_method
 from .solvers.runge_kutta import TABLEAUX
 
@@ -292,6 +293,7 @@ class _Plan:
     max_nfe: int
     dtype: torch.dtype  # of the integration: at least float32
     return_latent: bool
+    per_sample: bool = False  # each sample its own adaptive steps (set by _check_per_sample)
 
 
 def _integration_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -474,6 +476,7 @@ def log_likelihood(
     max_nfe: int = DEFAULT_MAX_NFE,
     model_kwargs: dict | None = None,
     progress: bool = False,
+    per_sample: bool = False,
 ) -> LikelihoodResult:
     r"""log p_{t_min}(x) through the probability-flow ODE, in nats.
 
@@ -536,6 +539,11 @@ def log_likelihood(
             dimension has one row per sample of x (or 1, shared).
         progress: show a progress bar of the solve (the fraction of [t_min, T] reached and
             the NFE so far; tqdm where installed, else a line on stderr).
+        per_sample: adaptive methods only: each sample's (x, delta) is its own adaptive solve
+            (its own steps, accept/reject and error norm, with one batched network call per
+            stage: :func:`sdesolve.solvers.adaptive.integrate` with ``per_sample=True``), so a
+            sample's log-likelihood does not depend on its batch neighbours; ``nfe`` counts the
+            batched calls. Not with ``grad="adjoint"``, ``cuda_graph`` or a ``solver_options`` norm.
 
     Precision: the ODE is integrated in at least float32 (float16/bfloat16 data are promoted),
     the network is called in its own dtype (that of its first floating parameter, or the
@@ -567,6 +575,7 @@ def log_likelihood(
         cuda_graph=cuda_graph,
         max_nfe=max_nfe,
     )
+    plan = _check_per_sample(plan, per_sample)
     with SolveProgress(check_bool(progress, "progress"), "log_likelihood") as bar:
         return _log_likelihood(sde, bind_kwargs(as_model(model, sde), model_kwargs), x, plan, generator, bar)
 
@@ -626,7 +635,7 @@ def _log_likelihood(
             yT = _solve_fixed(counted, y0, tmap.u0, tmap.u1, plan)
     elif plan.method in ADAPTIVE and plan.grad != "adjoint":
         with torch.set_grad_enabled(plan.grad is not False):
-            yT = _solve_adaptive(counted, y0, tmap, plan)
+            yT = _solve_adaptive(counted, y0, tmap, plan, B)
     else:  # the adjoint, and torchdiffeq's deprecated fixed-step methods
         yT = _solve_torchdiffeq(counted, y0, tmap, plan, model)
     counted.active = False  # an adjoint backward pass evaluates again: not this call's budget
@@ -674,8 +683,9 @@ def _augmented_dynamics(sde: LinearSDE, model: ScoreModel, tmap: _TimeMap, plan:
         coef = torch.stack((sde._f(t), 0.5 * sde._g2(t)))
         if dtdu is not None:
             coef = coef * dtdu
-        a, b = coef.to(xt.dtype).unbind()
-        return torch.addcmul(a * xt, b, s, value=-1.0), torch.addcmul(a * lin, b, tr, value=-1.0)
+        a, b = coef.to(xt.dtype).unbind()  # 0-d, or (B,) for per-sample times (per_sample=True)
+        dx = torch.addcmul(bcast(a, xt) * xt, bcast(b, xt), s, value=-1.0)
+        return dx, torch.addcmul(a * lin, b, tr, value=-1.0)
 
     def func(u: Tensor, y: Tensor) -> Tensor:
         dx, dd = velocity(u, y[:-B].view(shape))
@@ -706,7 +716,7 @@ def _solve_fixed(func, y0: Tensor, u0: float, u1: float, plan: _Plan) -> Tensor:
     return y
 
 
-def _solve_adaptive(func, y0: Tensor, tmap: _TimeMap, plan: _Plan) -> Tensor:
+def _solve_adaptive(func, y0: Tensor, tmap: _TimeMap, plan: _Plan, B: int) -> Tensor:
     """The embedded pair of :mod:`sdesolve.solvers.adaptive` from u0 to u1, its last step landing on u1.
 
     Its errors (step-size underflow, NaN from the model) name the process time t. The evaluation
@@ -717,11 +727,54 @@ def _solve_adaptive(func, y0: Tensor, tmap: _TimeMap, plan: _Plan) -> Tensor:
     def time_of(u: float) -> float:
         return float(tmap(torch.tensor(u, dtype=torch.float64))[0])
 
+    if plan.per_sample:
+        return _solve_adaptive_per_sample(func, y0, tmap, plan, B, time_of)
+
     y, _, _ = _adaptive_integrate(
         func, y0, tmap.u0, tmap.u1, EMBEDDED_TABLEAUX[plan.method], plan.rtol, plan.atol, plan.max_nfe + 1,
         opts.get("norm") or rms_norm, opts.get("first_step"), plan.method, time_of=time_of,
     )  # fmt: skip
     return y
+
+
+def _solve_adaptive_per_sample(func, y0: Tensor, tmap: _TimeMap, plan: _Plan, B: int, time_of) -> Tensor:
+    """Each sample's own adaptive solve (``per_sample=True``): the flattened state (x, delta) is
+    viewed as B rows (x_i, delta_i), and ``func`` is called with per-sample times u of shape (B,).
+    The integrator's budget is ``max_nfe`` itself (it raises first, naming a sample's t)."""
+    n = y0.numel() - B
+
+    def rows(y: Tensor) -> Tensor:
+        return torch.cat([y[:n].view(B, -1), y[n:, None]], dim=1)
+
+    def flat(rows_: Tensor) -> Tensor:
+        return torch.cat([rows_[:, :-1].reshape(-1), rows_[:, -1]])
+
+    y, _, _, _ = _adaptive_integrate_per_sample(
+        lambda u, r: rows(func(u, flat(r))), rows(y0), tmap.u0, tmap.u1, EMBEDDED_TABLEAUX[plan.method],
+        plan.rtol, plan.atol, plan.max_nfe, (plan.solver_options or {}).get("first_step"), plan.method,
+        time_of=time_of,
+    )  # fmt: skip
+    return flat(y)
+
+
+def _check_per_sample(plan: _Plan, per_sample) -> _Plan:
+    """The plan with ``per_sample`` checked against the method, grad, cuda_graph and solver_options."""
+    if not check_bool(per_sample, "per_sample"):
+        return plan
+    if plan.method not in ADAPTIVE or plan.grad == "adjoint":
+        raise ValueError(
+            f"per_sample=True needs an adaptive method {tuple(ADAPTIVE)} without grad='adjoint', got "
+            f"method={plan.method!r}, grad={plan.grad!r}"
+        )
+    if plan.cuda_graph:
+        raise ValueError("per_sample=True cannot be combined with cuda_graph=True (the capture takes one time)")
+    if (plan.solver_options or {}).get("norm") is not None:
+        raise ValueError(
+            "solver_options['norm'] cannot be combined with per_sample=True (each sample's error is its RMS)"
+        )
+    import dataclasses
+
+    return dataclasses.replace(plan, per_sample=True)
 
 
 def _solve_torchdiffeq(func, y0, tmap, plan: _Plan, model):
