@@ -1,0 +1,106 @@
+"""Progress bars (sdesolve._progress): the same numbers with and without a bar, a bar that ends at
+100 % with the solve's NFE, the stderr fallback without tqdm, and monotone progress of a solve."""
+
+from __future__ import annotations
+
+import io
+import sys
+
+import pytest
+import torch
+
+import sdesolve as sd
+from sdesolve import _progress
+from sdesolve._progress import SolveProgress, progress_bar
+
+SDE = sd.VPSDE()
+TARGET = sd.Gaussian(torch.tensor([0.5, -0.3, 0.8]), torch.tensor([0.3, 0.6, 0.2]))
+MODEL = TARGET.model(SDE)
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(divergence="exact", method="dopri5"),
+        dict(divergence="hutchinson", method="rk4", steps=8),
+        dict(divergence="exact", method="scipy-RK45"),
+    ],
+    ids=["dopri5", "rk4", "scipy"],
+)
+def test_log_likelihood_progress_changes_nothing_and_ends_at_100(kw, capsys):
+    x = TARGET.marginal_sample(4, SDE.t_min, SDE, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    quiet = sd.log_likelihood(SDE, MODEL, x, generator=torch.Generator().manual_seed(1), **kw)
+    capsys.readouterr()
+    shown = sd.log_likelihood(SDE, MODEL, x, generator=torch.Generator().manual_seed(1), progress=True, **kw)
+    err = capsys.readouterr().err
+    assert torch.equal(quiet.logp, shown.logp) and quiet.nfe == shown.nfe
+    assert "log_likelihood: 100%" in err and f"nfe={shown.nfe}" in err
+
+
+def test_bits_per_dim_passes_progress_on(capsys):
+    k = torch.tensor([[0, 128, 255], [10, 20, 30]])
+    a = sd.bits_per_dim(SDE, MODEL, k, generator=torch.Generator().manual_seed(0), n_repeats=2)
+    capsys.readouterr()
+    b = sd.bits_per_dim(SDE, MODEL, k, generator=torch.Generator().manual_seed(0), n_repeats=2, progress=True)
+    assert torch.equal(a, b)
+    assert capsys.readouterr().err.count("log_likelihood: 100%") == 2  # one bar per solve
+
+
+def test_progress_must_be_a_bool():
+    x = torch.zeros(2, 3, dtype=torch.float64)
+    with pytest.raises(TypeError, match=r"progress must be True or False, got 'yes'"):
+        sd.log_likelihood(SDE, MODEL, x, progress="yes")
+
+
+def test_fallback_bar_without_tqdm(monkeypatch):
+    monkeypatch.setitem(sys.modules, "tqdm.auto", None)  # import tqdm.auto raises ImportError
+    buf = io.StringIO()
+    bar = progress_bar(8, desc="bits/dim", unit="sample")
+    assert isinstance(bar, _progress._StderrBar)
+    bar.file = buf
+    with bar:
+        bar.update(2)
+        bar.set_postfix_str("mean=1.5")
+        bar.update(6)
+    assert buf.getvalue().rstrip().splitlines()[-1].endswith("bits/dim: 100% (8/8 sample), mean=1.5")
+    assert buf.getvalue().endswith("\n")
+
+
+def test_disabled_bar_does_nothing(capsys):
+    with progress_bar(5, desc="x", enabled=False) as bar:
+        bar.update(5)
+    assert capsys.readouterr().err == ""
+
+
+def test_solve_progress_is_monotone_and_detaches():
+    """Rejected trial steps (a smaller u after a larger one) never move the bar back; after the
+    ``with`` block the tracked function still computes and no longer counts."""
+    calls = []
+
+    def func(u, y):
+        calls.append(u)
+        return y
+
+    updates = []
+
+    class Recorder:
+        def update(self, n=1):
+            updates.append(n)
+
+        def set_postfix_str(self, text, refresh=True):
+            pass
+
+        def close(self):
+            pass
+
+    sp = SolveProgress(True, "solve")
+    sp._bar = Recorder()  # as __enter__ would, with a recording bar
+    f = sp.track(func, 0.0, 2.0)
+    for u in [0.0, 0.5, 1.5, 1.0, torch.tensor(1.2, dtype=torch.float64), 2.0]:
+        f(u, 0)
+    assert sum(updates) == 1000 and all(n > 0 for n in updates)
+    assert updates == [250, 500, 250]  # 0 -> 250 -> 750 -> (1.0, 1.2: no move) -> 1000
+    assert sp.nfe == 6
+    sp.__exit__(None, None, None)
+    f(0.3, 0)
+    assert sp.nfe == 6 and len(calls) == 7
