@@ -57,6 +57,7 @@ CASES = [
     Case("likelihood-x-nan", _ll(x=_NAN), ValueError, r"x must be finite"),
     Case("likelihood-divergence-unknown", _ll(divergence="skilling"), ValueError, r"divergence must be one of"),
     Case("likelihood-divergence-type", _ll(divergence=1), TypeError, r"divergence must be one of"),
+    Case("likelihood-progress-string", _ll(progress="yes"), TypeError, r"progress must be True or False, got 'yes'"),
     Case("likelihood-probe-unknown", _ll(probe="uniform"), ValueError, r"probe must be one of .*rademacher"),
     Case("likelihood-n-probes-zero", _ll(n_probes=0), ValueError, r"n_probes must be an int >= 1"),
     Case("likelihood-n-probes-float", _ll(n_probes=2.0), TypeError, r"n_probes must be an int"),
