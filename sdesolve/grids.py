@@ -13,6 +13,10 @@ k-diffusion (``append_zero``) do, :func:`log_snr` and :func:`karras` then space 
 point: the last interval is the denoising step into sigma = 0. t_1 is the first knot of a
 discrete process (``sde.timestep_to_t(0)``, diffusers' first training timestep), and for a
 continuous process the first point of the uniform grid above t_min, ``t_min + (T - t_min) / steps``.
+
+:func:`optimized` fits a grid to the user's model instead: a pilot solve measures how fast the
+model's x0 prediction changes along the path, and the steps are placed so that each makes the
+same local error (issue 12; measured in ``notes/bench_accuracy.md``).
 """
 
 from __future__ import annotations
@@ -23,10 +27,20 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from ._validate import check_callable, check_int, check_real, describe
+from ._validate import check_callable, check_int, check_real, check_tensor, describe
 from .sde.base import LinearSDE
 
-__all__ = ["uniform", "quadratic", "log_snr", "karras", "make_grid", "validate_grid", "resolve_grid", "GRIDS"]
+__all__ = [
+    "uniform",
+    "quadratic",
+    "log_snr",
+    "karras",
+    "optimized",
+    "make_grid",
+    "validate_grid",
+    "resolve_grid",
+    "GRIDS",
+]
 
 
 # ------------------------------------------------------------------ argument checks
@@ -132,6 +146,149 @@ def karras(sde, steps: int, *, rho: float = 7.0, t_min: float | None = None, t_m
         return sde._t_of_sigma_over_alpha(u**rho)
 
     return _checked(_spaced(sde, steps, lo, hi, to_u, from_u), sde, "karras")
+
+
+# ------------------------------------------------------------------ a grid fitted to the model
+def optimized(
+    sde,
+    model,
+    steps: int,
+    *,
+    x_T: Tensor | None = None,
+    shape=None,
+    generator: torch.Generator | None = None,
+    order: int = 1,
+    pilot_steps: int = 64,
+    t_min: float | None = None,
+    t_max: float | None = None,
+) -> Tensor:
+    r"""A grid of ``steps`` intervals fitted to ``model``: the local error of an order-``order`` step equidistributed in log-SNR.
+
+    Exponential integrators (DDIM = DPM-Solver-1, DPM-Solver++, UniPC) step the probability-flow
+    ODE in the half log-SNR ``l = lambda / 2 = log(alpha / sigma)`` with the data prediction
+    ``D(l) = x0_hat(x_l, l)`` along the path. A step of order k and length h in l makes, in the
+    data variable ``x / alpha``, the local error ``e ~ c_k h^(k+1) |d^k D / dl^k|`` (Lu et al. 2022b,
+    DPM-Solver++, Thm. 3.1; for k = 1, ``x_s / alpha_s - x_t / alpha_t - (sigma_s/alpha_s - sigma_t/alpha_t) eps_hat``
+    is ``h^2 / 2 dD/dl`` to leading order). The sum of the local errors ``sum_i m(l_i) h_i^(k+1)``,
+    ``m = |d^k D / dl^k|``, is smallest for a fixed number of steps when the step density is
+    ``rho(l) ~ m(l)^(1 / (k + 1))``, i.e. when every step makes the same local error (de Boor's
+    equidistribution). The algorithm, deterministic for a given x_T:
+
+    1. a pilot solve: DDIM on ``pilot_steps`` intervals evenly spaced in log-SNR, from x_T (or a
+       prior draw of ``shape`` with ``generator``), recording the model's x0 prediction at every
+       pilot time (``pilot_steps + 1`` network calls on the pilot batch);
+    2. ``m`` at the pilot times: the root mean square over the batch and the coordinates of the
+       k-th divided difference of those predictions in l;
+    3. the density ``rho = (m + 1e-3 max m)^(1 / (k + 1))`` (the floor keeps steps where D is
+       flat), piecewise constant between pilot times; the ``steps + 1`` times split its integral
+       in equal parts, mapped back to t through the process' inverse log-SNR.
+
+    Where sigma(t_min) = 0 (log-SNR = +inf) the fitted part ends at the first positive time
+    t_1, and t_min is appended, as :func:`log_snr` and :func:`karras` do (module docstring).
+
+    Args:
+        sde: the forward process (:class:`~sdesolve.sde.LinearSDE`) the model was trained on.
+        model: a :class:`~sdesolve.ScoreModel` of ``sde`` or a callable score ``s(x, t)``.
+        steps: the number of intervals (an int >= 1); the grid has ``steps + 1`` times.
+        x_T: the pilot batch, states at ``t_max`` (B, *event); or give ``shape`` (then the pilot
+            batch is drawn from the prior at T with ``generator``). A few dozen samples suffice.
+        shape: (B, *event) of a prior draw, when ``x_T`` is not given.
+        generator: a ``torch.Generator`` for that prior draw.
+        order: the order k of the solver the grid is for (1: DDIM, DPM-Solver++ 1; 2: 2M, UniPC,
+            Heun; 3: 3M).
+        pilot_steps: intervals of the pilot solve (an int >= order + 2; default 64).
+        t_min, t_max: the grid's ends (default the process' t_min and T).
+
+    Returns:
+        a strictly decreasing float64 CPU tensor of ``steps + 1`` times from t_max to t_min,
+        usable wherever a grid is (``sample(..., grid=...)``, ``GraphSampler``).
+    """
+    steps = _check_steps(steps)
+    order = check_int(order, "order", minimum=1, maximum=3)
+    pilot_steps = check_int(pilot_steps, "pilot_steps", minimum=order + 2)
+    lo, hi = _ends(sde, t_min, t_max)
+    x = _pilot_state(sde, hi, x_T, shape, generator)
+    from .model import as_model  # here: model imports nothing of grids, but sample does
+
+    score_model = as_model(model, sde)
+    end = lo
+    if not math.isfinite(float(sde._log_snr(torch.tensor([lo], dtype=torch.float64)))):
+        if steps == 1:
+            return _checked(torch.tensor([hi, lo], dtype=torch.float64), sde, "optimized")
+        end, steps = _first_positive_time(sde, lo, hi, steps), steps - 1
+    pilot = _spaced(sde, pilot_steps, end, hi, sde._log_snr, sde._t_of_log_snr)
+    ell = 0.5 * sde._log_snr(pilot)  # increasing along the solve
+    m = _divided_difference_rms(_pilot_x0(sde, score_model, x, pilot), ell, order)
+    # m[j] sits at the mean of ell[j .. j + order]; spread it onto the pilot intervals
+    centres = torch.stack([ell[j : j + order + 1].mean() for j in range(m.numel())])
+    mids = 0.5 * (ell[1:] + ell[:-1])
+    rho = (_interp(mids, centres, m) + 1e-3 * float(m.max())).clamp_min(1e-300) ** (1.0 / (order + 1))
+    mass = torch.cat([torch.zeros(1, dtype=torch.float64), torch.cumsum(rho * (ell[1:] - ell[:-1]), 0)])
+    target = torch.linspace(0.0, float(mass[-1]), steps + 1, dtype=torch.float64)
+    grid = sde._t_of_log_snr(2.0 * _interp(target, mass, ell))
+    grid[0], grid[-1] = hi, end
+    if end != lo:
+        grid = torch.cat([grid, torch.tensor([lo], dtype=torch.float64)])
+    return _checked(grid, sde, "optimized")
+
+
+def _pilot_state(sde, hi: float, x_T, shape, generator) -> Tensor:
+    """The pilot batch: x_T as given, or a prior draw of ``shape`` (which needs t_max = T)."""
+    if (x_T is None) == (shape is None):
+        raise ValueError("pass exactly one of x_T (the pilot batch, (B, *event)) or shape (of a prior draw)")
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator or None, got {describe(generator)}")
+    if x_T is not None:
+        return check_tensor(x_T, "x_T", min_dim=1, finite=True)
+    from .sample import _check_shape
+
+    shape = _check_shape(shape)
+    if hi != float(sde.T):
+        raise ValueError(f"x_T is required: the grid starts at t_max = {hi:g} < T = {float(sde.T):g}")
+    device = generator.device if generator is not None else None
+    return sde.prior_sample(shape, generator=generator, device=device, dtype=torch.float32)
+
+
+def _pilot_x0(sde, model, x: Tensor, pilot: Tensor) -> Tensor:
+    """The model's x0 prediction at every pilot time along a DDIM solve from x (float64, (M + 1, B, -1))."""
+    from .sample import sample
+    from .solvers.base import NonFiniteError
+    from .solvers.ddim import DDIM
+
+    x0s: list[Tensor] = []
+
+    def keep(info: dict) -> None:
+        x0s.append(info["x0"].detach().reshape(x.shape[0], -1).to(torch.float64).cpu())
+
+    with torch.no_grad():
+        try:
+            last = sample(sde, model, x_T=x, solver=DDIM(), grid=pilot, callback=keep)
+        except NonFiniteError as e:
+            raise NonFiniteError(f"the pilot solve of grids.optimized (DDIM on {pilot.numel() - 1} steps): {e}") from e
+        x0s.append(model.x0(last, float(pilot[-1])).reshape(x.shape[0], -1).to(torch.float64).cpu())
+    out = torch.stack(x0s)
+    if not bool(torch.isfinite(out).all()):
+        raise NonFiniteError(
+            "the pilot solve of grids.optimized: the model's x0 prediction is not finite (NaN or inf); check the model"
+        )
+    return out
+
+
+def _divided_difference_rms(x0: Tensor, ell: Tensor, order: int) -> Tensor:
+    """RMS over samples and coordinates of the ``order``-th divided difference of x0 in ell (M + 1 - order values)."""
+    d = x0
+    for k in range(1, order + 1):
+        h = (ell[k:] - ell[:-k]).reshape(-1, 1, 1)
+        d = (d[1:] - d[:-1]) / h
+    return d.pow(2).mean(dim=(1, 2)).sqrt() * math.factorial(order)
+
+
+def _interp(x: Tensor, xp: Tensor, fp: Tensor) -> Tensor:
+    """Piecewise-linear interpolation of (xp, fp) at x (xp increasing), constant beyond the ends."""
+    x = x.clamp(float(xp[0]), float(xp[-1]))
+    j = torch.searchsorted(xp, x).clamp(1, xp.numel() - 1)
+    w = (x - xp[j - 1]) / (xp[j] - xp[j - 1])
+    return fp[j - 1] + w * (fp[j] - fp[j - 1])
 
 
 GRIDS = {"uniform": uniform, "quadratic": quadratic, "log_snr": log_snr, "karras": karras}

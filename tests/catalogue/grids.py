@@ -1,16 +1,18 @@
-"""Bad input to sdesolve.grids: every argument of uniform, quadratic, log_snr, karras, make_grid,
-validate_grid and resolve_grid."""
+"""Bad input to sdesolve.grids: every argument of uniform, quadratic, log_snr, karras, optimized,
+make_grid, validate_grid and resolve_grid."""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from sdesolve import VDMSDE, VPSDE, GammaSchedule, grids
+from sdesolve import VDMSDE, VPSDE, GammaSchedule, Gaussian, NonFiniteError, grids
 
 from . import Case
 
 _SDE = VPSDE()
+_MODEL = Gaussian(torch.zeros(2)).model(_SDE)
+_X = torch.randn(4, 2)
 
 
 class _Bump(GammaSchedule):
@@ -254,5 +256,144 @@ CASES = _per_kind() + [
     ),
     Case(
         "grids-resolve_grid-grid-int", _fn("resolve_grid", 3, _SDE, 3), TypeError, r"grid must be a 1-d tensor of times"
+    ),
+    # optimized
+    Case(
+        "grids-optimized-sde-string",
+        _fn("optimized", "vp", _MODEL, 5, x_T=_X),
+        TypeError,
+        r"sde must be a sdesolve LinearSDE",
+    ),
+    Case(
+        "grids-optimized-model-int",
+        _fn("optimized", _SDE, 3, 5, x_T=_X),
+        TypeError,
+        r"model must be a ScoreModel or a callable score s\(x, t\), got 3",
+    ),
+    Case(
+        "grids-optimized-steps-float",
+        _fn("optimized", _SDE, _MODEL, 2.5, x_T=_X),
+        TypeError,
+        r"steps must be an int, got 2.5",
+    ),
+    Case(
+        "grids-optimized-steps-zero",
+        _fn("optimized", _SDE, _MODEL, 0, x_T=_X),
+        ValueError,
+        r"steps must be an int >= 1, got 0",
+    ),
+    Case(
+        "grids-optimized-order-zero",
+        _fn("optimized", _SDE, _MODEL, 5, x_T=_X, order=0),
+        ValueError,
+        r"order must be an int in \[1, 3\], got 0",
+    ),
+    Case(
+        "grids-optimized-order-four",
+        _fn("optimized", _SDE, _MODEL, 5, x_T=_X, order=4),
+        ValueError,
+        r"order must be an int in \[1, 3\], got 4",
+    ),
+    Case(
+        "grids-optimized-order-float",
+        _fn("optimized", _SDE, _MODEL, 5, x_T=_X, order=1.0),
+        TypeError,
+        r"order must be an int, got 1.0",
+    ),
+    Case(
+        "grids-optimized-pilot_steps-small",
+        _fn("optimized", _SDE, _MODEL, 5, x_T=_X, order=2, pilot_steps=3),
+        ValueError,
+        r"pilot_steps must be an int >= 4, got 3",
+    ),
+    Case(
+        "grids-optimized-pilot_steps-string",
+        _fn("optimized", _SDE, _MODEL, 5, x_T=_X, pilot_steps="64"),
+        TypeError,
+        r"pilot_steps must be an int",
+    ),
+    Case(
+        "grids-optimized-neither-x_T-nor-shape",
+        _fn("optimized", _SDE, _MODEL, 5),
+        ValueError,
+        r"pass exactly one of x_T \(the pilot batch, \(B, \*event\)\) or shape",
+    ),
+    Case(
+        "grids-optimized-both-x_T-and-shape",
+        _fn("optimized", _SDE, _MODEL, 5, x_T=_X, shape=(4, 2)),
+        ValueError,
+        r"pass exactly one of x_T .* or shape",
+    ),
+    Case(
+        "grids-optimized-x_T-list",
+        _fn("optimized", _SDE, _MODEL, 5, x_T=[[0.0, 1.0]]),
+        TypeError,
+        r"x_T must be a torch.Tensor",
+    ),
+    Case(
+        "grids-optimized-x_T-int",
+        _fn("optimized", _SDE, _MODEL, 5, x_T=torch.zeros(4, 2, dtype=torch.long)),
+        TypeError,
+        r"x_T must be a floating-point tensor",
+    ),
+    Case(
+        "grids-optimized-x_T-scalar",
+        _fn("optimized", _SDE, _MODEL, 5, x_T=torch.tensor(1.0)),
+        ValueError,
+        r"x_T must have a batch dimension",
+    ),
+    Case(
+        "grids-optimized-x_T-nan",
+        _fn("optimized", _SDE, _MODEL, 5, x_T=torch.full((4, 2), float("nan"))),
+        ValueError,
+        r"x_T must be finite",
+    ),
+    Case(
+        "grids-optimized-x_T-shape",
+        _fn("optimized", _SDE, _MODEL, 5, x_T=torch.zeros(4, 3)),
+        ValueError,
+        r"x must have shape \(B, 2\)",
+    ),
+    Case(
+        "grids-optimized-shape-string",
+        _fn("optimized", _SDE, _MODEL, 5, shape="4,2"),
+        TypeError,
+        r"shape must be a tuple of ints",
+    ),
+    Case(
+        "grids-optimized-shape-empty-batch",
+        _fn("optimized", _SDE, _MODEL, 5, shape=(0, 2)),
+        ValueError,
+        r"shape must be \(B, \*event\) with batch size B >= 1",
+    ),
+    Case(
+        "grids-optimized-generator-int",
+        _fn("optimized", _SDE, _MODEL, 5, shape=(4, 2), generator=0),
+        TypeError,
+        r"generator must be a torch.Generator or None, got 0",
+    ),
+    Case(
+        "grids-optimized-shape-with-t_max",
+        _fn("optimized", _SDE, _MODEL, 5, shape=(4, 2), t_max=0.5),
+        ValueError,
+        r"x_T is required: the grid starts at t_max = 0.5 < T = 1",
+    ),
+    Case(
+        "grids-optimized-t_min-below",
+        _fn("optimized", _SDE, _MODEL, 5, x_T=_X, t_min=0.0),
+        ValueError,
+        r"t_min must be a finite number in \[0.001, 1\), got 0.0",
+    ),
+    Case(
+        "grids-optimized-t_max-above",
+        _fn("optimized", _SDE, _MODEL, 5, x_T=_X, t_max=2.0),
+        ValueError,
+        r"t_max must be a finite number in \(0.001, 1\], got 2.0",
+    ),
+    Case(
+        "grids-optimized-model-nan",
+        _fn("optimized", _SDE, lambda x, t: torch.full_like(x, float("nan")), 5, x_T=_X),
+        NonFiniteError,
+        r"the pilot solve of grids.optimized \(DDIM on 64 steps\): non-finite values",
     ),
 ]
