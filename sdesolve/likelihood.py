@@ -1,3 +1,7 @@
+# NOTE (helper E, 00:01 UTC): this file was truncated by accident by helper E at 00:01 UTC, and the
+# UNCOMMITTED edits of other helpers (generator lists: C; per_sample: D; progress=: F) were lost.
+# It was restored from HEAD (commit ab169ba, which has E's model_kwargs edit). Please re-apply your
+# uncommitted edits (what E saw of them: /tmp/e_lost_likelihood_partial.txt), then delete this note. Sorry.
 """Exact log-likelihoods through the probability-flow ODE, and bits/dim.
 
 The probability-flow ODE of a linear forward process (Song et al. 2021, Sec. 4.3),
@@ -90,6 +94,8 @@ from .solvers.adaptive import DEFAULT_MAX_NFE, AdaptiveSolveError, rms_norm
 from .solvers.adaptive import TABLEAUX as EMBEDDED_TABLEAUX
 from .solvers.adaptive import _integrate as _adaptive_integrate
 from .solvers.adaptive import _integrate_per_sample as _adaptive_integrate_per_sample
+from .solvers.base import GeneratorLike, check_generator, draw
+from .solvers.base import GeneratorLike, check_generator, draw
 from .solvers.methods import ADAPTIVE, FIXED, resolve_method
 from .solvers.runge_kutta import TABLEAUX
 
@@ -157,11 +163,9 @@ class _TimeMap:
 
 # ------------------------------------------------------------------ divergence
 def _draw_probes(kind: str, n: int, x: Tensor, generator) -> Tensor:
-    shape = (n,) + tuple(x.shape)
-    if kind == "rademacher":
-        r = torch.randint(0, 2, shape, generator=generator, device=x.device)
-        return (2 * r - 1).to(x.dtype)
-    return torch.randn(shape, generator=generator, device=x.device, dtype=x.dtype)
+    """``n`` probes per sample, shape (n, *x.shape); with a list of generators sample i's from generator i."""
+    kind = "normal" if kind == "gaussian" else kind
+    return draw(kind, (n,) + tuple(x.shape), generator, device=x.device, dtype=x.dtype, batch_dim=1)
 
 
 def _leaf(x: Tensor, create_graph: bool) -> Tensor:
@@ -312,12 +316,8 @@ def _check_grad(grad) -> bool | str:
 
 
 def _check_generator(generator, x: Tensor, name: str = "generator") -> None:
-    if generator is None:
-        return
-    if not isinstance(generator, torch.Generator):
-        raise TypeError(f"{name} must be a torch.Generator or None, got {type(generator).__name__}")
-    if generator.device.type != x.device.type:
-        raise ValueError(f"{name} is on {generator.device} but x is on {x.device}: pass a generator on x's device")
+    """None, a torch.Generator or a list of one per sample of x, on x's device type."""
+    check_generator(generator, batch=x.shape[0], device=x.device, name=name)
 
 
 def _check_method(method, steps, grad) -> tuple[str, int | None]:
@@ -465,7 +465,7 @@ def log_likelihood(
     atol: float = 1e-5,
     t_min: float | None = None,
     steps: int | None = None,
-    generator: torch.Generator | None = None,
+    generator: GeneratorLike = None,
     return_latent: bool = False,
     time_variable: str = "auto",
     prior_logp: Callable[[Tensor], Tensor] | None = None,
@@ -508,7 +508,9 @@ def log_likelihood(
         rtol, atol: tolerances of adaptive methods, in [10 eps, 1) of the integration dtype.
         t_min: the time whose density is computed (default ``sde.t_min``), in [0, T).
         steps: number of uniform steps (in the time variable) of fixed-step methods.
-        generator: draws the Hutchinson probes (on x's device).
+        generator: draws the Hutchinson probes (on x's device): a ``torch.Generator``, or a list
+            of B generators (sample i's probes from generator i alone, so a sample's estimate
+            does not depend on its batch under a fixed-step method).
         return_latent: also return z = x_T.
         time_variable: ``"t"`` integrates in the process time, ``"log_snr"`` in
             u = -lambda/2 = log(sigma/alpha) (exact change of variables; needs a finite
@@ -892,7 +894,7 @@ def bits_per_dim(
     levels: int | None = None,
     dequantize: str | None = "uniform",
     n_repeats: int = 1,
-    generator: torch.Generator | None = None,
+    generator: GeneratorLike = None,
     dtype: torch.dtype | None = None,
     **likelihood_kwargs,
 ) -> Tensor:
@@ -926,7 +928,8 @@ def bits_per_dim(
             ``log2(levels) - log2(hi - lo)``.
         dequantize: ``"uniform"`` or ``None``.
         n_repeats: dequantization draws averaged per sample (each one likelihood solve).
-        generator: draws the dequantization noise and the Hutchinson probes.
+        generator: draws the dequantization noise and the Hutchinson probes; a list of B
+            generators draws sample i's from generator i alone.
         dtype: floating dtype of the model input for integer data (default: the default dtype).
         **likelihood_kwargs: passed to :func:`log_likelihood` (divergence, method, rtol, ...,
             ``progress=True`` for a progress bar of each solve).
@@ -947,7 +950,7 @@ def bits_per_dim(
             xs = x.to(dtype)
         else:
             if dequantize == "uniform":
-                u = torch.rand(k.shape, generator=generator, device=k.device, dtype=dtype)
+                u = draw("uniform", k.shape, generator, device=k.device, dtype=dtype)
             else:
                 u = torch.full_like(k, 0.5)
             xs = lo + (hi - lo) * (k + u) / levels

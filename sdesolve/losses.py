@@ -45,6 +45,7 @@ from ._validate import check_bool, check_choice, check_int, check_real, check_te
 from .model import ScoreModel
 from .sde.base import LinearSDE
 from .sde.vdm import VDMSDE, _GradScale
+from .solvers.base import GeneratorLike, check_generator, draw, generator_device
 
 __all__ = [
     "vdm_diffusion_loss",
@@ -87,9 +88,20 @@ def _check_x0(x0, name: str = "x0") -> Tensor:
     return x0
 
 
-def _check_generator(generator) -> None:
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator must be a torch.Generator or None, got {describe(generator)}")
+def _check_generator(generator, batch: int | None = None, device=None, antithetic: bool = False):
+    """None, a torch.Generator, or a list of ``batch`` of them (one per example, on ``device``'s type).
+
+    A list asks for per-example draws (example i's times and noise from generator i alone, so any
+    split of a batch gives the same losses), which VDM's antithetic times cannot give: they are
+    one draw for the whole batch.
+    """
+    generator = check_generator(generator, batch=batch, device=device)
+    if antithetic and isinstance(generator, list):
+        raise ValueError(
+            "antithetic=True draws one time offset for the whole batch (t_i = (u + i/B) mod 1), which a list of "
+            "per-example generators cannot give; pass antithetic=False with a list of generators"
+        )
+    return generator
 
 
 def _renamed(new_value, old_value, new: str, old: str, fn: str):
@@ -136,7 +148,7 @@ def _sigma_zero(sde: LinearSDE, t64: Tensor) -> Tensor:
 
 def _noise(x0: Tensor, noise: Tensor | None, generator, name: str = "noise") -> Tensor:
     if noise is None:
-        return torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+        return draw("normal", x0.shape, generator, device=x0.device, dtype=x0.dtype)
     if not isinstance(noise, Tensor):
         raise TypeError(f"{name} must be a tensor of x0's shape {tuple(x0.shape)}, got {type(noise).__name__}")
     if noise.shape != x0.shape:
@@ -161,7 +173,7 @@ def sample_times(
     *,
     n_steps: int | None = None,
     antithetic: bool = True,
-    generator: torch.Generator | None = None,
+    generator: GeneratorLike = None,
     device=None,
     T: int | None = None,
 ) -> Tensor:
@@ -171,18 +183,20 @@ def sample_times(
     uniform u per batch (every t_i is still marginally U(0, 1), so the loss stays unbiased);
     otherwise B independent uniforms. With ``n_steps`` steps, t is rounded up to the grid
     ``{1/n_steps, ..., 1}`` (uniform over the grid). ``T=`` is the deprecated name of ``n_steps=``.
+    ``generator`` may be a list of B generators (t_i from generator i alone; needs
+    ``antithetic=False``).
     """
     n_steps = _check_steps(_renamed(n_steps, T, "n_steps", "T", "sample_times"))
     batch = check_int(batch, "batch", minimum=1)
     antithetic = check_bool(antithetic, "antithetic")
-    _check_generator(generator)
-    if device is None and generator is not None:
-        device = generator.device
+    generator = _check_generator(generator, batch, device, antithetic)
+    if device is None:
+        device = generator_device(generator)
     if antithetic:
         u = torch.rand((), generator=generator, device=device, dtype=torch.float64)
         t = torch.remainder(u + torch.arange(batch, device=device, dtype=torch.float64) / batch, 1.0)
     else:
-        t = torch.rand((batch,), generator=generator, device=device, dtype=torch.float64)
+        t = draw("uniform", (batch,), generator, device=device, dtype=torch.float64)
     if n_steps is not None:
         t = torch.ceil(t * n_steps).clamp(1.0, float(n_steps)) / n_steps
     return t
@@ -194,7 +208,7 @@ def vdm_diffusion_loss(
     x0: Tensor,
     *,
     n_steps: int | None = None,
-    generator: torch.Generator | None = None,
+    generator: GeneratorLike = None,
     antithetic: bool = True,
     t: Tensor | None = None,
     noise: Tensor | None = None,
@@ -227,7 +241,9 @@ def vdm_diffusion_loss(
             the network on gamma(t) (``time_input``) for the schedule invariance to hold.
         x0: data, (B, *event) with B >= 1, in the model's data space (e.g. [-1, 1]).
         n_steps: None for continuous time, or the number of discrete steps.
-        generator: for the times and the noise.
+        generator: for the times and the noise: a ``torch.Generator``, or a list of B of them
+            (example i's time and noise from generator i alone, so splits of a batch give the
+            same losses; needs ``antithetic=False`` or given times ``t``).
         antithetic: VDM's low-discrepancy times ``(u + i/B) mod 1`` (default) or iid ones.
         t: optional given times, (B,) (on the grid {1/N, ..., 1} when n_steps = N is set).
         noise: optional given eps, x0's shape.
@@ -240,7 +256,7 @@ def vdm_diffusion_loss(
     model = _check_model(model)
     _check_x0(x0)
     antithetic = check_bool(antithetic, "antithetic")
-    _check_generator(generator)
+    generator = _check_generator(generator, x0.shape[0], x0.device, antithetic and t is None)
     sde = model.sde
     if n_steps is not None and bool(_sigma_zero(sde, torch.zeros((), dtype=torch.float64))):
         raise ValueError(
@@ -338,7 +354,7 @@ def vdm_reconstruction_loss(
     x_int: Tensor,
     vocab_size: int,
     *,
-    generator: torch.Generator | None = None,
+    generator: GeneratorLike = None,
     noise: Tensor | None = None,
     dtype: torch.dtype | None = None,
 ) -> Tensor:
@@ -359,7 +375,7 @@ def vdm_reconstruction_loss(
         x_int: integers in [0, vocab_size), (B, *event) (an integer tensor, or a float one
             holding integers).
         vocab_size: V, the number of values each dimension takes.
-        generator, noise: for eps.
+        generator, noise: for eps (a list of B generators: example i's eps from generator i).
         dtype: of the computation (default: x_int's floating dtype, else the default dtype).
 
     Returns:
@@ -368,7 +384,7 @@ def vdm_reconstruction_loss(
     sde = _check_sde(sde)
     vocab_size = _check_vocab(vocab_size)
     k = _check_discrete(x_int, vocab_size)
-    _check_generator(generator)
+    generator = _check_generator(generator, k.shape[0], k.device)
     if _check_dtype(dtype) is None:
         dtype = x_int.dtype if x_int.is_floating_point() else torch.get_default_dtype()
     x = discrete_to_continuous(k, vocab_size, dtype)
@@ -408,7 +424,7 @@ def vdm_bits_per_dim(
     vocab_size: int,
     *,
     n_steps: int | None = None,
-    generator: torch.Generator | None = None,
+    generator: GeneratorLike = None,
     antithetic: bool = True,
     dtype: torch.dtype | None = None,
     T: int | None = None,
@@ -426,7 +442,8 @@ def vdm_bits_per_dim(
         vocab_size: the number of values per dimension (256 for 8-bit images, 17 for the 8x8
             digits of scikit-learn).
         n_steps: None (continuous time) or the number of steps of the diffusion loss.
-        generator, antithetic: as in :func:`vdm_diffusion_loss`.
+        generator, antithetic: as in :func:`vdm_diffusion_loss` (with a list of B generators,
+            example i's reconstruction noise, time and diffusion noise come from generator i).
         dtype: of the computation (default: x_int's floating dtype, else the default dtype).
         T: deprecated name of ``n_steps`` (a DeprecationWarning; removed in the next release).
 
@@ -437,6 +454,8 @@ def vdm_bits_per_dim(
     model = _check_model(model)
     vocab_size = _check_vocab(vocab_size)
     k = _check_discrete(x_int, vocab_size)
+    antithetic = check_bool(antithetic, "antithetic")
+    generator = _check_generator(generator, k.shape[0], k.device, antithetic)
     if _check_dtype(dtype) is None:
         dtype = x_int.dtype if x_int.is_floating_point() else torch.get_default_dtype()
     x = discrete_to_continuous(k, vocab_size, dtype)
@@ -452,7 +471,7 @@ def schedule_variance_loss(
     model: ScoreModel,
     x0: Tensor,
     *,
-    generator: torch.Generator | None = None,
+    generator: GeneratorLike = None,
     antithetic: bool = True,
     t: Tensor | None = None,
     noise: Tensor | None = None,
@@ -513,7 +532,7 @@ def dsm_loss(
     *,
     likelihood_weighting: bool = False,
     t_min: float | None = None,
-    generator: torch.Generator | None = None,
+    generator: GeneratorLike = None,
     t: Tensor | None = None,
     noise: Tensor | None = None,
     reduce: str = "none",
@@ -544,7 +563,8 @@ def dsm_loss(
         x0: data, (B, *event) with B >= 1.
         likelihood_weighting: lambda = g^2 instead of sigma^2.
         t_min: the smallest training time (default ``sde.t_min``), in [0, T) with sigma(t_min) > 0.
-        generator: for the times and the noise.
+        generator: for the times and the noise: a ``torch.Generator``, or a list of B of them
+            (example i's time and noise from generator i alone: splits of a batch give the same losses).
         t, noise: optional given times (B,) in [0, T] and eps (x0's shape).
         reduce: ``"none"`` (per example, (B,)) or ``"mean"`` (over the batch).
         eps_t: deprecated name of ``t_min`` (a DeprecationWarning; removed in the next release).
@@ -554,7 +574,7 @@ def dsm_loss(
     _check_x0(x0)
     likelihood_weighting = check_bool(likelihood_weighting, "likelihood_weighting")
     reduce = check_choice(reduce, "reduce", ("none", "mean"))
-    _check_generator(generator)
+    generator = _check_generator(generator, x0.shape[0], x0.device)
     sde = model.sde
     T_end = float(sde.T)
     t_min = float(sde.t_min) if t_min is None else check_real(t_min, "t_min", lo=0.0, hi=T_end, hi_open=True)
@@ -565,7 +585,7 @@ def dsm_loss(
                 f"t_min must be > 0 where sigma(t_min) = 0: the score target -eps/sigma is infinite there "
                 f"({type(sde).__name__}, t_min={t_min:g}); sample t in [t_min, T] with t_min > 0, as score_sde does"
             )
-        u = torch.rand((batch,), generator=generator, device=x0.device, dtype=torch.float64)
+        u = draw("uniform", (batch,), generator, device=x0.device, dtype=torch.float64)
         t64 = t_min + (T_end - t_min) * u
     else:
         t64 = _given_times(t, batch, 0.0, T_end).to(x0.device)

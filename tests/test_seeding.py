@@ -17,7 +17,15 @@ from sdesolve.solvers.base import check_generator, draw
 
 F64 = torch.float64
 TARGET = sd.Gaussian(torch.tensor([0.7, -1.2, 0.3], dtype=F64), torch.tensor([0.4, 1.5, 0.05], dtype=F64))
-TARGET_2D = sd.Gaussian(torch.linspace(-1.0, 1.0, 6, dtype=F64).reshape(2, 3), torch.full((2, 3), 0.3, dtype=F64))
+TARGET_2D = sd.Gaussian(
+    torch.linspace(-1.0, 1.0, 6, dtype=F64).reshape(2, 3), torch.linspace(0.05, 2.0, 6, dtype=F64).reshape(2, 3)
+)
+#: a score whose Jacobian is not diagonal (Hutchinson's estimate varies with the probes, Rademacher's too)
+MIXTURE = sd.GaussianMixture(
+    torch.tensor([0.3, 0.7], dtype=F64),
+    torch.tensor([[[1.0, -0.5, 0.2], [0.0, 0.4, -1.0]], [[-0.8, 0.3, 0.5], [0.6, -0.2, 0.1]]], dtype=F64),
+    torch.tensor([0.3, 0.6], dtype=F64),
+)
 PROCESSES = {
     "vp": lambda: sd.VPSDE(),
     "subvp": lambda: sd.SubVPSDE(),
@@ -146,3 +154,76 @@ def test_check_generator_normalizes():
     g = torch.Generator()
     assert check_generator(None) is None and check_generator(g) is g
     assert check_generator((g, g), batch=2) == [g, g]
+
+
+# ------------------------------------------------------------------ likelihood (Hutchinson probes)
+LIKELIHOOD_PROCESSES = ["vp", "subvp", "ve", "discrete", "vdm"]
+
+
+@pytest.mark.parametrize("process", LIKELIHOOD_PROCESSES)
+@pytest.mark.parametrize("probe", ["rademacher", "gaussian"])
+def test_hutchinson_likelihoods_do_not_depend_on_the_split(process, probe):
+    """Per-sample probes from per-sample generators: under a fixed-step method each sample's
+    log-likelihood is bitwise the same in a batch of 6, in batches of 2 + 4, and alone."""
+    sde = PROCESSES[process]()
+    model = MIXTURE.model(sde)
+    x = MIXTURE.sample(6, generator=torch.Generator().manual_seed(1))
+    seeds = list(range(20, 26))
+    kw = dict(divergence="hutchinson", probe=probe, n_probes=2, method="heun", steps=2)
+
+    def run(idx):
+        return sd.log_likelihood(sde, model, x[idx], generator=_gens([seeds[i] for i in idx]), **kw).logp
+
+    whole = run(list(range(6)))
+    assert torch.equal(whole, torch.cat([run([0, 1]), run([2, 3, 4, 5])]))
+    assert torch.equal(whole[3:4], run([3]))
+    alone = sd.log_likelihood(sde, model, x[3:4], generator=torch.Generator().manual_seed(seeds[3]), **kw).logp
+    assert torch.equal(whole[3:4], alone)
+    # the probes matter (the mixture's score Jacobian is not diagonal: another seed, another estimate)
+    other = sd.log_likelihood(sde, model, x, generator=_gens(range(6)), **kw).logp
+    assert not torch.equal(whole, other)
+
+
+def test_bits_per_dim_do_not_depend_on_the_split():
+    """Dequantization noise and probes of sample i come from generator i."""
+    sde = sd.VPSDE()
+    target = sd.Gaussian(torch.zeros(4, dtype=F64), torch.full((4,), 0.2, dtype=F64))
+    model = target.model(sde)
+    k = torch.randint(0, 256, (5, 4), generator=torch.Generator().manual_seed(0))
+    kw = dict(method="heun", steps=8, n_repeats=2)
+
+    def run(idx):
+        return sd.bits_per_dim(sde, model, k[idx], generator=_gens([40 + i for i in idx]), dtype=F64, **kw)
+
+    whole = run([0, 1, 2, 3, 4])
+    assert torch.equal(whole, torch.cat([run([0, 1, 2]), run([3, 4])]))
+
+
+# ------------------------------------------------------------------ losses
+def _loss_cases():
+    vp, vdm = sd.VPSDE(), sd.VDMSDE()
+    m_vp, m_vdm = TARGET_2D.model(vp), TARGET_2D.model(vdm)
+    k = torch.randint(0, 17, (6, 2, 3), generator=torch.Generator().manual_seed(3))
+    return {
+        "dsm": lambda x, g, idx: sd.dsm_loss(m_vp, x, generator=g),
+        "dsm-likelihood": lambda x, g, idx: sd.dsm_loss(m_vp, x, generator=g, likelihood_weighting=True, t_min=1e-3),
+        "vdm-continuous": lambda x, g, idx: sd.vdm_diffusion_loss(m_vdm, x, generator=g, antithetic=False),
+        "vdm-discrete": lambda x, g, idx: sd.vdm_diffusion_loss(m_vdm, x, n_steps=10, generator=g, antithetic=False),
+        "vdm-bpd": lambda x, g, idx: sd.vdm_bits_per_dim(m_vdm, k[idx], 17, generator=g, antithetic=False).bits_per_dim,
+        "times": lambda x, g, idx: sd.losses.sample_times(len(idx), n_steps=10**6, antithetic=False, generator=g),
+    }
+
+
+@pytest.mark.parametrize("loss", list(_loss_cases()))
+def test_losses_do_not_depend_on_the_split(loss):
+    fn = _loss_cases()[loss]
+    x = TARGET_2D.sample(6, generator=torch.Generator().manual_seed(2))
+    seeds = [60, 61, 62, 63, 64, 65]
+
+    def run(idx):
+        return fn(x[idx], _gens([seeds[i] for i in idx]), idx)
+
+    whole = run(list(range(6)))
+    assert torch.equal(whole, torch.cat([run([0, 1, 2, 3]), run([4, 5])]))
+    assert torch.equal(whole[2:3], fn(x[2:3], torch.Generator().manual_seed(seeds[2]), [2]))
+    assert len(set(whole.tolist())) == 6

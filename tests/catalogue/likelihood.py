@@ -95,6 +95,18 @@ CASES = [
         r"steps=100 takes 400 network evaluations, more than max_nfe=50",
     ),
     Case("likelihood-generator-type", _ll(generator=0), TypeError, r"generator must be a torch.Generator"),
+    Case(
+        "likelihood-generator-list-short",
+        _ll(generator=[torch.Generator()]),
+        ValueError,
+        r"generator must be a list of one torch.Generator per sample \(2 for a batch of 2\), got a list of 1",
+    ),
+    Case(
+        "likelihood-generator-list-element",
+        _ll(generator=[torch.Generator(), "seed"]),
+        TypeError,
+        r"generator must be a torch.Generator, a list of torch.Generators .*got 'seed' at generator\[1\]",
+    ),
     Case("likelihood-return-latent-type", _ll(return_latent="yes"), TypeError, r"return_latent must be True or False"),
     Case("likelihood-time-variable-unknown", _ll(time_variable="sigma"), ValueError, r"time_variable must be one of"),
     Case(
@@ -271,6 +283,18 @@ CASES = [
     Case("likelihood-bpd-n-repeats-zero", _bpd(n_repeats=0), ValueError, r"n_repeats must be an int >= 1"),
     Case("likelihood-bpd-n-repeats-float", _bpd(n_repeats=np.float64(2.0)), TypeError, r"n_repeats must be an int"),
     Case("likelihood-bpd-generator-type", _bpd(generator="seed"), TypeError, r"generator must be a torch.Generator"),
+    Case(
+        "likelihood-bpd-generator-list-long",
+        _bpd(generator=[torch.Generator()] * 3),
+        ValueError,
+        r"generator must be a list of one torch.Generator per sample \(2 for a batch of 2\), got a list of 3",
+    ),
+    Case(
+        "likelihood-bpd-generator-tuple-element",
+        _bpd(generator=(torch.Generator(), 1.5)),
+        TypeError,
+        r"generator must be a torch.Generator, a list of torch.Generators .*got 1.5 at generator\[1\]",
+    ),
     Case("likelihood-bpd-dtype-integer", _bpd(dtype=torch.int32), TypeError, r"dtype must be a floating torch.dtype"),
     Case("likelihood-bpd-dtype-string", _bpd(dtype="float32"), TypeError, r"dtype must be a floating torch.dtype"),
     Case(

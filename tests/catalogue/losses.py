@@ -44,6 +44,11 @@ def _xi(b=2, d=3):
 
 _T4 = torch.full((4,), 0.5, dtype=F64)
 
+
+def _gens(n):
+    return [torch.Generator().manual_seed(k) for k in range(n)]
+
+
 CASES = [
     # vdm_diffusion_loss
     Case(
@@ -435,4 +440,65 @@ CASES = [
         r"reduce must be one of \('none', 'mean'\)",
     ),
     Case("losses-dsm-reduce-none-obj", lambda: dsm_loss(_vp(), _x(), reduce=None), TypeError, r"reduce must be one of"),
+    # generator lists (one generator per example)
+    Case(
+        "losses-dsm-generator-list-short",
+        lambda: dsm_loss(_vp(), _x(), generator=_gens(3)),
+        ValueError,
+        r"generator must be a list of one torch\.Generator per sample \(4 for a batch of 4\), got a list of 3",
+    ),
+    Case(
+        "losses-dsm-generator-list-element",
+        lambda: dsm_loss(_vp(), _x(), generator=_gens(3) + [None]),
+        TypeError,
+        r"generator must be a torch\.Generator, a list of torch\.Generators .*got None at generator\[3\]",
+    ),
+    Case(
+        "losses-dsm-generator-list-device",
+        lambda: dsm_loss(_vp(), torch.zeros(4, 3, dtype=F64, device="meta"), generator=_gens(4)),
+        ValueError,
+        r"generator\[0\] is on cpu but the samples are on meta",
+    ),
+    Case(
+        "losses-diffusion-generator-list-antithetic",
+        lambda: vdm_diffusion_loss(_vdm(), _x(), generator=_gens(4)),
+        ValueError,
+        r"antithetic=True draws one time offset for the whole batch.*pass antithetic=False with a list",
+    ),
+    Case(
+        "losses-diffusion-generator-list-short",
+        lambda: vdm_diffusion_loss(_vdm(), _x(), generator=_gens(5), antithetic=False),
+        ValueError,
+        r"generator must be a list of one torch\.Generator per sample \(4 for a batch of 4\), got a list of 5",
+    ),
+    Case(
+        "losses-times-generator-list-antithetic",
+        lambda: sample_times(2, generator=_gens(2)),
+        ValueError,
+        r"antithetic=True draws one time offset.*pass antithetic=False",
+    ),
+    Case(
+        "losses-times-generator-list-short",
+        lambda: sample_times(3, generator=_gens(2), antithetic=False),
+        ValueError,
+        r"generator must be a list of one torch\.Generator per sample \(3 for a batch of 3\)",
+    ),
+    Case(
+        "losses-recon-generator-list-short",
+        lambda: vdm_reconstruction_loss(VDMSDE(), _xi(), 17, generator=_gens(1)),
+        ValueError,
+        r"generator must be a list of one torch\.Generator per sample \(2 for a batch of 2\)",
+    ),
+    Case(
+        "losses-bpd-generator-list-antithetic",
+        lambda: vdm_bits_per_dim(_vdm(), _xi(), 17, generator=_gens(2)),
+        ValueError,
+        r"antithetic=True draws one time offset.*pass antithetic=False",
+    ),
+    Case(
+        "losses-bpd-generator-list-element",
+        lambda: vdm_bits_per_dim(_vdm(), _xi(), 17, generator=[torch.Generator(), 3], antithetic=False),
+        TypeError,
+        r"generator must be a torch\.Generator, a list of torch\.Generators .*got 3 at generator\[1\]",
+    ),
 ]
