@@ -95,7 +95,6 @@ from .solvers.adaptive import TABLEAUX as EMBEDDED_TABLEAUX
 from .solvers.adaptive import _integrate as _adaptive_integrate
 from .solvers.adaptive import _integrate_per_sample as _adaptive_integrate_per_sample
 from .solvers.base import GeneratorLike, check_generator, draw
-from .solvers.base import GeneratorLike, check_generator, draw
 from .solvers.methods import ADAPTIVE, FIXED, resolve_method
 from .solvers.runge_kutta import TABLEAUX
 
