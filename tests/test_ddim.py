@@ -495,3 +495,17 @@ def _compare_with_diffusers(sde, sched, grid, unet, net, calls, x_T, ours, dtype
         scale = max(float(x.abs().max()), float(eps.abs().max()), float(theirs.abs().max()))
         err = float((theirs.double() - ours[i].double()).abs().max())
         assert err <= 4 * eps_dtype * scale, (i, err / (eps_dtype * scale))
+
+
+def test_solver_repr_names_the_public_fields_in_order():
+    """``Solver.__repr__`` (inherited by DDIM, DDPM, PLMS, ...): the class name and its public
+    attributes as ``name=repr(value)`` in assignment order, private ones (``_...``) left out."""
+    from sdesolve.solvers.base import Solver
+
+    class Probe(Solver):
+        def __init__(self):
+            self.eta, self.variance, self._cache = 0.5, "large", {"hidden": 1}
+
+    assert repr(Probe()) == "Probe(eta=0.5, variance='large')"
+    assert repr(Solver()) == "Solver()"
+    assert repr(DDIM(eta=0.25)) == "DDIM(eta=0.25)" and repr(DDPM("large")) == "DDPM(variance='large')"

@@ -799,3 +799,21 @@ def test_which_builtins_are_variance_preserving():
     for name, sde in BUILTINS.items():
         assert isinstance(sde, vp) == (name not in ("subvp", "ve")), name
         assert sde.variance_preserving == isinstance(sde, vp)
+
+
+def test_default_inverse_of_log_alpha_and_the_base_gamma_prime():
+    """The defaults a user's process inherits: ``VariancePreservingSDE._t_of_log_alpha`` (bisection on
+    the log-SNR, for a subclass without a closed-form inverse) gives back t from log alpha(t), on a user's
+    process and on the built-ins (whose own inverse is a closed form); ``LinearSDE._gamma_prime``
+    (autograd through the log-SNR) equals every built-in's closed form."""
+    base_inverse = sd.sde.VariancePreservingSDE._t_of_log_alpha
+    sde, k = QuadraticVP(), QuadraticVP.k
+    t = torch.linspace(1e-3, 1.0, 33, dtype=F64)
+    torch.testing.assert_close(sde._t_of_log_alpha(-k * t * t), t, rtol=0, atol=1e-13)  # t = sqrt(-log alpha / k)
+    for name, proc in BUILTINS.items():
+        # times off the knots of the discrete schedules (where a one-sided slope is taken)
+        tt = torch.linspace(float(proc.t_min), float(proc.T), 17, dtype=F64)[:-1] + 0.37e-3
+        if isinstance(proc, sd.sde.VariancePreservingSDE):
+            torch.testing.assert_close(base_inverse(proc, proc._log_alpha(tt)), tt, rtol=0, atol=1e-12)
+        base = sd.LinearSDE._gamma_prime(proc, tt)
+        torch.testing.assert_close(base, proc._gamma_prime(tt), rtol=1e-10, atol=0, msg=name)
