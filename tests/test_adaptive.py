@@ -329,3 +329,209 @@ def test_callback_lands_on_every_grid_time():
         assert float((d["x"] - TARGET_3.flow(x_T, sde.T, d["t_next"], sde)).abs().max()) < 1e-4
     stage_times = {hi for _, hi in times}
     assert set(grid.tolist()) <= stage_times  # every grid time is a stage time: steps land on it
+
+
+# --------------------------------------------------------------------------- per-sample solves
+def _mixed_batch(target, sde, n=8, seed=3):
+    """x_T of n samples with very different neighbours: two of them 30x and 1/30x off the prior scale."""
+    x = _x_T(target, sde, n=n, seed=seed)
+    x[1] *= 30.0
+    x[2] /= 30.0
+    return x
+
+
+#: processes whose coefficients torch computes identically for one sample and for a batch on a CPU
+#: (exp, log, sqrt); VDM's log1p/sigmoid and the DDPM interpolation differ in the last bit between
+#: torch's vectorized and scalar loops, so there a sample alone agrees with itself in a batch to round-off.
+BITWISE = ("VP", "subVP", "VE")
+
+
+@pytest.mark.parametrize("proc", [*PROCESSES, "discrete", "VP-into-zero"])
+def test_per_sample_result_does_not_depend_on_its_neighbours(proc):
+    """Each sample solved alone gives the same result (bitwise in float64 where the vector field is
+    batch-invariant) and the same own NFE as inside a batch with 30x and 1/30x neighbours; the
+    batch-shared solve does not (its steps follow the worst sample)."""
+    sde = {"discrete": lambda: sd.DiscreteVPSDE.from_schedule("linear"), "VP-into-zero": lambda: sd.VPSDE(t_min=0.0)}
+    sde = sde.get(proc, PROCESSES.get(proc))()
+    x_T = _mixed_batch(TARGET_16, sde)
+    model = TARGET_16.model(sde)
+    solver = ODE("dopri5", rtol=1e-6, atol=1e-6, per_sample=True)
+    x = sd.sample(sde, model, x_T=x_T, solver=solver)
+    own = solver.last_nfe_per_sample.clone()
+    assert solver.last_nfe == int(own.max()) and int(own.min()) < int(own.max())  # samples took their own steps
+    for i in (0, 1, 2, 5):
+        xi = sd.sample(sde, model, x_T=x_T[i : i + 1], solver=solver)
+        assert solver.last_nfe == int(own[i])
+        if proc in BITWISE or proc == "VP-into-zero":
+            assert torch.equal(xi[0], x[i]), (i, float((xi[0] - x[i]).abs().max()))
+        else:
+            torch.testing.assert_close(xi[0], x[i], rtol=1e-13, atol=1e-13)
+    shared = ODE("dopri5", rtol=1e-6, atol=1e-6)
+    xs = sd.sample(sde, model, x_T=x_T, solver=shared)
+    xs0 = sd.sample(sde, model, x_T=x_T[:1], solver=shared)
+    assert float((xs0[0] - xs[0]).abs().max()) > 1e-12  # the coupling the per-sample solve removes
+
+
+@pytest.mark.parametrize("proc", list(PROCESSES))
+@pytest.mark.parametrize("dim", [2, 4, 16, 64])
+def test_per_sample_error_scales_with_tolerance(proc, dim):
+    """Against the exact probability-flow map of a Gaussian target: the typical sample's error falls as
+    tol^1 (geometric mean over 16 samples, slope 0.8-1.3) and the median sample is within 20 tol. A
+    single sample's global error can reach ~150 tol (the elementary controller's, measured): the worst
+    sample's error is exactly that of the batch-shared solver run on that sample alone."""
+    target = sd.Gaussian(torch.linspace(-2.0, 2.0, dim), torch.linspace(0.1, 2.0, dim))
+    sde = PROCESSES[proc]()
+    x_T = _x_T(target, sde, n=16)
+    exact = target.flow(x_T, sde.T, sde.t_min, sde)
+    tols, typical = (1e-5, 1e-7, 1e-9), []
+    for tol in tols:
+        score, times = _guarded(target, sde)
+        solver = ODE("dopri5", rtol=tol, atol=tol, per_sample=True)
+        x = sd.sample(sde, score, x_T=x_T, solver=solver)
+        assert solver.last_nfe == len(times)  # inside [t_min, T]: _guarded refuses any other time
+        err = (x - exact).abs().reshape(16, -1).max(dim=1).values
+        typical.append(float(err.log().mean().exp()))
+        assert float(err.median()) < 20 * tol, (tol, err.tolist())
+        worst = int(err.argmax())
+        alone = sd.sample(sde, target.model(sde), x_T=x_T[worst : worst + 1], solver=ODE("dopri5", rtol=tol, atol=tol))
+        e_alone = float((alone[0] - exact[worst]).abs().max())
+        # the same steps up to the last bit of the step factor (Python's pow there, exp/log here)
+        assert e_alone == pytest.approx(float(err[worst]), rel=1e-3), (tol, e_alone, float(err[worst]))
+    slope = loglog_slope([1 / t for t in tols], typical)
+    assert 0.8 < slope < 1.3, (typical, slope)
+
+
+def _decays(rates):
+    """dy/dt = -rate_i (1 + t) y per sample: y(t) = y0 exp(-rate_i (t + t^2 / 2))."""
+    return lambda t, y: -bcast_rows(rates, y) * (1.0 + bcast_rows(t, y)) * y
+
+
+def bcast_rows(v, y):
+    return v.reshape((-1,) + (1,) * (y.dim() - 1))
+
+
+@pytest.mark.parametrize("method", list(ADAPTIVE))
+def test_integrate_per_sample_is_each_sample_alone(method):
+    rates = torch.tensor([0.5, 4.0, 40.0, -1.0], dtype=torch.float64)
+    y0 = torch.randn(4, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    exact = y0 * torch.exp(-rates[:, None] * 1.5)
+    tol = 1e-7 if ad.TABLEAUX[method].order >= 3 else 1e-5
+    y1, nfe = ad.integrate(_decays(rates), y0, 0.0, 1.0, method=method, rtol=tol, atol=tol, per_sample=True)
+    nfes = []
+    for i in range(4):
+        yi, ni = ad.integrate(
+            _decays(rates[i : i + 1]), y0[i : i + 1], 0.0, 1.0, method=method, rtol=tol, atol=tol, per_sample=True
+        )
+        assert torch.equal(yi[0], y1[i]), (method, i)
+        nfes.append(ni)
+    assert nfe == max(nfes) and min(nfes) < max(nfes)  # the slow sample does not slow the others' steps
+    for i in range(4):  # each sample's error is that of the batch-shared integrator on it alone
+        ys, _ = ad.integrate(_decays(rates[i : i + 1]), y0[i : i + 1], 0.0, 1.0, method=method, rtol=tol, atol=tol)
+        e_ps, e_shared = float((y1[i] - exact[i]).abs().max()), float((ys[0] - exact[i]).abs().max())
+        assert e_ps == pytest.approx(e_shared, rel=1e-3, abs=1e-15), (i, e_ps, e_shared)
+
+
+def test_integrate_per_sample_takes_per_sample_ends_and_stays_inside():
+    """Per-sample t0/t1 (tensors): each sample lands exactly on its own end, and fn sees only times
+    inside its sample's interval; a sample with t0 == t1 is returned unchanged."""
+    t0 = torch.tensor([0.0, 0.2, 0.5, 0.3], dtype=torch.float64)
+    t1 = torch.tensor([1.0, 0.9, 0.5, 0.0], dtype=torch.float64)
+    rates = torch.tensor([1.0, 2.0, 3.0, 0.5], dtype=torch.float64)
+    y0 = torch.ones(4, 2, dtype=torch.float64)
+    seen = []
+
+    def fn(t, y):
+        seen.append(t.clone())
+        return -bcast_rows(rates, y) * y
+
+    y1, nfe, _, per = ad._integrate_per_sample(
+        fn, y0, t0, t1, ad.TABLEAUX["dopri5"], 1e-9, 1e-9, 10_000, None, "dopri5"
+    )
+    exact = y0 * torch.exp(-rates * (t1 - t0))[:, None]
+    torch.testing.assert_close(y1, exact, rtol=1e-7, atol=1e-8)
+    assert torch.equal(y1[2], y0[2]) and int(per[2]) == 0
+    ts = torch.stack(seen)
+    lo, hi = torch.minimum(t0, t1), torch.maximum(t0, t1)
+    assert bool(((ts >= lo) & (ts <= hi)).all())
+    assert all(bool((ts[:, i] == t1[i]).any()) for i in (0, 1, 3))  # landed on each end exactly
+
+
+def test_per_sample_nan_in_one_sample_is_named():
+    sde = sd.VPSDE()
+    x_T = _x_T(TARGET_3, sde, n=4)
+    model = TARGET_3.model(sde)
+
+    def score(x, t):
+        s = model.score(x, t)
+        return torch.where((torch.arange(4) == 2)[:, None] & (t < 0.5)[:, None], torch.nan, s)
+
+    with pytest.raises(sd.NonFiniteError, match=r"sample 2"):
+        sd.sample(sde, score, x_T=x_T, solver=ODE("dopri5", per_sample=True))
+
+
+@pytest.mark.parametrize("time_variable", ["t", "log_snr"])
+def test_per_sample_time_variables_agree(time_variable):
+    sde = sd.DiscreteVPSDE.from_schedule("linear")
+    x_T = _x_T(TARGET_16, sde, n=8)
+    exact = TARGET_16.flow(x_T, sde.T, sde.t_min, sde)
+    solver = ODE("dopri5", rtol=1e-6, atol=1e-6, per_sample=True, time_variable=time_variable, max_nfe=600)
+    if time_variable == "t":  # as the shared solve: the knots of the schedule defeat the estimate in t
+        with pytest.raises(ad.AdaptiveSolveError, match="max_nfe=600"):
+            sd.sample(sde, TARGET_16.model(sde), x_T=x_T, solver=solver)
+        return
+    x = sd.sample(sde, TARGET_16.model(sde), x_T=x_T, solver=solver)
+    assert float((x - exact).abs().max()) < 20e-6 and solver.last_nfe < 400
+
+
+def test_per_sample_callback_lands_on_every_grid_time():
+    sde = sd.VESDE()
+    x_T = _mixed_batch(TARGET_3, sde)
+    grid = sd.grids.karras(sde, 4)
+    seen = []
+    solver = ODE("bosh3", rtol=1e-7, atol=1e-7, per_sample=True)
+    sd.sample(sde, TARGET_3.model(sde), x_T=x_T, solver=solver, grid=grid, callback=seen.append)
+    assert [d["t_next"] for d in seen] == grid[1:].tolist()
+    for d in seen:
+        exact = TARGET_3.flow(x_T, sde.T, d["t_next"], sde)
+        assert float(((d["x"] - exact).abs() / (1 + exact.abs())).max()) < 1e-4
+
+
+# --------------------------------------------------------------------------- per-sample likelihood
+@pytest.mark.parametrize("proc", list(PROCESSES))
+def test_per_sample_likelihood_is_each_sample_alone_and_exact(proc):
+    """log_likelihood(per_sample=True): a sample's log-density alone equals its value in a batch with
+    very different neighbours (bitwise where the process is batch-invariant), and the error against
+    the exact log-density (exact divergence, exact p_T: only integration error) falls with the tolerance."""
+    sde = PROCESSES[proc]()
+    target = sd.Gaussian(torch.linspace(-1.0, 1.0, 4), torch.linspace(0.2, 1.5, 4))
+    x = target.sample(8, generator=torch.Generator().manual_seed(0))
+    x[1] *= 6.0
+    exact = target.marginal_log_prob(x, sde.t_min, sde)
+
+    def prior(z):
+        return target.marginal_log_prob(z, sde.T, sde)
+
+    kw = dict(divergence="exact", prior_logp=prior, per_sample=True)
+    errs = []
+    for tol in (1e-5, 1e-7, 1e-9):
+        res = sd.log_likelihood(sde, target.model(sde), x, rtol=tol, atol=tol, **kw)
+        errs.append(float((res.logp - exact).abs().max()))
+    assert errs[0] > errs[1] > errs[2] and errs[2] < 1e-5, errs
+    for i in (0, 1):
+        alone = sd.log_likelihood(sde, target.model(sde), x[i : i + 1], rtol=1e-9, atol=1e-9, **kw).logp[0]
+        if proc in BITWISE:
+            assert float(alone) == float(res.logp[i])
+        else:
+            assert abs(float(alone) - float(res.logp[i])) < 1e-9
+
+
+def test_per_sample_likelihood_refuses_what_it_cannot_do():
+    sde = sd.VPSDE()
+    x = torch.zeros(2, 3)
+    model = TARGET_3.model(sde)
+    with pytest.raises(ValueError, match="per_sample=True needs an adaptive method"):
+        sd.log_likelihood(sde, model, x, method="heun", steps=4, per_sample=True)
+    with pytest.raises(ValueError, match="solver_options\\['norm'\\] cannot be combined with per_sample"):
+        sd.log_likelihood(sde, model, x, per_sample=True, solver_options={"norm": ad.rms_norm})
+    with pytest.raises(TypeError, match="per_sample must be True or False"):
+        sd.log_likelihood(sde, model, x, per_sample="yes")

@@ -373,7 +373,7 @@ def _integrate_per_sample(fn, y0, t0, t1, tab, rtol, atol, max_nfe, first_step, 
         running, under, broken = torch.stack((active.any(), underflow.any(), bad.any())).tolist()  # the one sync
         if under:
             i = int(torch.nonzero(underflow)[0])
-            _underflow(f"{name}, per sample", when(float(t[i])), count[0], bool(underflow_non_finite[i]))
+            _underflow(f"{name}, per sample: sample {i}", when(float(t[i])), count[0], bool(underflow_non_finite[i]))
         if broken:
             _check_finite_per_sample(k0, bad, t, count[0], name, when)
         if not running:

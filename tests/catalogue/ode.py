@@ -158,4 +158,47 @@ CASES = [
         AdaptiveSolveError,
         r"stopped at t = [\d.]+ after 7 evaluations \(max_nfe=7\)",
     ),
+    # --- per-sample solves (each sample its own steps)
+    Case(
+        "ode-per-sample-string",
+        lambda: ODE("dopri5", per_sample="yes"),
+        TypeError,
+        r"per_sample must be True or False, got .yes.",
+    ),
+    Case("ode-per-sample-fixed", lambda: ODE("heun", per_sample=True), TypeError, r"per_sample"),
+    Case("ode-integrate-per-sample-int", _int(per_sample=1), TypeError, r"per_sample must be True or False, got 1"),
+    Case(
+        "ode-integrate-per-sample-norm",
+        _int(per_sample=True, norm=lambda e: e.abs().max()),
+        ValueError,
+        r"norm must be None with per_sample=True",
+    ),
+    Case(
+        "ode-integrate-per-sample-0d",
+        _int(per_sample=True, y0=torch.tensor(1.0, dtype=torch.float64)),
+        ValueError,
+        r"y0 must .*(1-d|dimension|dim)",
+    ),
+    Case(
+        "ode-integrate-per-sample-max-nfe",
+        _int(per_sample=True, t1=50.0, rtol=1e-10, atol=1e-10, max_nfe=7),
+        AdaptiveSolveError,
+        r"stopped at t = [\d.]+ after 7 evaluations \(max_nfe=7\) \(sample 0\)",
+    ),
+    Case(
+        "ode-integrate-per-sample-nan",
+        _int(
+            per_sample=True,
+            fn=lambda t, y: torch.where((t < 0.5)[:, None], -y, torch.nan),
+            y0=torch.ones(2, 3, dtype=torch.float64),
+        ),
+        NonFiniteError,
+        r"per sample.*NaN or inf",
+    ),
+    Case(
+        "ode-per-sample-solve-max-nfe",
+        _solve(ODE("dopri5", rtol=1e-9, atol=1e-9, max_nfe=20, per_sample=True), torch.float64),
+        AdaptiveSolveError,
+        r"stopped at t = [\d.]+ after 20 evaluations \(max_nfe=20\)",
+    ),
 ]
