@@ -42,3 +42,34 @@ def test_block_runs(code, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     torch.manual_seed(0)
     exec(compile(code, "<doc block>", "exec"), {"__name__": "__doc_block__"})
+
+
+def _nav_pages() -> list[str]:
+    """The pages named in mkdocs.yml's nav (one ``- Title: page.md`` per line)."""
+    text = (ROOT / "mkdocs.yml").read_text()
+    nav = text[text.index("\nnav:") :]
+    return re.findall(r"^\s+- [^:\n]+: (\S+\.md)\s*$", nav, re.M)
+
+
+def test_every_docs_page_is_in_the_site_nav():
+    pages = _nav_pages()
+    assert "index.md" in pages and "api.md" in pages
+    missing = [p.name for p in sorted((ROOT / "docs").glob("*.md")) if p.name not in pages]
+    assert not missing, f"docs pages not in mkdocs.yml's nav: {missing}"
+
+
+def test_nav_hook_drops_only_missing_pages(tmp_path):
+    """The hook keeps the nav entries whose page exists and drops the others (pages other work adds later)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("_nav_hook", ROOT / "docs" / "_nav_hook.py")
+    hook = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hook)
+    (tmp_path / "a.md").write_text("# a")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "b.md").write_text("# b")
+    config = {
+        "docs_dir": str(tmp_path),
+        "nav": [{"A": "a.md"}, {"Gone": "gone.md"}, {"Group": [{"B": "sub/b.md"}, {"C": "c.md"}]}, {"Empty": ["x.md"]}],
+    }
+    assert hook.on_config(config)["nav"] == [{"A": "a.md"}, {"Group": [{"B": "sub/b.md"}]}]
