@@ -143,7 +143,7 @@ def test_bad_arguments():
         ODE("dopri5", rtol=0.0)
     with pytest.raises(ValueError, match="atol"):
         ODE("dopri5", atol=-1.0)
-    with pytest.raises(ValueError, match="last_nfe"):
+    with pytest.raises(ValueError, match=r"^an adaptive ODE's number of evaluations is known only after a solve"):
         ODE("dopri5").nfe(10)
     assert set(ADAPTIVE_METHODS) >= {"dopri5", "bosh3", "adaptive_heun", "dopri8"}
 
@@ -365,3 +365,15 @@ def test_butcher_order_conditions(name):
         for q in range(1, p + 1):
             assert _order_residual(A, w, q) < tol, f"{name}: {label} fails an order-{q} condition"
         assert _order_residual(A, w, p + 1) > 1e-6, f"{name}: {label} is of order above {p}"
+
+
+def test_step_size_underflow_errors_carry_t_and_nfe():
+    """An underflowed adaptive solve raises AdaptiveSolveError with ``t`` and ``nfe`` as attributes (and in
+    the message), or NonFiniteError where the trial steps met NaN or inf."""
+    from sdesolve.solvers.adaptive import AdaptiveSolveError, _underflow
+
+    with pytest.raises(AdaptiveSolveError, match=r"\(dopri5\) broke down at t = 0.25 after 37 evaluations") as err:
+        _underflow("dopri5", 0.25, 37, non_finite=False)
+    assert (err.value.t, err.value.nfe) == (0.25, 37)
+    with pytest.raises(sd.NonFiniteError, match=r"at t = 0.25 after 37 evaluations: every step past t met NaN"):
+        _underflow("dopri5", 0.25, 37, non_finite=True)

@@ -817,3 +817,49 @@ def test_default_inverse_of_log_alpha_and_the_base_gamma_prime():
             torch.testing.assert_close(base_inverse(proc, proc._log_alpha(tt)), tt, rtol=0, atol=1e-12)
         base = sd.LinearSDE._gamma_prime(proc, tt)
         torch.testing.assert_close(base, proc._gamma_prime(tt), rtol=1e-10, atol=0, msg=name)
+
+
+def test_a_process_without_its_hooks_says_which_to_implement():
+    """``LinearSDE`` alone has no marginals: its hooks raise NotImplementedError naming the subclass."""
+
+    class Bare(sd.LinearSDE):
+        pass
+
+    t = torch.tensor([0.5], dtype=F64)
+    with pytest.raises(NotImplementedError, match=r"^Bare must implement _log_alpha\(t\)$"):
+        Bare()._log_alpha(t)
+    with pytest.raises(NotImplementedError, match=r"^Bare must implement _log_sigma\(t\)$"):
+        Bare()._log_sigma(t)
+
+
+@pytest.mark.parametrize("name", BUILTIN_IDS)
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+def test_marginal_prob_and_sigma_over_alpha_answer_in_the_callers_dtype(name, dtype):
+    """``marginal_prob`` returns x0's dtype for every form of t (float, 0-d, per-sample float64 times);
+    ``sigma_over_alpha`` returns t's dtype (float64 for a Python float), with the float64 value rounded once."""
+    sde = BUILTINS[name]
+    x0 = torch.tensor([[0.5, -1.0], [2.0, 0.25], [1.0, 1.0]], dtype=dtype)
+    t64 = torch.tensor([0.2, 0.5, 0.9], dtype=F64)
+    for t in (0.5, torch.tensor(0.5, dtype=F64), t64):
+        mean, std = sde.marginal_prob(x0, t)
+        assert mean.dtype == std.dtype == dtype, (t, mean.dtype, std.dtype)
+    ref = torch.exp(sde._log_sigma(t64) - sde._log_alpha(t64))
+    for t, want in ((t64.to(dtype), dtype), (0.5, F64), (torch.tensor(0.5, dtype=dtype), dtype)):
+        r = sde.sigma_over_alpha(t)
+        assert r.dtype == want, (t, r.dtype)
+    torch.testing.assert_close(sde.sigma_over_alpha(t64), ref, rtol=1e-15, atol=0)
+
+
+@pytest.mark.gpu
+def test_marginal_prob_moves_host_times_to_the_device_of_x0():
+    """x0 on the GPU with times on the host (a float, a per-sample CPU tensor): the mean and the standard
+    deviation live on x0's device, equal to the CPU answer."""
+    dev = torch.device("cuda")
+    for sde in builtin_sdes():
+        x0 = torch.randn(3, 2, dtype=F64)
+        for t in (0.5, torch.tensor([0.2, 0.5, 0.9], dtype=F64)):
+            mean, std = sde.marginal_prob(x0.to(dev), t)
+            assert mean.device.type == std.device.type == "cuda"
+            ref_mean, ref_std = sde.marginal_prob(x0, t)
+            torch.testing.assert_close(mean.cpu(), ref_mean, rtol=1e-14, atol=0)
+            torch.testing.assert_close(std.cpu().expand_as(ref_std), ref_std, rtol=1e-14, atol=0)

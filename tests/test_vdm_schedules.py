@@ -222,3 +222,27 @@ def test_vdm_process_gamma_closed_forms(sched, closed):
     torch.testing.assert_close(sde.sigma(t) ** 2, torch.sigmoid(g), rtol=1e-14, atol=0)
     torch.testing.assert_close(sde.alpha(t) ** 2, torch.sigmoid(-g), rtol=1e-14, atol=0)
     torch.testing.assert_close(sde.t_of_log_snr(-g), t, rtol=0, atol=1e-15)
+
+
+def test_a_users_schedule_inherits_an_exact_derivative():
+    """``GammaSchedule.derivative`` (the default of a schedule without a closed form) is d gamma/dt by
+    autograd: for gamma(t) = g0 + c t^2 it is 2 c t, and VDMSDE takes gamma' from it."""
+    from sdesolve.sde.vdm import GammaSchedule
+
+    class Quadratic(GammaSchedule):
+        def forward(self, t):
+            return -10.0 + 15.0 * t * t
+
+    sched = Quadratic()
+    t = torch.linspace(0.05, 1.0, 20, dtype=F64)
+    torch.testing.assert_close(sched.derivative(t), 30.0 * t, rtol=1e-14, atol=0)
+    torch.testing.assert_close(VDMSDE(sched)._gamma_prime(t), 30.0 * t, rtol=1e-14, atol=0)
+
+
+def test_learned_scalar_gamma_repr_gives_both_endpoints():
+    """``gamma(0) = b``, ``gamma(1) = b + |w|``, whatever the sign w was trained to."""
+    sched = LearnedScalarGamma(-13.3, 5.0)
+    assert repr(sched) == "LearnedScalarGamma(gamma(0)=-13.3, gamma(1)=5)"
+    with torch.no_grad():
+        sched.w.neg_()
+    assert repr(sched) == "LearnedScalarGamma(gamma(0)=-13.3, gamma(1)=5)"
