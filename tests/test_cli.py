@@ -414,3 +414,20 @@ def _png_size(path):
     data = path.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     return struct.unpack(">II", data[16:24])
+
+
+def test_version_is_single_sourced():
+    """pyproject reads the version from sdesolve.__version__; the installed metadata agrees."""
+    import importlib.metadata
+    import re
+    from pathlib import Path
+
+    pyproject = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()
+    assert 'dynamic = ["version"]' in pyproject and 'version = { attr = "sdesolve.__version__" }' in pyproject
+    assert not re.search(r'^version = "', pyproject, re.M)
+    assert re.fullmatch(r"\d+\.\d+\.\d+([a-z]+\d+)?", sd.__version__)
+    try:
+        installed = importlib.metadata.version("sdesolve")
+    except importlib.metadata.PackageNotFoundError:  # pragma: no cover - run from a source tree
+        pytest.skip("sdesolve is not installed")
+    assert installed == sd.__version__
