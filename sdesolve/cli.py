@@ -85,6 +85,10 @@ def _solvers() -> dict[str, Callable[[], Any]]:
         "rk4": lambda: sd.ODE("rk4"),
         "dopri5": lambda: sd.ODE("dopri5", rtol=1e-4, atol=1e-4),
         "vdm-ancestral": sd.VDMAncestral,
+        "dpm-solver++": lambda: sd.DPMSolverPP(2),
+        "unipc": lambda: sd.UniPC(2),
+        "edm-heun": sd.EDMHeun,
+        "euler-ancestral": sd.EulerAncestral,
     }
 
 
@@ -98,6 +102,10 @@ SOLVER_HELP = {
     "rk4": "ODE('rk4') (4 NFE / step)",
     "dopri5": "ODE('dopri5', rtol=1e-4, atol=1e-4) (adaptive: --steps is ignored)",
     "vdm-ancestral": "VDMAncestral()",
+    "dpm-solver++": "DPMSolverPP(2) (multistep, DPM-Solver++(2M))",
+    "unipc": "UniPC(2) (multistep predictor-corrector)",
+    "edm-heun": "EDMHeun() (Karras et al. 2022, 2 NFE / step)",
+    "euler-ancestral": "EulerAncestral()",
 }
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
