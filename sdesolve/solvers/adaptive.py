@@ -352,7 +352,7 @@ def _integrate_per_sample(fn, y0, t0, t1, tab, rtol, atol, max_nfe, first_step, 
     while True:
         remaining = (t1 - t).abs()
         last = h >= remaining * (1.0 - 4.0 * eps64)
-        h = torch.where(last, remaining, h)
+        h = torch.where(active & last, remaining, h)  # a finished sample keeps its next step size
         t_new = torch.where(last, t1, t + direction * h)
         underflow = active & (h <= 8.0 * eps64 * t.abs().clamp(min=1.0))
         underflow_non_finite = underflow & non_finite
