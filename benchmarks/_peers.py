@@ -43,10 +43,12 @@ def load_k_diffusion_sampling():
     path = _find_k_diffusion_dir()
     if path is None:
         return None
-    if importlib.util.find_spec("torchvision") is None:
+    stubs = ("torchvision", "torchvision.transforms", "torchvision.transforms.functional")
+    stubbed = importlib.util.find_spec("torchvision") is None
+    if stubbed:
         # utils.py imports torchvision's image transforms at module level; sampling never
         # calls them. Stand in empty modules so the sampling code itself loads unchanged.
-        for name in ("torchvision", "torchvision.transforms", "torchvision.transforms.functional"):
+        for name in stubs:
             sys.modules.setdefault(name, types.ModuleType(name))
         sys.modules["torchvision"].transforms = sys.modules["torchvision.transforms"]
         sys.modules["torchvision.transforms"].functional = sys.modules["torchvision.transforms.functional"]
@@ -57,4 +59,19 @@ def load_k_diffusion_sampling():
         return importlib.import_module("k_diffusion.sampling")
     except Exception as e:  # pragma: no cover - depends on the box
         print(f"# k-diffusion sampling could not be imported: {e!r}")
+        return None
+    finally:
+        if stubbed:  # k-diffusion's modules keep their references; others (diffusers) must not see the stand-ins
+            for name in stubs:
+                sys.modules.pop(name, None)
+
+
+def load_k_diffusion_external():
+    """k-diffusion's ``external`` module (its wrappers of eps-networks as denoisers), or None."""
+    if load_k_diffusion_sampling() is None:
+        return None
+    try:
+        return importlib.import_module("k_diffusion.external")
+    except Exception as e:  # pragma: no cover - depends on the box
+        print(f"# k-diffusion external could not be imported: {e!r}")
         return None
