@@ -6,18 +6,30 @@ synchronization, so its whole loop (all steps, all network calls) can be recorde
 CUDA graph and replayed with a single launch. The graph reads the start state and the noise
 from static buffers, which each call fills:
 
-1. ``x_T`` (given, or drawn from the prior with ``generator``: one kernel);
-2. every noise draw of the solve, pre-drawn as one block with ``generator`` (one kernel);
+1. one 64-bit key per sample, drawn from ``generator`` (or from ``generator[i]`` for sample i
+   with a list of generators);
+2. ``x_T`` (given, or the prior draw made from the keys);
 3. replay; the non-finite record is read once (one synchronization) unless disabled.
+
+The noise is generated inside the graph: the k-th normal draw of the solve is a function of
+(sample i's key, k, element index) through the counter-based generator Philox4x32-10 (Salmon,
+Moraes, Dror & Shaw 2011, "Parallel random numbers: as easy as 1, 2, 3", SC'11; the generator of
+cuRAND and of PyTorch's CUDA kernels) written in int64 torch operations, then Box-Muller on two
+53-bit uniforms. The draw index k is a constant of the captured graph and the key a static
+buffer, so the memory of a solve does not grow with its number of steps (the earlier design held
+steps x B x event pre-drawn numbers: 3.1 GB for 1000 DDPM steps at batch 256 x 3x32x32), and
+sample i's noise does not depend on the batch it is drawn in: with a list of generators any split
+of a batch gives the same samples.
 
 One sampler may be called from several threads: a lock makes fill, replay and copy-out one
 unit, and every call returns a new tensor (never the static output buffer).
 
 On a CPU (or with ``use_graph=False``) the same buffers drive the plain loop, so results are
-the same function of (x_T, noise block) on every device. Stochastic samplers therefore draw
-their noise in a different order from :func:`sdesolve.sample` with the same seed (one block
-instead of step by step): the law is the same, the individual samples are not; deterministic
-solvers give the same map of x_T.
+the same function of (x_T, keys) on every device (the integer hash is bitwise the same; the
+Box-Muller transcendentals round alike to within an ulp). Stochastic samplers therefore draw
+other noise than :func:`sdesolve.sample` with the same seed (Philox streams instead of the
+generator's): the law is the same, the individual samples are not; deterministic solvers give
+the same map of x_T.
 
 The network must be capturable: no host synchronization, no data-dependent Python control
 flow, no allocation of new CUDA memory pools during replay (standard CUDA-graph rules).
@@ -25,6 +37,7 @@ flow, no allocation of new CUDA memory pools during replay (standard CUDA-graph 
 
 from __future__ import annotations
 
+import math
 import threading
 
 import torch
@@ -35,9 +48,150 @@ from ._validate import check_bool, check_int, check_tensor
 from .grids import _check_sde, resolve_grid
 from .model import as_model, bind_kwargs
 from .sample import _check_device, _check_dtype, _check_generator, _check_shape, _check_solver
-from .solvers.base import NoiseSource, Solver, _to_device, first_nonfinite, new_record, raise_if_bad, run_steps
+from .solvers.base import (
+    GeneratorLike,
+    Solver,
+    _to_device,
+    first_nonfinite,
+    new_record,
+    raise_if_bad,
+    run_steps,
+)
 
 __all__ = ["GraphSampler"]
+
+# ---------------------------------------------------------------- counter-based normal noise
+# Philox4x32-10 (Salmon et al. 2011): a 4 x 32-bit counter (c0, c1, c2, c3) and a 2 x 32-bit key
+# (k0, k1) go through 10 rounds of
+#     (c0, c1, c2, c3) <- (hi(M1 c2) ^ c1 ^ k0, lo(M1 c2), hi(M0 c0) ^ c3 ^ k1, lo(M0 c0)),
+# the key bumped by the Weyl constants W between rounds. Written with int64 torch tensors holding
+# values in [0, 2^32), the two multiplied words stacked as one tensor (a = (c0, c2), b = (c1, c3):
+# 13 elementwise operations a round). Every product is split into 16-bit halves, so no
+# intermediate exceeds 2^50 (no signed overflow anywhere), and the constants enter as Python
+# scalars or device fills (no host-to-device copy: capturable).
+_PHILOX_M = (0xD2511F53, 0xCD9E8D57)
+_PHILOX_W = (0x9E3779B9, 0xBB67AE85)
+_MASK32 = 0xFFFFFFFF
+_STREAM_NOISE, _STREAM_PRIOR = 0, 1  # third counter word: the solver's draws, the prior draw
+
+
+def _lanes(a: Tensor, values: tuple[int, int]) -> Tensor:
+    """A (2, 1, ..., 1) int64 tensor of ``values`` on a's device (fills, no host copy)."""
+    out = a.new_full((2,) + (1,) * (a.dim() - 1), values[1])
+    out[0] = values[0]
+    return out
+
+
+def _round_keys(k: Tensor, rounds: int = 10) -> list[Tensor]:
+    """The key of every round: k = (k0, k1) stacked along dim 0, then bumped by W (mod 2^32)."""
+    w = _lanes(k, _PHILOX_W)
+    keys = [k]
+    for _ in range(rounds - 1):
+        keys.append((keys[-1] + w) & _MASK32)
+    return keys
+
+
+def _philox_lanes(a: Tensor, b: Tensor, round_keys: list[Tensor]) -> tuple[Tensor, Tensor]:
+    """Philox4x32 rounds on stacked words: a = (c0, c2), b = (c1, c3) along dim 0, one round per key
+    of ``round_keys`` (:func:`_round_keys`). Returns the final (a, b), i.e. the output words
+    (a[0], b[0], a[1], b[1])."""
+    m_lo = _lanes(a, (_PHILOX_M[0] & 0xFFFF, _PHILOX_M[1] & 0xFFFF))
+    m_hi = _lanes(a, (_PHILOX_M[0] >> 16, _PHILOX_M[1] >> 16))
+    for k in round_keys:
+        p_lo, p_hi = a * m_lo, a * m_hi  # < 2^48 each; M a = p_lo + p_hi 2^16
+        mid = p_lo + ((p_hi & 0xFFFF) << 16)  # < 2^49; M a = mid + (p_hi >> 16) 2^32
+        hi, lo = (p_hi >> 16) + (mid >> 32), mid & _MASK32
+        a, b = hi.flip(0) ^ b ^ k, lo.flip(0)
+    return a, b
+
+
+def philox4x32(counter, key, rounds: int = 10) -> tuple:
+    """Philox4x32-``rounds`` of ``counter`` (4 words) under ``key`` (2 words): 4 words in [0, 2^32).
+
+    Words are Python ints or int64 tensors (broadcast together, on one device) holding 32-bit
+    values; the result has ints for ints. With 10 rounds it reproduces Random123's known-answer
+    vectors (``tests/kat_vectors``); :func:`counter_normal` runs the same rounds.
+    """
+    words = list(counter) + list(key)
+    scalar = all(isinstance(v, int) for v in words)
+    dev = next((v.device for v in words if isinstance(v, Tensor)), torch.device("cpu"))
+    t = [torch.as_tensor(v, dtype=torch.int64, device=dev) for v in words]
+    t = list(torch.broadcast_tensors(*t))
+    a, b = _philox_lanes(torch.stack((t[0], t[2])), torch.stack((t[1], t[3])), _round_keys(torch.stack(t[4:]), rounds))
+    out = (a[0], b[0], a[1], b[1])
+    return tuple(int(v) for v in out) if scalar else out
+
+
+def counter_normal(
+    keys: Tensor, event_shape, draw: int, stream: int = _STREAM_NOISE, dtype=torch.float32, round_keys=None
+) -> Tensor:
+    """Standard normal numbers of shape (B, *event_shape), a pure function of (keys[i], draw, element).
+
+    Args:
+        keys: (B, 2) int64 tensor of 32-bit words, one 64-bit key per sample.
+        event_shape: the shape of one sample.
+        draw: the draw's index in the solve (the second counter word), an int in [0, 2^32).
+        stream: the third counter word (0 for the solver's draws, 1 for the prior draw).
+        dtype: of the result (computed in float64, then rounded).
+        round_keys: the keys' :func:`_round_keys` (computed here when None; a solve computes
+            them once for all its draws).
+
+    Counter (pair index j, draw, stream, 0) under sample i's key gives 4 words; two 53-bit
+    uniforms u1 in (0, 1] and u2 in [0, 1) then give the elements 2j and 2j + 1 by Box-Muller,
+    sqrt(-2 log u1) (cos, sin)(2 pi u2). Element j of sample i is therefore independent of the
+    batch size and of the other samples' keys.
+    """
+    B = keys.shape[0]
+    n = math.prod(event_shape)
+    P = (n + 1) // 2
+    a = torch.empty((2, B, P), device=keys.device, dtype=torch.int64)
+    a[0] = torch.arange(P, device=keys.device, dtype=torch.int64)  # c0: the pair index
+    a[1] = stream  # c2
+    b = _lanes(a, (draw, 0))  # (c1, c3)
+    if round_keys is None:
+        round_keys = _round_keys(keys.T.unsqueeze(-1))
+    a, b = _philox_lanes(a, b, round_keys)
+    a, b, c, d = a[0], b[0], a[1], b[1]
+    u1 = ((a >> 5) * 67108864 + (b >> 6) + 1).to(torch.float64) * 2.0**-53  # (0, 1]
+    u2 = ((c >> 5) * 67108864 + (d >> 6)).to(torch.float64) * 2.0**-53  # [0, 1)
+    r = torch.sqrt(-2.0 * torch.log(u1))
+    theta = (2.0 * math.pi) * u2
+    z = torch.stack((r * torch.cos(theta), r * torch.sin(theta)), dim=-1).reshape(B, -1)
+    return z[:, :n].reshape((B,) + tuple(event_shape)).to(dtype)
+
+
+def draw_keys(generator, batch: int, device) -> Tensor:
+    """(B, 2) int64 Philox keys: one draw of B keys from ``generator``, or key i from ``generator[i]``."""
+    if isinstance(generator, list):
+        keys = [torch.randint(0, 2**32, (2,), generator=g, device=device, dtype=torch.int64) for g in generator]
+        return torch.stack(keys)
+    return torch.randint(0, 2**32, (batch, 2), generator=generator, device=device, dtype=torch.int64)
+
+
+class CounterNoise:
+    """The noise source of a :class:`GraphSampler` solve: the k-th draw is
+    :func:`counter_normal` of the static ``keys`` buffer at draw index k.
+
+    :func:`~sdesolve.solvers.base.randn_like` calls :meth:`draw`; the draw index is a Python
+    counter (reset per solve), so in a captured graph it is a constant and only the keys change.
+    """
+
+    def __init__(self, keys: Tensor):
+        self.keys = keys
+        self.reset()
+
+    def reset(self) -> None:
+        """Start a solve: draw index 0, round keys computed again (from the keys of this call)."""
+        self.count = 0
+        self._round_keys: list[Tensor] | None = None
+
+    def draw(self, x: Tensor) -> Tensor:
+        k = self.count
+        self.count += 1
+        keys = self.keys[: x.shape[0]]
+        if self._round_keys is None or self._round_keys[0].shape[1] != keys.shape[0]:
+            self._round_keys = _round_keys(keys.T.unsqueeze(-1))
+        return counter_normal(keys, x.shape[1:], k, _STREAM_NOISE, x.dtype, round_keys=self._round_keys)
 
 
 class GraphSampler:
@@ -55,7 +209,10 @@ class GraphSampler:
             outside the graph (at least 1).
 
     Call as ``sampler(generator=g)`` (prior draw) or ``sampler(x_T=x)``; returns a new tensor.
-    Calls from several threads are serialized (one replay at a time).
+    ``generator`` may be a list of B generators: sample i's key (its prior draw and all its
+    noise) comes from ``generator[i]`` alone. Calls from several threads are serialized (one
+    replay at a time). The noise is generated in the graph from per-sample keys (module
+    docstring): memory does not grow with ``steps``.
     Attributes: ``grid``, ``n_noise`` (noise draws per solve), ``nfe`` (network calls per solve).
     """
 
@@ -107,11 +264,11 @@ class GraphSampler:
     def _build(self, warmup: int) -> None:
         """Static buffers, a dry run counting the noise draws and evaluations, then the capture."""
         self._x = torch.zeros(self.shape, device=self.device, dtype=self.dtype)
+        self._keys = torch.zeros((self.shape[0], 2), device=self.device, dtype=torch.int64)
         with torch.no_grad():
             self._coefs = _to_device(self.solver.init(self.sde, self.grid), self._x)
             self.n_noise, self.nfe = self._count()
-            self._noise = torch.zeros((max(self.n_noise, 1),) + self.shape, device=self.device, dtype=self.dtype)
-            self._source = NoiseSource(self._noise)
+            self._source = CounterNoise(self._keys)
             self._record = new_record(self._n, self.device) if self.check_finite else None
             self._graph = None
             if self.use_graph:
@@ -128,7 +285,7 @@ class GraphSampler:
         nfe0 = self.model.nfe
         try:
             for x in (self._x[:1], self._x) if self.shape[0] > 1 else (self._x,):
-                counter, self.model.nfe = NoiseSource(None), nfe0
+                counter, self.model.nfe = CounterNoise(self._keys), nfe0
                 try:
                     self._loop(counter, record=None, x=x)
                     break
@@ -139,7 +296,7 @@ class GraphSampler:
         finally:
             self.model.nfe = nfe0  # building it evaluates nothing on the caller's count
 
-    def _loop(self, source: NoiseSource, record: Tensor | None, x: Tensor | None = None) -> Tensor:
+    def _loop(self, source: CounterNoise, record: Tensor | None, x: Tensor | None = None) -> Tensor:
         source.reset()
         state = self.solver.init_state(self._x if x is None else x, self._coefs)
         state = run_steps(
@@ -148,23 +305,24 @@ class GraphSampler:
         return state["x"]
 
     def _fill(self, x_T: Tensor | None, generator) -> None:
-        """Write the start state and the noise block into the static buffers."""
+        """Write the per-sample keys and the start state (given, or the prior draw from the keys)."""
+        if x_T is None and not self._starts_at_T:
+            raise ValueError(
+                f"x_T is required: the grid starts at t = {float(self.grid[0]):g} < T = {float(self.sde.T):g}; "
+                f"pass x_T, the state at grid[0]"
+            )
+        self._keys.copy_(draw_keys(generator, self.shape[0], self.device))
         if x_T is None:
-            if not self._starts_at_T:
-                raise ValueError(
-                    f"x_T is required: the grid starts at t = {float(self.grid[0]):g} < T = {float(self.sde.T):g}; "
-                    f"pass x_T, the state at grid[0]"
-                )
-            self._x.normal_(0.0, float(self.sde.prior_std), generator=generator)
+            z = counter_normal(self._keys, self.shape[1:], 0, _STREAM_PRIOR, torch.float64)
+            self._x.copy_(z * float(self.sde.prior_std))  # the prior N(0, prior_std^2 I)
         else:
             self._x.copy_(x_T)
-        if self.n_noise:
-            self._noise.normal_(generator=generator)
 
     # ------------------------------------------------------------------ call
-    def __call__(self, x_T: Tensor | None = None, *, generator: torch.Generator | None = None) -> Tensor:
-        """One solve: from ``x_T`` (or a prior draw with ``generator``), noise drawn with ``generator``."""
-        _check_generator(generator, self.device)
+    def __call__(self, x_T: Tensor | None = None, *, generator: GeneratorLike = None) -> Tensor:
+        """One solve: from ``x_T`` (or a prior draw), noise from per-sample keys drawn with ``generator``
+        (a ``torch.Generator``, a list of B of them, or None for the default generator)."""
+        _check_generator(generator, self.device, batch=self.shape[0])
         if x_T is not None:
             check_tensor(x_T, "x_T", min_dim=1)
             if tuple(x_T.shape) != self.shape or x_T.dtype != self.dtype or x_T.device != self.device:

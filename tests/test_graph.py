@@ -4,9 +4,10 @@ import math
 
 import pytest
 import torch
+from helpers import chain_moments, check_moments
 
 import sdesolve as sd
-from sdesolve.solvers.base import NoiseSource
+from sdesolve.graph import CounterNoise, counter_normal, draw_keys, philox4x32
 
 TARGET = sd.Gaussian(torch.tensor([1.0, -2.0, 0.5]), torch.tensor([0.5, 2.0, 1.0]))
 
@@ -23,8 +24,9 @@ def test_deterministic_solvers_give_the_same_map_as_sample(solver):
 
 
 @pytest.mark.parametrize("solver", [sd.EulerMaruyama(), sd.DDPM(), sd.DDIM(eta=0.5), sd.VDMAncestral()], ids=repr)
-def test_stochastic_solvers_consume_the_predrawn_block_in_order(solver):
-    """The sampler = the solver's own steps fed x_T then the noise block, drawn from one generator."""
+def test_stochastic_solvers_draw_the_counter_noise_in_order(solver):
+    """The sampler = the solver's own steps from the prior draw of the keys, its k-th noise draw
+    counter_normal(keys, k): keys are the only state a call fills."""
     sde = sd.VPSDE()
     model = TARGET.model(sde)
     steps, shape = 10, (32, 3)
@@ -32,21 +34,189 @@ def test_stochastic_solvers_consume_the_predrawn_block_in_order(solver):
     assert gs.n_noise == steps - 1  # denoise: no noise at the last step
     out = gs(generator=torch.Generator().manual_seed(3))
 
-    g = torch.Generator().manual_seed(3)
-    x = torch.empty(shape, dtype=torch.float64).normal_(0.0, 1.0, generator=g)
-    block = torch.empty((gs.n_noise,) + shape, dtype=torch.float64).normal_(generator=g)
+    keys = draw_keys(torch.Generator().manual_seed(3), shape[0], "cpu")
+    x = counter_normal(keys, shape[1:], 0, stream=1, dtype=torch.float64) * sde.prior_std
     grid = sd.grids.make_grid(solver.default_grid, sde, steps)
     coefs = solver.init(sde, grid)
-    src = NoiseSource(block)
+    src = CounterNoise(keys)
     state = solver.init_state(x, coefs)
     for i in range(steps):
         state = solver.step(model, state, i, coefs, generator=src, noise=i < steps - 1)
-    torch.testing.assert_close(out, state["x"], rtol=0, atol=1e-12)
+    assert torch.equal(out, state["x"]) and src.count == gs.n_noise
     # a different seed gives different samples, the same seed the same
     assert not torch.allclose(out, gs(generator=torch.Generator().manual_seed(4)))
-    torch.testing.assert_close(out, gs(generator=torch.Generator().manual_seed(3)), rtol=0, atol=0)
+    assert torch.equal(out, gs(generator=torch.Generator().manual_seed(3)))
 
 
+# ------------------------------------------------------------------ the counter-based generator
+def test_philox_reproduces_random123_known_answers():
+    """Random123 tests/kat_vectors, the three philox4x32 10 lines (ctr[4] key[2] -> out[4]), for
+    Python ints and for int64 tensors (the in-graph path)."""
+    kat = [
+        ((0, 0, 0, 0), (0, 0), (0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8)),
+        ((0xFFFFFFFF,) * 4, (0xFFFFFFFF,) * 2, (0x408F276D, 0x41C83B0E, 0xA20BC7C6, 0x6D5451FD)),
+        (
+            (0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344),
+            (0xA4093822, 0x299F31D0),
+            (0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1),
+        ),
+    ]
+    for ctr, key, want in kat:
+        assert philox4x32(ctr, key) == want
+        t = [torch.tensor([v, 0], dtype=torch.int64) for v in ctr]  # a batch of two counters
+        k = [torch.tensor(v, dtype=torch.int64) for v in key]
+        got = philox4x32(t, k)
+        assert tuple(int(w[0]) for w in got) == want
+        assert all(0 <= int(w.min()) and int(w.max()) < 2**32 for w in got)
+    # 7 rounds: the kat_vectors line "philox4x32 7 0 ... 0 -> 5f6fb709 0d893f64 4f121f81 4f730a48"
+    assert philox4x32((0, 0, 0, 0), (0, 0), rounds=7) == (0x5F6FB709, 0x0D893F64, 0x4F121F81, 0x4F730A48)
+
+
+def _normals(n_samples=100, event=250, draws=4, seed=0):
+    keys = draw_keys(torch.Generator().manual_seed(seed), n_samples, "cpu")
+    return torch.stack([counter_normal(keys, (event,), k, dtype=torch.float64) for k in range(draws)])
+
+
+def test_counter_noise_is_standard_normal():
+    """100 000 numbers: moments within 5 standard errors, Kolmogorov-Smirnov at level 1e-6,
+    tail frequencies within 5 binomial standard errors."""
+    from scipy import stats
+
+    z = _normals().reshape(-1)
+    n = z.numel()
+    assert abs(float(z.mean())) <= 5 / math.sqrt(n)
+    assert abs(float(z.var()) - 1) <= 5 * math.sqrt(2 / n)
+    assert abs(float((z**3).mean())) <= 5 * math.sqrt(15 / n)  # E z^3 = 0, Var z^3 = 15
+    assert abs(float((z**4).mean()) - 3) <= 5 * math.sqrt(96 / n)  # E z^4 = 3, Var z^4 = 105 - 9
+    ks = stats.kstest(z.numpy(), "norm")
+    assert ks.pvalue > 1e-6, ks
+    for c in (1.0, 2.0, 3.0, 4.0):
+        p = 2 * stats.norm.sf(c)
+        freq = float((z.abs() > c).double().mean())
+        assert abs(freq - p) <= 5 * math.sqrt(p * (1 - p) / n), (c, freq, p)
+
+
+def test_counter_noise_is_independent_across_draws_samples_and_elements():
+    """Correlations (of the values and of their squares) between neighbouring draws, samples,
+    elements and Box-Muller partners are within 5 / sqrt(n) of 0 (n pairs each)."""
+    z = _normals()  # (draws, samples, elements)
+
+    def corr(a, b):
+        a, b = a.reshape(-1), b.reshape(-1)
+        bound = 5 / math.sqrt(a.numel())
+        for f in (lambda v: v, lambda v: v * v):
+            r = torch.corrcoef(torch.stack([f(a), f(b)]))[0, 1]
+            assert abs(float(r)) <= bound, (float(r), bound)
+
+    corr(z[:-1], z[1:])  # draw k and k + 1, same sample and element
+    corr(z[:, :-1], z[:, 1:])  # sample i and i + 1
+    corr(z[:, :, 0:-1:2], z[:, :, 1::2])  # the two outputs of one Box-Muller pair
+    corr(z[:, :, 1:-1:2], z[:, :, 2::2])  # neighbouring pairs
+    # keys drawn by the same generator for a batch, or by one generator per sample, are all distinct
+    keys = draw_keys(torch.Generator().manual_seed(0), 10_000, "cpu")
+    assert torch.unique(keys[:, 0] * 2**32 + keys[:, 1]).numel() == 10_000
+
+
+def test_counter_noise_of_a_sample_depends_on_its_key_alone():
+    keys = draw_keys([torch.Generator().manual_seed(s) for s in range(5)], 5, "cpu")
+    full = counter_normal(keys, (2, 3), 7, dtype=torch.float64)
+    assert torch.equal(full[2:4], counter_normal(keys[2:4], (2, 3), 7, dtype=torch.float64))
+    alone = draw_keys(torch.Generator().manual_seed(3), 1, "cpu")  # a batch of one from generator 3
+    assert torch.equal(alone, keys[3:4])
+    # float32 noise is the float64 noise rounded; another draw index or stream is other noise
+    assert torch.equal(counter_normal(keys, (2, 3), 7, dtype=torch.float32), full.float())
+    assert not torch.equal(full, counter_normal(keys, (2, 3), 8, dtype=torch.float64))
+    assert not torch.equal(full, counter_normal(keys, (2, 3), 7, stream=1, dtype=torch.float64))
+    # an odd element count uses the first of the last pair
+    assert torch.equal(counter_normal(keys, (5,), 7, dtype=torch.float64), full.reshape(5, 6)[:, :5])
+
+
+SPLIT_SOLVERS = {
+    "em": lambda: sd.EulerMaruyama(),
+    "ddpm": lambda: sd.DDPM(),
+    "ddim-eta": lambda: sd.DDIM(eta=0.7),
+    "vdm-ancestral": lambda: sd.VDMAncestral(),
+    "pc": lambda: sd.PredictorCorrector(sd.ReverseDiffusionPredictor(), sd.LangevinCorrector(n_steps=2)),
+    "pc-ancestral-annealed": lambda: sd.PredictorCorrector(
+        sd.AncestralPredictor(), sd.AnnealedLangevinCorrector(0.1, 1)
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(SPLIT_SOLVERS))
+@pytest.mark.parametrize("process", ["vp", "ve"])
+def test_generator_lists_make_splits_bitwise_equal(name, process):
+    """GraphSampler(8) with generators g0..g7 equals GraphSampler(3) with g0..g2 then (5) with g3..g7."""
+    sde = sd.VPSDE() if process == "vp" else sd.VESDE()
+    model = TARGET.model(sde)
+
+    def run(seeds):
+        gs = sd.GraphSampler(
+            sde, model, (len(seeds), 3), solver=SPLIT_SOLVERS[name](), steps=6, device="cpu", dtype=torch.float64
+        )
+        return gs(generator=[torch.Generator().manual_seed(s) for s in seeds])
+
+    whole = run(range(8))
+    assert torch.equal(whole, torch.cat([run(range(3)), run(range(3, 8))]))
+    assert len({tuple(r.tolist()) for r in whole}) == 8
+
+
+@pytest.mark.parametrize(
+    "solver,D",
+    [(sd.EulerMaruyama(), 2), (sd.EulerMaruyama(), 4), (sd.EulerMaruyama(), 16), (sd.EulerMaruyama(), 64)]
+    + [(sd.DDIM(eta=1.0), 16), (sd.VDMAncestral(), 4)],
+    ids=repr,
+)
+def test_graph_sampler_follows_the_exact_chain_law(solver, D):
+    """Driven by the counter noise, the chain's output law is the exact one of its affine-Gaussian
+    steps (helpers.chain_moments, from the prior): per coordinate within 5 standard errors."""
+    sde = sd.VPSDE()
+    target = sd.Gaussian(
+        torch.linspace(-2.0, 2.0, D, dtype=torch.float64), torch.linspace(0.3, 2.0, D, dtype=torch.float64)
+    )
+    model = target.model(sde)
+    steps, n = 10, 2000
+    gs = sd.GraphSampler(sde, model, (n, D), solver=solver, steps=steps, device="cpu", dtype=torch.float64)
+    x = gs(generator=torch.Generator().manual_seed(D))
+    prior_var = torch.full((D,), float(sde.prior_std) ** 2, dtype=torch.float64)
+    mean, var = chain_moments(solver, sde, model, gs.grid, torch.zeros(D, dtype=torch.float64), prior_var)
+    check_moments(x, mean, var, what=f"{solver!r} D={D}")
+
+
+@pytest.mark.gpu
+def test_counter_noise_is_the_same_on_cuda_and_cpu():
+    """The integer hash is bitwise the same on both devices; the float64 Box-Muller to round-off."""
+    keys = draw_keys(torch.Generator().manual_seed(0), 64, "cpu")
+    cpu = counter_normal(keys, (3, 8, 8), 5, dtype=torch.float64)
+    gpu = counter_normal(keys.cuda(), (3, 8, 8), 5, dtype=torch.float64).cpu()
+    words = philox4x32((torch.arange(1000), 5, 0, 0), (keys[:1, :1], keys[:1, 1:]))
+    words_gpu = philox4x32((torch.arange(1000, device="cuda"), 5, 0, 0), (keys[:1, :1].cuda(), keys[:1, 1:].cuda()))
+    assert all(torch.equal(a, b.cpu()) for a, b in zip(words, words_gpu))
+    torch.testing.assert_close(gpu, cpu, rtol=1e-13, atol=1e-13)
+
+
+@pytest.mark.gpu
+def test_memory_does_not_grow_with_steps():
+    """The captured solve holds no steps x B x event block: 1000 DDPM steps at batch 64 x 3x32x32
+    peak within 8 states of 10 steps (a pre-drawn block would be 1000 states: 786 MB)."""
+    sde = sd.VPSDE()
+    model = sd.Gaussian(torch.zeros(3, 32, 32), 0.5).model(sde)
+    shape = (64, 3, 32, 32)
+    state_bytes = 4 * math.prod(shape)
+    peaks = {}
+    for steps in (10, 1000):
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        gs = sd.GraphSampler(sde, model, shape, solver=sd.DDPM(), steps=steps, device="cuda")
+        gs(generator=torch.Generator("cuda").manual_seed(0))
+        torch.cuda.synchronize()
+        peaks[steps] = torch.cuda.max_memory_allocated() - base
+        del gs
+    assert peaks[1000] - peaks[10] <= 8 * state_bytes, (peaks, state_bytes)
+
+
+@pytest.mark.slow  # 199 draws of 60 000 counter-based normals; the chain-law test below covers D = 2..64 fast
 def test_graph_sampler_samples_the_gaussian_law():
     sde = sd.VPSDE()
     n = 20000
@@ -144,7 +314,7 @@ def test_one_sampler_called_from_several_threads_returns_each_threads_samples():
     # every call returns a new tensor, never a static buffer
     a = gs(generator=torch.Generator().manual_seed(0))
     gs(generator=torch.Generator().manual_seed(1))
-    assert torch.equal(a, ref[0]) and a.data_ptr() not in (gs._x.data_ptr(), gs._noise.data_ptr())
+    assert torch.equal(a, ref[0]) and a.data_ptr() not in (gs._x.data_ptr(), gs._keys.data_ptr())
 
 
 def test_grid_and_steps_arguments():

@@ -281,26 +281,3 @@ def randn_like(x: Tensor, generator) -> Tensor:
     if generator is None or isinstance(generator, (torch.Generator, list, tuple)):
         return draw("normal", x.shape, generator, device=x.device, dtype=x.dtype)
     return generator.draw(x)
-
-
-class NoiseSource:
-    """Hands out consecutive slices of a pre-drawn block of standard normal noise.
-
-    With ``buffer=None`` it only counts the draws (a dry run), returning fresh zeros-free noise.
-    """
-
-    def __init__(self, buffer: Tensor | None = None):
-        self.buffer = buffer
-        self.count = 0
-
-    def reset(self) -> None:
-        self.count = 0
-
-    def draw(self, x: Tensor) -> Tensor:
-        k = self.count
-        self.count += 1
-        if self.buffer is None:
-            return torch.randn(x.shape, device=x.device, dtype=x.dtype)
-        if k >= self.buffer.shape[0]:
-            raise RuntimeError("the solver drew more noise than in its dry run; it must draw the same every solve")
-        return self.buffer[k]
