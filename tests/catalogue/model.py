@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 import sdesolve as sd
-from sdesolve.model import ScoreModel, as_model
+from sdesolve.model import GuidedModel, ScoreModel, as_model
 
 from . import Case
 
@@ -22,6 +22,29 @@ def _m(**kw):
 
 def _x():
     return torch.zeros(3, 2, dtype=F64)
+
+
+def _net_kw(x, t, **kwargs):
+    return 0.5 * x
+
+
+def _mk(**model_kwargs):
+    """A model of a network taking extra inputs, with ``model_kwargs`` bound."""
+    return ScoreModel(_net_kw, sd.VPSDE(), model_kwargs=model_kwargs)
+
+
+def _null():
+    return {"class_labels": torch.tensor([0])}
+
+
+def _sample(**kw):
+    sde = sd.VPSDE()
+    return sd.sample(sde, ScoreModel(_net_kw, sde), (3, 2), solver=sd.DDIM(), steps=2, **kw)
+
+
+class _StrNet(torch.nn.Module):
+    def forward(self, x, t):
+        return "eps"
 
 
 CASES = [
@@ -127,6 +150,189 @@ CASES = [
         lambda: _m(time_input=lambda t: 0.5).eps(_x(), 0.5),
         TypeError,
         r"time_input must return a tensor, got float",
+    ),
+    # what the network returns: output objects that hold no tensor
+    Case(
+        "model-net-returns-none",
+        lambda: ScoreModel(lambda x, t: None, sd.VPSDE()).eps(_x(), 0.5),
+        TypeError,
+        r"the network <lambda> must return a tensor or an output holding one .*got NoneType",
+    ),
+    Case(
+        "model-net-returns-empty-tuple",
+        lambda: ScoreModel(lambda x, t: (), sd.VPSDE()).eps(_x(), 0.5),
+        TypeError,
+        r"the network <lambda> must return a tensor .*tuple or list whose first element is a tensor.*got tuple of 0",
+    ),
+    Case(
+        "model-net-returns-dict-of-two",
+        lambda: ScoreModel(lambda x, t: {"a": x, "b": x}, sd.VPSDE()).eps(_x(), 0.5),
+        TypeError,
+        r"the network <lambda> must return .*a dict with a 'sample' key or a single tensor value\), got dict with keys",
+    ),
+    Case(
+        "model-net-module-returns-string",
+        lambda: ScoreModel(_StrNet(), sd.VPSDE()).eps(_x(), 0.5),
+        TypeError,
+        r"the network _StrNet must return a tensor .*got str",
+    ),
+    # model_kwargs: ScoreModel(model_kwargs=), with_kwargs, sample/log_likelihood/GraphSampler(model_kwargs=)
+    Case(
+        "model-model_kwargs-list",
+        lambda: ScoreModel(_net_kw, sd.VPSDE(), model_kwargs=[("y", 1)]),
+        TypeError,
+        r"model_kwargs must be a dict of the network's keyword inputs \(str keys\) or None, got \[\('y', 1\)\]",
+    ),
+    Case(
+        "model-model_kwargs-key-not-str",
+        lambda: ScoreModel(_net_kw, sd.VPSDE(), model_kwargs={0: torch.zeros(3)}),
+        TypeError,
+        r"model_kwargs keys must be str \(the network's keyword names\), got 0",
+    ),
+    Case(
+        "model-model_kwargs-rows",
+        lambda: _mk(class_labels=torch.zeros(2)).eps(_x(), 0.5),
+        ValueError,
+        r"model_kwargs\['class_labels'\] has 2 rows \(its leading dimension\) but x has batch size 3: a per-sample "
+        r"input needs one row per sample, or 1 row shared",
+    ),
+    Case(
+        "model-model_kwargs-nested-rows",
+        lambda: _mk(added_cond_kwargs={"text_embeds": torch.zeros(4, 5)}).eps(_x(), 0.5),
+        ValueError,
+        r"model_kwargs\['added_cond_kwargs'\]\['text_embeds'\] has 4 rows .* but x has batch size 3",
+    ),
+    Case(
+        "sample-model_kwargs-string",
+        lambda: _sample(model_kwargs="class_labels"),
+        TypeError,
+        r"model_kwargs must be a dict of the network's keyword inputs",
+    ),
+    Case(
+        "sample-model_kwargs-rows",
+        lambda: _sample(model_kwargs={"class_labels": torch.zeros(5, dtype=torch.long)}),
+        ValueError,
+        r"model_kwargs\['class_labels'\] has 5 rows .* but x has batch size 3",
+    ),
+    Case(
+        "log_likelihood-model_kwargs-tuple",
+        lambda: sd.log_likelihood(sd.VPSDE(), _net_kw, _x(), model_kwargs=(1, 2)),
+        TypeError,
+        r"model_kwargs must be a dict of the network's keyword inputs",
+    ),
+    Case(
+        "graph_sampler-model_kwargs-int",
+        lambda: sd.GraphSampler(sd.VPSDE(), _net_kw, (3, 2), solver=sd.DDIM(), steps=2, device="cpu", model_kwargs=3),
+        TypeError,
+        r"model_kwargs must be a dict of the network's keyword inputs .* got 3",
+    ),
+    # select(index)
+    Case("model-select-float", lambda: _mk().select(1.5), TypeError, r"index must be an int, got 1.5"),
+    Case("model-select-bool", lambda: _mk().select(True), TypeError, r"index must be an int, got True"),
+    Case("model-select-string", lambda: _mk().select("0:2"), TypeError, r"index must be an int, got '0:2'"),
+    Case(
+        "model-select-float-tensor",
+        lambda: _mk().select(torch.tensor([0.0, 1.0])),
+        TypeError,
+        r"index must be an int, a slice, a list of ints or a 1-d integer or boolean tensor, got a tensor of shape",
+    ),
+    Case(
+        "model-select-2d-tensor",
+        lambda: _mk().select(torch.zeros(2, 2, dtype=torch.long)),
+        TypeError,
+        r"index must be an int, a slice, a list of ints or a 1-d integer or boolean tensor",
+    ),
+    Case("model-select-list-of-floats", lambda: _mk().select([0, 1.0]), TypeError, r"index\[k\] must be an int"),
+    # guided(guidance_scale, uncond_kwargs) / GuidedModel
+    Case(
+        "guided-guidance_scale-string",
+        lambda: _mk().guided("7.5", _null()),
+        TypeError,
+        r"guidance_scale must be a real number, got '7.5'",
+    ),
+    Case(
+        "guided-guidance_scale-nan",
+        lambda: _mk().guided(float("nan"), _null()),
+        ValueError,
+        r"guidance_scale must be a finite number",
+    ),
+    Case(
+        "guided-guidance_scale-tensor",
+        lambda: _mk().guided(torch.ones(2), _null()),
+        TypeError,
+        r"guidance_scale must be a real number",
+    ),
+    Case(
+        "guided-uncond_kwargs-none",
+        lambda: _mk().guided(3.0, None),
+        ValueError,
+        r"uncond_kwargs must be a non-empty dict of the network's unconditional inputs",
+    ),
+    Case(
+        "guided-uncond_kwargs-empty",
+        lambda: _mk().guided(3.0, {}),
+        ValueError,
+        r"uncond_kwargs must be a non-empty dict of the network's unconditional inputs .*got \{\}",
+    ),
+    Case(
+        "guided-uncond_kwargs-list",
+        lambda: _mk().guided(3.0, [0]),
+        TypeError,
+        r"uncond_kwargs must be a dict of the network's keyword inputs",
+    ),
+    Case(
+        "guided-of-guided",
+        lambda: _mk().guided(3.0, _null()).guided(2.0, _null()),
+        ValueError,
+        r"model is already a GuidedModel: guide the conditional ScoreModel once",
+    ),
+    Case(
+        "guided-model-not-a-score-model",
+        lambda: GuidedModel(_net_kw, 3.0, _null()),
+        TypeError,
+        r"model must be a ScoreModel, got <function _net_kw",
+    ),
+    Case(
+        "guided-uncond-without-cond",
+        lambda: _mk().guided(3.0, _null()).eps(_x(), 0.5),
+        ValueError,
+        r"uncond_kwargs\['class_labels'\] has no conditional counterpart in model_kwargs",
+    ),
+    Case(
+        "guided-per-sample-shapes-differ",
+        lambda: _mk(emb=torch.zeros(3, 4)).guided(3.0, {"emb": torch.zeros(1, 5)}).eps(_x(), 0.5),
+        ValueError,
+        r"uncond_kwargs\['emb'\] has per-sample shape \(5,\) but model_kwargs\['emb'\] has \(4,\)",
+    ),
+    Case(
+        "guided-uncond-rows",
+        lambda: _mk(class_labels=torch.zeros(3)).guided(3.0, {"class_labels": torch.zeros(2)}).eps(_x(), 0.5),
+        ValueError,
+        r"uncond_kwargs\['class_labels'\] has 2 rows .* but x has batch size 3",
+    ),
+    Case(
+        "guided-non-tensor-inputs-differ",
+        lambda: _mk(class_labels=torch.zeros(3), mode="cond").guided(3.0, {"mode": "uncond"}).eps(_x(), 0.5),
+        ValueError,
+        r"uncond_kwargs\['mode'\] \('uncond'\) and model_kwargs\['mode'\] \('cond'\) differ but are not both "
+        r"per-sample tensors",
+    ),
+    Case(
+        "guided-per-sample-against-number",
+        lambda: _mk(class_labels=torch.zeros(3)).guided(3.0, {"class_labels": 0}).eps(_x(), 0.5),
+        ValueError,
+        r"uncond_kwargs\['class_labels'\] \(0\) and model_kwargs\['class_labels'\] .* differ but are not both",
+    ),
+    Case(
+        "guided-net-returns-one-half",
+        lambda: (
+            ScoreModel(lambda x, t, y: x[:3], sd.VPSDE(), model_kwargs={"y": torch.zeros(3)})
+            .guided(3.0, {"y": torch.ones(1)})
+            .eps(_x(), 0.5)
+        ),
+        ValueError,
+        r"the network returned shape \(3, 2\) for the guided batch of 2B = 6 samples \(unconditional, then "
+        r"conditional\), expected \(6, 2\)",
     ),
     # as_model(model, sde)
     Case(

@@ -1,0 +1,446 @@
+"""Real networks and conditioning: output objects, extra inputs split with the batch, classifier-free guidance.
+
+The proofs:
+
+* output objects (diffusers' ``UNet2DOutput``, tuples, lists, dicts, namedtuples) give bitwise the
+  views of the bare tensor;
+* per-sample inputs are routed to their own samples: with an exact class-conditional network
+  (class c's data law is a Gaussian, so its score is known in closed form) a mixed-label batch gives,
+  sample by sample, the result of sampling each class alone, and the law of each class's samples is
+  the exact law of the chain (``chain_moments``) at D = 2, 4, 16, 64; the likelihood of each sample is
+  its class's exact log-density; ``select`` and ``GraphSampler`` split and bind them the same way;
+* guidance is diffusers' pipeline loop: a class-conditional ``UNet2DModel`` sampled with
+  ``DDIMScheduler`` and ``noise_pred_uncond + guidance_scale * (noise_pred_text - noise_pred_uncond)``
+  by hand, step for step (float64, 1e-12), with one network call of 2B samples per evaluation;
+  the guided views equal ``uncond + w (cond - uncond)`` of the separate views in every
+  parameterization (guidance commutes with the affine conversions).
+"""
+
+from __future__ import annotations
+
+import collections
+import copy
+import runpy
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import chain_moments, check_moments, tiny_unet
+
+import sdesolve as sd
+from sdesolve.model import PREDICTIONS, GuidedModel, ScoreModel, convert, unwrap_output
+
+F64 = torch.float64
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny networks run fastest on one thread (two threads on a loaded 2-core machine are 100x slower)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _identity(t):
+    return t
+
+
+class ClassGaussians(torch.nn.Module):
+    """The exact eps network of class-conditional data ``x0 | c ~ N(mu_c, diag(s_c^2))`` (continuous t).
+
+    Under x_t = alpha x0 + sigma eps the class-c marginal is N(alpha mu_c, alpha^2 s_c^2 + sigma^2), whose
+    score is -(x - alpha mu_c) / v and whose eps is -sigma score. Elementwise per sample, so a
+    sample's output does not depend on its batch neighbours.
+    """
+
+    def __init__(self, sde, means, stds):
+        super().__init__()
+        self.sde = sde
+        self.register_buffer("means", means.to(F64))
+        self.register_buffer("stds", stds.to(F64))
+
+    def forward(self, x, t, class_labels):
+        shape = (-1,) + (1,) * (x.dim() - 1)
+        a = torch.exp(self.sde._log_alpha(t.to(F64))).reshape(shape)
+        s = torch.exp(self.sde._log_sigma(t.to(F64))).reshape(shape)
+        mu = self.means[class_labels].reshape((-1,) + tuple(x.shape[1:]))
+        std = self.stds[class_labels].reshape((-1,) + tuple(x.shape[1:]))
+        v = a * a * std * std + s * s
+        return (s * (x - a * mu) / v).to(x.dtype)
+
+
+def _class_laws(D, n_classes=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    means = 2.0 * torch.randn(n_classes, D, generator=g, dtype=F64)
+    stds = 0.3 + torch.rand(n_classes, D, generator=g, dtype=F64)
+    return means, stds
+
+
+def _class_model(sde, D, **kw):
+    means, stds = _class_laws(D)
+    return ScoreModel(ClassGaussians(sde, means, stds), sde, prediction="eps", time_input=_identity, **kw), means, stds
+
+
+class Calls:
+    """Wraps a network: records the batch size of every call."""
+
+    def __init__(self, net):
+        self.net, self.batches = net, []
+
+    def __call__(self, x, t, **kw):
+        self.batches.append(x.shape[0])
+        return self.net(x, t, **kw)
+
+
+def _smooth(x, t, class_labels=None, scale=None):
+    """A smooth, nonlinear test network of (x, t, class label)."""
+    tt = t.to(x.dtype).reshape((-1,) + (1,) * (x.dim() - 1))
+    c = 0.0 if class_labels is None else class_labels.to(x.dtype).reshape((-1,) + (1,) * (x.dim() - 1))
+    out = torch.sin(x + c) * (1 + tt) + 0.1 * x**2 - 0.3 * c
+    return out if scale is None else scale * out
+
+
+# ----------------------------------------------------------------------------- output objects
+_Out = collections.namedtuple("_Out", ["sample", "extra"])
+
+
+def _wrappers():
+    from diffusers.models.unets.unet_2d import UNet2DOutput
+
+    return {
+        "tensor": lambda o: o,
+        "UNet2DOutput": lambda o: UNet2DOutput(sample=o),
+        "tuple": lambda o: (o,),
+        "tuple-with-extras": lambda o: (o, None, "aux"),
+        "list": lambda o: [o],
+        "dict-sample": lambda o: {"sample": o, "other": o + 1},
+        "dict-single": lambda o: {"denoised": o},
+        "namedtuple": lambda o: _Out(o, 3),
+    }
+
+
+@pytest.mark.parametrize("form", list(_wrappers()))
+@pytest.mark.parametrize("pred", PREDICTIONS)
+def test_output_objects_give_the_views_of_the_bare_tensor(form, pred):
+    wrap = _wrappers()[form]
+    sde = sd.VPSDE()
+    x = torch.randn(4, 3, 2, generator=torch.Generator().manual_seed(0), dtype=F64)
+    t = torch.tensor([0.1, 0.3, 0.6, 0.9], dtype=F64)
+    bare = ScoreModel(_smooth, sde, prediction=pred, time_input=_identity)
+    wrapped = ScoreModel(lambda x, t: wrap(_smooth(x, t)), sde, prediction=pred, time_input=_identity)
+    for view in PREDICTIONS:
+        assert torch.equal(wrapped.predict(x, t, view), bare.predict(x, t, view)), view
+    assert wrapped.nfe == len(PREDICTIONS)
+
+
+def test_unet2d_model_is_used_as_is():
+    """A diffusers UNet2DModel (returning UNet2DOutput) is a ScoreModel network without a wrapper."""
+    unet = tiny_unet().double()
+    sde = sd.DiscreteVPSDE.from_schedule("linear", 1000)
+    model = ScoreModel(unet, sde, prediction="eps")
+    x = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(1), dtype=F64)
+    t = torch.tensor([0.25, 0.8], dtype=F64)
+    with torch.no_grad():
+        k = sde.network_time(t)
+        assert torch.equal(model.eps(x, t), unet(x, k).sample)
+        out = sd.sample(sde, model, x_T=x, solver=sd.DDIM(), steps=3)
+    assert out.shape == x.shape and bool(torch.isfinite(out).all()) and model.nfe == 1 + 3
+
+
+def test_unwrap_output_refuses_what_holds_no_tensor():
+    def my_net(x, t):
+        return x
+
+    for bad, what in [
+        (None, "NoneType"),
+        ((), r"tuple of 0 elements"),
+        (("a", torch.zeros(1)), r"tuple of 2 elements, the first a str"),
+        ({"a": torch.zeros(1), "b": torch.zeros(1)}, r"dict with keys \['a', 'b'\]"),
+        ({"sample": None}, r"dict with keys \['sample'\]"),
+    ]:
+        with pytest.raises(TypeError, match=rf"the network my_net must return a tensor .*got {what}"):
+            unwrap_output(bad, my_net)
+
+
+# ----------------------------------------------------------------------------- model_kwargs
+def test_kwargs_reach_the_network_and_bind_on_copies():
+    sde = sd.VPSDE()
+    seen = []
+
+    def net(x, t, **kw):
+        seen.append(kw)
+        return 0.5 * x
+
+    m = ScoreModel(net, sde, model_kwargs={"a": 1, "y": torch.arange(3)})
+    x = torch.zeros(3, 2)
+    m.eps(x, 0.5)
+    assert seen[-1]["a"] == 1 and torch.equal(seen[-1]["y"], torch.arange(3))
+    m2 = m.with_kwargs(a=2, b="text")
+    m2.eps(x, 0.5)
+    assert seen[-1]["a"] == 2 and seen[-1]["b"] == "text" and m.model_kwargs["a"] == 1  # the original is unchanged
+    # one network, one count: the copies share it; a deep copy (an EMA copy) starts its own
+    assert m.nfe == m2.nfe == 2 and m2.net is m.net
+    ema = copy.deepcopy(m2)
+    ema.eps(x, 0.5)
+    assert ema.nfe == 3 and m.nfe == 2
+    # sample(model_kwargs=) binds on top of the model's own, and counts on the caller's model
+    sd.sample(sde, m, x_T=torch.zeros(3, 2), solver=sd.DDIM(), steps=2, model_kwargs={"b": 5})
+    assert seen[-1]["b"] == 5 and seen[-1]["a"] == 1 and m.nfe == 4 and "b" not in m.model_kwargs
+
+
+def _kwargs_tree():
+    return {
+        "labels": torch.tensor([10, 11, 12, 13]),
+        "emb": torch.arange(12.0).reshape(4, 3),
+        "shared": torch.ones(1, 3),
+        "scale": torch.tensor(2.0),
+        "flag": True,
+        "nested": {"inner": torch.arange(8).reshape(4, 2), "name": "x"},
+    }
+
+
+@pytest.mark.parametrize(
+    "index, rows",
+    [
+        (2, [2]),
+        (-1, [3]),
+        (slice(1, 3), [1, 2]),
+        ([0, 2], [0, 2]),
+        (torch.tensor([3, 1]), [3, 1]),
+        (torch.tensor([True, False, False, True]), [0, 3]),
+        (range(2), [0, 1]),
+    ],
+)
+def test_select_indexes_every_per_sample_input(index, rows):
+    kw = _kwargs_tree()
+    m = ScoreModel(lambda x, t, **k: x, sd.VPSDE(), model_kwargs=kw)
+    s = m.select(index)
+    r = torch.tensor(rows)
+    assert torch.equal(s.model_kwargs["labels"], kw["labels"][r])
+    assert torch.equal(s.model_kwargs["emb"], kw["emb"][r])
+    assert torch.equal(s.model_kwargs["nested"]["inner"], kw["nested"]["inner"][r])
+    # one shared row, 0-d tensors and other values are kept as they are
+    for key in ("shared", "scale", "flag"):
+        assert s.model_kwargs[key] is kw[key]
+    assert s.model_kwargs["nested"]["name"] == "x" and m.model_kwargs["labels"] is kw["labels"]
+    s.eps(torch.zeros(len(rows), 3), 0.5)
+    assert m.nfe == 1
+
+
+@pytest.mark.parametrize("solver", [sd.DDIM(), sd.ODE("heun"), sd.PLMS(), sd.DPMSolverPP()], ids=repr)
+def test_mixed_labels_give_each_sample_its_class_alone(solver):
+    """A batch of mixed labels = each class sampled alone on its own rows of x_T (deterministic solvers)."""
+    sde = sd.VPSDE()
+    model, _, _ = _class_model(sde, 4)
+    labels = torch.tensor([2, 0, 1, 0, 2, 2, 1])
+    x_T = torch.randn(7, 4, generator=torch.Generator().manual_seed(3), dtype=F64)
+    whole = sd.sample(sde, model, x_T=x_T, solver=solver, steps=12, model_kwargs={"class_labels": labels})
+    for c in range(3):
+        rows = labels == c
+        alone = sd.sample(
+            sde,
+            model,
+            x_T=x_T[rows],
+            solver=solver,
+            steps=12,
+            model_kwargs={"class_labels": c * torch.ones(1, dtype=torch.long)},
+        )
+        torch.testing.assert_close(whole[rows], alone, rtol=1e-13, atol=1e-13)
+    # and select() splits the bound labels with the batch: halves sampled apart give the whole
+    bound = model.with_kwargs(class_labels=labels)
+    for idx in (slice(0, 3), slice(3, 7)):
+        part = sd.sample(sde, bound.select(idx), x_T=x_T[idx], solver=solver, steps=12)
+        torch.testing.assert_close(part, whole[idx], rtol=1e-13, atol=1e-13)
+
+
+@pytest.mark.parametrize("D", [2, 4, 16, 64])
+def test_class_conditional_sampling_follows_each_class_law(D):
+    """Euler-Maruyama with per-sample labels: each class's samples follow that class's exact chain law."""
+    sde = sd.VPSDE()
+    model, _, _ = _class_model(sde, D)
+    solver, steps, n = sd.EulerMaruyama(), 25, 400
+    grid = sd.grids.uniform(sde, steps)
+    labels = torch.arange(3).repeat_interleave(n)
+    x = sd.sample(
+        sde, model, (3 * n, D), solver=solver, grid=grid, dtype=F64,
+        generator=torch.Generator().manual_seed(D), model_kwargs={"class_labels": labels},
+    )  # fmt: skip
+    for c in range(3):
+        alone = model.with_kwargs(class_labels=torch.tensor([c]))
+        mean, var = chain_moments(solver, sde, alone, grid, torch.zeros(D, dtype=F64), torch.ones(D, dtype=F64))
+        check_moments(x[labels == c], mean, var, what=f"class {c}, D={D}")
+
+
+def test_likelihood_with_model_kwargs_is_each_class_exact_log_density():
+    sde = sd.VPSDE()
+    D = 3
+    model, means, stds = _class_model(sde, D)
+    labels = torch.tensor([0, 1, 2, 1])
+    x = means[labels] + stds[labels] * torch.randn(4, D, generator=torch.Generator().manual_seed(2), dtype=F64)
+    kw = {"class_labels": labels}
+
+    def law(t):  # class c's exact marginal at time t: N(alpha mu_c, alpha^2 s_c^2 + sigma^2)
+        t = torch.tensor([t], dtype=F64)
+        a, s = sde.alpha(t), sde.sigma(t)
+        return torch.distributions.Normal(a * means[labels], torch.sqrt(a * a * stds[labels] ** 2 + s * s))
+
+    def prior_logp(z):  # each sample's own class marginal at T (the standard prior is off by alpha(T) mu_c)
+        return law(sde.T).log_prob(z).sum(-1)
+
+    opts = dict(divergence="exact", rtol=1e-8, atol=1e-8, prior_logp=prior_logp)
+    res = sd.log_likelihood(sde, model, x, model_kwargs=kw, **opts)
+    torch.testing.assert_close(res.logp, law(sde.t_min).log_prob(x).sum(-1), rtol=0, atol=1e-5)
+    # the same through a bound model, and bits_per_dim passes them on
+    bound = sd.log_likelihood(sde, model.with_kwargs(**kw), x, **opts)
+    torch.testing.assert_close(bound.logp, res.logp, rtol=0, atol=1e-12)
+    bpd = sd.bits_per_dim(sde, model, x, data_range=(-20.0, 20.0), dequantize=None, divergence="exact", model_kwargs=kw)
+    assert bpd.shape == (4,) and bool(torch.isfinite(bpd).all())
+
+
+def test_graph_sampler_binds_model_kwargs():
+    sde = sd.VPSDE()
+    model, _, _ = _class_model(sde, 4)
+    labels = torch.tensor([1, 0, 2])
+    x_T = torch.randn(3, 4, generator=torch.Generator().manual_seed(5), dtype=F64)
+    gs = sd.GraphSampler(
+        sde, model, (3, 4), solver=sd.DDIM(), steps=8, dtype=F64, device="cpu", model_kwargs={"class_labels": labels}
+    )
+    expected = sd.sample(sde, model, x_T=x_T, solver=sd.DDIM(), steps=8, model_kwargs={"class_labels": labels})
+    torch.testing.assert_close(gs(x_T), expected, rtol=1e-14, atol=1e-14)
+
+
+# ----------------------------------------------------------------------------- classifier-free guidance
+def _class_unet(n_classes=3):
+    """A tiny random class-conditional diffusers UNet2DModel (one extra class embedding: the null class)."""
+    from diffusers import UNet2DModel
+
+    torch.manual_seed(0)
+    return (
+        UNet2DModel(
+            sample_size=8,
+            in_channels=1,
+            out_channels=1,
+            block_out_channels=(8, 16),
+            layers_per_block=1,
+            norm_num_groups=8,
+            down_block_types=("DownBlock2D", "DownBlock2D"),
+            up_block_types=("UpBlock2D", "UpBlock2D"),
+            num_class_embeds=n_classes + 1,
+        )
+        .eval()
+        .double()
+    )
+
+
+def test_guidance_is_diffusers_pipeline_loop():
+    """diffusers' CFG loop by hand (cat([latents] * 2), chunk, uncond + w (cond - uncond), DDIMScheduler.step)
+    against sample(GuidedModel, DDIM): every step agrees in float64, and each step is ONE call of 2B samples."""
+    diffusers = pytest.importorskip("diffusers")
+    unet = _class_unet()
+    N, B, w, steps = 1000, 3, 4.0, 8
+    sched = diffusers.DDIMScheduler(num_train_timesteps=N, clip_sample=False, set_alpha_to_one=True)
+    sched.alphas_cumprod = sched.alphas_cumprod.double()
+    sched.final_alpha_cumprod = sched.final_alpha_cumprod.double()
+    sched.set_timesteps(steps)
+    labels, null = torch.tensor([0, 2, 1]), torch.tensor([3])
+    x = torch.randn(B, 1, 8, 8, generator=torch.Generator().manual_seed(1), dtype=F64)
+
+    theirs, latents = [], x.clone()
+    with torch.no_grad():
+        for k in sched.timesteps:
+            noise_pred = unet(torch.cat([latents] * 2), k, class_labels=torch.cat([null.expand(B), labels])).sample
+            noise_pred_uncond, noise_pred_text = noise_pred.chunk(2)
+            noise_pred = noise_pred_uncond + w * (noise_pred_text - noise_pred_uncond)
+            latents = sched.step(noise_pred, k, latents).prev_sample
+            theirs.append(latents)
+
+    sde = sd.DiscreteVPSDE(alphas_cumprod=sched.alphas_cumprod, t_min=0.0)
+    grid = torch.cat([sde.timestep_to_t(sched.timesteps.double()), torch.zeros(1, dtype=F64)])
+    net = Calls(unet)
+    guided = ScoreModel(net, sde).guided(w, {"class_labels": null})
+    ours = []
+    sd.sample(
+        sde, guided, x_T=x.clone(), solver=sd.DDIM(), grid=grid, model_kwargs={"class_labels": labels},
+        callback=lambda d: ours.append(d["x"].clone()),
+    )  # fmt: skip
+    assert net.batches == [2 * B] * steps and guided.nfe == steps
+    for i, (a, b) in enumerate(zip(ours, theirs)):
+        err = float((a - b).abs().max()) / max(1.0, float(b.abs().max()))
+        assert err < 1e-12, f"step {i}: relative difference {err:.3g}"
+
+
+@pytest.mark.parametrize("pred", PREDICTIONS)
+@pytest.mark.parametrize("w", [0.0, 1.0, 2.5, -0.5])
+def test_guided_views_are_the_guided_combination_in_every_parameterization(pred, w):
+    """guided.view = uncond.view + w (cond.view - uncond.view) for every view: guiding in the network's own
+    parameterization commutes with the (affine) conversions, so eps, x0, v and score guidance agree."""
+    sde = sd.VPSDE()
+    cond_kw = {"class_labels": torch.tensor([1, 2, 3, 1]), "scale": 1.5}
+    uncond_kw = {"class_labels": torch.tensor([0])}
+    base = ScoreModel(_smooth, sde, prediction=pred, time_input=_identity, model_kwargs=cond_kw)
+    guided = base.guided(w, uncond_kw)
+    cond, uncond = base, base.with_kwargs(**uncond_kw)
+    x = torch.randn(4, 5, generator=torch.Generator().manual_seed(7), dtype=F64)
+    t = torch.tensor([0.05, 0.3, 0.7, 0.95], dtype=F64)
+    for view in PREDICTIONS:
+        c, u = cond.predict(x, t, view), uncond.predict(x, t, view)
+        torch.testing.assert_close(guided.predict(x, t, view), u + w * (c - u), rtol=1e-12, atol=1e-12)
+    # the raw output is guided in the network's own parameterization, then converted exactly
+    a, s = sde.alpha(t)[:, None], sde.sigma(t)[:, None]
+    raw = guided(x, t)
+    torch.testing.assert_close(guided.eps(x, t), convert(raw, x, a, s, pred, "eps"), rtol=1e-13, atol=1e-13)
+
+
+@pytest.mark.parametrize(
+    "solver", [sd.DDIM(), sd.ODE("heun"), sd.PLMS(), sd.EulerMaruyama(), sd.PredictorCorrector()], ids=repr
+)
+def test_guidance_costs_one_network_call_per_evaluation(solver):
+    sde = sd.VPSDE()
+    net = Calls(lambda x, t, class_labels: 0.5 * torch.tanh(x) + 0.1 * class_labels[:, None].to(x.dtype))
+    guided = ScoreModel(net, sde, time_input=_identity).guided(3.0, {"class_labels": torch.tensor([0])})
+    B, steps = 5, 6
+    sd.sample(
+        sde, guided, (B, 2), solver=solver, steps=steps, generator=torch.Generator().manual_seed(0),
+        model_kwargs={"class_labels": torch.arange(1, B + 1)},
+    )  # fmt: skip
+    assert net.batches == [2 * B] * solver.nfe(steps) and guided.nfe == solver.nfe(steps)
+
+
+def test_guided_inputs_shared_or_per_sample_give_the_same_model():
+    """A null label given once (1 row) or per sample (B rows) builds the same 2B batch; select splits both halves."""
+    sde = sd.VPSDE()
+    model, _, _ = _class_model(sde, 3, model_kwargs={"class_labels": torch.tensor([0, 1, 2, 1])})
+    one = model.guided(2.0, {"class_labels": torch.tensor([1])})
+    per = model.guided(2.0, {"class_labels": torch.tensor([1, 1, 1, 1])})
+    x = torch.randn(4, 3, generator=torch.Generator().manual_seed(1), dtype=F64)
+    assert torch.equal(one.eps(x, 0.4), per.eps(x, 0.4))
+    whole = sd.sample(sde, per, x_T=x, solver=sd.DDIM(), steps=5)
+    for idx in ([0, 3], [1, 2]):
+        for m in (one.select(idx), per.select(idx)):
+            assert isinstance(m, GuidedModel) and m.guidance_scale == 2.0
+            part = sd.sample(sde, m, x_T=x[idx], solver=sd.DDIM(), steps=5)
+            torch.testing.assert_close(part, whole[idx], rtol=1e-13, atol=1e-13)
+    assert one.nfe == model.nfe  # guided copies count on the conditional model
+
+
+def test_guidance_scale_one_and_zero_are_the_conditional_and_unconditional_models():
+    sde = sd.VPSDE()
+    base = ScoreModel(_smooth, sde, time_input=_identity, model_kwargs={"class_labels": torch.tensor([2, 3])})
+    x = torch.randn(2, 4, generator=torch.Generator().manual_seed(4), dtype=F64)
+    uncond_kw = {"class_labels": torch.tensor([0])}
+    torch.testing.assert_close(base.guided(1.0, uncond_kw).x0(x, 0.5), base.x0(x, 0.5), rtol=1e-14, atol=1e-14)
+    torch.testing.assert_close(
+        base.guided(0.0, uncond_kw).x0(x, 0.5), base.with_kwargs(**uncond_kw).x0(x, 0.5), rtol=1e-14, atol=1e-14
+    )
+
+
+# ----------------------------------------------------------------------------- the worked example
+def test_conditional_unet_example_runs(capsys, monkeypatch):
+    pytest.importorskip("diffusers")
+    monkeypatch.setattr(sys, "argv", ["conditional_unet.py", "--train-steps", "1", "--steps", "2", "-n", "4"])
+    runpy.run_path(str(ROOT / "examples" / "conditional_unet.py"), run_name="__main__")
+    out = capsys.readouterr().out
+    assert "unconditional" in out and "guidance" in out
