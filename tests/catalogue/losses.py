@@ -316,6 +316,24 @@ CASES = [
         r"n_steps must be None .* positive int",
     ),
     Case(
+        "losses-bpd-n_repeats-0",
+        lambda: vdm_bits_per_dim(_vdm(), _xi(), 17, n_repeats=0),
+        ValueError,
+        r"n_repeats must be an int >= 1, got 0",
+    ),
+    Case(
+        "losses-bpd-n_repeats-float",
+        lambda: vdm_bits_per_dim(_vdm(), _xi(), 17, n_repeats=2.0),
+        TypeError,
+        r"n_repeats must be an int",
+    ),
+    Case(
+        "losses-bpd-progress-str",
+        lambda: vdm_bits_per_dim(_vdm(), _xi(), 17, progress="yes"),
+        TypeError,
+        r"progress must be True or False, got 'yes'",
+    ),
+    Case(
         "losses-bpd-antithetic-none",
         lambda: vdm_bits_per_dim(_vdm(), _xi(), 17, antithetic=None),
         TypeError,
