@@ -1,7 +1,3 @@
-# NOTE (helper E, 00:01 UTC): this file was truncated by accident by helper E at 00:01 UTC, and the
-# UNCOMMITTED edits of other helpers (generator lists: C; per_sample: D; progress=: F) were lost.
-# It was restored from HEAD (commit ab169ba, which has E's model_kwargs edit). Please re-apply your
-# uncommitted edits (what E saw of them: /tmp/e_lost_likelihood_partial.txt), then delete this note. Sorry.
 """Exact log-likelihoods through the probability-flow ODE, and bits/dim.
 
 The probability-flow ODE of a linear forward process (Song et al. 2021, Sec. 4.3),
