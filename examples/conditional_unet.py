@@ -12,7 +12,7 @@
 4. ``select`` splits the bound labels with the batch: half the batch sampled alone gives the same
    samples (what a caller that chunks or shards a batch relies on).
 
-Run (CPU, about a minute with the defaults; needs the diffusers extra, ``pip install "sdesolve[diffusers]"``)::
+Run (CPU, a few minutes with the defaults; needs the diffusers extra, ``pip install "sdesolve[diffusers]"``)::
 
     python examples/conditional_unet.py [--train-steps 600] [--steps 20] [-n 64] [--guidance 3]
 """
