@@ -14,7 +14,7 @@ returned, so that a replay can add them.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -25,7 +25,7 @@ __all__ = ["capture_cuda_graph"]
 
 
 def capture_cuda_graph(
-    fn: Callable[[], Any], *, device: torch.device, warmup: int = 2, model=None
+    fn: Callable[[], Any], *, device: torch.device, warmup: int = 2, model=None, generators: Sequence = ()
 ) -> tuple[torch.cuda.CUDAGraph, Any, int]:
     """Capture ``fn()`` (no arguments: it reads static input tensors) in a CUDA graph.
 
@@ -36,6 +36,9 @@ def capture_cuda_graph(
         warmup: calls of ``fn`` on a side stream before capture (at least 1).
         model: an object with an ``nfe`` counter (a :class:`~sdesolve.ScoreModel`), restored after
             warm-up and capture; None if there is none.
+        generators: CUDA ``torch.Generator``s that ``fn`` draws from, registered with the graph
+            (PyTorch's graph-safe RNG: a replay reads the generator's seed and offset at replay time
+            and advances the offset by the draws of the whole graph, as eager calls would).
 
     Returns:
         ``(graph, out, nfe_per_call)``: the graph, the static output of the captured call
@@ -52,6 +55,8 @@ def capture_cuda_graph(
     torch.cuda.current_stream(device).wait_stream(stream)
     nfe_per_call = (getattr(model, "nfe", 0) - nfe0) // warmup
     graph = torch.cuda.CUDAGraph()
+    for g in generators:
+        graph.register_generator_state(g)
     with torch.cuda.graph(graph):
         out = fn()
     if model is not None:

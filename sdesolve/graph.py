@@ -3,33 +3,31 @@
 A diffusion sampler at small batch or with a cheap network spends most of its time launching
 small kernels from Python. Every fixed-step solver here is free of host-device
 synchronization, so its whole loop (all steps, all network calls) can be recorded once in a
-CUDA graph and replayed with a single launch. The graph reads the start state and the noise
-from static buffers, which each call fills:
+CUDA graph and replayed with a single launch. No noise is stored: every draw is made inside
+the graph, so the memory of a solve does not grow with its number of steps (the earlier design
+held steps x B x event pre-drawn numbers: 3.1 GB for 1000 DDPM steps at batch 256 x 3x32x32).
+Each call fills the static start state, replays, and reads the non-finite record once (one
+synchronization) unless disabled. Two kinds of noise, chosen per call by ``generator``:
 
-1. one 64-bit key per sample, drawn from ``generator`` (or from ``generator[i]`` for sample i
-   with a list of generators);
-2. ``x_T`` (given, or the prior draw made from the keys);
-3. replay; the non-finite record is read once (one synchronization) unless disabled.
-
-The noise is generated inside the graph: the k-th normal draw of the solve is a function of
-(sample i's key, k, element index) through the counter-based generator Philox4x32-10 (Salmon,
-Moraes, Dror & Shaw 2011, "Parallel random numbers: as easy as 1, 2, 3", SC'11; the generator of
-cuRAND and of PyTorch's CUDA kernels) written in int64 torch operations, then Box-Muller on two
-53-bit uniforms. The draw index k is a constant of the captured graph and the key a static
-buffer, so the memory of a solve does not grow with its number of steps (the earlier design held
-steps x B x event pre-drawn numbers: 3.1 GB for 1000 DDPM steps at batch 256 x 3x32x32), and
-sample i's noise does not depend on the batch it is drawn in: with a list of generators any split
-of a batch gives the same samples.
+* **one generator** (or None: the default one) -- the draws of :func:`sdesolve.sample`: the
+  prior draw, then one ``torch.randn`` per noise draw of the solver. In the graph they come from
+  a generator registered with it (PyTorch's graph-safe RNG), which takes the caller's generator
+  state before the replay and hands the advanced state back after it, so a replay draws exactly
+  what the eager loop would: ``GraphSampler(...)(generator=g)`` equals ``sample(...,
+  generator=g)`` for every solver, captured or not.
+* **a list of B generators** -- per-sample keys: ``generator[i]`` draws one 64-bit key for sample
+  i, and the k-th normal draw of the solve is a function of (key_i, k, element index) through the
+  counter-based generator Philox4x32-10 (Salmon, Moraes, Dror & Shaw 2011, "Parallel random
+  numbers: as easy as 1, 2, 3", SC'11, the generator of cuRAND and of PyTorch's CUDA kernels),
+  written in int64 torch operations, then Box-Muller on two 53-bit uniforms. The keys are a
+  static buffer and k a constant of the captured graph (captured at the first such call), so a
+  sample's noise does not depend on its batch: any split of a batch gives the same samples. On a
+  CPU the same function runs eagerly: the integer hash is bitwise the same on every device and
+  the transcendentals round alike to within an ulp. These are other draws than ``sample()``
+  with the same list (same law, other samples); deterministic solvers give the same map of x_T.
 
 One sampler may be called from several threads: a lock makes fill, replay and copy-out one
 unit, and every call returns a new tensor (never the static output buffer).
-
-On a CPU (or with ``use_graph=False``) the same buffers drive the plain loop, so results are
-the same function of (x_T, keys) on every device (the integer hash is bitwise the same; the
-Box-Muller transcendentals round alike to within an ulp). Stochastic samplers therefore draw
-other noise than :func:`sdesolve.sample` with the same seed (Philox streams instead of the
-generator's): the law is the same, the individual samples are not; deterministic solvers give
-the same map of x_T.
 
 The network must be capturable: no host synchronization, no data-dependent Python control
 flow, no allocation of new CUDA memory pools during replay (standard CUDA-graph rules).
@@ -47,11 +45,12 @@ from ._cuda_graph import capture_cuda_graph
 from ._validate import check_bool, check_int, check_tensor
 from .grids import _check_sde, resolve_grid
 from .model import as_model, bind_kwargs
-from .sample import _check_device, _check_dtype, _check_generator, _check_shape, _check_solver
+from .sample import _check_device, _check_dtype, _check_shape, _check_solver
 from .solvers.base import (
     GeneratorLike,
     Solver,
     _to_device,
+    check_generator,
     first_nonfinite,
     new_record,
     raise_if_bad,
@@ -209,10 +208,10 @@ class GraphSampler:
             outside the graph (at least 1).
 
     Call as ``sampler(generator=g)`` (prior draw) or ``sampler(x_T=x)``; returns a new tensor.
-    ``generator`` may be a list of B generators: sample i's key (its prior draw and all its
-    noise) comes from ``generator[i]`` alone. Calls from several threads are serialized (one
-    replay at a time). The noise is generated in the graph from per-sample keys (module
-    docstring): memory does not grow with ``steps``.
+    With one generator the samples are those of :func:`sdesolve.sample` with that generator; with
+    a list of B generators, sample i's key (its prior draw and all its noise) comes from
+    ``generator[i]`` alone (module docstring). The noise is drawn inside the graph: memory does
+    not grow with ``steps``. Calls from several threads are serialized (one replay at a time).
     Attributes: ``grid``, ``n_noise`` (noise draws per solve), ``nfe`` (network calls per solve).
     """
 
@@ -262,19 +261,42 @@ class GraphSampler:
 
     # ------------------------------------------------------------------ internals
     def _build(self, warmup: int) -> None:
-        """Static buffers, a dry run counting the noise draws and evaluations, then the capture."""
+        """Static buffers, a dry run counting the noise draws and evaluations, then the capture of the
+        one-generator loop (the per-sample loop is captured at its first call)."""
         self._x = torch.zeros(self.shape, device=self.device, dtype=self.dtype)
         self._keys = torch.zeros((self.shape[0], 2), device=self.device, dtype=torch.int64)
+        self._warmup = warmup
         with torch.no_grad():
             self._coefs = _to_device(self.solver.init(self.sde, self.grid), self._x)
             self.n_noise, self.nfe = self._count()
             self._source = CounterNoise(self._keys)
             self._record = new_record(self._n, self.device) if self.check_finite else None
-            self._graph = None
+            # noise of the one-generator graph: a generator registered with it, mirroring the caller's
+            self._gen = torch.Generator(device=self.device) if self.use_graph else None
+            self._graphs: dict[str, tuple] = {}
             if self.use_graph:
-                self._graph, self._out, _ = capture_cuda_graph(
-                    lambda: self._loop(self._source, self._record), device=self.device, warmup=warmup, model=self.model
-                )
+                self._capture("generator")
+
+    def _capture(self, mode: str) -> tuple:
+        """Capture the loop of ``mode`` ("generator": torch's Philox through the registered ``_gen``;
+        "counter": :class:`CounterNoise` from the keys buffer) once; returns (graph, output)."""
+        if mode not in self._graphs:
+            source = self._gen if mode == "generator" else self._source
+            gens = (self._gen,) if mode == "generator" and self.n_noise else ()
+            graph, out, _ = capture_cuda_graph(
+                lambda: self._loop(source, self._record),
+                device=self.device,
+                warmup=self._warmup,
+                model=self.model,
+                generators=gens,
+            )
+            self._graphs[mode] = (graph, out)
+        return self._graphs[mode]
+
+    @property
+    def _graph(self):
+        """The captured one-generator graph (None without a graph)."""
+        return self._graphs["generator"][0] if "generator" in self._graphs else None
 
     def _count(self) -> tuple[int, int]:
         """Noise draws and network calls of one solve, by a dry run (not counted on the model).
@@ -296,8 +318,10 @@ class GraphSampler:
         finally:
             self.model.nfe = nfe0  # building it evaluates nothing on the caller's count
 
-    def _loop(self, source: CounterNoise, record: Tensor | None, x: Tensor | None = None) -> Tensor:
-        source.reset()
+    def _loop(self, source, record: Tensor | None, x: Tensor | None = None) -> Tensor:
+        """The solve from the static start state; ``source``: a generator (or None) or a CounterNoise."""
+        if isinstance(source, CounterNoise):
+            source.reset()
         state = self.solver.init_state(self._x if x is None else x, self._coefs)
         state = run_steps(
             self.solver, self.model, state, self._coefs, self._n, generator=source, denoise=self.denoise, record=record
@@ -305,24 +329,48 @@ class GraphSampler:
         return state["x"]
 
     def _fill(self, x_T: Tensor | None, generator) -> None:
-        """Write the per-sample keys and the start state (given, or the prior draw from the keys)."""
+        """Write the start state (given, or the prior draw) and, for a list of generators, the keys."""
         if x_T is None and not self._starts_at_T:
             raise ValueError(
                 f"x_T is required: the grid starts at t = {float(self.grid[0]):g} < T = {float(self.sde.T):g}; "
                 f"pass x_T, the state at grid[0]"
             )
-        self._keys.copy_(draw_keys(generator, self.shape[0], self.device))
-        if x_T is None:
-            z = counter_normal(self._keys, self.shape[1:], 0, _STREAM_PRIOR, torch.float64)
-            self._x.copy_(z * float(self.sde.prior_std))  # the prior N(0, prior_std^2 I)
-        else:
+        if isinstance(generator, list):
+            self._keys.copy_(draw_keys(generator, self.shape[0], self.device))
+            if x_T is None:
+                z = counter_normal(self._keys, self.shape[1:], 0, _STREAM_PRIOR, torch.float64)
+                self._x.copy_(z * float(self.sde.prior_std))  # the prior N(0, prior_std^2 I)
+        elif x_T is None:  # the prior draw of sample(): same generator, same x_T
+            self._x.copy_(self.sde.prior_sample(self.shape, generator=generator, device=self.device, dtype=self.dtype))
+        if x_T is not None:
             self._x.copy_(x_T)
+
+    def _run(self, generator) -> Tensor:
+        """One solve from the filled buffers; returns a new tensor."""
+        if isinstance(generator, list):
+            if not self.use_graph:
+                return self._loop(self._source, self._record).clone()
+            graph, out = self._capture("counter")
+            graph.replay()
+        elif not self.use_graph:
+            return self._loop(generator, self._record).clone()
+        else:
+            graph, out = self._graphs["generator"]
+            # the registered generator takes the caller's state, the replay advances it as the eager
+            # draws would, and the caller's generator gets the advanced state back
+            caller = generator if generator is not None else torch.cuda.default_generators[self.device.index]
+            assert self._gen is not None  # created with the graph
+            self._gen.set_state(caller.get_state())
+            graph.replay()
+            caller.set_state(self._gen.get_state())
+        self.model.nfe += self.nfe
+        return out.clone()
 
     # ------------------------------------------------------------------ call
     def __call__(self, x_T: Tensor | None = None, *, generator: GeneratorLike = None) -> Tensor:
-        """One solve: from ``x_T`` (or a prior draw), noise from per-sample keys drawn with ``generator``
-        (a ``torch.Generator``, a list of B of them, or None for the default generator)."""
-        _check_generator(generator, self.device, batch=self.shape[0])
+        """One solve: from ``x_T`` (or a prior draw), with the noise of ``generator`` (a
+        ``torch.Generator``, None for the default one, or a list of B generators: per-sample keys)."""
+        generator = check_generator(generator, batch=self.shape[0], device=self.device)
         if x_T is not None:
             check_tensor(x_T, "x_T", min_dim=1)
             if tuple(x_T.shape) != self.shape or x_T.dtype != self.dtype or x_T.device != self.device:
@@ -332,12 +380,7 @@ class GraphSampler:
                 )
         with self._lock, torch.no_grad():
             self._fill(x_T, generator)
-            if self._graph is not None:
-                self._graph.replay()
-                out = self._out.clone()
-                self.model.nfe += self.nfe
-            else:
-                out = self._loop(self._source, self._record).clone()
+            out = self._run(generator)
             if self._record is not None:
                 raise_if_bad(first_nonfinite(self._record), self.grid)
         return out

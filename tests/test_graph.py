@@ -8,6 +8,7 @@ from helpers import chain_moments, check_moments
 
 import sdesolve as sd
 from sdesolve.graph import CounterNoise, counter_normal, draw_keys, philox4x32
+from sdesolve.solvers.base import _to_device
 
 TARGET = sd.Gaussian(torch.tensor([1.0, -2.0, 0.5]), torch.tensor([0.5, 2.0, 1.0]))
 
@@ -23,29 +24,50 @@ def test_deterministic_solvers_give_the_same_map_as_sample(solver):
     torch.testing.assert_close(gs(x_T), ref, rtol=0, atol=1e-12)
 
 
-@pytest.mark.parametrize("solver", [sd.EulerMaruyama(), sd.DDPM(), sd.DDIM(eta=0.5), sd.VDMAncestral()], ids=repr)
-def test_stochastic_solvers_draw_the_counter_noise_in_order(solver):
-    """The sampler = the solver's own steps from the prior draw of the keys, its k-th noise draw
-    counter_normal(keys, k): keys are the only state a call fills."""
+STOCHASTIC = [sd.EulerMaruyama(), sd.DDPM(), sd.DDIM(eta=0.5), sd.VDMAncestral(), sd.PredictorCorrector()]
+
+
+@pytest.mark.parametrize("solver", STOCHASTIC, ids=repr)
+def test_one_generator_gives_the_samples_of_sample(solver):
+    """With one generator (or the default one) the sampler draws what sample() draws: same samples,
+    and the generator is left where sample() leaves it."""
     sde = sd.VPSDE()
     model = TARGET.model(sde)
-    steps, shape = 10, (32, 3)
-    gs = sd.GraphSampler(sde, model, shape, solver=solver, steps=steps, device="cpu", dtype=torch.float64)
-    assert gs.n_noise == steps - 1  # denoise: no noise at the last step
-    out = gs(generator=torch.Generator().manual_seed(3))
+    gs = sd.GraphSampler(sde, model, (32, 3), solver=solver, steps=10, device="cpu", dtype=torch.float64)
+    assert gs.n_noise == solver.nfe(10) - 1 if isinstance(solver, sd.PredictorCorrector) else gs.n_noise == 9
+    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    for _ in range(2):  # the second call continues the generator, as a second sample() call would
+        ref = sd.sample(sde, model, (32, 3), solver=solver, steps=10, generator=g2, dtype=torch.float64)
+        assert torch.equal(gs(generator=g1), ref)
+    assert torch.equal(g1.get_state(), g2.get_state())
+    torch.manual_seed(11)
+    a = gs()
+    torch.manual_seed(11)
+    assert torch.equal(a, sd.sample(sde, model, (32, 3), solver=solver, steps=10, dtype=torch.float64))
 
-    keys = draw_keys(torch.Generator().manual_seed(3), shape[0], "cpu")
+
+@pytest.mark.parametrize("solver", STOCHASTIC, ids=repr)
+def test_a_generator_list_draws_the_counter_noise_in_order(solver):
+    """With a list, the sampler = the solver's own steps from the prior draw of the keys, its k-th
+    noise draw counter_normal(keys, k): the keys are the only state a call fills."""
+    sde = sd.VPSDE()
+    model = TARGET.model(sde)
+    steps, shape = 10, (6, 3)
+    gs = sd.GraphSampler(sde, model, shape, solver=solver, steps=steps, device="cpu", dtype=torch.float64)
+    out = gs(generator=[torch.Generator().manual_seed(s) for s in range(6)])
+
+    keys = draw_keys([torch.Generator().manual_seed(s) for s in range(6)], shape[0], "cpu")
     x = counter_normal(keys, shape[1:], 0, stream=1, dtype=torch.float64) * sde.prior_std
     grid = sd.grids.make_grid(solver.default_grid, sde, steps)
-    coefs = solver.init(sde, grid)
+    coefs = _to_device(solver.init(sde, grid), x)
     src = CounterNoise(keys)
     state = solver.init_state(x, coefs)
     for i in range(steps):
         state = solver.step(model, state, i, coefs, generator=src, noise=i < steps - 1)
     assert torch.equal(out, state["x"]) and src.count == gs.n_noise
-    # a different seed gives different samples, the same seed the same
-    assert not torch.allclose(out, gs(generator=torch.Generator().manual_seed(4)))
-    assert torch.equal(out, gs(generator=torch.Generator().manual_seed(3)))
+    # other keys give other samples, the same keys the same
+    assert not torch.allclose(out, gs(generator=[torch.Generator().manual_seed(s) for s in range(1, 7)]))
+    assert torch.equal(out, gs(generator=[torch.Generator().manual_seed(s) for s in range(6)]))
 
 
 # ------------------------------------------------------------------ the counter-based generator
@@ -196,7 +218,8 @@ def test_counter_noise_is_the_same_on_cuda_and_cpu():
 
 
 @pytest.mark.gpu
-def test_memory_does_not_grow_with_steps():
+@pytest.mark.parametrize("per_sample", [False, True], ids=["one-generator", "generator-list"])
+def test_memory_does_not_grow_with_steps(per_sample):
     """The captured solve holds no steps x B x event block: 1000 DDPM steps at batch 64 x 3x32x32
     peak within 8 states of 10 steps (a pre-drawn block would be 1000 states: 786 MB)."""
     sde = sd.VPSDE()
@@ -205,11 +228,15 @@ def test_memory_does_not_grow_with_steps():
     state_bytes = 4 * math.prod(shape)
     peaks = {}
     for steps in (10, 1000):
+        torch.cuda.synchronize()
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
         gs = sd.GraphSampler(sde, model, shape, solver=sd.DDPM(), steps=steps, device="cuda")
-        gs(generator=torch.Generator("cuda").manual_seed(0))
+        if per_sample:
+            gs(generator=[torch.Generator("cuda").manual_seed(i) for i in range(shape[0])])
+        else:
+            gs(generator=torch.Generator("cuda").manual_seed(0))
         torch.cuda.synchronize()
         peaks[steps] = torch.cuda.max_memory_allocated() - base
         del gs
@@ -270,13 +297,40 @@ def test_cuda_graph_replay_equals_the_plain_loop_without_sync(solver):
     plain = sd.GraphSampler(sde, model, (16, 3, 8, 8), use_graph=False, **kw)
     assert graph._graph is not None
     torch.cuda.synchronize()
+
+    def gens(seed):
+        return [torch.Generator("cuda").manual_seed(seed + i) for i in range(16)]
+
+    g_graph, g_plain = torch.Generator("cuda").manual_seed(0), torch.Generator("cuda").manual_seed(0)
     torch.cuda.set_sync_debug_mode("error")
     try:
-        a = graph(generator=torch.Generator("cuda").manual_seed(0))
-        b = plain(generator=torch.Generator("cuda").manual_seed(0))
+        a = [graph(generator=g_graph) for _ in range(2)]  # the second call continues the generator
+        b = [plain(generator=g_plain) for _ in range(2)]
+        a_list, b_list = graph(generator=gens(5)), plain(generator=gens(5))  # per-sample keys
     finally:
         torch.cuda.set_sync_debug_mode(0)
-    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    for x, y in zip(a + [a_list], b + [b_list]):
+        torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-5)
+    assert torch.equal(g_graph.get_state(), g_plain.get_state())
+    ref = sd.sample(
+        sde, model, (16, 3, 8, 8), solver=solver, steps=25, generator=torch.Generator("cuda").manual_seed(0)
+    )
+    torch.testing.assert_close(a[0], ref, rtol=1e-5, atol=1e-5)  # one generator: the samples of sample()
+
+
+@pytest.mark.gpu
+def test_generator_lists_make_splits_bitwise_equal_in_the_cuda_graph():
+    sde = sd.VPSDE()
+    model = sd.Gaussian(torch.zeros(3, 4, 4, dtype=torch.float64), 0.5).model(sde)
+
+    def run(seeds):
+        kw = dict(solver=sd.DDPM(), steps=20, device="cuda", dtype=torch.float64)
+        gs = sd.GraphSampler(sde, model, (len(seeds), 3, 4, 4), **kw)
+        assert gs._graph is not None
+        return gs(generator=[torch.Generator("cuda").manual_seed(s) for s in seeds])
+
+    whole = run(range(8))
+    assert torch.equal(whole, torch.cat([run(range(3)), run(range(3, 8))]))
 
 
 def test_one_sampler_called_from_several_threads_returns_each_threads_samples():

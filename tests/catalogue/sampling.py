@@ -283,4 +283,16 @@ CASES = [
         TypeError,
         r"generator must be a torch.Generator, a list of torch.Generators \(one per sample\) or None, got 7",
     ),
+    Case(
+        "graph-call-generator-list-long",
+        _call(generator=[_gen()] * 4),
+        ValueError,
+        r"generator must be a list of one torch.Generator per sample \(3 for a batch of 3\), got a list of 4",
+    ),
+    Case(
+        "graph-call-generator-list-element",
+        _call(generator=[_gen(), _gen(), "g"]),
+        TypeError,
+        r"generator must be a torch.Generator, a list of torch.Generators .*got 'g' at generator\[2\]",
+    ),
 ]
