@@ -302,6 +302,8 @@ def test_cuda_graph_replay_equals_the_plain_loop_without_sync(solver):
         return [torch.Generator("cuda").manual_seed(seed + i) for i in range(16)]
 
     g_graph, g_plain = torch.Generator("cuda").manual_seed(0), torch.Generator("cuda").manual_seed(0)
+    graph(generator=gens(0))  # captures the per-sample graph (capture synchronizes), outside the check
+    torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
         a = [graph(generator=g_graph) for _ in range(2)]  # the second call continues the generator
