@@ -58,6 +58,12 @@ SOLVERS = {
     "plms": lambda: sd.PLMS(),
     "heun": lambda: sd.ODE("heun"),
     "rk4": lambda: sd.ODE("rk4"),
+    "dpmpp-2m-sde": lambda: sd.DPMSolverPP(stochastic=True),
+    "dpmpp-3m": lambda: sd.DPMSolverPP(order=3),
+    "unipc": lambda: sd.UniPC(),
+    "dpm-solver-3": lambda: sd.DPMSolver(order=3),
+    "edm-heun-churn": lambda: sd.EDMHeun(s_churn=10.0),
+    "euler-ancestral": lambda: sd.EulerAncestral(),
     **{
         f"pc-{p}-{c}": (lambda p=p, c=c: sd.PredictorCorrector(PREDICTORS[p](), CORRECTORS[c]()))
         for p in PREDICTORS
