@@ -13,6 +13,7 @@ import subprocess
 import sys
 import textwrap
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -431,3 +432,35 @@ def test_version_is_single_sourced():
     except importlib.metadata.PackageNotFoundError:  # pragma: no cover - run from a source tree
         pytest.skip("sdesolve is not installed")
     assert installed == sd.__version__
+
+
+def test_sample_a_diffusers_unet(tmp_path, monkeypatch, capsys):
+    """A diffusers UNet2DModel end to end: its UNet2DOutput is unwrapped, its shape read from its config
+    (in_channels, sample_size), its integer timesteps given by --sde ddpm-linear; a PNG grid is written."""
+    pytest.importorskip("diffusers")
+    (tmp_path / "unetmod.py").write_text(
+        textwrap.dedent(
+            """
+            import sys
+            sys.path.insert(0, {tests!r})
+            from helpers import tiny_unet
+
+            def unet():
+                return tiny_unet(channels=3)
+            """
+        ).format(tests=str(Path(__file__).resolve().parent))
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sys.modules.pop("unetmod", None)
+    code, out, err = _run(
+        ["sample", "--model", "unetmod:unet", "--sde", "ddpm-linear", "--solver", "ddim", "--steps", "3", "-n", "4"]
+        + ["--quiet", "--out", "u.pt"],
+        capsys,
+    )
+    assert code == 0, err
+    x = torch.load(tmp_path / "u.pt", weights_only=True)
+    assert x.shape == (4, 3, 8, 8) and torch.isfinite(x).all()
+    w, h, color, _ = _read_png(tmp_path / "u.png")
+    assert (w, h, color) == (2 * (64 + 2) + 2, 2 * (64 + 2) + 2, 2)
+    sys.modules.pop("unetmod", None)
