@@ -206,7 +206,7 @@ class _World:
             if not dist.is_available():
                 raise RuntimeError("WORLD_SIZE > 1 but this torch build has no torch.distributed")
             for var in ("RANK", "MASTER_ADDR", "MASTER_PORT"):
-                if var not in os.environ:
+                if not os.environ.get(var):
                     raise ValueError(f"WORLD_SIZE={env_world} but {var} is not set: start the job with torchrun")
             self.rank, self.size = int(os.environ["RANK"]), int(env_world)
         else:
