@@ -32,6 +32,7 @@ from __future__ import annotations
 import copy
 import threading
 from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 import torch
@@ -80,7 +81,9 @@ class ScoreModel(nn.Module):
             leading dimension (at any depth of nested dicts) is a per-sample input: its leading
             size must be the batch size B of x or 1 (one row shared by every sample; handed over
             as given). Other values (numbers, flags, 0-d tensors) are passed through unchanged.
-            :meth:`with_kwargs` binds more, :meth:`select` splits them with the batch.
+            :meth:`with_kwargs` binds more, :meth:`select` splits them with the batch. They are
+            read-only once bound (``model.model_kwargs``), and ``model.to(device)`` does not move
+            them: put them on the samples' device.
 
     ``nfe`` counts network evaluations (a Python int: reading it costs no synchronization; the
     count is kept under a lock, so calls from several threads are all counted). The copies made
@@ -117,7 +120,7 @@ class ScoreModel(nn.Module):
             check_callable(time_input, "time_input", "callable (t -> the network's time input) or None")
         self.time_input = time_input
         self.time_dtype = _check_time_dtype(time_dtype)
-        self.model_kwargs: dict[str, Any] = _check_model_kwargs(model_kwargs, "model_kwargs")
+        self._model_kwargs: dict[str, Any] = _check_model_kwargs(model_kwargs, "model_kwargs")
         self._counter = _Counter()
         self._batch_checked: int | None = None  # the batch size model_kwargs were last checked against
 
@@ -130,6 +133,11 @@ class ScoreModel(nn.Module):
     def nfe(self, value: int) -> None:
         self._counter.set(value)
 
+    @property
+    def model_kwargs(self) -> Mapping[str, Any]:
+        """The bound extra inputs, read-only (bind others with :meth:`with_kwargs`: a copy)."""
+        return MappingProxyType(self._model_kwargs)
+
     # ------------------------------------------------------------------ extra inputs
     def with_kwargs(self, **model_kwargs: Any) -> ScoreModel:
         """A copy of this model with ``model_kwargs`` bound on top of its own (same network, same count).
@@ -138,7 +146,7 @@ class ScoreModel(nn.Module):
         already bound is replaced. See the class docstring for per-sample inputs.
         """
         merged = {**self.model_kwargs, **_check_model_kwargs(model_kwargs, "model_kwargs")}
-        return self._replace(model_kwargs=merged)
+        return self._replace(_model_kwargs=merged)
 
     def select(self, index) -> ScoreModel:
         """The model for the samples ``x[index]``: every per-sample input indexed the same way.
@@ -149,7 +157,7 @@ class ScoreModel(nn.Module):
         keeps each sample with its own class label or embedding. Same network, same count.
         """
         index = _check_index(index)
-        return self._replace(model_kwargs=_select_tree(self.model_kwargs, index))
+        return self._replace(_model_kwargs=_select_tree(self._model_kwargs, index))
 
     def guided(self, guidance_scale: float, uncond_kwargs: Mapping[str, Any]) -> GuidedModel:
         """Classifier-free guidance of this model: a :class:`GuidedModel` (one network call of 2B per view)."""
@@ -167,10 +175,10 @@ class ScoreModel(nn.Module):
 
     def _kwargs_for(self, batch: int) -> dict[str, Any]:
         """model_kwargs for a call on ``batch`` samples, checked once per batch size (shapes only: no sync)."""
-        if self.model_kwargs and self._batch_checked != batch:
-            _check_rows(self.model_kwargs, batch, "model_kwargs")
+        if self._model_kwargs and self._batch_checked != batch:
+            _check_rows(self._model_kwargs, batch, "model_kwargs")
             self._batch_checked = batch
-        return self.model_kwargs
+        return self._model_kwargs
 
     # ------------------------------------------------------------------ time handling
     def _check_time(self, x: Tensor, t: TimeLike) -> Tensor:
@@ -303,19 +311,25 @@ class GuidedModel(ScoreModel):
         super().__init__(model.net, model.sde, model.prediction, model.time_input, model.time_dtype, model.model_kwargs)
         self._counter = model._counter
         self.guidance_scale = check_real(guidance_scale, "guidance_scale")
-        self.uncond_kwargs = _check_model_kwargs(uncond_kwargs, "uncond_kwargs")
-        if not self.uncond_kwargs:
+        self._uncond_kwargs = _check_model_kwargs(uncond_kwargs, "uncond_kwargs")
+        if not self._uncond_kwargs:
             raise ValueError(
                 "uncond_kwargs must be a non-empty dict of the network's unconditional inputs "
                 f"(e.g. {{'class_labels': null_class}}), got {describe(uncond_kwargs)}"
             )
         self._paired: tuple[int, dict[str, Any]] | None = None
 
+    @property
+    def uncond_kwargs(self) -> Mapping[str, Any]:
+        """The unconditional inputs laid over the conditional ones, read-only."""
+        return MappingProxyType(self._uncond_kwargs)
+
     def select(self, index) -> GuidedModel:
         """As :meth:`ScoreModel.select`, for the conditional and the unconditional inputs."""
         index = _check_index(index)
         return self._replace(
-            model_kwargs=_select_tree(self.model_kwargs, index), uncond_kwargs=_select_tree(self.uncond_kwargs, index)
+            _model_kwargs=_select_tree(self._model_kwargs, index),
+            _uncond_kwargs=_select_tree(self._uncond_kwargs, index),
         )
 
     def _replace(self, **attrs: Any) -> GuidedModel:
@@ -328,7 +342,7 @@ class GuidedModel(ScoreModel):
         """The inputs of the 2B call (unconditional rows, then conditional), built once per batch size."""
         paired = self._paired
         if paired is None or paired[0] != batch:
-            paired = (batch, _pair_tree(self.uncond_kwargs, self.model_kwargs, batch, ""))
+            paired = (batch, _pair_tree(self._uncond_kwargs, self._model_kwargs, batch, ""))
             self._paired = paired
         return paired[1]
 

@@ -27,6 +27,8 @@ from pathlib import Path
 import pytest
 import torch
 from helpers import chain_moments, check_moments, tiny_unet
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import sdesolve as sd
 from sdesolve.model import PREDICTIONS, GuidedModel, ScoreModel, convert, unwrap_output
@@ -189,6 +191,37 @@ def test_kwargs_reach_the_network_and_bind_on_copies():
     # sample(model_kwargs=) binds on top of the model's own, and counts on the caller's model
     sd.sample(sde, m, x_T=torch.zeros(3, 2), solver=sd.DDIM(), steps=2, model_kwargs={"b": 5})
     assert seen[-1]["b"] == 5 and seen[-1]["a"] == 1 and m.nfe == 4 and "b" not in m.model_kwargs
+    # bound inputs are read-only: a changed label would otherwise be missed by cached checks and guided batches
+    with pytest.raises(TypeError):
+        m.model_kwargs["a"] = 3
+    with pytest.raises(AttributeError):
+        m.model_kwargs = {"a": 3}
+    guided = m.guided(2.0, {"a": 1})
+    with pytest.raises(TypeError):
+        guided.uncond_kwargs["a"] = 0
+
+
+def _rows(value, n):
+    """A per-sample input as n rows (one shared row repeated)."""
+    return value.expand((n,) + value.shape[1:]) if value.shape[0] == 1 else value
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    st.lists(st.integers(0, 7), min_size=1, max_size=8),
+    st.lists(st.integers(0, 100), min_size=1, max_size=8),
+)
+def test_select_composes_like_indexing_the_batch(a, b):
+    """select(a).select(b) hands every sample the inputs of x[a][b] (a single row counts as shared by all)."""
+    b = [i % len(a) for i in b]
+    kw = {"y": torch.arange(8) * 10, "e": torch.arange(16.0).reshape(8, 2), "s": torch.ones(1, 2)}
+    m = ScoreModel(lambda x, t, **k: x, sd.VPSDE(), model_kwargs=kw)
+    twice, once = m.select(a).select(b), m.select(torch.tensor(a)[b])
+    for key in ("y", "e"):
+        expected = kw[key][torch.tensor(a)[b]]
+        assert torch.equal(_rows(twice.model_kwargs[key], len(b)), expected)
+        assert torch.equal(_rows(once.model_kwargs[key], len(b)), expected)
+    assert twice.model_kwargs["s"] is kw["s"]
 
 
 def _kwargs_tree():
