@@ -16,10 +16,17 @@ approximated, by a polynomial in l. With ``phi_1(h) = -expm1(-h) = 1 - e^{-h}`` 
 * **DPM-Solver++(2M)** (Lu et al. 2022b, Alg. 2; diffusers' ``solver_type="midpoint"``, k-diffusion's
   ``sample_dpmpp_2m``): with the previous step's ``x0_hat`` and ``r = h_prev / h``,
   ``D = (1 + 1/(2r)) x0_hat_t - 1/(2r) x0_hat_prev`` replaces x0_hat_t in the order-1 step.
-* **DPM-Solver++(3M)** (the third-order multistep of Lu et al. 2022b, App. B; diffusers):
-  ``D0 = m0``, ``D1_0 = (m0 - m1)/r0``, ``D1_1 = (m1 - m2)/r1``,
-  ``D1 = D1_0 + r0/(r0 + r1) (D1_0 - D1_1)``, ``D2 = (D1_0 - D1_1)/(r0 + r1)`` and
-  ``x_s = (sigma_s/sigma_t) x_t + alpha_s [phi_1 D0 + (1 - phi_1/h) D1 + (1/2 - (h - phi_1)/h^2) D2]``.
+* **DPM-Solver++(3M)** (the third-order multistep of Lu et al. 2022b): with
+  ``r0 = h_prev / h``, ``r1 = h_prevprev / h``, ``D1_0 = (m0 - m1)/r0``, ``D1_1 = (m1 - m2)/r1``,
+  ``D1 = D1_0 + r0/(r0 + r1) (D1_0 - D1_1)`` (= h x0' + O(h^3)) and
+  ``D2 = 2 (D1_0 - D1_1)/(r0 + r1)`` (= h^2 x0'' + O(h^3)),
+  ``x_s = (sigma_s/sigma_t) x_t + alpha_s [phi_1 m0 + (1 - phi_1/h) D1 + (1/2 - (h - phi_1)/h^2) D2]``:
+  the Taylor expansion ``x0(l) = m0 + u x0' + u^2/2 x0''`` integrated exactly against ``e^{-(h-u)}``
+  (``int u^2/2 e^{-(h-u)} du = h^2/2 - h + phi_1``). *Deliberate difference:* diffusers'
+  ``DPMSolverMultistepScheduler`` (as the DPM-Solver reference code and k-diffusion's
+  ``sample_dpmpp_3m_sde``) uses ``D2 = (D1_0 - D1_1)/(r0 + r1)``, half the second difference the
+  expansion needs: its local error is O(h^3), a second-order method; ours is O(h^4) (both measured
+  in ``tests/test_exponential.py``; the class attribute ``_d2_scale = 1`` reproduces the peers).
 * **DPM-Solver++(2M) SDE** (Lu et al. 2022b, eq. 18; diffusers' ``sde-dpmsolver++``):
   ``x_s = (sigma_s/sigma_t) e^{-h} x_t + alpha_s q D + sigma_s sqrt(q) z`` with
   ``q = 1 - e^{-2h} = -expm1(lambda_t - lambda_s)`` (the process' ``_one_minus_snr_ratio``) and D as
@@ -147,6 +154,8 @@ class DPMSolverPP(_Exponential):
     in h, the variable of the method).
     """
 
+    _d2_scale: float = 2.0  # 3M's second difference D2 = _d2_scale (D1_0 - D1_1)/(r0 + r1); the peers use 1
+
     def __init__(self, order: int = 2, stochastic: bool = False, lower_order_final: bool = True):
         self.stochastic = check_bool(stochastic, "stochastic")  # type: ignore[misc]
         self.order = check_int(order, "order", minimum=1, maximum=2 if self.stochastic else 3)  # type: ignore[assignment]
@@ -187,7 +196,7 @@ class DPMSolverPP(_Exponential):
                 d11 = [0.0, 1.0 / r1, -1.0 / r1]  # (m1 - m2) / r1
                 diff = [u - v for u, v in zip(d10, d11)]
                 d1 = [u + r0 / (r0 + r1) * v for u, v in zip(d10, diff)]
-                d2 = [v / (r0 + r1) for v in diff]
+                d2 = [self._d2_scale * v / (r0 + r1) for v in diff]
                 c2 = 1.0 - c1 / h  # (e^{-h} - 1)/h + 1
                 c3 = 0.5 - (h - c1) / (h * h)  # -((e^{-h} - 1 + h)/h^2 - 1/2)
                 d = [float(j == 0) + (c2 * u + c3 * v) / c1 for j, (u, v) in enumerate(zip(d1, d2))]

@@ -1,0 +1,430 @@
+"""DPM-Solver++, UniPC and DPM-Solver (sdesolve.solvers.exponential) against peers and exact answers.
+
+* step for step against diffusers' ``DPMSolverMultistepScheduler`` (dpmsolver++ orders 2 and 3,
+  sde-dpmsolver++), ``UniPCMultistepScheduler`` (bh1, bh2; orders 1-3) and
+  ``DPMSolverSinglestepScheduler`` (dpmsolver, order 2) on the same ``DiscreteVPSDE``, the same
+  timesteps, x_T and noise: agreement to float64 round-off (1e-11 relative). diffusers holds its
+  sigmas in float32 and upcasts samples to float32; the tests hand it float64 sigmas and a float64
+  sample whose ``.to(float32)`` is a no-op (``_F64``), so the only difference is the order of
+  floating-point operations;
+* against k-diffusion's ``sample_dpmpp_2m`` on Karras sigmas (skipped where k-diffusion is absent);
+* convergence orders against the exact probability-flow map of a Gaussian (``Gaussian.flow``) on
+  VP, sub-VP and VE (fitted slopes), and the local order of the 2M/3M multistep formulas from exact
+  history;
+* the SDE variant's output law at D = 2, 4, 16, 64 (the exact law of its two-state affine chain,
+  and the data law within its discretization bias);
+* no model evaluation at sigma = 0; the GraphSampler computes the same map (captured on a GPU).
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from helpers import check_moments, fit_slope
+
+import sdesolve as sd
+from sdesolve.solvers.base import _to_device
+
+N = 1000
+D = 6
+_gen = torch.Generator().manual_seed(1234)
+W = torch.randn(D, D, generator=_gen, dtype=torch.float64) / D**0.5
+B = torch.randn(D, generator=_gen, dtype=torch.float64)
+TARGET = sd.Gaussian(torch.tensor([1.0, -0.5, 0.3]), torch.tensor([0.5, 2.0, 0.1]))
+ORDER_PROCESSES = {"vp": sd.VPSDE, "subvp": sd.SubVPSDE, "ve": sd.VESDE}
+
+
+def net(x, k):
+    """A cheap deterministic eps 'network' of (x, integer timestep k) (as in test_diffusers_match)."""
+    k = torch.as_tensor(k, dtype=x.dtype).expand(x.shape[0])
+    return torch.tanh(x @ W.to(x.dtype) + (k / N)[:, None] * B.to(x.dtype))
+
+
+class _F64(torch.Tensor):
+    """A float64 tensor whose ``.to(torch.float32)`` is a no-op (diffusers' multistep scheduler upcasts
+    samples "to float32"; kept in float64 the comparison is at float64 round-off)."""
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is torch.Tensor.to and (torch.float32 in args[1:] or kwargs.get("dtype") == torch.float32):
+            return args[0]
+        return super().__torch_function__(func, types, args, kwargs)
+
+
+def _plain(x):
+    return x.as_subclass(torch.Tensor) if isinstance(x, torch.Tensor) else x
+
+
+def _sched(cls_name, **kw):
+    diffusers = pytest.importorskip("diffusers")
+    s = getattr(diffusers, cls_name)(num_train_timesteps=N, beta_schedule="linear", **kw)
+    s.alphas_cumprod = s.alphas_cumprod.double()
+    return s
+
+
+def _sigmas64(sched, final: str):
+    """diffusers' sigma_hat = sqrt((1 - abar)/abar) at its timesteps, in float64, then its final sigma."""
+    ab = sched.alphas_cumprod
+    s = torch.sqrt((1 - ab[sched.timesteps.long()]) / ab[sched.timesteps.long()])
+    last = 0.0 if final == "zero" else float(torch.sqrt((1 - ab[0]) / ab[0]))
+    return torch.cat([s, torch.tensor([last], dtype=torch.float64)])
+
+
+def _grid(sde, ks, final: str):
+    g = sde.timestep_to_t(torch.tensor(ks, dtype=torch.float64))
+    return torch.cat([g, torch.tensor([0.0 if final == "zero" else 1.0 / N], dtype=torch.float64)])
+
+
+def _run_diffusers(sched, x, steps, final, *, noises=None):
+    sched.set_timesteps(steps)
+    sched.sigmas = _sigmas64(sched, final)
+    out, x = [], x.clone().as_subclass(_F64)
+    for j, k in enumerate(sched.timesteps):
+        kw = {} if noises is None else {"variance_noise": noises[j].as_subclass(_F64)}
+        x = sched.step(net(x, k).as_subclass(_F64), k, x, **kw).prev_sample
+        out.append(_plain(x).clone())
+    return out
+
+
+def _run_ours(sde, solver, x, grid, *, seed=0, denoise=True):
+    model = sd.ScoreModel(net, sde, prediction="eps")
+    out = []
+    sd.sample(sde, model, x_T=x.clone(), solver=solver, grid=grid, generator=torch.Generator().manual_seed(seed),
+              denoise=denoise, callback=lambda d: out.append(d["x"].clone()))  # fmt: skip
+    return out, model.nfe
+
+
+def _assert_path_close(ours, theirs, tol=1e-11):
+    assert len(ours) == len(theirs)
+    for i, (a, b) in enumerate(zip(ours, theirs)):
+        err = float((a - b).abs().max()) / max(1.0, float(b.abs().max()))
+        assert err < tol, f"step {i}: relative difference {err:.3g} > {tol:g}"
+
+
+def _x(n=5):
+    return torch.randn(n, D, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+
+
+# ----------------------------------------------------------------------------- diffusers, step for step
+class _Peers3M(sd.DPMSolverPP):
+    """DPM-Solver++ with the peers' 3M second difference (half of ours: module docstring of exponential.py)."""
+
+    _d2_scale = 1.0
+
+
+@pytest.mark.parametrize("final", ["zero", "sigma_min"])
+@pytest.mark.parametrize("steps", [10, 25])
+@pytest.mark.parametrize("order", [2, 3])
+def test_dpmsolverpp_matches_diffusers_multistep(order, steps, final):
+    """10 steps exercise diffusers' lower-order-final rule (n < 15), 25 the full order; a final
+    sigma of 0 the first-order step into sigma = 0 (no evaluation there). Order 3 with the peers'
+    second difference (``_Peers3M``) is diffusers' 3M to round-off; our 3M differs from the first
+    third-order step on (a deliberate difference, the accuracy tests below)."""
+    sched = _sched("DPMSolverMultistepScheduler", solver_order=order, algorithm_type="dpmsolver++",
+                   final_sigmas_type=final)  # fmt: skip
+    sde = sd.DiscreteVPSDE(alphas_cumprod=sched.alphas_cumprod, t_min=0.0)
+    x = _x()
+    theirs = _run_diffusers(sched, x, steps, final)
+    grid = _grid(sde, sched.timesteps.tolist(), final)
+    ours, nfe = _run_ours(sde, (_Peers3M if order == 3 else sd.DPMSolverPP)(order), x, grid)
+    _assert_path_close(ours, theirs)
+    assert nfe == steps == sd.DPMSolverPP(order).nfe(steps)
+    if order == 3 and steps == 25:
+        own, _ = _run_ours(sde, sd.DPMSolverPP(3), x, grid)
+        _assert_path_close(own[:2], theirs[:2])  # warm-up (orders 1, 2): the same steps
+        assert float((own[2] - theirs[2]).abs().max()) > 1e-6
+
+
+@pytest.mark.parametrize("steps", [10, 25])
+def test_sde_dpmsolverpp_matches_diffusers(steps):
+    """DPM-Solver++(2M) SDE with the same noise (diffusers takes it as ``variance_noise``); the last step
+    into sigma = 0 adds none on either side."""
+    sched = _sched("DPMSolverMultistepScheduler", solver_order=2, algorithm_type="sde-dpmsolver++")
+    sde = sd.DiscreteVPSDE(alphas_cumprod=sched.alphas_cumprod, t_min=0.0)
+    x = _x()
+    g = torch.Generator().manual_seed(7)
+    noises = [torch.randn(x.shape, generator=g, dtype=torch.float64) for _ in range(steps)]
+    theirs = _run_diffusers(sched, x, steps, "zero", noises=noises)
+    ours, _ = _run_ours(
+        sde, sd.DPMSolverPP(2, stochastic=True), x, _grid(sde, sched.timesteps.tolist(), "zero"), seed=7
+    )
+    _assert_path_close(ours, theirs)
+
+
+@pytest.mark.parametrize("steps", [6, 25])
+@pytest.mark.parametrize("variant", ["bh1", "bh2"])
+@pytest.mark.parametrize("order", [1, 2, 3])
+def test_unipc_matches_diffusers(order, variant, steps):
+    """UniPC's predictor-corrector (the corrector re-takes each interval with the newest evaluation).
+    bh1 ends at sigma_min: into sigma = 0 diffusers' bh1 step computes B(h) * 0 = -inf * 0 = NaN
+    (ours returns x0_hat there, as bh2 does)."""
+    final = "zero" if variant == "bh2" else "sigma_min"
+    sched = _sched("UniPCMultistepScheduler", solver_order=order, solver_type=variant, final_sigmas_type=final)
+    sde = sd.DiscreteVPSDE(alphas_cumprod=sched.alphas_cumprod, t_min=0.0)
+    x = _x()
+    theirs = _run_diffusers(sched, x, steps, final)
+    solver = sd.UniPC(order, variant=variant)
+    ours, nfe = _run_ours(sde, solver, x, _grid(sde, sched.timesteps.tolist(), final))
+    _assert_path_close(ours, theirs)
+    assert nfe == steps
+
+
+class _DiffusersNodes(sd.DPMSolver):
+    """DPM-Solver-2 with diffusers' intermediate nodes (its odd timesteps) instead of log-SNR midpoints."""
+
+    def __init__(self, mids):
+        super().__init__(2)
+        self.mids = mids
+
+    def stage_times(self, sde, grid):
+        return self.mids[:, None]
+
+
+@pytest.mark.parametrize("steps", [9, 21])
+def test_dpmsolver2_matches_diffusers_singlestep(steps):
+    """diffusers' singlestep order 2 takes blocks (first order to the odd timestep, then second order from
+    the block's start): with the same intermediate nodes it is our DPM-Solver-2 step. Compared at the
+    end of each block (diffusers' call 2j + 1); its last call is a lone first-order step."""
+    sched = _sched("DPMSolverSinglestepScheduler", solver_order=2, algorithm_type="dpmsolver",
+                   final_sigmas_type="sigma_min")  # fmt: skip
+    sde = sd.DiscreteVPSDE(alphas_cumprod=sched.alphas_cumprod, t_min=0.0)
+    x = _x()
+    theirs = _run_diffusers(sched, x, steps, "sigma_min")
+    ks = sched.timesteps.tolist()
+    grid = sde.timestep_to_t(torch.tensor(ks[0::2], dtype=torch.float64))
+    mids = sde.timestep_to_t(torch.tensor(ks[1::2], dtype=torch.float64))
+    ours, nfe = _run_ours(sde, _DiffusersNodes(mids), x, grid)
+    _assert_path_close(ours, theirs[1:-1:2])
+    assert nfe == steps - 1
+
+
+def test_dpmsolver_order1_is_ddim():
+    sde = sd.VPSDE()
+    model = TARGET.model(sde)
+    x = TARGET.marginal_sample(16, 1.0, sde, generator=torch.Generator().manual_seed(0))
+    for solver in (sd.DPMSolver(1), sd.DPMSolverPP(1), sd.UniPC(1, corrector=False)):
+        a = sd.sample(sde, model, x_T=x, solver=solver, steps=12)
+        b = sd.sample(sde, model, x_T=x, solver=sd.DDIM(), steps=12)
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+# ----------------------------------------------------------------------------- k-diffusion
+@pytest.mark.parametrize("with_zero", [False, True])
+def test_dpmpp_2m_matches_k_diffusion(with_zero):
+    """k-diffusion's sample_dpmpp_2m on Karras sigmas (EDM's 0.002-80) of a VE process with the exact
+    denoiser of a Gaussian: second order from the second step on, first order into sigma = 0 (ours with
+    ``lower_order_final=False``, which is k-diffusion's rule)."""
+    from test_edm import k_sampling
+
+    ks = k_sampling()
+    sde = sd.VESDE(sigma_min=0.002, sigma_max=80.0)
+    target = sd.Gaussian(torch.linspace(-1.0, 1.0, 8), torch.linspace(0.2, 1.5, 8))
+    model = target.model(sde)
+    grid = sd.grids.karras(sde, 12)
+    sigmas = sde._sigma_over_alpha(grid)
+    if with_zero:  # the process' sigma > 0 at t = 0; k-diffusion's appended zero is our x0 at the last point
+        sigmas = torch.cat([sigmas, torch.zeros(1, dtype=torch.float64)])
+    x = 80.0 * torch.randn(7, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+
+    def denoiser(xx, s):
+        return model.x0(xx, sde.t_of_sigma_over_alpha(s))
+
+    theirs = ks.sample_dpmpp_2m(denoiser, x.clone(), sigmas, disable=True)
+    ours = sd.sample(sde, model, x_T=x, solver=sd.DPMSolverPP(2, lower_order_final=False), grid=grid)
+    if with_zero:  # k-diffusion's extra step from sigma_min to 0 is x0_hat at sigma_min
+        ours = model.x0(ours, float(grid[-1]))
+    torch.testing.assert_close(ours, theirs, rtol=1e-10, atol=1e-10)
+
+
+# ----------------------------------------------------------------------------- orders
+def _flow_errors(sde_name, solver, ns):
+    sde = ORDER_PROCESSES[sde_name]()
+    model = TARGET.model(sde)
+    T, t_min = float(sde.T), float(sde.t_min)
+    x = TARGET.marginal_sample(64, T, sde, generator=torch.Generator().manual_seed(1))
+    exact = TARGET.flow(x, T, t_min, sde)
+    return [float((sd.sample(sde, model, x_T=x, solver=solver, steps=n) - exact).pow(2).mean().sqrt()) for n in ns]
+
+
+_ORDER_CASES = [
+    (sd.DPMSolverPP(2), [20, 40, 80, 160], 2.0),
+    (sd.UniPC(2), [20, 40, 80, 160], 3.0),
+    (sd.UniPC(1), [20, 40, 80, 160], 2.0),
+    (sd.DPMSolver(1), [10, 20, 40, 80], 1.0),
+    (sd.DPMSolver(2), [10, 20, 40, 80], 2.0),
+    (sd.DPMSolver(3), [10, 20, 40, 80], 3.0),
+]
+
+
+@pytest.mark.parametrize("sde_name", list(ORDER_PROCESSES))
+@pytest.mark.parametrize("solver, ns, order", _ORDER_CASES, ids=[repr(c[0]) for c in _ORDER_CASES])
+def test_convergence_order_against_the_exact_flow(solver, ns, order, sde_name):
+    """RMS error against ``Gaussian.flow`` on the default (log-SNR) grid; the fitted slope is the order
+    (DPM-Solver-3 tends to 3 from above at these step counts: 3.2-3.3)."""
+    errs = _flow_errors(sde_name, solver, ns)
+    slope = fit_slope([1.0 / n for n in ns], errs)
+    assert order - 0.2 < slope < order + 0.4, (slope, errs)
+
+
+@pytest.mark.parametrize("sde_name", list(ORDER_PROCESSES))
+def test_3m_converges_at_order_3_and_beats_the_peers_3m(sde_name):
+    """Our 3M against the exact flow: fitted slope >= 3 over 20-80 steps, and at most 0.6 times the error
+    of the peers' 3M (diffusers', ``_Peers3M``: second order) at 20, 40 and 80 steps. (Its first step has
+    no history and is first order: far beyond these step counts that O(h^2) term takes over, at
+    errors ~1e-6.)"""
+    ns = [20, 40, 80]
+    ours, peers = _flow_errors(sde_name, sd.DPMSolverPP(3), ns), _flow_errors(sde_name, _Peers3M(3), ns)
+    slope = fit_slope([1.0 / n for n in ns], ours)
+    assert slope > 3.0, (slope, ours)
+    assert all(a < 0.6 * b for a, b in zip(ours, peers)), (ours, peers)
+
+
+# ----------------------------------------------------------------------------- the SDE variant's law
+def _memory_chain_law(solver, sde, model, grid, mean_T, var_T):
+    """Exact per-coordinate mean and variance of DPM-Solver++(2M) SDE on a diagonal Gaussian target.
+
+    With the exact (affine) x0_hat each step is ``x_{i+1} = A x_i + P x_{i-1} + b + C z`` per coordinate
+    (the history term is x0_hat at x_{i-1}); A, P, b, C are read off the solver's own step with scripted
+    noise, and the 2x2 covariance of (x_i, x_{i-1}) is propagated exactly. The last step takes no noise.
+    """
+
+    class Scripted:
+        def __init__(self, value):
+            self.value = value
+
+        def draw(self, x):
+            return torch.full_like(x, self.value)
+
+    coefs = _to_device(solver.init(sde, grid), mean_T.reshape(1, -1))
+    m, v = mean_T.reshape(-1).clone(), var_T.reshape(-1).clone()
+    mp, vp, cv = torch.zeros_like(m), torch.zeros_like(v), torch.zeros_like(v)
+    n = grid.numel() - 1
+    for i in range(n):
+
+        def f(x, xp, z, i=i):
+            hist = (model.x0(xp[None], float(grid[i - 1])),) if i > 0 else ()
+            st = {"x": x[None], "hist": hist}
+            return solver.step(model, st, i, coefs, generator=Scripted(z), noise=i < n - 1)["x"][0]
+
+        zero = torch.zeros_like(m)
+        base = f(zero, zero, 0.0)
+        A, P, C = f(zero + 1, zero, 0.0) - base, f(zero, zero + 1, 0.0) - base, f(zero, zero, 1.0) - base
+        m_new = base + A * m + P * mp
+        v_new = A * A * v + P * P * vp + 2 * A * P * cv + C * C
+        cv_new = A * v + P * cv
+        mp, vp, cv, m, v = m, v, cv_new, m_new, v_new
+    return m, v
+
+
+@pytest.mark.parametrize("dim", [2, 4, 16, pytest.param(64, marks=pytest.mark.slow)])
+@pytest.mark.parametrize("sde_name", ["vp", "ve"])
+def test_sde_variant_samples_its_exact_chain_law_and_the_data_law(sde_name, dim):
+    """4000 samples: mean and variance within 5 standard errors of the chain's exact law, which is within
+    a few percent of the data law at 30 steps (its discretization bias, asserted separately)."""
+    sde = ORDER_PROCESSES[sde_name]()
+    g = torch.Generator().manual_seed(dim)
+    target = sd.Gaussian(
+        torch.randn(dim, generator=g, dtype=torch.float64), 0.3 + torch.rand(dim, generator=g, dtype=torch.float64)
+    )
+    model = target.model(sde)
+    solver, n = sd.DPMSolverPP(2, stochastic=True), 30
+    grid = sd.grids.make_grid(solver.default_grid, sde, n)
+    m_T, v_T = target.marginal_moments(float(grid[0]), sde)
+    mean, var = _memory_chain_law(solver, sde, model, grid, m_T, v_T)
+    x_T = m_T + v_T.sqrt() * torch.randn(4000, dim, generator=g, dtype=torch.float64)
+    out = sd.sample(sde, model, x_T=x_T, solver=solver, grid=grid, generator=g)
+    check_moments(out, mean, var, what=f"{sde_name} D={dim}")
+    m0, v0 = target.marginal_moments(float(grid[-1]), sde)
+    assert float(((mean - m0).abs() / v0.sqrt()).max()) < 0.05
+    assert float((var / v0 - 1).abs().max()) < 0.1
+
+
+# ----------------------------------------------------------------------------- sigma = 0, NFE, GraphSampler
+SOLVERS = [sd.DPMSolverPP(2), sd.DPMSolverPP(3), sd.DPMSolverPP(2, stochastic=True), sd.UniPC(2), sd.UniPC(3),
+           sd.DPMSolver(2), sd.DPMSolver(3)]  # fmt: skip
+
+
+@pytest.mark.parametrize("grid_kind", ["log_snr", "karras"])
+@pytest.mark.parametrize("solver", SOLVERS, ids=repr)
+def test_step_into_sigma_zero_never_evaluates_there(solver, grid_kind):
+    """A grid ending at t = 0 with sigma(0) = 0: no model call there, finite coefficients, and the last
+    step returns alpha(0) x0_hat = x0_hat at its start exactly."""
+    sde = sd.DiscreteVPSDE.from_schedule("linear", t_min=0.0)
+
+    def eps_net(x, t):
+        if bool((t <= 0).any()):
+            raise AssertionError("the model was evaluated at sigma = 0")
+        return torch.tanh(x + t[:, None])
+
+    grid = sd.grids.make_grid(grid_kind, sde, 8)
+    assert float(grid[-1]) == 0.0
+    coefs = solver.init(sde, grid)
+    assert all(bool(torch.isfinite(v).all()) for v in coefs.values() if isinstance(v, torch.Tensor))
+    steps = []
+    x = torch.randn(6, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    model = sd.ScoreModel(eps_net, sde, time_input=lambda t: t)
+    out = sd.sample(sde, model, x_T=x, solver=solver, grid=grid, generator=torch.Generator().manual_seed(1),
+                    callback=steps.append)  # fmt: skip
+    torch.testing.assert_close(out, steps[-1]["x0"], rtol=1e-13, atol=1e-13)
+    nfe_last_step_saved = solver.nfe_per_step - 1
+    assert model.nfe == solver.nfe(8) - nfe_last_step_saved
+
+
+@pytest.mark.parametrize("solver", [s for s in SOLVERS if not s.stochastic], ids=repr)
+def test_float32_agrees_with_float64(solver):
+    sde = sd.VPSDE()
+    model = TARGET.model(sde)
+    x = TARGET.marginal_sample(32, 1.0, sde, generator=torch.Generator().manual_seed(0))
+    a = sd.sample(sde, model, x_T=x, solver=solver, steps=15, generator=torch.Generator().manual_seed(1))
+    b = sd.sample(sde, model, x_T=x.float(), solver=solver, steps=15, generator=torch.Generator().manual_seed(1))
+    assert b.dtype == torch.float32
+    torch.testing.assert_close(b.double(), a, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("solver", SOLVERS, ids=repr)
+def test_graph_sampler_plain_loop_is_sample(solver):
+    """The GraphSampler's loop (pre-drawn noise block on a CPU) is the solver's own solve."""
+    sde = sd.VPSDE()
+    model = TARGET.model(sde)
+    gs = sd.GraphSampler(sde, model, (16, 3), solver=solver, steps=12, device="cpu", dtype=torch.float64)
+    assert gs.n_noise == (11 if solver.stochastic else 0)
+    x_T = torch.randn(16, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    if not solver.stochastic:
+        torch.testing.assert_close(gs(x_T), sd.sample(sde, model, solver=solver, steps=12, x_T=x_T), rtol=0, atol=1e-12)
+    else:
+        out = gs(generator=torch.Generator().manual_seed(3))
+        assert bool(torch.isfinite(out).all())
+        torch.testing.assert_close(out, gs(generator=torch.Generator().manual_seed(3)), rtol=0, atol=0)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("solver", SOLVERS, ids=repr)
+def test_cuda_graph_capture_equals_the_plain_loop_without_sync(solver):
+    sde = sd.DiscreteVPSDE.from_schedule("linear", t_min=0.0)
+    target = sd.Gaussian(torch.zeros(3, 8, 8), 0.5)
+    model = target.model(sde)
+    kw = dict(solver=solver, steps=20, grid="karras", device="cuda", check_finite=False)
+    graph = sd.GraphSampler(sde, model, (16, 3, 8, 8), **kw)
+    plain = sd.GraphSampler(sde, model, (16, 3, 8, 8), use_graph=False, **kw)
+    assert graph._graph is not None
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        a = graph(generator=torch.Generator("cuda").manual_seed(0))
+        b = plain(generator=torch.Generator("cuda").manual_seed(0))
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_attributes_and_repr():
+    assert sd.DPMSolverPP(3).order == 3 and sd.DPMSolverPP(3).strong_order == 3.0
+    assert sd.DPMSolverPP(2, stochastic=True).stochastic and sd.DPMSolverPP(2, stochastic=True).strong_order is None
+    assert sd.UniPC(2).order == 3.0 and sd.UniPC(2, corrector=False).order == 2.0
+    assert sd.DPMSolver(3).nfe_per_step == 3 and sd.DPMSolver(3).nfe(10) == 30
+    assert not any(s.stochastic for s in (sd.DPMSolverPP(), sd.UniPC(), sd.DPMSolver()))
+    assert repr(sd.DPMSolverPP(3)).startswith("DPMSolverPP(") and "order=3" in repr(sd.DPMSolverPP(3))
+    assert math.isclose(sd.DPMSolverPP(2).nfe(7), 7)
