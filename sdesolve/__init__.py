@@ -1,6 +1,6 @@
 """sdesolve: numerical SDE/ODE solvers for score-based diffusion models."""
 
-from . import grids, interop, losses, targets, testing
+from . import distributed, grids, interop, losses, targets, testing
 from .graph import GraphSampler
 from .likelihood import LikelihoodResult, bits_per_dim, log_likelihood
 from .losses import dsm_loss, vdm_bits_per_dim, vdm_diffusion_loss
@@ -98,6 +98,7 @@ __all__ = [
     "VDMAncestral",
     "VariancePreservingSDE",
     "bits_per_dim",
+    "distributed",
     "dsm_loss",
     "grids",
     "interop",
