@@ -9,7 +9,8 @@ The proofs:
   sample by sample, the result of sampling each class alone, and the law of each class's samples is
   the exact law of the chain (``chain_moments``) at D = 2, 4, 16, 64; the likelihood of each sample is
   its class's exact log-density; ``select`` and ``GraphSampler`` split and bind them the same way;
-* guidance is diffusers' pipeline loop: a class-conditional ``UNet2DModel`` sampled with
+* guidance is diffusers' pipeline loop: a class-conditional ``UNet2DModel`` (null class) and a
+  text-conditioned ``UNet2DConditionModel`` (prompt and negative-prompt embeddings) sampled with
   ``DDIMScheduler`` and ``noise_pred_uncond + guidance_scale * (noise_pred_text - noise_pred_uncond)``
   by hand, step for step (float64, 1e-12), with one network call of 2B samples per evaluation;
   the guided views equal ``uncond + w (cond - uncond)`` of the separate views in every
@@ -368,23 +369,70 @@ def _class_unet(n_classes=3):
     )
 
 
-def test_guidance_is_diffusers_pipeline_loop():
+def _text_unet():
+    """A tiny random text-conditioned diffusers UNet2DConditionModel (cross-attention on 6-dim token embeddings)."""
+    from diffusers import UNet2DConditionModel
+
+    torch.manual_seed(0)
+    return (
+        UNet2DConditionModel(
+            sample_size=8,
+            in_channels=1,
+            out_channels=1,
+            block_out_channels=(8, 16),
+            layers_per_block=1,
+            norm_num_groups=8,
+            down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+            up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+            cross_attention_dim=6,
+            attention_head_dim=2,
+        )
+        .eval()
+        .double()
+    )
+
+
+def _conditioning(kind, B):
+    """(network, conditional inputs, unconditional inputs as given to guided, the 2B inputs diffusers builds)."""
+    g = torch.Generator().manual_seed(3)
+    if kind == "class":  # DiT/class-conditional pipelines: a null class
+        labels, null = torch.tensor([0, 2, 1])[:B], torch.tensor([3])
+        return (
+            _class_unet(),
+            {"class_labels": labels},
+            {"class_labels": null},
+            {"class_labels": torch.cat([null.expand(B), labels])},
+        )
+    # text pipelines: prompt embeddings and one negative (empty-prompt) embedding, torch.cat([negative, prompt])
+    prompt = torch.randn(B, 4, 6, generator=g, dtype=F64)
+    negative = torch.randn(1, 4, 6, generator=g, dtype=F64)
+    return (
+        _text_unet(),
+        {"encoder_hidden_states": prompt},
+        {"encoder_hidden_states": negative},
+        {"encoder_hidden_states": torch.cat([negative.expand(B, -1, -1), prompt])},
+    )
+
+
+@pytest.mark.parametrize("kind", ["class", "text"])
+def test_guidance_is_diffusers_pipeline_loop(kind):
     """diffusers' CFG loop by hand (cat([latents] * 2), chunk, uncond + w (cond - uncond), DDIMScheduler.step)
-    against sample(GuidedModel, DDIM): every step agrees in float64, and each step is ONE call of 2B samples."""
+    against sample(GuidedModel, DDIM): every step agrees in float64, and each step is ONE call of 2B samples.
+    "class": a UNet2DModel with class embeddings and a null class; "text": a UNet2DConditionModel with prompt
+    embeddings and a negative-prompt embedding (encoder_hidden_states)."""
     diffusers = pytest.importorskip("diffusers")
-    unet = _class_unet()
-    N, B, w, steps = 1000, 3, 4.0, 8
+    N, B, w, steps = 1000, 3, 4.0, 6
+    unet, cond, uncond, batched = _conditioning(kind, B)
     sched = diffusers.DDIMScheduler(num_train_timesteps=N, clip_sample=False, set_alpha_to_one=True)
     sched.alphas_cumprod = sched.alphas_cumprod.double()
     sched.final_alpha_cumprod = sched.final_alpha_cumprod.double()
     sched.set_timesteps(steps)
-    labels, null = torch.tensor([0, 2, 1]), torch.tensor([3])
     x = torch.randn(B, 1, 8, 8, generator=torch.Generator().manual_seed(1), dtype=F64)
 
     theirs, latents = [], x.clone()
     with torch.no_grad():
         for k in sched.timesteps:
-            noise_pred = unet(torch.cat([latents] * 2), k, class_labels=torch.cat([null.expand(B), labels])).sample
+            noise_pred = unet(torch.cat([latents] * 2), k, **batched).sample
             noise_pred_uncond, noise_pred_text = noise_pred.chunk(2)
             noise_pred = noise_pred_uncond + w * (noise_pred_text - noise_pred_uncond)
             latents = sched.step(noise_pred, k, latents).prev_sample
@@ -393,10 +441,10 @@ def test_guidance_is_diffusers_pipeline_loop():
     sde = sd.DiscreteVPSDE(alphas_cumprod=sched.alphas_cumprod, t_min=0.0)
     grid = torch.cat([sde.timestep_to_t(sched.timesteps.double()), torch.zeros(1, dtype=F64)])
     net = Calls(unet)
-    guided = ScoreModel(net, sde).guided(w, {"class_labels": null})
+    guided = ScoreModel(net, sde).guided(w, uncond)
     ours = []
     sd.sample(
-        sde, guided, x_T=x.clone(), solver=sd.DDIM(), grid=grid, model_kwargs={"class_labels": labels},
+        sde, guided, x_T=x.clone(), solver=sd.DDIM(), grid=grid, model_kwargs=cond,
         callback=lambda d: ours.append(d["x"].clone()),
     )  # fmt: skip
     assert net.batches == [2 * B] * steps and guided.nfe == steps
