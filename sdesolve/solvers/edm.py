@@ -79,9 +79,7 @@ class EDMHeun(Solver):
     def __init__(self, s_churn: float = 0.0, s_tmin: float = 0.0, s_tmax: float = math.inf, s_noise: float = 1.0):
         self.s_churn = check_real(s_churn, "s_churn", nonnegative=True)
         self.s_tmin = check_real(s_tmin, "s_tmin", nonnegative=True)
-        self.s_tmax = check_real(s_tmax, "s_tmax", nonnegative=True, finite=False)
-        if self.s_tmax < self.s_tmin:
-            raise ValueError(f"s_tmax must be >= s_tmin = {self.s_tmin:g}, got {s_tmax!r}")
+        self.s_tmax = check_real(s_tmax, "s_tmax", lo=self.s_tmin, finite=False)  # [s_tmin, inf]
         self.s_noise = check_real(s_noise, "s_noise", positive=True)
 
     @property

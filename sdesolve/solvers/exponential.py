@@ -158,7 +158,9 @@ class DPMSolverPP(_Exponential):
 
     def __init__(self, order: int = 2, stochastic: bool = False, lower_order_final: bool = True):
         self.stochastic = check_bool(stochastic, "stochastic")  # type: ignore[misc]
-        self.order = check_int(order, "order", minimum=1, maximum=2 if self.stochastic else 3)  # type: ignore[assignment]
+        self.order = check_int(order, "order", minimum=1, maximum=3)  # type: ignore[assignment]
+        if self.stochastic:  # the SDE variant is written for orders 1 and 2
+            check_int(order, "order (with stochastic=True)", minimum=1, maximum=2)
         self.lower_order_final = check_bool(lower_order_final, "lower_order_final")
 
     @property
