@@ -536,3 +536,20 @@ def test_per_sample_likelihood_refuses_what_it_cannot_do():
         sd.log_likelihood(sde, model, x, per_sample=True, solver_options={"norm": ad.rms_norm})
     with pytest.raises(TypeError, match="per_sample must be True or False"):
         sd.log_likelihood(sde, model, x, per_sample="yes")
+
+
+def test_bench_adaptive_smoke(capsys):
+    """benchmarks/bench_adaptive.py --smoke runs on the CPU and prints a row per method and task."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_adaptive.py"
+    spec = importlib.util.spec_from_file_location("bench_adaptive", path)
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.main(["--smoke"]) == 0
+    out = capsys.readouterr().out
+    for task in ("sample", "likelihood"):
+        for method in ("sdesolve per-sample", "sdesolve shared", "torchdiffeq dopri5"):
+            assert f"| {task} | VP | 1e-04 | {method} |" in out
