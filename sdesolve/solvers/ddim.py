@@ -54,17 +54,22 @@ evaluating the model at sigma = 0.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import torch
 from torch import Tensor
 
 from .._validate import check_choice, check_real
-from ..model import view_at, view_coefficients
-from .base import Solver, randn_like
+from ..model import ScoreModel, view_at, view_coefficients
+from .base import GeneratorLike, Solver, randn_like
+
+if TYPE_CHECKING:
+    from ..sde.base import LinearSDE
 
 __all__ = ["DDIM", "DDPM"]
 
 
-def ddim_coefficients(sde, grid: Tensor, eta: float) -> dict[str, Tensor]:
+def ddim_coefficients(sde: LinearSDE, grid: Tensor, eta: float) -> dict[str, Tensor]:
     """Per-step float64 coefficients of ``x_s = a x_t + b eps_hat + c z``.
 
     ``q = 1 - exp(lambda_t - lambda_s)`` in (0, 1] (the process' ``_one_minus_snr_ratio``);
@@ -86,12 +91,22 @@ class _EpsStep(Solver):
 
     nfe_per_step = 1
 
-    def init(self, sde, grid):
+    def init(self, sde: LinearSDE, grid: Tensor) -> dict[str, Tensor]:
         c = super().init(sde, grid)
         c.update(view_coefficients(sde, grid[:-1]))
         return c
 
-    def step(self, model, state, i, coefs, *, generator=None, noise=True, need_x0=False):
+    def step(
+        self,
+        model: ScoreModel,
+        state: dict[str, Any],
+        i: int,
+        coefs: dict[str, Any],
+        *,
+        generator: GeneratorLike = None,
+        noise: bool = True,
+        need_x0: bool = False,
+    ) -> dict[str, Any]:
         x = state["x"]
         eps = view_at(model, x, coefs["t"][i], "eps", (coefs["alpha"][i], coefs["sigma"][i]))
         x_next = torch.addcmul(coefs["a"][i] * x, coefs["b"][i], eps)  # a x + b eps (one kernel fewer)
@@ -135,7 +150,7 @@ class DDIM(_EpsStep):
     def strong_order(self) -> float | None:  # type: ignore[override]
         return None if self.eta > 0.0 else 1.0
 
-    def init(self, sde, grid):
+    def init(self, sde: LinearSDE, grid: Tensor) -> dict[str, Tensor]:
         c = super().init(sde, grid)
         c.update(ddim_coefficients(sde, grid, self.eta))
         return c
@@ -166,7 +181,7 @@ class DDPM(_EpsStep):
     def __init__(self, variance: str = "small"):
         self.variance = str(check_choice(variance, "variance", ("small", "large")))
 
-    def init(self, sde, grid):
+    def init(self, sde: LinearSDE, grid: Tensor) -> dict[str, Tensor]:
         c = super().init(sde, grid)
         c.update(ddim_coefficients(sde, grid, 1.0))
         if self.variance == "large":  # sigma_{t|s}, the transition's standard deviation

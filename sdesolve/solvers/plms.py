@@ -46,12 +46,18 @@ loop has no host-device synchronization.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import torch
+from torch import Tensor
 
 from .._validate import check_choice
-from ..model import view_at, view_coefficients
-from .base import Solver
+from ..model import ScoreModel, view_at, view_coefficients
+from .base import GeneratorLike, Solver
 from .ddim import ddim_coefficients
+
+if TYPE_CHECKING:
+    from ..sde.base import LinearSDE
 
 __all__ = ["PLMS"]
 
@@ -97,8 +103,8 @@ class PLMS(Solver):
             return 4 * n_steps if n_steps <= 3 else n_steps + 9
         return n_steps + 1 if n_steps >= 1 else 0
 
-    def init(self, sde, grid):
-        c = super().init(sde, grid)
+    def init(self, sde: LinearSDE, grid: Tensor) -> dict[str, Any]:
+        c: dict[str, Any] = super().init(sde, grid)
         c.update(view_coefficients(sde, grid[:-1]))
         full = ddim_coefficients(sde, grid, 0.0)
         c["a"], c["b"] = full["a"], full["b"]
@@ -115,10 +121,20 @@ class PLMS(Solver):
             c["a_mid"], c["b_mid"] = half["a"][0::2], half["b"][0::2]
         return c
 
-    def init_state(self, x, coefs):
+    def init_state(self, x: Tensor, coefs: dict[str, Any]) -> dict[str, Any]:
         return {"x": x, "eps": ()}
 
-    def step(self, model, state, i, coefs, *, generator=None, noise=True, need_x0=False):
+    def step(
+        self,
+        model: ScoreModel,
+        state: dict[str, Any],
+        i: int,
+        coefs: dict[str, Any],
+        *,
+        generator: GeneratorLike = None,
+        noise: bool = True,
+        need_x0: bool = False,
+    ) -> dict[str, Any]:
         x, hist = state["x"], state["eps"]
         a, b = coefs["a"][i], coefs["b"][i]
         e = _eps(model, x, coefs, i, "")
@@ -145,6 +161,6 @@ class PLMS(Solver):
         return out
 
 
-def _eps(model, x, coefs, i, at: str):
+def _eps(model: ScoreModel, x: Tensor, coefs: dict[str, Any], i: int, at: str) -> Tensor:
     """eps at the step's start (``at=""``), midpoint (``"_mid"``) or end (``"_next"``), through view_at."""
     return view_at(model, x, coefs["t" + at][i], "eps", (coefs["alpha" + at][i], coefs["sigma" + at][i]))

@@ -49,13 +49,18 @@ Ermon, "Denoising Diffusion Implicit Models", ICLR 2021 (eq. 12).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
-from ..model import predicts_eps, view_at, view_coefficients
+from ..model import ScoreModel, predicts_eps, view_at, view_coefficients
+from .base import GeneratorLike
 from .methods import ADAPTIVE, ALIASES, FIXED
 from .ode import ODE
+
+if TYPE_CHECKING:
+    from ..sde.base import LinearSDE
 
 __all__ = ["ButcherTableau", "RungeKuttaODE", "TABLEAUX", "flow_coefficients"]
 
@@ -71,7 +76,7 @@ class ButcherTableau:
     order: int
 
 
-def _tableau(c, A, b, order) -> ButcherTableau:
+def _tableau(c: list[float], A: list[list[float]], b: list[float], order: int) -> ButcherTableau:
     return ButcherTableau(tuple(c), tuple(tuple(r) for r in A), tuple(b), order)
 
 
@@ -100,7 +105,7 @@ ZERO_TABLEAUX: dict[str, ButcherTableau] = {
 _DEFAULT_GRIDS = {"euler": "uniform", "midpoint": "uniform", "heun": "uniform", "rk3": "uniform", "rk4": "uniform"}
 
 
-def flow_coefficients(sde, t: Tensor, h: Tensor | float = 1.0) -> dict[str, Tensor]:
+def flow_coefficients(sde: LinearSDE, t: Tensor, h: Tensor | float = 1.0) -> dict[str, Tensor]:
     """The probability-flow ODE's per-time coefficients (float64): ``v = f x - (g^2/2) s``, times h.
 
     Returns ``hf = h f(t)``, ``hg2_half = h g(t)^2 / 2`` (both asked of the process), ``alpha``,
@@ -124,7 +129,15 @@ class RungeKuttaODE(ODE):
     stochastic = False
     adaptive = False
 
-    def __init__(self, method: str = "heun", rtol=None, atol=None, options=None, max_nfe=None, time_variable=None):
+    def __init__(
+        self,
+        method: str = "heun",
+        rtol: float | None = None,
+        atol: float | None = None,
+        options: dict[str, Any] | None = None,
+        max_nfe: int | None = None,
+        time_variable: str | None = None,
+    ):
         method = ALIASES.get(method, method) if isinstance(method, str) else method
         if not isinstance(method, str):
             raise TypeError(f"method must be one of {tuple(TABLEAUX)}, got {type(method).__name__}")
@@ -146,8 +159,8 @@ class RungeKuttaODE(ODE):
         self.nfe_per_step = len(self.tableau.c)
         self.default_grid = _DEFAULT_GRIDS[method]
 
-    def init(self, sde, grid):
-        coefs = super().init(sde, grid)
+    def init(self, sde: LinearSDE, grid: Tensor) -> dict[str, Any]:
+        coefs: dict[str, Any] = super().init(sde, grid)
         t, h = coefs["t"], grid[1:] - grid[:-1]
         into_zero = torch.zeros_like(t, dtype=torch.bool)
         for j, cj in enumerate(self.tableau.c):
@@ -163,7 +176,7 @@ class RungeKuttaODE(ODE):
         coefs.update({k: view[k] for k in ("x0_x", "x0_eps", "x0_score")})
         return coefs
 
-    def _zero_coefficients(self, sde, grid, into_zero) -> dict[str, Tensor]:
+    def _zero_coefficients(self, sde: LinearSDE, grid: Tensor, into_zero: Tensor) -> dict[str, Tensor]:
         """Stage times, alpha, sigma of the step into sigma = 0 in r = sigma / alpha (ones elsewhere).
 
         With y = x / alpha the flow is ``dy/dr = eps(alpha y, t(r))`` (Song et al. 2021, sec. 4.3);
@@ -197,7 +210,7 @@ class RungeKuttaODE(ODE):
                 )
         return out
 
-    def _step_into_zero(self, model, x: Tensor, i: int, coefs) -> tuple[Tensor, Tensor]:
+    def _step_into_zero(self, model: ScoreModel, x: Tensor, i: int, coefs: dict[str, Any]) -> tuple[Tensor, Tensor]:
         """``y_next = y - r_i sum_j b_j eps_j`` (stages ``y_j = y - r_i sum_l A[j][l] eps_l``); returns (x_next, eps_0)."""
         tab = ZERO_TABLEAUX[self.method]
         y, r = coefs["zinv_alpha"][i] * x, coefs["zr"][i]
@@ -214,7 +227,17 @@ class RungeKuttaODE(ODE):
                 y = y - (b_j * r) * e_j
         return coefs["zalpha_next"][i] * y, es[0]
 
-    def step(self, model, state, i, coefs, *, generator=None, noise=True, need_x0=False):
+    def step(
+        self,
+        model: ScoreModel,
+        state: dict[str, Any],
+        i: int,
+        coefs: dict[str, Any],
+        *,
+        generator: GeneratorLike = None,
+        noise: bool = True,
+        need_x0: bool = False,
+    ) -> dict[str, Any]:
         x = state["x"]
         eps = predicts_eps(model)  # then s holds eps = -sigma score
         if coefs["into_zero"][i]:

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import torch
 from torch import Tensor
 
-from ..model import view_at, view_coefficients
-from .base import Solver, randn_like
+from ..model import ScoreModel, view_at, view_coefficients
+from .base import GeneratorLike, Solver, randn_like
 from .ddim import ddim_coefficients
+
+if TYPE_CHECKING:
+    from ..sde.base import LinearSDE
 
 __all__ = ["VDMAncestral", "ancestral_mean", "ancestral_mean_from_x0"]
 
@@ -60,7 +65,7 @@ class VDMAncestral(Solver):
     stochastic = True
     default_grid = "uniform"
 
-    def check(self, sde) -> None:
+    def check(self, sde: LinearSDE) -> None:
         for hook in ("_log_alpha", "_log_sigma", "_log_snr", "_one_minus_snr_ratio"):
             if not callable(getattr(sde, hook, None)):
                 raise TypeError(
@@ -68,7 +73,7 @@ class VDMAncestral(Solver):
                     f"got {type(sde).__name__}"
                 )
 
-    def init(self, sde, grid: Tensor) -> dict[str, Tensor]:
+    def init(self, sde: LinearSDE, grid: Tensor) -> dict[str, Tensor]:
         """Per-step coefficients for the grid ``t_0 > t_1 > ... > t_n`` (float64, host).
 
         Keys: ``alpha``, ``sigma`` (at the step's start, handed to the model) and ``x0_x``,
@@ -91,7 +96,17 @@ class VDMAncestral(Solver):
         c["mean_x0"] = torch.exp(sde._log_alpha(s)) * cc
         return c
 
-    def step(self, model, state, i, coefs, *, generator=None, noise=True, need_x0=False):
+    def step(
+        self,
+        model: ScoreModel,
+        state: dict[str, Any],
+        i: int,
+        coefs: dict[str, Any],
+        *,
+        generator: GeneratorLike = None,
+        noise: bool = True,
+        need_x0: bool = False,
+    ) -> dict[str, Any]:
         x = state["x"]
         eps = view_at(model, x, coefs["t"][i], "eps", (coefs["alpha"][i], coefs["sigma"][i]))
         x_next = ancestral_mean(x, eps, i, coefs)
