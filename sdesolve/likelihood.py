@@ -386,18 +386,44 @@ def _check_log_likelihood(
         check_callable(prior_logp, "prior_logp", "a callable prior_logp(z) or None")
     if chunk_size is not None:
         chunk_size = check_int(chunk_size, "chunk_size", minimum=1)
-    if solver_options is not None:
-        if not isinstance(solver_options, dict):
-            raise TypeError(f"solver_options must be a dict or None, got {type(solver_options).__name__}")
-        if method in ADAPTIVE and grad != "adjoint" and not set(solver_options) <= {"first_step", "norm"}:
-            raise ValueError(
-                f"solver_options of method={method!r} may hold 'first_step' and 'norm' (arguments of "
-                f"sdesolve.solvers.adaptive.integrate), got keys {sorted(solver_options)}"
-            )
-        if solver_options.get("first_step") is not None and grad != "adjoint":
-            check_real(solver_options["first_step"], "solver_options['first_step']", positive=True)
-        if solver_options.get("norm") is not None:
-            check_callable(solver_options["norm"], "solver_options['norm']", "a callable norm(e) -> 0-d tensor")
+    _check_solver_options(solver_options, method, grad)
+    cuda_graph = _check_cuda_graph(cuda_graph, x, grad, method, divergence)
+    max_nfe = check_int(max_nfe, "max_nfe", minimum=1)
+    if method in FIXED and steps * len(TABLEAUX[method].c) > max_nfe:
+        raise ValueError(
+            f"method={method!r} with steps={steps} takes {steps * len(TABLEAUX[method].c)} network evaluations, "
+            f"more than max_nfe={max_nfe}: raise max_nfe or lower steps"
+        )
+    if time_variable == "auto":
+        time_variable = "t"
+        if isinstance(sde, DiscreteVPSDE):
+            gamma = sde._gamma(torch.tensor([t_min, T], dtype=torch.float64))
+            time_variable = "log_snr" if bool(torch.isfinite(gamma).all()) else "t"
+    return _Plan(
+        divergence, probe, n_probes, method, rtol, atol, t_min, steps, time_variable, prior_logp, grad, chunk_size,
+        solver_options, cuda_graph, max_nfe, dtype, return_latent,
+    )  # fmt: skip
+
+
+def _check_solver_options(solver_options, method: str, grad) -> None:
+    """None, or a dict of the adaptive integrator's options (any of torchdiffeq's with the adjoint)."""
+    if solver_options is None:
+        return
+    if not isinstance(solver_options, dict):
+        raise TypeError(f"solver_options must be a dict or None, got {type(solver_options).__name__}")
+    if method in ADAPTIVE and grad != "adjoint" and not set(solver_options) <= {"first_step", "norm"}:
+        raise ValueError(
+            f"solver_options of method={method!r} may hold 'first_step' and 'norm' (arguments of "
+            f"sdesolve.solvers.adaptive.integrate), got keys {sorted(solver_options)}"
+        )
+    if solver_options.get("first_step") is not None and grad != "adjoint":
+        check_real(solver_options["first_step"], "solver_options['first_step']", positive=True)
+    if solver_options.get("norm") is not None:
+        check_callable(solver_options["norm"], "solver_options['norm']", "a callable norm(e) -> 0-d tensor")
+
+
+def _check_cuda_graph(cuda_graph, x: Tensor, grad, method: str, divergence: str) -> bool:
+    """cuda_graph=True needs x on CUDA, grad=False, a torch method and the exact divergence."""
     cuda_graph = check_bool(cuda_graph, "cuda_graph")
     if cuda_graph:
         if x.device.type != "cuda":
@@ -414,36 +440,7 @@ def _check_log_likelihood(
                 f"cuda_graph=True needs divergence='exact' (captured Hutchinson evaluations were measured "
                 f"to replay wrong values), got divergence={divergence!r}"
             )
-    max_nfe = check_int(max_nfe, "max_nfe", minimum=1)
-    if method in FIXED and steps * len(TABLEAUX[method].c) > max_nfe:
-        raise ValueError(
-            f"method={method!r} with steps={steps} takes {steps * len(TABLEAUX[method].c)} network evaluations, "
-            f"more than max_nfe={max_nfe}: raise max_nfe or lower steps"
-        )
-    if time_variable == "auto":
-        time_variable = "t"
-        if isinstance(sde, DiscreteVPSDE):
-            gamma = sde._gamma(torch.tensor([t_min, T], dtype=torch.float64))
-            time_variable = "log_snr" if bool(torch.isfinite(gamma).all()) else "t"
-    return _Plan(
-        divergence,
-        probe,
-        n_probes,
-        method,
-        rtol,
-        atol,
-        t_min,
-        steps,
-        time_variable,
-        prior_logp,
-        grad,
-        chunk_size,
-        solver_options,
-        cuda_graph,
-        max_nfe,
-        dtype,
-        return_latent,
-    )
+    return cuda_graph
 
 
 # ------------------------------------------------------------------ log-likelihood
@@ -490,47 +487,36 @@ def log_likelihood(
             (which probes the whole drift where the drift contracts, as score_sde does: see
             the module docstring).
         n_probes: probes per sample, drawn once per solve and averaged.
-        method: a name of :mod:`sdesolve.solvers.methods`, the vocabulary of ``ODE(...)``:
-            adaptive (``"dopri5"``, ``"dopri8"``, ``"bosh3"``, ``"fehlberg2"``,
-            ``"adaptive_heun"``: :func:`sdesolve.solvers.adaptive.integrate`, RMS error norm over
-            the flattened (x, delta), last step landing exactly on T; torchdiffeq with ``grad="adjoint"``) or fixed-step with ``steps``
-            (``"euler"``, ``"midpoint"``, ``"heun"``, ``"rk3"``, ``"rk4"``: the tableaux of
-            ``ODE``); or ``"scipy-<name>"`` for ``scipy.integrate.solve_ivp`` (RK45, RK23,
-            DOP853, Radau, BDF, LSODA) on the host in float64 with a flattened state: the
-            approach of score_sde's likelihood.py, an independent cross-check. ``"heun2"`` is a
-            deprecated alias of ``"heun"``; torchdiffeq's ``"heun3"``, ``"explicit_adams"``,
-            ``"implicit_adams"`` are deprecated.
+        method: a name of ``ODE(...)``'s vocabulary (:mod:`sdesolve.solvers.methods`): adaptive
+            (``"dopri5"``, ``"dopri8"``, ``"bosh3"``, ``"fehlberg2"``, ``"adaptive_heun"``:
+            :func:`sdesolve.solvers.adaptive.integrate`, RMS norm over (x, delta), last step on T;
+            torchdiffeq with ``grad="adjoint"``), fixed-step with ``steps`` (``"euler"``,
+            ``"midpoint"``, ``"heun"``, ``"rk3"``, ``"rk4"``), or ``"scipy-<name>"`` (``solve_ivp``
+            on the host in float64: score_sde's approach, a cross-check). Deprecated: ``"heun2"``
+            (= ``"heun"``), torchdiffeq's ``"heun3"``, ``"explicit_adams"``, ``"implicit_adams"``.
         rtol, atol: tolerances of adaptive methods, in [10 eps, 1) of the integration dtype.
         t_min: the time whose density is computed (default ``sde.t_min``), in [0, T).
         steps: number of uniform steps (in the time variable) of fixed-step methods.
-        generator: draws the Hutchinson probes (on x's device): a ``torch.Generator``, or a list
-            of B generators (sample i's probes from generator i alone, so a sample's estimate
-            does not depend on its batch under a fixed-step method).
+        generator: draws the Hutchinson probes (on x's device); a list of B generators draws
+            sample i's from generator i alone (an estimate then does not depend on its batch).
         return_latent: also return z = x_T.
-        time_variable: ``"t"`` integrates in the process time, ``"log_snr"`` in
-            u = -lambda/2 = log(sigma/alpha) (exact change of variables; needs a finite
-            log-SNR at t_min and T, so t_min > 0 for VP). ``"auto"`` (default): ``"log_snr"``
-            for :class:`~sdesolve.sde.DiscreteVPSDE` (its drift jumps at every knot of the
-            discrete schedule, while in u the ODE does not depend on the schedule at all), else
-            ``"t"`` (measured faster for the smooth built-in schedules).
-        prior_logp: log-density used at z instead of ``sde.prior_logp`` (e.g. the exact
-            log p_T of a known data law).
-        grad: ``False`` (default): no autograd graph across steps (memory independent of
-            the NFE), results detached. ``True``: differentiable through the solver
-            (gradients reach x and the model's parameters). ``"adjoint"``: differentiable
-            through torchdiffeq's ``odeint_adjoint`` (adaptive methods; memory independent of NFE).
+        time_variable: ``"t"`` (process time) or ``"log_snr"`` (u = log(sigma/alpha), an exact
+            change of variables; needs a finite log-SNR at t_min and T). ``"auto"``: ``"log_snr"``
+            for :class:`~sdesolve.sde.DiscreteVPSDE` (whose drift jumps at every knot in t, not in
+            u), else ``"t"`` (measured faster for the smooth schedules; module docstring).
+        prior_logp: log-density at z instead of ``sde.prior_logp`` (e.g. a known law's exact log p_T).
+        grad: ``False`` (default): no autograd graph (memory independent of the NFE), results
+            detached. ``True``: differentiable through the solver (to x and the parameters).
+            ``"adjoint"``: through torchdiffeq's ``odeint_adjoint`` (adaptive; memory flat in NFE).
         chunk_size: basis vectors per batched product of the exact divergence.
         solver_options: options of the adaptive integrator, ``{"first_step": 1e-3}`` or an error
             ``"norm"`` (:func:`sdesolve.solvers.adaptive.integrate`); with ``grad="adjoint"``,
             torchdiffeq's ``options``.
-        cuda_graph: capture one evaluation of the augmented dynamics (network, divergence and
-            coefficients) in a CUDA graph and replay it at every evaluation: the same numbers,
-            without the per-evaluation launch overhead. Needs a CUDA device, ``grad=False``, a
-            torch method, ``divergence="exact"`` and a capturable network (no host synchronization
-            inside). The capture is checked against eager evaluations before use.
-        max_nfe: the most network evaluations of the solve (default 10 000); past it the
-            solve ends with :class:`~sdesolve.solvers.adaptive.AdaptiveSolveError` naming t
-            and the NFE.
+        cuda_graph: replay one captured evaluation of the augmented dynamics at every evaluation
+            (same numbers, no launch overhead; checked against eager evaluations before use).
+            Needs CUDA, ``grad=False``, a torch method, ``divergence="exact"``, a capturable network.
+        max_nfe: the most network evaluations of the solve (default 10 000); past it the solve
+            ends with :class:`~sdesolve.solvers.adaptive.AdaptiveSolveError` naming t and the NFE.
         model_kwargs: extra keyword inputs of the network (class labels, encoder hidden states,
             ...), bound on the model as in :func:`~sdesolve.sample`: a tensor with a leading
             dimension has one row per sample of x (or 1, shared).
@@ -542,36 +528,18 @@ def log_likelihood(
             sample's log-likelihood does not depend on its batch neighbours; ``nfe`` counts the
             batched calls. Not with ``grad="adjoint"``, ``cuda_graph`` or a ``solver_options`` norm.
 
-    Precision: the ODE is integrated in at least float32 (float16/bfloat16 data are promoted),
-    the network is called in its own dtype (that of its first floating parameter, or the
-    integration dtype), and the results are in the integration dtype.
+    Precision: the ODE is integrated in at least float32 (half data are promoted), the network is
+    called in its own dtype, and the results are in the integration dtype (module docstring).
 
-    Returns:
-        a :class:`LikelihoodResult` (``logp``, ``prior_logp``, ``delta_logp``, ``nfe``, ``z``).
-
+    Returns a :class:`LikelihoodResult` (``logp``, ``prior_logp``, ``delta_logp``, ``nfe``, ``z``).
     Reference: Song et al. (2021), Sec. 4.3 and App. D.2; Grathwohl et al. (2019).
     """
     plan = _check_log_likelihood(
-        sde,
-        x,
-        divergence=divergence,
-        probe=probe,
-        n_probes=n_probes,
-        method=method,
-        rtol=rtol,
-        atol=atol,
-        t_min=t_min,
-        steps=steps,
-        generator=generator,
-        return_latent=return_latent,
-        time_variable=time_variable,
-        prior_logp=prior_logp,
-        grad=grad,
-        chunk_size=chunk_size,
-        solver_options=solver_options,
-        cuda_graph=cuda_graph,
-        max_nfe=max_nfe,
-    )
+        sde, x, divergence=divergence, probe=probe, n_probes=n_probes, method=method, rtol=rtol, atol=atol,
+        t_min=t_min, steps=steps, generator=generator, return_latent=return_latent, time_variable=time_variable,
+        prior_logp=prior_logp, grad=grad, chunk_size=chunk_size, solver_options=solver_options,
+        cuda_graph=cuda_graph, max_nfe=max_nfe,
+    )  # fmt: skip
     plan = _check_per_sample(plan, per_sample)
     with SolveProgress(check_bool(progress, "progress"), "log_likelihood") as bar:
         return _log_likelihood(sde, bind_kwargs(as_model(model, sde), model_kwargs), x, plan, generator, bar)
