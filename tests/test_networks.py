@@ -507,6 +507,26 @@ def test_guided_inputs_shared_or_per_sample_give_the_same_model():
     assert one.nfe == model.nfe  # guided copies count on the conditional model
 
 
+def test_guided_model_serves_every_batch_size_and_equal_shared_values():
+    """The 2B inputs are rebuilt for a new batch size; shared values equal in both halves (not the same object) pass."""
+    sde = sd.VPSDE()
+    seen = []
+
+    def net(x, t, class_labels, scale):
+        seen.append((class_labels.clone(), scale))
+        return _smooth(x, t, class_labels, scale)
+
+    base = ScoreModel(net, sde, time_input=_identity, model_kwargs={"class_labels": torch.tensor([2]), "scale": 1.5})
+    guided = base.guided(2.0, {"class_labels": torch.tensor([0]), "scale": float("1.5")})
+    for B in (2, 3, 2):
+        x = torch.randn(B, 4, generator=torch.Generator().manual_seed(B), dtype=F64)
+        c = base.x0(x, 0.3)
+        u = base.with_kwargs(class_labels=torch.tensor([0])).x0(x, 0.3)
+        torch.testing.assert_close(guided.x0(x, 0.3), u + 2.0 * (c - u), rtol=1e-13, atol=1e-13)
+        labels, scale = seen[-1]
+        assert labels.tolist() == [0] * B + [2] * B and scale == 1.5
+
+
 def test_guidance_scale_one_and_zero_are_the_conditional_and_unconditional_models():
     sde = sd.VPSDE()
     base = ScoreModel(_smooth, sde, time_input=_identity, model_kwargs={"class_labels": torch.tensor([2, 3])})
