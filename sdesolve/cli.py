@@ -27,6 +27,7 @@ import importlib
 import importlib.util
 import inspect
 import math
+import os
 import struct
 import sys
 import zlib
@@ -355,6 +356,14 @@ def run_sample(args: argparse.Namespace) -> int:
     if any(s < 1 for s in shape):
         raise CLIError(f"--shape must be positive sizes, got {shape}")
     solver = _solvers()[args.solver]()
+    if sd.distributed.launched():  # torchrun: each rank samples its block (sdesolve.distributed)
+        x = sd.distributed.sample(
+            sde, model, args.n, shape, solver=solver, steps=args.steps, seed=args.seed, device=args.device,
+            dtype=_DTYPES[args.dtype], progress=not args.quiet,
+        )  # fmt: skip
+        if int(os.environ.get("RANK", "0")) != 0:
+            return 0  # every rank holds all the samples; rank 0 writes them
+        return _write_samples(args, x, shape, model)
     gen = torch.Generator(args.device).manual_seed(args.seed)
     with torch.inference_mode():
         x = sd.sample(
@@ -368,6 +377,10 @@ def run_sample(args: argparse.Namespace) -> int:
             dtype=_DTYPES[args.dtype],
             progress=not args.quiet,
         )
+    return _write_samples(args, x, shape, model)
+
+
+def _write_samples(args: argparse.Namespace, x: Tensor, shape: tuple[int, ...], model: Any) -> int:
     out = Path(args.out)
     torch.save(x.cpu(), out)
     print(f"wrote {args.n} samples of shape {tuple(shape)} to {out} ({model.nfe} network evaluations)")
@@ -388,6 +401,22 @@ def run_likelihood(args: argparse.Namespace) -> int:
         data = data[: args.limit]
     sde, model, _ = build_model(args)
     dtype = _DTYPES[args.dtype]
+    if sd.distributed.launched():  # torchrun: each rank takes its block (sdesolve.distributed)
+        res = sd.distributed.bits_per_dim(
+            sde, model, data, seed=args.seed, batch_size=args.batch_size, device=args.device,
+            progress=not args.quiet, data_range=tuple(args.data_range), n_bits=args.n_bits,
+            dequantize=None if args.dequantize == "none" else args.dequantize, dtype=dtype,
+            divergence=args.divergence, method=args.method, rtol=args.rtol, atol=args.atol,
+        )  # fmt: skip
+        if int(os.environ.get("RANK", "0")) == 0:
+            print(
+                f"bits/dim of {data.shape[0]} samples of {args.data}: {res.mean:.5f} +- {res.standard_error:.5f} "
+                f"(standard error; {os.environ['WORLD_SIZE']} ranks, {res.nfe} network evaluations)"
+            )
+            if args.out:
+                torch.save(res.bpd, args.out)
+                print(f"wrote the {data.shape[0]} per-sample values to {args.out}")
+        return 0
     gen = torch.Generator(args.device).manual_seed(args.seed)
     n = data.shape[0]
     values: list[Tensor] = []
