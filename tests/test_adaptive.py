@@ -553,3 +553,32 @@ def test_bench_adaptive_smoke(capsys):
     for task in ("sample", "likelihood"):
         for method in ("sdesolve per-sample", "sdesolve shared", "torchdiffeq dopri5"):
             assert f"| {task} | VP | 1e-04 | {method} |" in out
+
+
+@pytest.mark.gpu
+def test_per_sample_on_cuda_one_host_read_per_step_and_alone_equals_batch():
+    """On a GPU: the per-sample solve reads the device about once per step (the three flags), not per
+    sample; a sample alone agrees with itself in a batch (float64), and with the CPU solve to round-off."""
+    import warnings
+
+    sde = sd.VPSDE()
+    x_T = _mixed_batch(TARGET_16, sde).cuda()
+    model = TARGET_16.model(sde)
+    solver = ODE("dopri5", rtol=1e-6, atol=1e-6, per_sample=True)
+    sd.sample(sde, model, x_T=x_T, solver=solver)  # warm-up
+    torch.cuda.synchronize()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            x = sd.sample(sde, model, x_T=x_T, solver=solver)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    syncs = sum("synchroniz" in str(w.message) for w in caught)
+    steps = solver.last_nfe / 6  # dopri5: 6 new evaluations per attempted step (FSAL)
+    assert syncs <= steps + 20, (syncs, steps)
+    for i in (0, 1, 2):
+        xi = sd.sample(sde, model, x_T=x_T[i : i + 1], solver=solver)
+        torch.testing.assert_close(xi[0], x[i], rtol=1e-12, atol=1e-12)
+    cpu = sd.sample(sde, TARGET_16.model(sde), x_T=x_T.cpu(), solver=solver)
+    torch.testing.assert_close(x.cpu(), cpu, rtol=1e-9, atol=1e-9)

@@ -184,3 +184,57 @@ def test_torchrun_environment_is_checked(monkeypatch):
     assert dd.launched()
     monkeypatch.setenv("WORLD_SIZE", "1")
     assert not dd.launched()
+
+
+_NCCL = """
+x = dd.sample(SDE, MODEL, 10, (4,), solver=sd.EulerMaruyama(), steps=20, seed=7, batch_size=3, dtype=torch.float64,
+              device="cuda", progress=False)
+r = dd.bits_per_dim(SDE, MODEL, DATA, seed=7, batch_size=4, device="cuda", progress=False,
+                    divergence="hutchinson", rtol=1e-5, atol=1e-5)
+torch.save({"x": x, "bpd": r.bpd, "backend": torch.distributed.get_backend()}, f"{OUT}.{RANK}")
+"""
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
+def test_nccl_two_gpus_equal_one_gpu(tmp_path):
+    """torchrun over two GPUs (NCCL) gives the samples and bits/dim of one GPU (per-index CUDA generators)."""
+    done, _ = _torchrun(_NCCL, tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    x = dd.sample(SDE, MODEL, 10, (4,), solver=sd.EulerMaruyama(), steps=20, seed=7, batch_size=10,
+                  dtype=torch.float64, device="cuda", progress=False)  # fmt: skip
+    r = dd.bits_per_dim(SDE, MODEL, DATA, seed=7, batch_size=10, device="cuda", progress=False, **BPD)
+    for rank in (0, 1):
+        got = torch.load(tmp_path / f"out.{rank}")
+        assert got["backend"] == "nccl"
+        assert torch.equal(got["x"], x)
+        torch.testing.assert_close(got["bpd"], r.bpd, rtol=1e-5, atol=0)
+
+
+@pytest.mark.slow
+def test_cli_under_torchrun_equals_the_library_run(tmp_path):
+    """``torchrun -m sdesolve likelihood`` / ``sample``: rank 0 writes what sdesolve.distributed gives in one process."""
+    (tmp_path / "netmod.py").write_text(
+        "import torch, sdesolve as sd\n"
+        "T = sd.Gaussian(torch.linspace(-1.0, 1.0, 4), torch.linspace(0.2, 0.9, 4))\n"
+        "def score():\n    return T.model(sd.VPSDE())\n"
+    )
+    np.save(tmp_path / "d.npy", DATA.numpy())
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    run = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2"]
+    model = ["--model", f"{tmp_path / 'netmod.py'}:score", "--prediction", "score", "--quiet"]
+    for cmd in (
+        ["likelihood", *model, "--data", str(tmp_path / "d.npy"), "--batch-size", "3", "--out", str(tmp_path / "b.pt")],
+        ["sample", *model, "--solver", "ddim", "--steps", "10", "-n", "5", "--shape", "4", "--no-png",
+         "--out", str(tmp_path / "s.pt")],
+    ):  # fmt: skip
+        done = subprocess.run(
+            [*run, f"--master_port={_free_port()}", "-m", "sdesolve", *cmd],
+            env=env, cwd=tmp_path, capture_output=True, text=True, timeout=150,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr[-3000:]
+    sde = MODEL.sde
+    ref = dd.bits_per_dim(sde, MODEL, DATA, seed=0, batch_size=10, progress=False, **BPD)
+    torch.testing.assert_close(torch.load(tmp_path / "b.pt"), ref.bpd, rtol=1e-6, atol=0)
+    x = dd.sample(sde, MODEL, 5, (4,), solver=sd.DDIM(), steps=10, seed=0, progress=False)
+    assert torch.equal(torch.load(tmp_path / "s.pt"), x)
