@@ -14,7 +14,8 @@ The proofs:
   ``DDIMScheduler`` and ``noise_pred_uncond + guidance_scale * (noise_pred_text - noise_pred_uncond)``
   by hand, step for step (float64, 1e-12), with one network call of 2B samples per evaluation;
   the guided views equal ``uncond + w (cond - uncond)`` of the separate views in every
-  parameterization (guidance commutes with the affine conversions).
+  parameterization (guidance commutes with the affine conversions); guiding Gaussian classes of one
+  variance samples exactly the Gaussian at the guided mean (a closed form of guidance).
 """
 
 from __future__ import annotations
