@@ -36,6 +36,11 @@ def test_smoke_run_writes_the_tables(smoke):
         ours = [r for r in rows if r["problem"] == problem and r["library"] == "sdesolve"]
         assert {r["grid"].split()[0] for r in ours} >= {"log_snr", "optimized"}
         assert any(r["library"] == "diffusers" for r in rows if r["problem"] == problem)
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return
+    assert (out / "accuracy.png").stat().st_size > 0
 
 
 def test_every_sampler_keeps_its_budget_and_gives_a_finite_error(smoke):
