@@ -25,6 +25,8 @@ synchronization) unless disabled. Two kinds of noise, chosen per call by ``gener
   CPU the same function runs eagerly: the integer hash is bitwise the same on every device and
   the transcendentals round alike to within an ulp. These are other draws than ``sample()``
   with the same list (same law, other samples); deterministic solvers give the same map of x_T.
+  (A PyTorch before 2.4 has no graph-safe generators: a captured sampler then draws per-sample
+  keys from one generator too.)
 
 One sampler may be called from several threads: a lock makes fill, replay and copy-out one
 unit, and every call returns a new tensor (never the static output buffer).
@@ -272,10 +274,12 @@ class GraphSampler:
             self._source = CounterNoise(self._keys)
             self._record = new_record(self._n, self.device) if self.check_finite else None
             # noise of the one-generator graph: a generator registered with it, mirroring the caller's
-            self._gen = torch.Generator(device=self.device) if self.use_graph else None
+            # (PyTorch >= 2.4; before, one generator draws per-sample keys as a list does)
+            self._graph_safe_rng = self.use_graph and hasattr(torch.cuda.CUDAGraph, "register_generator_state")
+            self._gen = torch.Generator(device=self.device) if self._graph_safe_rng else None
             self._graphs: dict[str, tuple] = {}
             if self.use_graph:
-                self._capture("generator")
+                self._capture("generator" if self._graph_safe_rng else "counter")
 
     def _capture(self, mode: str) -> tuple:
         """Capture the loop of ``mode`` ("generator": torch's Philox through the registered ``_gen``;
@@ -295,8 +299,14 @@ class GraphSampler:
 
     @property
     def _graph(self):
-        """The captured one-generator graph (None without a graph)."""
-        return self._graphs["generator"][0] if "generator" in self._graphs else None
+        """The graph captured at construction (None without a graph)."""
+        return next(iter(self._graphs.values()))[0] if self._graphs else None
+
+    def _mode(self, generator) -> str:
+        """ "generator" (sample()'s draws) for one generator or None, "counter" (per-sample keys) for a list."""
+        if isinstance(generator, list) or (self.use_graph and not self._graph_safe_rng):
+            return "counter"
+        return "generator"
 
     def _count(self) -> tuple[int, int]:
         """Noise draws and network calls of one solve, by a dry run (not counted on the model).
@@ -335,7 +345,7 @@ class GraphSampler:
                 f"x_T is required: the grid starts at t = {float(self.grid[0]):g} < T = {float(self.sde.T):g}; "
                 f"pass x_T, the state at grid[0]"
             )
-        if isinstance(generator, list):
+        if self._mode(generator) == "counter":
             self._keys.copy_(draw_keys(generator, self.shape[0], self.device))
             if x_T is None:
                 z = counter_normal(self._keys, self.shape[1:], 0, _STREAM_PRIOR, torch.float64)
@@ -347,7 +357,7 @@ class GraphSampler:
 
     def _run(self, generator) -> Tensor:
         """One solve from the filled buffers; returns a new tensor."""
-        if isinstance(generator, list):
+        if self._mode(generator) == "counter":
             if not self.use_graph:
                 return self._loop(self._source, self._record).clone()
             graph, out = self._capture("counter")
