@@ -31,6 +31,7 @@ import torch
 from helpers import chain_moments, check_moments, tiny_unet
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import sdesolve as sd
 from sdesolve.model import PREDICTIONS, GuidedModel, ScoreModel, convert, unwrap_output
@@ -540,6 +541,41 @@ def test_guiding_equal_variance_gaussians_samples_the_gaussian_at_the_guided_mea
         ones = torch.ones(D, dtype=F64)
         mean, var = chain_moments(sd.EulerMaruyama(), sde, target.model(sde), grid, 0 * ones, ones)
         check_moments(x[labels == c], mean, var, what=f"guided class {c}, D={D}")
+
+
+class _Ops(TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.names = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.names.append(func.__name__.split(".")[0])
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize(
+    "solver", [sd.DDIM(), sd.PLMS(), sd.EulerMaruyama(), sd.ODE("heun"), sd.DPMSolverPP()], ids=repr
+)
+@pytest.mark.parametrize("pred", PREDICTIONS)
+def test_a_guided_step_keeps_the_fast_path(solver, pred):
+    """Guided steps with bound per-sample labels, on DiscreteVPSDE (alpha(t) is a gather of knots): no process
+    evaluation inside a step (alpha, sigma come precomputed through view_at), one network call per evaluation."""
+    from sdesolve.solvers.base import _to_device
+
+    sde = sd.DiscreteVPSDE.from_schedule("linear", 1000)
+    net = Calls(lambda x, t, class_labels: 0.1 * x + 0.01 * class_labels.to(x.dtype)[:, None])
+    model = ScoreModel(net, sde, prediction=pred, model_kwargs={"class_labels": torch.arange(1, 5)})
+    guided = model.guided(2.0, {"class_labels": torch.tensor([0])})
+    x = torch.randn(4, 3)
+    coefs = _to_device(solver.init(sde, sd.grids.uniform(sde, 8)), x)
+    state, names = solver.init_state(x, coefs), set()
+    for i in range(4):
+        with _Ops() as ops:
+            state = solver.step(guided, state, i, coefs, generator=torch.Generator().manual_seed(i))
+        names |= set(ops.names)
+    process_ops = {"exp", "log", "expm1", "log1p", "index", "searchsorted", "gather", "bucketize", "floor"}
+    assert not process_ops & names, names
+    assert net.batches == [8] * guided.nfe and guided.nfe == solver.nfe(4)
 
 
 def test_guided_model_serves_every_batch_size_and_equal_shared_values():
