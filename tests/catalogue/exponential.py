@@ -36,6 +36,18 @@ CASES = [
         TypeError,
         r"lower_order_final must be True or False, got None",
     ),
+    Case(
+        "dpmpp-third_order-unknown",
+        lambda: sd.DPMSolverPP(3, third_order="heun"),
+        ValueError,
+        r"third_order must be one of \('dpm', 'taylor'\), got 'heun'",
+    ),
+    Case(
+        "dpmpp-third_order-not-str",
+        lambda: sd.DPMSolverPP(3, third_order=2),
+        TypeError,
+        r"third_order must be one of \('dpm', 'taylor'\)",
+    ),
     # UniPC(order, variant, corrector, lower_order_final)
     Case("unipc-order-zero", lambda: sd.UniPC(0), ValueError, r"order must be an int in \[1, 3\], got 0"),
     Case("unipc-order-tensor-1d", lambda: sd.UniPC(torch.tensor([2])), TypeError, r"order must be an int"),
