@@ -238,3 +238,21 @@ def test_cli_under_torchrun_equals_the_library_run(tmp_path):
     torch.testing.assert_close(torch.load(tmp_path / "b.pt"), ref.bpd, rtol=1e-6, atol=0)
     x = dd.sample(sde, MODEL, 5, (4,), solver=sd.DDIM(), steps=10, seed=0, progress=False)
     assert torch.equal(torch.load(tmp_path / "s.pt"), x)
+
+
+_HANG = """
+def score(x, t):  # rank 1 hangs (never raises); rank 0 gives up after timeout=5 s
+    if RANK == 1:
+        time.sleep(600)
+    return MODEL.score(x, t)
+
+dd.sample(SDE, score, 4, (4,), solver=sd.DDIM(), steps=1, batch_size=1, progress=False, timeout=5)
+"""
+
+
+@pytest.mark.slow
+def test_a_hanging_rank_ends_the_job_after_the_timeout(tmp_path):
+    done, seconds = _torchrun(_HANG, tmp_path)
+    assert done.returncode != 0
+    assert "ranks [1] did not report within timeout=5 s" in done.stderr, done.stderr[-3000:]
+    assert seconds < 120  # not the 600 s of the hanging rank
