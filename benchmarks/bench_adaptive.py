@@ -20,7 +20,11 @@ Compare methods at equal error (the per-sample solve's error per sample is that 
 alone; the batch-shared one spends more steps on the easy samples, so it is more accurate at the
 same tolerance): the table has several tolerances for that.
 
+A second table interpolates each method's time and NFE (log-log, between its tolerances) to the
+maximum errors the batch-shared sdesolve solve reached: the comparison at equal error.
+
 Run:  python benchmarks/bench_adaptive.py --device cuda                 (H200: B=256, D=3072 sampling)
+      python benchmarks/bench_adaptive.py --device cuda --dtype float64 --tols 1e-3 1e-4 1e-5 1e-6 1e-7
       python benchmarks/bench_adaptive.py --smoke                       (CPU check, seconds)
 """
 
@@ -176,6 +180,39 @@ def _table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def at_equal_error(rows: list[dict]) -> str:
+    """Each method's time and NFE interpolated (log-log, between its tolerances) to the max errors the
+    batch-shared sdesolve solve reached: which method is faster at equal error."""
+    lines = ["| task | process | max error | method | time (s) | NFE |", "|" + " --- |" * 6]
+    keys = sorted({(r["task"], r["process"]) for r in rows})
+    for task, proc in keys:
+        mine = [r for r in rows if r["task"] == task and r["process"] == proc]
+        refs = sorted((r["max_error"] for r in mine if r["method"] == "sdesolve shared"), reverse=True)
+        for err in refs:
+            for method in ("sdesolve per-sample", "sdesolve shared", "torchdiffeq dopri5"):
+                pts = sorted(
+                    ((r["max_error"], r["seconds"], r["nfe"]) for r in mine if r["method"] == method), reverse=True
+                )
+                got = _interp(pts, err)
+                cell = f"{got[0]:.4f} | {got[1]:.0f}" if got else "outside its tolerances | -"
+                lines.append(f"| {task} | {proc} | {err:.2e} | {method} | {cell} |")
+    return "\n".join(lines)
+
+
+def _interp(pts: list[tuple[float, float, int]], err: float):
+    """(time, NFE) at ``err`` by log-log interpolation between two measured points bracketing it."""
+    for (e0, s0, n0), (e1, s1, n1) in zip(pts, pts[1:]):
+        if e1 <= err <= e0 and e0 > 0 and e1 > 0:
+            w = 0.0 if e0 == e1 else (math.log(err) - math.log(e0)) / (math.log(e1) - math.log(e0))
+            return math.exp((1 - w) * math.log(s0) + w * math.log(s1)), math.exp(
+                (1 - w) * math.log(n0) + w * math.log(n1)
+            )
+    for e, sec, nfe in pts:
+        if e == err:
+            return sec, nfe
+    return None
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -204,6 +241,11 @@ def main(argv=None) -> int:
             rows += bench_sampling(proc, args.dim, args.batch, tol, device, dtype, args.repeats)
             rows += bench_likelihood(proc, args.lik_dim, args.lik_batch, tol, device, dtype, args.repeats)
     print(_table(rows))
+    if len(args.tols) > 1:
+        print(
+            "\n## At equal error (interpolated between tolerances; errors those of the batch-shared sdesolve solve)\n"
+        )
+        print(at_equal_error(rows))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)
