@@ -38,6 +38,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .model import unwrap_output
+
 __all__ = ["CLIError", "build_parser", "main", "run_demo", "run_likelihood", "run_sample"]
 
 
@@ -209,26 +211,16 @@ class _CheckedNet(torch.nn.Module):
                 f"--model: {self.spec} failed when called as net(x, t) with x of shape {tuple(x.shape)} "
                 f"and t of shape {tuple(t.shape)}: {type(exc).__name__}: {exc}"
             ) from exc
-        out = _network_output(out)
-        if not isinstance(out, Tensor):
-            raise CLIError(f"--model: {self.spec} must return a tensor, got {type(out).__name__}")
+        try:
+            out = unwrap_output(out, self.inner)
+        except TypeError as exc:
+            raise CLIError(f"--model: {exc}") from exc
         if out.shape != x.shape:
             raise CLIError(
                 f"--model: {self.spec} returned shape {tuple(out.shape)} for x of shape {tuple(x.shape)}; "
                 "the network must return a tensor of x's shape (check --shape)"
             )
         return out
-
-
-def _network_output(out: Any) -> Any:
-    """A tensor out of a network's output object (diffusers' ``.sample``, a one-tensor tuple)."""
-    if isinstance(out, Tensor):
-        return out
-    if hasattr(out, "sample") and isinstance(out.sample, Tensor):
-        return out.sample
-    if isinstance(out, tuple | list) and len(out) >= 1 and isinstance(out[0], Tensor):
-        return out[0]
-    return out
 
 
 def build_model(args: argparse.Namespace):

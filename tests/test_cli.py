@@ -57,6 +57,9 @@ MODULE = textwrap.dedent(
     def wrong_shape(x, t):
         return x[:, :1]
 
+    def returns_str(x, t):
+        return "eps"
+
     not_callable = 3
     """
 )
@@ -305,6 +308,7 @@ BAD = [
     (["sample", "--model", "usernet:not_callable", "--shape", "2"], r"is a int, not a network"),
     (["sample", "--model", "usernet:broken", "--shape", "2"], r"failed when called as net\(x, t\).*broken"),
     (["sample", "--model", "usernet:wrong_shape", "--shape", "2"], r"returned shape \(64, 1\)"),
+    (["sample", "--model", "usernet:returns_str", "--shape", "2"], r"must return a tensor or an output holding one"),
     (["sample", "--model", "usernet:eps_fn"], r"--shape is needed"),
     (["sample", "--model", "usernet:exact", "--sde", "ve"], r"--sde: .* ScoreModel with its own process"),
     (["sample", "--model", "missing.py:net", "--shape", "2"], r"no file 'missing.py'"),
