@@ -322,7 +322,7 @@ BAD = [
 ]
 
 
-@pytest.mark.parametrize("argv,match", BAD, ids=[" ".join(a[1:4:2]) for a, _ in BAD])
+@pytest.mark.parametrize("argv,match", BAD, ids=[" ".join(a[2:5:2]) for a, _ in BAD])
 def test_user_errors_are_one_line(user_dir, capsys, argv, match):
     import re
 
