@@ -194,7 +194,7 @@ def sample_times(
     if device is None:
         device = generator_device(generator)
     if antithetic:
-        u = torch.rand((), generator=generator, device=device, dtype=torch.float64)
+        u = draw("uniform", (), generator, device=device, dtype=torch.float64)  # one generator here
         t = torch.remainder(u + torch.arange(batch, device=device, dtype=torch.float64) / batch, 1.0)
     else:
         t = draw("uniform", (batch,), generator, device=device, dtype=torch.float64)
