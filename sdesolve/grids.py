@@ -172,16 +172,21 @@ def optimized(
     is ``h^2 / 2 dD/dl`` to leading order). The sum of the local errors ``sum_i m(l_i) h_i^(k+1)``,
     ``m = |d^k D / dl^k|``, is smallest for a fixed number of steps when the step density is
     ``rho(l) ~ m(l)^(1 / (k + 1))``, i.e. when every step makes the same local error (de Boor's
-    equidistribution). The algorithm, deterministic for a given x_T:
+    equidistribution). An error made at ``r = sigma / alpha = exp(-l)`` reaches the output through
+    the flow's Jacobian, which for data of scale s contracts it by ``s / sqrt(s^2 + r^2)`` (exact
+    for a Gaussian N(mu, s^2 I), where ``x / alpha - mu = sqrt(s^2 + r^2) z`` along the flow); so m
+    is weighted by that factor, with s the RMS over coordinates of the pilot batch's spread of its
+    last x0 predictions. The algorithm, deterministic for a given x_T:
 
     1. a pilot solve: DDIM on ``pilot_steps`` intervals evenly spaced in log-SNR, from x_T (or a
        prior draw of ``shape`` with ``generator``), recording the model's x0 prediction at every
        pilot time (``pilot_steps + 1`` network calls on the pilot batch);
     2. ``m`` at the pilot times: the root mean square over the batch and the coordinates of the
        k-th divided difference of those predictions in l;
-    3. the density ``rho = (m + 1e-3 max m)^(1 / (k + 1))`` (the floor keeps steps where D is
-       flat), piecewise constant between pilot times; the ``steps + 1`` times split its integral
-       in equal parts, mapped back to t through the process' inverse log-SNR.
+    3. the weighted rate ``w = m s / sqrt(s^2 + r^2)`` and the density
+       ``rho = (w + 1e-3 max w)^(1 / (k + 1))`` (the floor keeps steps where D is flat), piecewise
+       constant between pilot times; the ``steps + 1`` times split its integral in equal parts,
+       mapped back to t through the process' inverse log-SNR.
 
     Where sigma(t_min) = 0 (log-SNR = +inf) the ``steps`` intervals are fitted down to a time t_1
     with sigma > 0 (a discrete process' first training timestep; sigma / alpha = 0.002, EDM's
@@ -196,8 +201,9 @@ def optimized(
         sde: the forward process (:class:`~sdesolve.sde.LinearSDE`) the model was trained on.
         model: a :class:`~sdesolve.ScoreModel` of ``sde`` or a callable score ``s(x, t)``.
         steps: the number of intervals (an int >= 1); the grid has ``steps + 1`` times.
-        x_T: the pilot batch, states at ``t_max`` (B, *event); or give ``shape`` (then the pilot
-            batch is drawn from the prior at T with ``generator``). A few dozen samples suffice.
+        x_T: the pilot batch, states at ``t_max`` (B, *event) with B >= 2; or give ``shape`` (then
+            the pilot batch is drawn from the prior at T with ``generator``). A few dozen samples
+            suffice.
         shape: (B, *event) of a prior draw, when ``x_T`` is not given.
         generator: a ``torch.Generator`` for that prior draw.
         order: the order k of the solver the grid is for (1: DDIM, DPM-Solver++ 1; 2: 2M, UniPC,
@@ -224,11 +230,15 @@ def optimized(
         end = _last_fitted_time(sde, lo, hi, steps)
     pilot = _spaced(sde, pilot_steps, end, hi, sde._log_snr, sde._t_of_log_snr)
     ell = 0.5 * sde._log_snr(pilot)  # increasing along the solve
-    m = _divided_difference_rms(_pilot_x0(sde, score_model, x, pilot), ell, order)
+    x0 = _pilot_x0(sde, score_model, x, pilot)
+    m = _divided_difference_rms(x0, ell, order)
     # m[j] sits at the mean of ell[j .. j + order]; spread it onto the pilot intervals
     centres = torch.stack([ell[j : j + order + 1].mean() for j in range(m.numel())])
     mids = 0.5 * (ell[1:] + ell[:-1])
-    rho = (_interp(mids, centres, m) + 1e-3 * float(m.max())).clamp_min(1e-300) ** (1.0 / (order + 1))
+    # an error made at r = sigma/alpha reaches the output shrunk by s / sqrt(s^2 + r^2) (s: the data's scale)
+    s = max(float(x0[-1].std(0).pow(2).mean().sqrt()), 1e-12)
+    w = _interp(mids, centres, m) * s / torch.sqrt(s * s + torch.exp(-2.0 * mids))
+    rho = (w + 1e-3 * float(w.max())).clamp_min(1e-300) ** (1.0 / (order + 1))
     mass = torch.cat([torch.zeros(1, dtype=torch.float64), torch.cumsum(rho * (ell[1:] - ell[:-1]), 0)])
     target = torch.linspace(0.0, float(mass[-1]), steps + 1, dtype=torch.float64)
     grid = sde._t_of_log_snr(2.0 * _interp(target, mass, ell))
@@ -257,10 +267,15 @@ def _pilot_state(sde, hi: float, x_T, shape, generator) -> Tensor:
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator or None, got {describe(generator)}")
     if x_T is not None:
-        return check_tensor(x_T, "x_T", min_dim=1, finite=True)
+        x = check_tensor(x_T, "x_T", min_dim=1, finite=True)
+        if x.shape[0] < 2:
+            raise ValueError(f"x_T must hold a pilot batch of at least 2 samples, got shape {tuple(x.shape)}")
+        return x
     from .sample import _check_shape
 
     shape = _check_shape(shape)
+    if shape[0] < 2:
+        raise ValueError(f"shape must give a pilot batch of at least 2 samples, got {shape}")
     if hi != float(sde.T):
         raise ValueError(f"x_T is required: the grid starts at t_max = {hi:g} < T = {float(sde.T):g}")
     device = generator.device if generator is not None else None

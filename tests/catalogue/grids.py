@@ -355,6 +355,18 @@ CASES = _per_kind() + [
         r"x must have shape \(B, 2\)",
     ),
     Case(
+        "grids-optimized-x_T-one-sample",
+        _fn("optimized", _SDE, _MODEL, 5, x_T=torch.zeros(1, 2)),
+        ValueError,
+        r"x_T must hold a pilot batch of at least 2 samples, got shape \(1, 2\)",
+    ),
+    Case(
+        "grids-optimized-shape-one-sample",
+        _fn("optimized", _SDE, _MODEL, 5, shape=(1, 2)),
+        ValueError,
+        r"shape must give a pilot batch of at least 2 samples, got \(1, 2\)",
+    ),
+    Case(
         "grids-optimized-shape-string",
         _fn("optimized", _SDE, _MODEL, 5, shape="4,2"),
         TypeError,
