@@ -332,7 +332,8 @@ def test_optimized_grid_beats_uniform_and_log_snr_for_ddim_on_a_gaussian(name, d
         return float((x - exact).pow(2).mean().sqrt())
 
     e_opt = err(grids.optimized(sde, model, 10, x_T=pilot))
-    e_uni, e_lsnr = err(grids.uniform(sde, 10)), err(grids.log_snr(sde, 10))  # optimized measured 0.59-0.65x, 0.54-0.62x
+    # measured: the optimized grid's error is 0.59-0.65x uniform's and 0.54-0.62x log-SNR's
+    e_uni, e_lsnr = err(grids.uniform(sde, 10)), err(grids.log_snr(sde, 10))
     e_karras = err(grids.karras(sde, 10))
     assert e_opt < min(e_uni, e_lsnr, e_karras), (e_opt, e_uni, e_lsnr, e_karras)
 
