@@ -745,8 +745,9 @@ def _step_into_zero_per_sample(fns: _Fns, advance, x: Tensor, t0: float, t1: flo
     """:func:`_step_into_zero` for each sample: its own r_b, two-half check and acceptance.
 
     All samples start from the same r_b; a sample whose check fails integrates on to its own
-    smaller r_b while the accepted ones stay put (evaluated, their results discarded). One host
-    read per round.
+    smaller r_b while the accepted ones stay put (evaluated, their results discarded). The times
+    r_b, t_b and the DDIM coefficients are computed on the host (B numbers per round, as the
+    batch-shared step does for one), the states on x's device; one host read of the B ratios per round.
     """
     sde, eps_at, (_, rtol, atol, max_nfe, _), name = fns.sde, fns.eps_at, fns.args, fns.name
     assert fns.per is not None
@@ -754,13 +755,14 @@ def _step_into_zero_per_sample(fns: _Fns, advance, x: Tensor, t0: float, t1: flo
     r0 = float(sde._sigma_over_alpha(torch.tensor(t0, dtype=torch.float64)))
     r_b0 = min(r0, math.sqrt(max(rtol, atol)))
     t_b0 = t0 if r_b0 == r0 else float(sde._t_of_sigma_over_alpha(torch.tensor(r_b0, dtype=torch.float64)))
-    r_b = torch.full((B,), r_b0, dtype=torch.float64, device=dev)
-    t_b = torch.full((B,), t_b0, dtype=torch.float64, device=dev)
-    t_s = torch.full((B,), t1, dtype=torch.float64, device=dev)
-    start, out = torch.full((B,), t0, dtype=torch.float64, device=dev), x
-    pending = torch.ones(B, dtype=torch.bool, device=dev)
+    r_b = torch.full((B,), r_b0, dtype=torch.float64)  # host
+    t_b = torch.full((B,), t_b0, dtype=torch.float64)
+    t_s = torch.full((B,), t1, dtype=torch.float64)
+    start, out = torch.full((B,), t0, dtype=torch.float64), x
+    pending = torch.ones(B, dtype=torch.bool)
     while True:
-        x, h = advance(fns, x, start, t_b, h, calls)
+        t_b_dev = t_b.to(dev)
+        x, h = advance(fns, x, start.to(dev), t_b_dev, h, calls)
         t_m = sde._t_of_sigma_over_alpha(r_b / 2.0)
         if calls[0] + 2 > max_nfe:
             i = int(torch.nonzero(pending)[0])
@@ -770,21 +772,21 @@ def _step_into_zero_per_sample(fns: _Fns, advance, x: Tensor, t0: float, t1: flo
                 float(t_b[i]),
                 calls[0],
             )
-        eps_b = eps_at(x, t_b)
+        eps_b = eps_at(x, t_b_dev)
         one, x_m = _ddim_step(sde, x, eps_b, t_b, t_s), _ddim_step(sde, x, eps_b, t_b, t_m)
-        two = _ddim_step(sde, x_m, eps_at(x_m, t_m), t_m, t_s)
-        fns.per += 2 * pending.to(torch.int64)
-        ratio = _sample_rms((two - one) / (atol + rtol * torch.maximum(x.abs(), two.abs())))
+        two = _ddim_step(sde, x_m, eps_at(x_m, t_m.to(dev)), t_m, t_s)
+        fns.per += 2 * pending.to(device=dev, dtype=torch.int64)
+        ratio = _sample_rms((two - one) / (atol + rtol * torch.maximum(x.abs(), two.abs()))).to(torch.float64)
+        ratio = ratio.cpu()  # the one read per round
         done = pending & (ratio <= 1.0)
-        out = torch.where(bcast(done, x), two, out)
+        out = torch.where(bcast(done.to(dev), x), two, out)
         pending = pending & ~done
-        broken = pending & ~torch.isfinite(ratio)
-        running, bad = torch.stack((pending.any(), broken.any())).tolist()  # the one read per round
-        if not running:
+        if not bool(pending.any()):
             return out
-        if bad:
-            _check_finite_per_sample(eps_b, broken, t_b, calls[0], name, float)
-        shrink = (0.9 / ratio.to(torch.float64).sqrt()).clamp(0.1, 0.5)
+        broken = pending & ~torch.isfinite(ratio)
+        if bool(broken.any()):
+            _check_finite_per_sample(eps_b, broken.to(dev), t_b_dev, calls[0], name, float)
+        shrink = (0.9 / ratio.sqrt()).clamp(0.1, 0.5)
         start = t_b
         r_b = torch.where(pending, r_b * shrink, r_b)
         t_b = torch.where(pending, sde._t_of_sigma_over_alpha(r_b), t_b)
@@ -793,13 +795,13 @@ def _step_into_zero_per_sample(fns: _Fns, advance, x: Tensor, t0: float, t1: flo
 def _ddim_step(sde, y: Tensor, eps: Tensor, t, s) -> Tensor:
     """The constant-eps step from t to s (``ddim_coefficients`` with eta = 0): ``a y + b eps``.
 
-    t, s: numbers, or (B,) float64 tensors (one step per sample: the grid interleaves the pairs,
-    ``[t_0, s_0, t_1, s_1, ...]``, and every other interval is taken)."""
+    t, s: numbers, or (B,) float64 host tensors (one step per sample: the grid interleaves the
+    pairs, ``[t_0, s_0, t_1, s_1, ...]``, and every other interval is taken)."""
     if not isinstance(t, Tensor):
         c = ddim_coefficients(sde, torch.tensor([t, s], dtype=torch.float64), 0.0)
         return float(c["a"][0]) * y + float(c["b"][0]) * eps
     c = ddim_coefficients(sde, torch.stack((t, s), dim=1).reshape(-1), 0.0)
-    a, b = c["a"][0::2].to(y.dtype), c["b"][0::2].to(y.dtype)
+    a, b = (c[k][0::2].to(device=y.device, dtype=y.dtype) for k in ("a", "b"))
     return bcast(a, y) * y + bcast(b, y) * eps
 
 
