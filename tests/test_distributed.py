@@ -256,3 +256,19 @@ def test_a_hanging_rank_ends_the_job_after_the_timeout(tmp_path):
     assert done.returncode != 0
     assert "ranks [1] did not report within timeout=5 s" in done.stderr, done.stderr[-3000:]
     assert seconds < 120  # not the 600 s of the hanging rank
+
+
+def test_an_initialized_group_is_used_and_a_mismatched_world_size_refused(monkeypatch):
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        monkeypatch.setenv("WORLD_SIZE", "2")
+        with pytest.raises(ValueError, match="WORLD_SIZE=2 in the environment but the initialized process group has 1"):
+            dd.sample(SDE, MODEL, 4, (4,), solver=sd.DDIM(), steps=2, progress=False)
+        monkeypatch.delenv("WORLD_SIZE")
+        x = dd.sample(SDE, MODEL, 4, (4,), solver=sd.DDIM(), steps=2, seed=1, progress=False)
+        assert dist.is_initialized()  # the caller's group is left as it was
+    finally:
+        dist.destroy_process_group()
+    assert torch.equal(x, dd.sample(SDE, MODEL, 4, (4,), solver=sd.DDIM(), steps=2, seed=1, progress=False))
