@@ -273,3 +273,21 @@ def test_any_split_gives_the_same_samples(n, cut, seed, solver):
         return sd.sample(sde, model, (len(idx), 3), **kw)
 
     assert torch.equal(run(seeds), torch.cat([run(seeds[:cut]), run(seeds[cut:])]))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("solver_name", ["em", "ddpm-large", "pc-rd-langevin", "dpmpp-2m-sde"])
+def test_splits_on_cuda(solver_name):
+    """CUDA generators on a CUDA batch: the same split equality, and a CPU generator is refused."""
+    sde = sd.VPSDE()
+    model = sd.Gaussian(TARGET.mean.cuda(), TARGET.std.cuda()).model(sde)
+
+    def run(seeds):
+        gens = [torch.Generator("cuda").manual_seed(s) for s in seeds]
+        return sd.sample(sde, model, (len(seeds), 3), solver=SOLVERS[solver_name](), steps=6, generator=gens, dtype=F64)
+
+    whole = run(range(8))
+    assert whole.is_cuda and torch.equal(whole, torch.cat([run(range(5)), run(range(5, 8))]))
+    with pytest.raises(ValueError, match=r"generator\[1\] is on cpu but the samples are on cuda"):
+        gens = [torch.Generator("cuda"), torch.Generator()]
+        sd.sample(sde, model, (2, 3), solver=sd.DDPM(), steps=2, generator=gens, device="cuda")
