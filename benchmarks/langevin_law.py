@@ -182,7 +182,7 @@ def _targets(D: int):
     return gauss, mix, u
 
 
-def score_sde_sample(kind, N, model, x, snr=0.16, generator=None):
+def score_sde_sample(kind, N, model, x, snr=0.16, generator=None, denoise=True):
     """score_sde's pc_sampler (reverse diffusion + batch-mean Langevin), driven by our exact model."""
     ts = torch.linspace(1.0, EPS, N, dtype=torch.float64).tolist()
     for t in ts:
@@ -205,25 +205,52 @@ def score_sde_sample(kind, N, model, x, snr=0.16, generator=None):
             fm, G2 = -0.5 * bt / N, bt * (1 - math.exp(-2 * BETA_MIN * t - (BETA_MAX - BETA_MIN) * t * t)) / N
         x_mean = x - fm * x + G2 * s
         x = x_mean + math.sqrt(G2) * torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-    return x_mean
+    return x_mean if denoise else x
 
 
-def _run(kind, rule, N, target, n, device, seed):
+def _pc_solver(rule):
+    """The sampler of a rule: reverse diffusion (midpoint) + the Langevin corrector with that rule.
+
+    ``mala``: the default corrector (Metropolis-adjusted, the sigma step); ``mala_song``: the same with
+    the predictor at t_i (``discretization="song"``), which reuses the corrector's score (no extra
+    network call); ``sigma``: the sigma step without Metropolis (ULA, the default before);
+    ``batch`` / ``sample``: the norm rules; ``none``: the predictor alone.
+    """
+    if rule == "none":
+        return PredictorCorrector(ReverseDiffusionPredictor(), None)
+    if rule in ("mala", "mala_song"):
+        disc = "song" if rule == "mala_song" else "midpoint"
+        return PredictorCorrector(ReverseDiffusionPredictor(discretization=disc), LangevinCorrector(snr=0.16))
+    return PredictorCorrector(
+        ReverseDiffusionPredictor(), LangevinCorrector(snr=0.16, n_steps=1, step_rule=rule, metropolis=False)
+    )
+
+
+def _run(kind, rule, N, target, n, device, seed, denoise=True):
+    """Samples, the time their law is compared at, the mean acceptance rate (NaN without Metropolis), NFE/step."""
+    from sdesolve.solvers.base import _to_device, run_steps
+
     sde = PROCESSES[kind]()
     gen = torch.Generator(device).manual_seed(seed)
     x_T = target.marginal_sample(n, sde.T, sde, generator=gen, dtype=torch.float32).to(device)
     model = target.model(sde)
     if rule == "score_sde":
-        return score_sde_sample(kind, N, model, x_T, generator=gen), 0.0
-    corr = None if rule == "none" else LangevinCorrector(snr=0.16, n_steps=1, step_rule=rule)
-    solver = PredictorCorrector(ReverseDiffusionPredictor(), corr)
-    x = sd.sample(sde, model, x_T=x_T, solver=solver, steps=N, generator=gen, check_finite=False)
-    return x, sde.t_min
+        return score_sde_sample(kind, N, model, x_T, generator=gen, denoise=denoise), 0.0, math.nan, 2
+    solver = _pc_solver(rule)
+    grid = sd.grids.uniform(sde, N)
+    coefs = _to_device(solver.init(sde, grid), x_T)
+    state = run_steps(solver, model, solver.init_state(x_T, coefs), coefs, N, generator=gen, denoise=denoise)
+    acc = state.get("acceptance")
+    return state["x"], sde.t_min, (float(acc.mean()) if acc is not None else math.nan), solver.nfe_on(sde)
 
 
-def part_langevin(device, dims, steps, kinds, rules, seed=0):
-    print("\n| process | D | N | n | step rule | excess variance % (SE) | mean error / SE | weight error (pts) (SE) |")
-    print("|---|---|---|---|---|---|---|---|")
+def part_langevin(device, dims, steps, kinds, rules, seed=0, denoise=True):
+    print(f"\ndenoise={denoise}, device {device}\n")
+    print(
+        "| process | D | N | n | step rule | NFE/step | acceptance | excess variance % (SE) | mean error / SE "
+        "| weight error (pts) (SE) |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for kind in kinds:
         sde = PROCESSES[kind]()
         for D in dims:
@@ -232,7 +259,7 @@ def part_langevin(device, dims, steps, kinds, rules, seed=0):
             for N in steps:
                 for rule in rules:
                     t0 = time.time()
-                    x, t_end = _run(kind, rule, N, gauss, n, device, seed)
+                    x, t_end, acc, nfe = _run(kind, rule, N, gauss, n, device, seed, denoise)
                     m0, v0 = gauss.marginal_moments(t_end, sde)
                     x = x.double().cpu()
                     ok = torch.isfinite(x).all(dim=1)
@@ -240,14 +267,15 @@ def part_langevin(device, dims, steps, kinds, rules, seed=0):
                     ratio = float((xv.var(0) / v0).mean()) - 1.0
                     se_v = math.sqrt(2.0 / (xv.shape[0] * D))
                     mean_z = float(((xv.mean(0) - m0) / v0.sqrt()).mean()) * math.sqrt(xv.shape[0] * D)
-                    xm, _ = _run(kind, rule, N, mix, n, device, seed + 1)
+                    xm, _, _, _ = _run(kind, rule, N, mix, n, device, seed + 1, denoise)
                     xm = xm.double().cpu()
                     okm = torch.isfinite(xm).all(dim=1)
                     w = float(((xm[okm] @ u.double()) > 0).double().mean())
                     se_w = math.sqrt(0.21 / max(int(okm.sum()), 1))
                     bad = n - int(ok.sum()) + n - int(okm.sum())
                     print(
-                        f"| {kind} | {D} | {N} | {n} | {rule} | {100 * ratio:+7.2f} ({100 * se_v:.2f}) | {mean_z:+6.1f} | "
+                        f"| {kind} | {D} | {N} | {n} | {rule} | {nfe} | {acc:.4f} | {100 * ratio:+7.2f} ({100 * se_v:.2f}) "
+                        f"| {mean_z:+6.1f} | "
                         f"{100 * (w - 0.7):+6.2f} ({100 * se_w:.2f}) |" + (f" {bad} non-finite" if bad else ""),
                         flush=True,
                     )
@@ -261,9 +289,12 @@ def main():
     ap.add_argument("--dims", default="2,4,16,64,3072")
     ap.add_argument("--steps", default="1000,100")
     ap.add_argument("--processes", default="vp,subvp,ve")
-    ap.add_argument("--rules", default="sigma,batch,sample,none,score_sde")
+    ap.add_argument("--rules", default="mala,mala_song,sigma,batch,sample,none,score_sde")
+    ap.add_argument("--no-denoise", action="store_true", help="keep the last step's noise (compare with p_{t_min})")
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     args = ap.parse_args()
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.part == "predictors":
         part_predictors()
     else:
@@ -273,6 +304,7 @@ def main():
             [int(s) for s in args.steps.split(",")],
             args.processes.split(","),
             args.rules.split(","),
+            denoise=not args.no_denoise,
         )
 
 

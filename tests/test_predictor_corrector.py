@@ -45,12 +45,13 @@ PREDICTORS = {
     "ancestral_song": lambda: AncestralPredictor(discretization="song"),
     "ancestral_mid": lambda: AncestralPredictor(discretization="midpoint"),
 }
-# every corrector whose step depends on t alone: the sampler is then an affine chain on a Gaussian target
+# every corrector whose step depends on t alone, without Metropolis (ULA): the sampler is then an affine
+# chain on a Gaussian target. The default (Metropolis-adjusted) corrector is tested in its own section.
 CORRECTORS = {
     "none": lambda: None,
     "annealed": lambda: AnnealedLangevinCorrector(snr=0.16, n_steps=1),
-    "langevin": lambda: LangevinCorrector(),
-    "langevin3": lambda: LangevinCorrector(snr=0.3, n_steps=3),
+    "langevin": lambda: LangevinCorrector(metropolis=False),
+    "langevin3": lambda: LangevinCorrector(snr=0.3, n_steps=3, metropolis=False),
 }
 
 
@@ -245,7 +246,7 @@ def test_sigma_rule_stationary_variance(corrector):
     sde = sd.VESDE()
     D, n, r, t = 2, 20000, 0.5, 0.3
     target = _isotropic(D)
-    corr = AnnealedLangevinCorrector(r, 1) if corrector == "annealed" else LangevinCorrector(snr=r)
+    corr = AnnealedLangevinCorrector(r, 1) if corrector == "annealed" else LangevinCorrector(snr=r, metropolis=False)
     x, c = _run_corrector(corr, sde, target, t, n, 60, seed=1)
     eps = float(c["c_sqrt_eps"][0]) ** 2
     assert eps == pytest.approx(2 * (r * float(sde.sigma(t))) ** 2, rel=1e-12)  # a = 1 for VE
@@ -273,7 +274,7 @@ def test_one_langevin_step_formula(proc, rule):
     sde = PROCESSES[proc]()
     t, t_next, r = 0.6, 0.45, 0.7
     scales = [0.02, 3.0, 40.0]
-    corr = LangevinCorrector(snr=r, step_rule=rule)
+    corr = LangevinCorrector(snr=r, step_rule=rule, metropolis=False)
     c = _one_step_coefs(corr, sde, t, t_next)
     x = 3.0 + torch.randn(3, 5, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     model = sd.model.as_model(_scripted(scales), sde)
@@ -387,7 +388,7 @@ def test_float16_corrector_overflow_is_the_samplers_error():
     x_T = torch.zeros(8, 2, dtype=torch.float16)
     with pytest.raises(
         NonFiniteError,
-        match=r"corrector LangevinCorrector\(.*step_rule='sample'\) overflowed "
+        match=r"corrector LangevinCorrector\(.*step_rule='sample'.*\) overflowed "
         r"torch.float16 .* at step 0, t = 1.*model's output was not NaN",
     ):
         sd.sample(sde, model, x_T=x_T, solver=solver, steps=4, generator=torch.Generator().manual_seed(0))
@@ -581,11 +582,14 @@ def test_langevin_pc_samples_isotropic_gaussian(proc):
 
 
 def test_default_and_nfe_per_step():
+    """The default: midpoint reverse diffusion + the Metropolis-adjusted corrector, whose first score the
+    midpoint predictor cannot reuse (3 calls per step); ULA costs 1 + n_steps."""
     pc = PredictorCorrector()
     assert isinstance(pc.predictor, ReverseDiffusionPredictor) and isinstance(pc.corrector, LangevinCorrector)
-    assert pc.nfe_per_step == 2 and pc.stochastic
+    assert pc.corrector.metropolis and pc.corrector.step_rule == "sigma"
+    assert pc.nfe_per_step == 3 and pc.nfe_on(sd.VPSDE()) == 3 and pc.stochastic
     sde = sd.VPSDE()
-    solver = PredictorCorrector(EulerMaruyamaPredictor(), LangevinCorrector(n_steps=3))
+    solver = PredictorCorrector(EulerMaruyamaPredictor(), LangevinCorrector(n_steps=3, metropolis=False))
     model = TARGET.model(sde)
     sd.sample(sde, model, (5, 2), solver=solver, steps=7, generator=torch.Generator().manual_seed(0))
     assert solver.nfe_per_step == 4 and model.nfe == 4 * 7 == solver.nfe(7)
@@ -710,3 +714,197 @@ def test_mixture_statistic_detects_a_wrong_law():
     x = sd.sample(sde, MIXTURE.model(sde), x_T=x_T, solver=solver, steps=5, generator=gen)
     mmd, thr = mmd_two_sample(x, MIXTURE.marginal_sample(n, sde.t_min, sde, generator=gen))
     assert mmd > thr, (mmd, thr)
+
+
+# --------------------------------------------------------------------------- the Metropolis-adjusted corrector
+def _mh_log_ratio(x, y, s_x, s_y, eps, log_p=None):
+    """The textbook Metropolis-Hastings log ratio of the Langevin proposal N(x + eps s(x), 2 eps I), per sample:
+    [log p(y) - log p(x)] + log q(x | y) - log q(y | x), with log p's difference exact (``log_p``) or by the
+    trapezoid rule (s(x) + s(y)) . (y - x) / 2."""
+    flat = lambda a: a.reshape(a.shape[0], -1)  # noqa: E731
+    if log_p is None:
+        dlogp = 0.5 * (flat(s_x + s_y) * flat(y - x)).sum(1)
+    else:
+        dlogp = log_p(y) - log_p(x)
+    fwd = (flat(y - x - eps * s_x) ** 2).sum(1) / (4 * eps)
+    bwd = (flat(x - y - eps * s_y) ** 2).sum(1) / (4 * eps)
+    return dlogp + fwd - bwd
+
+
+@pytest.mark.parametrize("proc", ["vp", "ve"])
+def test_mala_step_formula(proc):
+    """One Metropolis-adjusted step by hand: the proposal x' = x + eps s + sqrt(2 eps) z with the sigma rule's
+    eps, the acceptance u < r with the textbook MH ratio (trapezoid log-density difference) and u = Phi of the
+    first coordinate of the next normal draw. The score here is not a gradient field of a quadratic (a cubic
+    term), snr is large: some samples are rejected, some accepted; the returned score is the accepted state's."""
+    sde = PROCESSES[proc]()
+    t, t_next, r = 0.6, 0.45, {"vp": 1.5, "ve": 0.3}[proc]  # eps = 1.1 (VP), 0.50 (VE)
+    corr = LangevinCorrector(snr=r)
+    c = _one_step_coefs(corr, sde, t, t_next)
+
+    def score(y, t):
+        return -(y - 0.3) / 0.4 - 0.2 * (y - 0.3) ** 3
+
+    model = sd.model.as_model(score, sde)
+    x = 0.3 + torch.randn(64, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    got, got_s, accepted = corr.correct(model, x, 0, c, generator=torch.Generator().manual_seed(5))
+
+    gen = torch.Generator().manual_seed(5)
+    eps = 2 * float(sde.transition(t, t_next)[0]) ** 2 * r * r * float(sde.sigma(t)) ** 2
+    y = x + eps * score(x, t) + math.sqrt(2 * eps) * torch.randn(64, 3, generator=gen, dtype=torch.float64)
+    u = torch.special.ndtr(torch.randn(64, 3, generator=gen, dtype=torch.float64)[:, 0])
+    log_r = _mh_log_ratio(x, y, score(x, t), score(y, t), eps)
+    acc = torch.log(u) < log_r
+    assert 5 < int(acc.sum()) < 59, int(acc.sum())  # both branches exercised
+    assert torch.equal(accepted, acc)
+    want = torch.where(acc[:, None], y, x)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(got_s, score(want, t), rtol=1e-12, atol=1e-12)
+
+
+def test_mala_log_ratio_closed_form():
+    """The closed form the corrector uses, log r = eps (|s(x)|^2 - |s(x')|^2) / 4, is the MH log ratio with the
+    trapezoid rule (any score), and with the exact log density for a Gaussian (quadratic log p: no
+    approximation at all)."""
+    from sdesolve.solvers.predictor_corrector import _mala_step
+
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(200, 5, generator=gen, dtype=torch.float64)
+    mu, var = torch.linspace(-1, 1, 5, dtype=torch.float64), torch.linspace(0.3, 2.0, 5, dtype=torch.float64)
+    gauss = lambda y, t: -(y - mu) / var  # noqa: E731
+    log_p = lambda y: -0.5 * ((y - mu) ** 2 / var).sum(1)  # noqa: E731
+    other = lambda y, t: torch.sin(3 * y) - y  # noqa: E731
+    sqrt_eps = torch.tensor(0.7, dtype=torch.float64)
+    for score, lp in ((gauss, log_p), (other, None)):
+        g1, g2 = torch.Generator().manual_seed(2), torch.Generator().manual_seed(2)
+        _, _, accepted = _mala_step(
+            sd.model.as_model(score, sd.VPSDE()), x, score(x, None), torch.tensor(0.5, dtype=torch.float64),
+            None, None, sqrt_eps, g1,
+        )  # fmt: skip
+        eps = float(sqrt_eps) ** 2
+        y = x + eps * score(x, None) + math.sqrt(2 * eps) * torch.randn(x.shape, generator=g2, dtype=torch.float64)
+        log_u = torch.special.log_ndtr(torch.randn(x.shape, generator=g2, dtype=torch.float64)[:, 0])
+        closed = 0.25 * eps * ((score(x, None) ** 2).sum(1) - (score(y, None) ** 2).sum(1))
+        torch.testing.assert_close(closed, _mh_log_ratio(x, y, score(x, None), score(y, None), eps, lp))
+        assert torch.equal(accepted, log_u < closed)
+        assert 0.05 < float(accepted.double().mean()) < 0.95
+
+
+@pytest.mark.parametrize("D", [4, pytest.param(64, marks=pytest.mark.slow)])
+@pytest.mark.parametrize("proc", ["vp", "ve"])
+def test_mala_leaves_the_gaussian_marginal_invariant(proc, D):
+    """At a fixed t, from the exact p_t of a Gaussian target, 20 Metropolis-adjusted steps with a large step
+    (snr 0.9: eps = 1.62 a^2 sigma_t^2) keep p_t: pooled variance ratio and mean within 5 standard errors
+    (the MH ratio is exact for quadratic log p). ULA with the same step drifts to its stationary variance
+    v / (1 - eps / (2 v)), many standard errors away (negative control, same statistic)."""
+    sde = PROCESSES[proc]()
+    t, n, r = 0.5, 4000 if D < 64 else 1000, 0.9
+    target = _isotropic(D)
+    m_t, v_t = target.marginal_moments(t, sde)
+    v = float(v_t[0])
+    se = math.sqrt(2.0 / (n * D))
+    ratios = {}
+    for met in (True, False):
+        corr = LangevinCorrector(snr=r, metropolis=met)
+        x, c = _run_corrector(corr, sde, target.__class__(target.mean.double(), target.std.double()), t, n, 20, 4)
+        ratios[met] = float(x.var(0).mean()) / v
+        if met:
+            assert abs(float((x.mean(0) - m_t).mean())) < 5 * math.sqrt(v / (n * D))
+    eps = float(c["c_sqrt_eps"][0]) ** 2
+    ula_stationary = 1.0 / (1.0 - eps / (2 * v))
+    assert abs(ratios[True] - 1) < 5 * se, ratios
+    assert ula_stationary - 1 > 10 * se and ratios[False] - 1 > 5 * se, (ratios, ula_stationary)
+
+
+def test_mala_acceptance_is_recorded_and_below_one():
+    """The sampler's state holds each step's acceptance fraction (a device tensor, no sync); with a large step
+    proposals are rejected, with the default snr nearly all are accepted at D = 16."""
+    from sdesolve.solvers.base import _to_device, run_steps
+
+    sde, target = sd.VPSDE(), _isotropic(16)
+    for snr, lo, hi in ((0.16, 0.95, 1.0), (1.0, 0.2, 0.9)):
+        solver = PredictorCorrector(ReverseDiffusionPredictor(), LangevinCorrector(snr=snr))
+        x = target.marginal_sample(200, sde.T, sde, generator=torch.Generator().manual_seed(0))
+        coefs = _to_device(solver.init(sde, sd.grids.uniform(sde, 10)), x)
+        state = run_steps(solver, target.model(sde), solver.init_state(x, coefs), coefs, 10)
+        acc = state["acceptance"]
+        assert acc.shape == (10,) and lo < float(acc.mean()) <= hi, (snr, acc)
+
+
+@pytest.mark.parametrize("pred", ["em", "rd_song", "ancestral_ve", "rd"])
+def test_mala_costs_what_ula_costs_with_a_predictor_at_t_i(pred):
+    """A predictor that evaluates the score at (x, t_i) takes the Metropolis corrector's score at the accepted
+    state: the whole sampler then makes exactly as many network calls as with ULA (n_steps + 1 per step).
+    The midpoint predictor cannot reuse it: one call more per step. Counted on the model."""
+    sde = sd.VESDE() if pred == "ancestral_ve" else sd.VPSDE()
+    make = PREDICTORS["ancestral" if pred == "ancestral_ve" else pred]
+    counts = {}
+    for met in (True, False):
+        for n_steps in (1, 2):
+            solver = PredictorCorrector(make(), LangevinCorrector(n_steps=n_steps, metropolis=met))
+            model = TARGET.model(sde)
+            sd.sample(sde, model, (5, 2), solver=solver, steps=7, generator=torch.Generator().manual_seed(0))
+            counts[met, n_steps] = model.nfe
+            assert model.nfe == 7 * solver.nfe_on(sde)
+    extra = 7 if pred == "rd" else 0
+    assert counts[True, 1] == counts[False, 1] + extra == 2 * 7 + extra
+    assert counts[True, 2] == counts[False, 2] + extra == 3 * 7 + extra
+
+
+@pytest.mark.parametrize("pred", ["em", "rd_song"])
+def test_reused_score_equals_a_fresh_evaluation(pred):
+    """Handing the predictor the corrector's score is exact: the step equals the step with the predictor
+    evaluating the model itself at the corrected state (same draws), to round-off."""
+    sde = sd.VPSDE()
+    solver = PredictorCorrector(PREDICTORS[pred](), LangevinCorrector(snr=0.5, n_steps=2))
+    model = TARGET.model(sde)
+    c = _to_dtype(solver.init(sde, sd.grids.uniform(sde, 10)), torch.zeros(1, dtype=torch.float64))
+    assert c["reuse_score"] is True
+    x = TARGET.marginal_sample(300, 0.8, sde, generator=torch.Generator().manual_seed(0))
+    a = solver.step(model, {"x": x}, 2, c, generator=torch.Generator().manual_seed(1), need_x0=True)
+    b = solver.step(
+        model, {"x": x}, 2, {**c, "reuse_score": False}, generator=torch.Generator().manual_seed(1), need_x0=True
+    )
+    torch.testing.assert_close(a["x"], b["x"], rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(a["x0"], b["x0"], rtol=1e-12, atol=1e-12)
+
+
+def test_mala_samples_do_not_depend_on_their_neighbours():
+    """Each sample's accept/reject uses its own draws and its own score only: the first half of a batch
+    comes out the same whatever the second half holds (a noise draw is identical for both runs: only the
+    second half's states differ, by a factor 100)."""
+    sde = sd.VPSDE()
+    solver = PredictorCorrector()
+    x = TARGET.marginal_sample(40, sde.T, sde, generator=torch.Generator().manual_seed(0))
+    y = torch.cat([x[:20], 100.0 * x[20:]])
+    a = sd.sample(sde, TARGET.model(sde), x_T=x, solver=solver, steps=10, generator=torch.Generator().manual_seed(1))
+    b = sd.sample(sde, TARGET.model(sde), x_T=y, solver=solver, steps=10, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(a[:20], b[:20]) and not torch.allclose(a[20:], b[20:])
+
+
+def test_mala_zero_score_and_nan_score():
+    """A zero score: every proposal is accepted (log r = 0), finite output. A NaN from the model is not hidden
+    by a rejection: it reaches the state and the sampler's non-finite check names the step."""
+    sde = sd.VESDE()
+    zero = sd.model.as_model(lambda y, t: torch.zeros_like(y), sde)
+    x = sd.sample(sde, zero, (6, 3), solver=PredictorCorrector(), steps=5, generator=torch.Generator().manual_seed(0))
+    assert bool(torch.isfinite(x).all())
+
+    def nan_late(y, t):
+        return torch.full_like(y, float("nan")) if float(torch.as_tensor(t).reshape(-1)[0]) < 0.5 else -y
+
+    with pytest.raises(NonFiniteError, match="check the model's output"):
+        sd.sample(
+            sde, sd.model.as_model(nan_late, sde), (6, 3), solver=PredictorCorrector(), steps=5,
+            generator=torch.Generator().manual_seed(0),
+        )  # fmt: skip
+
+
+def test_metropolis_needs_the_sigma_rule():
+    assert LangevinCorrector(step_rule="batch").metropolis is False
+    assert LangevinCorrector(step_rule="sample").metropolis is False
+    assert LangevinCorrector().metropolis is True
+    with pytest.raises(ValueError, match=r"metropolis=True needs step_rule='sigma'.*'batch'"):
+        LangevinCorrector(step_rule="batch", metropolis=True)
+    with pytest.raises(TypeError, match="metropolis"):
+        LangevinCorrector(metropolis="yes")

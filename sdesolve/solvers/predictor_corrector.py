@@ -150,6 +150,15 @@ class Predictor:
     def check(self, sde) -> None:
         """Raise ValueError if the predictor does not apply to ``sde``."""
 
+    def takes_score(self, sde) -> bool:
+        """True if the predictor evaluates the score at its own state and ``t_i`` on ``sde``.
+
+        The sampler then hands it the corrector's score at the corrected state
+        (``__call__(..., score=s)``) instead of letting it evaluate the network again. The base
+        class says False (a subclass is then called without ``score``).
+        """
+        return False
+
     def init(self, sde, grid: Tensor) -> dict[str, Tensor]:
         """The per-step coefficients, computed once per grid.
 
@@ -167,7 +176,16 @@ class Predictor:
         raise NotImplementedError
 
     def __call__(
-        self, model, x: Tensor, i: int, c: dict, *, generator=None, noise: bool = True, need_x0: bool = False
+        self,
+        model,
+        x: Tensor,
+        i: int,
+        c: dict,
+        *,
+        generator=None,
+        noise: bool = True,
+        need_x0: bool = False,
+        score: Tensor | None = None,
     ) -> tuple[Tensor, Tensor | None]:
         """One step from ``t_i`` to ``t_{i+1}``.
 
@@ -180,6 +198,8 @@ class Predictor:
             generator: pass it to :func:`~sdesolve.solvers.base.randn_like` for every draw.
             noise: False on the last step with ``denoise=True``: return the step's mean.
             need_x0: a callback wants the model's x0 estimate at the point the score was taken.
+            score: the score at ``(x, t_i)`` already computed by the corrector, passed only when
+                :meth:`takes_score` is True: use it instead of evaluating the model.
 
         Returns:
             ``(x_next, x0)``: the state at ``t_{i+1}``, and the denoised estimate ``model.x0`` at the
@@ -219,9 +239,12 @@ class _GridPredictor(Predictor):
         out["p_x0_score"] = sigma_e * sigma_e / alpha_e
         return out
 
-    def __call__(self, model, x, i, c, *, generator=None, noise=True, need_x0=False):
+    def takes_score(self, sde) -> bool:
+        return self._discretization_for(sde) == "song"  # the score at (x, t_i), no rescaling
+
+    def __call__(self, model, x, i, c, *, generator=None, noise=True, need_x0=False, score=None):
         y = c["p_scale"][i] * x if "p_scale" in c else x
-        s = _score(model, y, c["tp_eval"][i], c["p_alpha"][i], c["p_sigma"][i])
+        s = score if score is not None else _score(model, y, c["tp_eval"][i], c["p_alpha"][i], c["p_sigma"][i])
         x_next = c["p_mul"][i] * x + c["p_score"][i] * s
         if noise and not self.probability_flow:
             x_next = x_next + c["p_noise"][i] * randn_like(x, generator)
@@ -383,6 +406,22 @@ class Corrector:
         """
         raise NotImplementedError
 
+    #: network evaluations per grid step beyond ``n_steps`` (a Metropolis corrector's first score)
+    extra_nfe: int = 0
+
+    def correct(
+        self, model, x: Tensor, i: int, c: dict, *, generator=None
+    ) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        """:meth:`__call__`, also returning what the sampler can reuse.
+
+        Returns:
+            ``(x, score, accepted)``: the corrected state; the score at ``(x, t_i)`` if the corrector
+            computed it (a predictor evaluating there then reuses it), else None; the per-sample
+            boolean acceptance of the last Metropolis test (shape (B,)), or None. The base class
+            returns ``(self(...), None, None)``.
+        """
+        return self(model, x, i, c, generator=generator), None, None
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(snr={self.snr:g}, n_steps={self.n_steps})"
 
@@ -428,6 +467,39 @@ def _norm_step(x: Tensor, s: Tensor, z: Tensor, k: Tensor, rule: str) -> tuple[T
     return eps, noise
 
 
+def _log_uniform_like(x: Tensor, generator) -> Tensor:
+    """``log u`` of one U(0, 1) draw per sample (shape (B,), float64 on x's device), through :func:`randn_like`.
+
+    ``u = Phi(z)`` (``log u = log_ndtr(z)``, exact in the tails) for the first coordinate ``z`` of
+    a standard normal draw of x's shape: the same
+    draw discipline as every other noise draw of the sampler, so whatever ``randn_like`` supports
+    holds for the uniform too (a ``torch.Generator``, None, a per-sample list of generators: sample
+    b's uniform then comes from generator b; the pre-drawn noise of a GraphSampler).
+    """
+    z = randn_like(x, generator).reshape(x.shape[0], -1)[:, 0].to(torch.float64)
+    return torch.special.log_ndtr(z)
+
+
+def _mala_step(model, x: Tensor, s: Tensor, t, alpha, sigma, sqrt_eps: Tensor, generator):
+    """One Metropolis-adjusted Langevin step at t: ``(x, s, accepted)`` after the accept/reject test.
+
+    Proposal ``x' = x + eps s + sqrt(2 eps) z``; the log-density difference by the trapezoid rule
+    ``log p(x') - log p(x) ~ (s + s') . (x' - x) / 2`` (exact for a quadratic log p). With the
+    Gaussian proposal densities the Metropolis–Hastings log ratio then reduces, exactly, to
+    ``log r = eps (|s|^2 - |s'|^2) / 4`` (summed per sample, in at least float32). Accept where
+    ``log u < log r`` (a NaN ratio is accepted, so a NaN from the model is not hidden).
+    """
+    eps, noise = _sigma_step(x, sqrt_eps)
+    x_new = _langevin_update(x, s, randn_like(x, generator), eps, noise)
+    s_new = _score(model, x_new, t, alpha, sigma)
+    dtype = torch.promote_types(x.dtype, torch.float32)
+    diff = ((s.to(dtype) - s_new.to(dtype)) * (s.to(dtype) + s_new.to(dtype))).reshape(x.shape[0], -1).sum(1)
+    log_r = 0.25 * eps.to(dtype) * diff
+    accept = ~(_log_uniform_like(x, generator).to(dtype) >= log_r)
+    mask = accept.reshape((-1,) + (1,) * (x.dim() - 1))
+    return torch.where(mask, x_new, x), torch.where(mask, s_new, s), accept
+
+
 class LangevinCorrector(Corrector):
     """Langevin corrector (Song et al. 2021, Algorithms 2–3).
 
@@ -452,14 +524,35 @@ class LangevinCorrector(Corrector):
         step_rule: ``"sigma"``, ``"batch"`` or ``"sample"``.
     """
 
-    def __init__(self, snr: float = 0.16, n_steps: int = 1, step_rule: str = "sigma"):
+    def __init__(self, snr: float = 0.16, n_steps: int = 1, step_rule: str = "sigma", metropolis: bool | None = None):
         super().__init__(snr, n_steps)
         self.step_rule = check_choice(step_rule, "step_rule", STEP_RULES)
+        if metropolis is None:
+            metropolis = self.step_rule == "sigma"
+        self.metropolis = check_bool(metropolis, "metropolis")
+        if self.metropolis and self.step_rule != "sigma":
+            raise ValueError(
+                f"metropolis=True needs step_rule='sigma' (a step that depends on t alone); got "
+                f"step_rule={self.step_rule!r}, whose step depends on the state and the noise draw"
+            )
+        self.extra_nfe = 1 if self.metropolis else 0
 
     def init(self, sde, grid):
         return _step_coefficients(sde, grid, self.snr)
 
+    def correct(self, model, x, i, c, *, generator=None):
+        if not self.metropolis:
+            return self(model, x, i, c, generator=generator), None, None
+        t, alpha, sigma = c["t"][i], c["alpha"][i], c["sigma"][i]
+        s = _score(model, x, t, alpha, sigma)
+        accept = None
+        for _ in range(self.n_steps):
+            x, s, accept = _mala_step(model, x, s, t, alpha, sigma, c["c_sqrt_eps"][i], generator)
+        return x, s, accept
+
     def __call__(self, model, x, i, c, *, generator=None):
+        if self.metropolis:
+            return self.correct(model, x, i, c, generator=generator)[0]
         t, alpha, sigma = c["t"][i], c["alpha"][i], c["sigma"][i]
         if self.step_rule == "sigma":
             eps, noise = _sigma_step(x, c["c_sqrt_eps"][i])
@@ -472,7 +565,10 @@ class LangevinCorrector(Corrector):
         return x
 
     def __repr__(self) -> str:
-        return f"LangevinCorrector(snr={self.snr:g}, n_steps={self.n_steps}, step_rule={self.step_rule!r})"
+        return (
+            f"LangevinCorrector(snr={self.snr:g}, n_steps={self.n_steps}, step_rule={self.step_rule!r}, "
+            f"metropolis={self.metropolis})"
+        )
 
 
 class AnnealedLangevinCorrector(Corrector):
@@ -534,11 +630,20 @@ class PredictorCorrector(Solver):
             )
         self.predictor = predictor
         self.corrector = corrector
-        self.nfe_per_step = 1 + (corrector.n_steps if corrector is not None else 0)
+        self.nfe_per_step = 1 + (corrector.n_steps + corrector.extra_nfe if corrector is not None else 0)
         self.stochastic = not predictor.probability_flow or corrector is not None
 
     def check(self, sde):
         self.predictor.check(sde)
+
+    def _reuses_score(self, sde) -> bool:
+        """The corrector hands its score at the corrected state to a predictor evaluating there."""
+        return self.corrector is not None and self.corrector.extra_nfe > 0 and self.predictor.takes_score(sde)
+
+    def nfe_on(self, sde) -> int:
+        """Network evaluations per grid step on ``sde``: ``nfe_per_step``, less one where the predictor
+        reuses a Metropolis corrector's score (its score at ``(x, t_i)``)."""
+        return self.nfe_per_step - int(self._reuses_score(sde))
 
     def init(self, sde, grid):
         c = super().init(sde, grid)
@@ -555,10 +660,14 @@ class PredictorCorrector(Solver):
                         f"{'t' + prefix!r}) and be new; {type(part).__name__}.init returned {k!r}"
                     )
                 c[k] = v
+        c["reuse_score"] = self._reuses_score(sde)  # a plain bool: the same every step
         return c
 
     def init_state(self, x, coefs):
         state = super().init_state(x, coefs)
+        if self.corrector is not None and self.corrector.extra_nfe > 0:
+            # per step: the fraction of the batch whose last Metropolis proposal was accepted
+            state["acceptance"] = torch.zeros(coefs["t"].numel(), dtype=torch.float64, device=x.device)
         if self.corrector is not None and x.dtype in _LOW_PRECISION:
             # per step: did the corrector turn a finite state into +-inf (an overflow, no NaN)?
             record = torch.zeros(coefs["t"].numel(), dtype=torch.bool, device=x.device)
@@ -571,13 +680,21 @@ class PredictorCorrector(Solver):
     def step(self, model, state, i, coefs, *, generator=None, noise=True, need_x0=False):
         x = state["x"]
         out = {}
+        s = None
         if self.corrector is not None:
-            x_in, x = x, self.corrector(model, x, i, coefs, generator=generator)
+            x_in = x
+            x, s, accepted = self.corrector.correct(model, x, i, coefs, generator=generator)
             record = state.get("corrector_overflow")
             if record is not None:
                 record[i] = torch.isfinite(x_in).all() & torch.isinf(x).any() & ~torch.isnan(x).any()
                 out["corrector_overflow"] = record
-        out["x"], x0 = self.predictor(model, x, i, coefs, generator=generator, noise=noise, need_x0=need_x0)
+            acceptance = state.get("acceptance")
+            if acceptance is not None:
+                if accepted is not None:
+                    acceptance[i] = accepted.to(torch.float64).mean()
+                out["acceptance"] = acceptance
+        kw = {"score": s} if coefs.get("reuse_score", False) and s is not None else {}
+        out["x"], x0 = self.predictor(model, x, i, coefs, generator=generator, noise=noise, need_x0=need_x0, **kw)
         if need_x0:
             out["x0"] = x0
         return out
