@@ -86,16 +86,20 @@ class Problem:
     """One benchmark problem: the process, our model, the peers' network views, x_T and the error."""
 
     name: str
-    sde: sd.DiscreteVPSDE  # t_min = 0: sigma = 0 at the end
+    sde: sd.LinearSDE  # DiscreteVPSDE(t_min=0) (sigma = 0 at the end), or EDM's VE
     model: sd.ScoreModel  # what sdesolve's samplers call
-    eps_net: Callable[[Tensor, Tensor], Tensor]  # diffusers' view: eps(x, timestep)
-    denoiser: nn.Module  # k-diffusion's view: D(x / alpha, sigma)
+    eps_net: Callable[[Tensor, Tensor], Tensor] | None  # diffusers' view eps(x, timestep); None: not a discrete problem
+    denoiser: nn.Module | None  # k-diffusion's view D(x / alpha, sigma); None: k-diffusion missing
     x_T: Tensor
     x_pilot: Tensor
     error: Callable[[Tensor], dict]
     metric: str
     calls: list = field(default_factory=lambda: [0])  # peer network calls
     target: object = None  # the exact law, where there is one
+    ends: tuple = ("zero", "x0")  # our grids end at sigma = 0, or at x0_t_min followed by final_x0
+    x0_t_min: float = 1.0 / N_TRAIN  # the first training timestep
+    k_sigmas: tuple = ()  # k-diffusion's Karras range (sigma_min, sigma_max); () = the discrete schedule's
+    k_scale: float = 0.0  # x_T times this is k-diffusion's x (1 / alpha_T); 0 = the discrete schedule's
 
 
 class _Counted(nn.Module):
@@ -190,6 +194,48 @@ def mixture_problem(dim: int, n: int, device, tol: float) -> Problem:
     p = Problem("mixture", sde, model, eps_net, denoiser, x_T, pilot, error, "RMS", counter, target)
     p.ref_modes, p.true_weights = ref_modes, weights  # type: ignore[attr-defined]
     return p
+
+
+def mixture_ve_problem(dim: int, n: int, device, tol: float) -> Problem:
+    """The mixture on EDM's process (VE, sigma 0.002..80), k-diffusion's own setting: our grids end
+    at sigma_min = 0.002 and take final_x0 (one call); k-diffusion's Karras sigmas end with a step
+    from 0.002 to 0, which returns its denoiser there (one call). Reference: the 1e-10 solve to
+    sigma_min, then the exact x0. diffusers' schedulers (discrete VP) do not run on it."""
+    g = torch.Generator().manual_seed(1)
+    means = torch.randn(4, dim, generator=g, dtype=DTYPE)
+    stds = torch.tensor([0.3, 0.4, 0.5, 0.6], dtype=DTYPE)
+    weights = torch.tensor([0.1, 0.2, 0.3, 0.4], dtype=DTYPE)
+    target = sd.GaussianMixture(weights.to(device), means.to(device), stds.to(device))
+    sde = sd.VESDE(sigma_min=0.002, sigma_max=80.0, t_min=0.0)
+    x_T = sde.prior_sample((n, dim), generator=torch.Generator().manual_seed(2), dtype=DTYPE).to(device)
+    model = target.model(sde)
+    ode = sd.ODE("dopri5", rtol=tol, atol=tol, max_nfe=100_000)
+    t0 = time.perf_counter()
+    ref = sd.sample(sde, model, x_T=x_T, solver=ode, final_x0=True)
+    print(f"# reference at tol {tol:g}: {model.nfe} calls, {time.perf_counter() - t0:.1f} s", flush=True)
+    one = torch.ones(n, dtype=DTYPE, device=device)
+
+    def modes(x):
+        lp, _, _ = target._component_logp(x, one, 0.0 * one)
+        return torch.bincount(lp.argmax(1), minlength=4).to(DTYPE) / n
+
+    ref_modes = modes(ref)
+
+    def error(x):
+        rms = float((x - ref).pow(2).mean().sqrt())
+        return {"error": rms, "mode_weight_diff": float((modes(x) - ref_modes).abs().max())}
+
+    counter = [0]
+
+    def denoise(x, sigma):  # exact E[x0 | x] at noise level sigma (alpha = 1)
+        sig = sigma.to(DTYPE).reshape(-1).expand(x.shape[0])
+        return x + (sig * sig).view(-1, *[1] * (x.dim() - 1)) * target._score(x, torch.ones_like(sig), sig)
+
+    pilot = sde.prior_sample((32, dim), generator=torch.Generator().manual_seed(3), dtype=DTYPE).to(device)
+    return Problem(
+        "mixture_ve", sde, model, None, _Counted(denoise, counter), x_T, pilot, error, "RMS", counter, target,
+        ends=("x0",), x0_t_min=0.0, k_sigmas=(0.002, 80.0), k_scale=1.0,
+    )  # fmt: skip
 
 
 class EpsMLP(nn.Module):
@@ -334,7 +380,7 @@ class _GridCache:
         self.pilot_steps = pilot_steps
 
     def get(self, p: Problem, kind: str, steps: int, end: str, order: int) -> Tensor:
-        t_min = 0.0 if end == "zero" else float(p.sde.timestep_to_t(0))
+        t_min = 0.0 if end == "zero" else p.x0_t_min
         key = (p.name, kind, steps, end, order if kind == "optimized" else 0)
         if key not in self.cache:
             if kind == "optimized":
@@ -392,6 +438,8 @@ def diffusers_samplers() -> dict[str, tuple]:
 
 
 def run_diffusers(p: Problem, cls, kw: dict, budget: int):
+    if p.eps_net is None:  # not a discrete-schedule problem
+        return None, 0, 0
     n = (budget + 1) // 2 if "Heun" in cls.__name__ else budget
     while n >= 1:
         sched = cls(num_train_timesteps=N_TRAIN, beta_start=1e-4, beta_end=0.02, beta_schedule="linear", **kw)
@@ -422,12 +470,13 @@ def run_k_diffusion(p: Problem, K, fn_name: str, kw: dict, budget: int):
     if p.denoiser is None:
         return None, 0, 0
     ac, log_sigmas = discrete_schedule()
-    sigma_min, sigma_max = float(log_sigmas[0].exp()), float(log_sigmas[-1].exp())
+    sigma_min, sigma_max = p.k_sigmas or (float(log_sigmas[0].exp()), float(log_sigmas[-1].exp()))
+    scale = p.k_scale or math.sqrt(1.0 + sigma_max**2)  # 1 / alpha_T: the same x_T in k-diffusion's variable
     two = fn_name in ("sample_heun", "sample_dpm_2")
     n = (budget + 1) // 2 if two else budget
     while n >= 1:
         sigmas = K.get_sigmas_karras(n, sigma_min, sigma_max, rho=7.0, device=p.x_T.device)
-        x = p.x_T * math.sqrt(1.0 + sigma_max**2)  # x / alpha_T: the same x_T in k-diffusion's variable
+        x = p.x_T * scale
         p.calls[0] = 0
         out = getattr(K, fn_name)(p.denoiser, x, sigmas, disable=True, **kw)
         if p.calls[0] <= budget:
@@ -446,12 +495,14 @@ def run(args) -> list[dict]:
         problems = [
             gaussian_problem(8, device),
             mixture_problem(8, 8, device, 1e-6),
+            mixture_ve_problem(8, 8, device, 1e-6),
             network_problem(8, 3, 16, device, 1e-5, batch=64, synthetic=True),
         ]
     else:
         problems = [
             gaussian_problem(1024, device),
             mixture_problem(64, args.samples, device, 1e-10),
+            mixture_ve_problem(64, args.samples, device, 1e-10),
             network_problem(args.samples, args.train_steps, 512, device, 1e-7),
         ]
     print(f"# problems built in {time.perf_counter() - t0:.1f} s", flush=True)
@@ -483,7 +534,7 @@ def run(args) -> list[dict]:
         for budget in nfes:
             for label, make in ours.items():
                 for kind in kinds:
-                    for end in ends:
+                    for end in [e for e in ends if e in p.ends] or p.ends:
                         x, used, steps = run_ours(p, make, kind, end, budget, cache)
                         default = kind == make().default_grid
                         grid = kind + (" (default)" if default else "") + (" +final_x0" if end == "x0" else "")
@@ -517,6 +568,14 @@ def default_label() -> tuple[str, str]:
     return "DDIM", "log_snr (default)"
 
 
+def default_rows(rows: list[dict]) -> list[dict]:
+    """The default's rows among ``rows``: its default grid to sigma = 0, or with final_x0 where the
+    process cannot reach sigma = 0 (EDM's VE)."""
+    d_sampler, d_grid = default_label()
+    mine = [r for r in rows if r["library"] == "sdesolve" and r["sampler"] == d_sampler]
+    return [r for r in mine if r["grid"] == d_grid] or [r for r in mine if r["grid"] == d_grid + " +final_x0"]
+
+
 def summarize(rows: list[dict]) -> str:
     lines = ["| problem | NFE | sdesolve best | error | best peer | error | ratio (ours / peer) | default | error | default / best |",
              "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
@@ -530,7 +589,7 @@ def summarize(rows: list[dict]) -> str:
                 continue
             bo = min(ours, key=lambda r: r["error"])
             bp = min(peers, key=lambda r: r["error"]) if peers else None
-            dflt = [r for r in ours if r["sampler"] == d_sampler and r["grid"] == d_grid]
+            dflt = default_rows(rs)
             cells = [prob, str(budget), f"{bo['sampler']} / {bo['grid']}", f"{bo['error']:.3g}"]
             cells += [f"{bp['library']} {bp['sampler']} / {bp['grid']}", f"{bp['error']:.3g}", f"{bo['error'] / bp['error']:.3g}"] if bp else ["-"] * 3  # fmt: skip
             cells += [f"{d_sampler} / {d_grid}", f"{dflt[0]['error']:.3g}", f"{dflt[0]['error'] / bo['error']:.3g}"] if dflt else ["-"] * 3  # fmt: skip
@@ -575,9 +634,10 @@ def plot(rows: list[dict], path: str) -> bool:
             return [min((r["error"] for r in rs if r["nfe_budget"] == n and sel(r)), default=math.nan) for n in nfes]
 
         ax.loglog(nfes, envelope(lambda r: r["library"] == "sdesolve"), "o-", label="sdesolve, best")
+        dflt = {id(r) for r in default_rows(rs)}
         ax.loglog(
             nfes,
-            envelope(lambda r: r["sampler"] == d_sampler and r["grid"] == d_grid),
+            envelope(lambda r, dflt=dflt: id(r) in dflt),
             "s--",
             label=f"sdesolve {d_sampler}, default grid",
         )

@@ -36,6 +36,9 @@ def test_smoke_run_writes_the_tables(smoke):
         ours = [r for r in rows if r["problem"] == problem and r["library"] == "sdesolve"]
         assert {r["grid"].split()[0] for r in ours} >= {"log_snr", "optimized"}
         assert any(r["library"] == "diffusers" for r in rows if r["problem"] == problem)
+    ve = [r for r in rows if r["problem"] == "mixture_ve"]  # EDM's process: ours end with final_x0
+    assert ve and all(r["grid"].endswith("+final_x0") for r in ve if r["library"] == "sdesolve")
+    assert not any(r["library"] == "diffusers" for r in ve)
     try:
         import matplotlib  # noqa: F401
     except ImportError:
