@@ -194,8 +194,10 @@ def optimized(
     into sigma = 0 from wherever the fit put the step before it (where the x0 prediction has
     stopped changing, a step to t_1 would gain nothing). Against fitting ``steps - 1`` intervals
     and stepping t_1 -> t_min, measured on Gaussians and 4-mode mixtures in D = 16 and 64 with
-    DDIM, DPM-Solver++ 2M/3M and UniPC at 5, 10, 20 steps: lower error in 46 of 48 cases (by
-    1.01-4.2x), higher in 2 (2M at 5 steps on the Gaussians, 1.6-1.8x; ``notes/bench_accuracy.md``).
+    DDIM, DPM-Solver++ 2M/3M and UniPC at 5, 10, 20 steps (before the contraction weight): lower
+    error in 46 of 48 cases (by 1.01-4.2x), higher in 2 (2M at 5 steps on the Gaussians, 1.6-1.8x).
+    On the same 48 cases the grid beats the best of uniform / quadratic / log-SNR / Karras chosen
+    per case in 38 (geometric mean over all 48: 1.48x lower error; ``notes/bench_accuracy.md``).
 
     Args:
         sde: the forward process (:class:`~sdesolve.sde.LinearSDE`) the model was trained on.
