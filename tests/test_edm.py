@@ -23,7 +23,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import PROCESSES as ALL_PROCESSES
 from helpers import chain_moments, check_moments, fit_slope
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from test_exponential import random_grid
 
 import sdesolve as sd
 
@@ -233,6 +237,28 @@ def test_edm_heun_converges_at_order_2(sde_name):
         errs.append(float((sd.sample(sde, model, x_T=x, solver=sd.EDMHeun(), steps=n) - exact).pow(2).mean().sqrt()))
     slope = fit_slope([1.0 / n for n in ns], errs)
     assert 1.85 < slope < 2.2, (slope, errs)
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    process=st.sampled_from(sorted(ALL_PROCESSES)),
+    solver=st.sampled_from([sd.EDMHeun(), sd.EulerAncestral(0.0)]),
+    us=st.lists(st.floats(0.01, 0.99), min_size=0, max_size=10, unique=True),
+)
+def test_exact_for_point_mass_data_on_any_grid(process, solver, us):
+    """Point-mass data: the denoiser is constant, the flow is linear in sigma / alpha, and Euler and Heun
+    in (x / alpha, sigma / alpha) are exact on any grid and process, up to round-off: Heun's second slope
+    divides a difference known to eps by sigma_hat(t_min) and multiplies it by a step up to sigma_hat(T)
+    (tolerance 8 eps sigma_hat(T) / sigma_hat(t_min); 4e-7 on sub-VP, whose ratio is 2e8)."""
+    sde = ALL_PROCESSES[process]()
+    target = sd.Gaussian(torch.tensor([1.5, -0.5]), 1e-12)
+    x = torch.randn(8, 2, generator=torch.Generator().manual_seed(len(us)), dtype=torch.float64)
+    grid = random_grid(sde, us)
+    exact = target.flow(x, float(grid[0]), float(grid[-1]), sde)
+    out = sd.sample(sde, target.model(sde), x_T=x, solver=solver, grid=grid)
+    r = sde._sigma_over_alpha(grid[[0, -1]])
+    tol = 1e-9 + 8 * torch.finfo(torch.float64).eps * float(r[0] / r[1])
+    assert float((out - exact).abs().max()) < tol * max(1.0, float(exact.abs().max()))
 
 
 _LAW_SOLVERS = [sd.EulerAncestral(), sd.EDMHeun(s_churn=20.0)]

@@ -22,7 +22,9 @@ import math
 
 import pytest
 import torch
-from helpers import check_moments, fit_slope
+from helpers import PROCESSES, check_moments, fit_slope
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 import sdesolve as sd
 from sdesolve.solvers.base import _to_device
@@ -309,6 +311,50 @@ def test_multistep_local_order(order, third, local, sde_name):
         errs.append(float((out - ref).abs().max()))
     slope = fit_slope(hs, errs)
     assert local - 0.25 < slope < local + 0.35, (slope, errs)
+
+
+_EXACT_SOLVERS = [
+    sd.DPMSolverPP(1),
+    sd.DPMSolverPP(2),
+    sd.DPMSolverPP(3),
+    sd.DPMSolverPP(3, third_order="taylor"),
+    sd.UniPC(1),
+    sd.UniPC(2),
+    sd.UniPC(3, variant="bh1"),
+    sd.DPMSolver(2),
+    sd.DPMSolver(3),
+]
+
+
+def random_grid(sde, us):
+    """A grid from T to t_min through the points t_min + (T - t_min) u for the distinct u in (0, 1)."""
+    T, t_min = float(sde.T), float(sde.t_min)
+    inner = sorted({t_min + (T - t_min) * u for u in us}, reverse=True)
+    return torch.tensor([T, *inner, t_min], dtype=torch.float64)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    process=st.sampled_from(sorted(PROCESSES)),
+    solver=st.sampled_from(_EXACT_SOLVERS),
+    us=st.lists(st.floats(0.01, 0.99), min_size=0, max_size=10, unique=True),
+)
+@example(process="discrete", solver=sd.DPMSolver(2), us=[0.010000000000000002, 0.01])  # h = 0 in float64
+def test_exact_for_point_mass_data_on_any_grid(process, solver, us):
+    """Point-mass data (a Gaussian of std 1e-12): x0_hat and eps_hat are constant along the flow, which every
+    exponential integrator integrates exactly, whatever the grid and the process (order, warm-up, final
+    steps and step ratios included; grid times a few ulps apart, where h = 0 in float64, too)."""
+    sde = PROCESSES[process]()
+    target = sd.Gaussian(torch.tensor([1.5, -0.5]), 1e-12)
+    x = torch.randn(8, 2, generator=torch.Generator().manual_seed(len(us)), dtype=torch.float64)
+    grid = random_grid(sde, us)
+    exact = target.flow(x, float(grid[0]), float(grid[-1]), sde)
+    out = sd.sample(sde, target.model(sde), x_T=x, solver=solver, grid=grid)
+    # round-off: a step's terms can exceed their sum by up to sigma_hat(T) / sigma_hat(t_min) (2e8 on sub-VP:
+    # its alpha(T) is 5e-5), e.g. DPM-Solver's (alpha_s / alpha_t) x and its eps terms in one step from T
+    r = sde._sigma_over_alpha(grid[[0, -1]])
+    tol = 1e-9 + 8 * torch.finfo(torch.float64).eps * float(r[0] / r[1])
+    assert float((out - exact).abs().max()) < tol * max(1.0, float(exact.abs().max()))
 
 
 # ----------------------------------------------------------------------------- the SDE variant's law

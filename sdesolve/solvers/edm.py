@@ -186,7 +186,8 @@ class EulerAncestral(Solver):
         c.update(view_coefficients(sde, grid[:-1]))
         r = sde._sigma_over_alpha(grid)
         r_t, r_s = r[:-1], r[1:]
-        up = torch.minimum(r_s, self.eta * torch.sqrt(r_s * r_s * (r_t * r_t - r_s * r_s) / (r_t * r_t)))
+        drop = torch.clamp(r_t * r_t - r_s * r_s, min=0.0)  # >= 0 (times a few ulps apart may round it below)
+        up = torch.minimum(r_s, self.eta * torch.sqrt(r_s * r_s * drop / (r_t * r_t)))
         down = torch.sqrt(torch.clamp(r_s * r_s - up * up, min=0.0))
         alpha_next = torch.exp(sde._log_alpha(grid[1:]))
         # x_s = alpha_s [(down / r_t) x_hat + (1 - down / r_t) D + s_noise up z], x_hat = x / alpha_t

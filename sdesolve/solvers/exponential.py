@@ -95,15 +95,23 @@ def _phi1(h: float) -> float:
     return -math.expm1(-h)
 
 
-def _multistep_orders(order: int, n: int, into_zero: list[bool], final: str) -> list[int]:
-    """The order of each of ``n`` multistep steps: warm-up, the peers' lower-order-final rule, order 1 into sigma = 0.
+def _multistep_orders(order: int, lam: list[float], into_zero: list[bool], final: str) -> list[int]:
+    """The order of each multistep step: warm-up, the peers' lower-order-final rule, order 1 into sigma = 0.
 
-    ``final``: ``"dpmpp"`` (order 1 on the last step, <= 2 on the one before, when n < 15),
-    ``"unipc"`` (<= n - i on step i) or ``"none"``.
+    ``lam``: the half log-SNR at the n + 1 grid times. ``final``: ``"dpmpp"`` (order 1 on the last
+    step, <= 2 on the one before, when n < 15), ``"unipc"`` (<= n - i on step i) or ``"none"``. A
+    step whose log-SNR does not increase (two grid times a few ulps apart: h = 0 in float64) is
+    order 1, and so is every step whose history would span it (the ratios h_prev / h need h > 0).
     """
+    n = len(lam) - 1
+    up = [lam[i + 1] > lam[i] for i in range(n)]
     orders = []
     for i in range(n):
         p = min(order, i + 1)
+        k = 0  # previous intervals with h > 0, back from step i (step i itself included)
+        while k < p and up[i - k]:
+            k += 1
+        p = max(1, min(p, k))
         if final == "dpmpp" and n < 15:
             p = min(p, 1 if i == n - 1 else (2 if i == n - 2 else p))
         elif final == "unipc":
@@ -182,7 +190,7 @@ class DPMSolverPP(_Exponential):
         log_sig = sde._log_sigma(grid).tolist()
         alpha_next = torch.exp(sde._log_alpha(grid[1:])).tolist()
         q = sde._one_minus_snr_ratio(grid[:-1], grid[1:]).tolist()
-        orders = _multistep_orders(int(self.order), n, c["into_zero"], "dpmpp" if self.lower_order_final else "none")
+        orders = _multistep_orders(int(self.order), lam, c["into_zero"], "dpmpp" if self.lower_order_final else "none")
         k2 = 2.0 if self.third_order == "taylor" else 1.0  # 3M's D2 = k2 (D1_0 - D1_1) / (r0 + r1)
         a, w, noise = [], [], []
         for i in range(n):
@@ -297,13 +305,17 @@ class UniPC(_Exponential):
         log_sig = sde._log_sigma(grid).tolist()
         alpha = torch.exp(sde._log_alpha(grid)).tolist()
         orders = _multistep_orders(
-            self.predictor_order, n, c["into_zero"], "unipc" if self.lower_order_final else "none"
+            self.predictor_order, lam, c["into_zero"], "unipc" if self.lower_order_final else "none"
         )
         a, wp, wc = [], [], [[0.0]]
         for i in range(n):
             h = lam[i + 1] - lam[i]
             a.append(math.exp(log_sig[i + 1] - log_sig[i]))
             p, an = orders[i], alpha[i + 1]
+            if not h > 0:  # a step of h = 0 (times a few ulps apart): order 1, and its corrector is the same step
+                wp.append([an * _phi1(h)])
+                wc.append([0.0, an * _phi1(h)])
+                continue
             rks = [(lam[i - k] - lam[i]) / h for k in range(1, p)]
             rho, b_h = _unipc_rhos(h, rks, self.variant, full=False)
             w = [an * _phi1(h)] + [0.0] * (p - 1)
@@ -395,16 +407,21 @@ class DPMSolver(Solver):
         so_t = sde._sigma_over_alpha(grid[:-1]).tolist()
         A = torch.zeros(n, k, dtype=torch.float64)  # node j (j < k - 1: intermediate; k - 1: the end) = A x + sum B e
         B = torch.zeros(n, k, k, dtype=torch.float64)
-        orders = [1 if z else k for z in into_zero]
+        # order 1 into sigma = 0, and where the step's log-SNR does not increase or its intermediate points
+        # round onto its ends (times a few ulps apart)
+        orders = [1 if (z or not l_s[i] > l_t[i]) else k for i, z in enumerate(into_zero)]
         for i in range(n):
             h = l_s[i] - l_t[i]
+            if orders[i] > 1:
+                la_u = sde._log_alpha(stages[i]).tolist()
+                l_u = _half_log_snr(sde, stages[i])
+                r = [(lu - l_t[i]) / h for lu in l_u]
+                if not all(0.0 < a < b for a, b in zip(r, r[1:] + [1.0])):  # nodes rounded onto the ends
+                    orders[i] = 1
             if orders[i] == 1:
                 A[i, -1] = math.exp(la_s[i] - la_t[i])
                 B[i, -1, 0] = -math.exp(la_s[i]) * so_t[i] * _phi1(h)
                 continue
-            la_u = sde._log_alpha(stages[i]).tolist()
-            l_u = _half_log_snr(sde, stages[i])
-            r = [(lu - l_t[i]) / h for lu in l_u]
             E = [math.exp(lu) * so_t[i] for lu in la_u] + [math.exp(la_s[i]) * so_t[i]]
             for j in range(k - 1):  # intermediate node j at fraction r[j]
                 A[i, j] = math.exp(la_u[j] - la_t[i])
