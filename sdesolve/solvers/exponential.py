@@ -281,7 +281,9 @@ class UniPC(_Exponential):
         lower_order_final: True (default): at most order ``n - i`` on step i of n (diffusers' rule).
             A step into sigma = 0 is order 1 whatever this says.
 
-    ``order`` attribute: the predictor order plus one with the corrector (measured in the tests).
+    ``order`` attribute: the predictor order plus one with the corrector, at most 3: measured against the
+    exact flow, UniPC(1) converges at order 2 and UniPC(2) at 3; UniPC(3) at about 3 (its warm-up steps,
+    of orders 1 and 2, cap it), UniP-3 (``corrector=False``) at 3 and faster (~4) at 20-80 steps.
     """
 
     def __init__(self, order: int = 2, variant: str = "bh2", corrector: bool = True, lower_order_final: bool = True):
@@ -292,7 +294,8 @@ class UniPC(_Exponential):
 
     @property
     def order(self) -> float:  # type: ignore[override]
-        return float(self.predictor_order + (1 if self.corrector else 0))
+        # the corrector adds one; UniPC(3)'s first-order warm-up steps cap the global order at 3 (measured)
+        return float(min(self.predictor_order + (1 if self.corrector else 0), 3))
 
     @property
     def strong_order(self) -> float:  # type: ignore[override]
