@@ -33,7 +33,9 @@ hypothesis is only needed for the strategies; :func:`check_sde` works without it
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -144,14 +146,14 @@ def _fail_at(invariant: str, name: str, err: Tensor, tol: float, t: Tensor, **va
     )
 
 
-def _fd(fn, t: Tensor, h: float) -> Tensor:
+def _fd(fn: Callable[[Tensor], Tensor], t: Tensor, h: float) -> Tensor:
     """Five-point central difference of an elementwise function (error O(h^4))."""
     pts = torch.cat([t - 2 * h, t - h, t + h, t + 2 * h])
     y = fn(pts).detach().to(torch.float64).reshape(4, -1)
     return (y[0] - 8 * y[1] + 8 * y[2] - y[3]) / (12 * h)
 
 
-def _autograd(fn, t: Tensor) -> Tensor | None:
+def _autograd(fn: Callable[[Tensor], Any], t: Tensor) -> Tensor | None:
     """d fn / dt by autograd through ``fn``, or None when fn is not differentiable in t."""
     try:
         with torch.enable_grad():
@@ -165,7 +167,7 @@ def _autograd(fn, t: Tensor) -> Tensor | None:
     return None if d is None else d.detach()
 
 
-def _check_times(sde, n_times: int) -> Tensor:
+def _check_times(sde: LinearSDE, n_times: int) -> Tensor:
     T, t_min = float(sde.T), float(sde.t_min)
     if not (math.isfinite(T) and math.isfinite(t_min) and 0.0 <= t_min < T):
         raise SDECheckError("time range", f"need 0 <= t_min < T, got t_min={t_min}, T={T}")
@@ -276,10 +278,10 @@ def _derivatives(run: _Run) -> None:
     """d alpha/dt and d sigma^2/dt by autograd through the public methods, else by finite differences."""
     f64, sde, t = torch.float64, run.sde, run.t
 
-    def var(s):
+    def var(s: Tensor) -> Tensor:
         return sde.sigma(s).to(f64) ** 2
 
-    def alpha_fn(s):
+    def alpha_fn(s: Tensor) -> Tensor:
         return sde.alpha(s).to(f64)
 
     da, dvar = _autograd(alpha_fn, t), _autograd(var, t)
@@ -416,7 +418,7 @@ CHECKS = (
 )
 
 
-def _check_arguments(kl_bound, n_times, rtol, seed) -> tuple[float, int, float, int]:
+def _check_arguments(kl_bound: object, n_times: object, rtol: object, seed: object) -> tuple[float, int, float, int]:
     kl_bound = check_real(kl_bound, "kl_bound", finite=False)
     if not (kl_bound > 0 and math.isfinite(kl_bound)):
         raise ValueError(f"kl_bound must be a positive number, got {kl_bound}")
@@ -500,7 +502,7 @@ def check_sde(
 _COEFS = ("alpha", "sigma", "log_snr", "f", "g2", "diffusion")
 
 
-def _check_coefficient_types(sde, t: Tensor) -> None:
+def _check_coefficient_types(sde: LinearSDE, t: Tensor) -> None:
     """The coefficient methods return t's dtype (float64 for a float) and t's shape."""
     f64 = torch.float64
     for name in _COEFS:
@@ -523,7 +525,7 @@ def _check_coefficient_types(sde, t: Tensor) -> None:
                 )
 
 
-def _check_diffusion(sde, t: Tensor, rtol: float) -> float:
+def _check_diffusion(sde: LinearSDE, t: Tensor, rtol: float) -> float:
     """diffusion(t)^2 == g2(t)."""
     f64 = torch.float64
     g2, g = sde.g2(t).to(f64), sde.diffusion(t).to(f64)
@@ -532,7 +534,7 @@ def _check_diffusion(sde, t: Tensor, rtol: float) -> float:
     return float(diffusion_err.max())
 
 
-def _check_drift(sde, t: Tensor, rtol: float, gen: torch.Generator) -> float:
+def _check_drift(sde: LinearSDE, t: Tensor, rtol: float, gen: torch.Generator) -> float:
     """drift(x, t) == f(t) x, for scalar and per-sample t and x of ranks 1, 2, 4, 5."""
     f64 = torch.float64
     f_all = sde.f(t).to(f64)
@@ -570,7 +572,7 @@ def _check_drift(sde, t: Tensor, rtol: float, gen: torch.Generator) -> float:
     return float(worst)
 
 
-def _check_perturb(sde, t: Tensor, rtol: float, gen: torch.Generator) -> None:
+def _check_perturb(sde: LinearSDE, t: Tensor, rtol: float, gen: torch.Generator) -> None:
     """perturb(x0, t, noise) == alpha(t) x0 + sigma(t) noise (the forward marginal every loss uses)."""
     f64 = torch.float64
     B = min(8, t.numel())
@@ -597,7 +599,7 @@ def _check_perturb(sde, t: Tensor, rtol: float, gen: torch.Generator) -> None:
     )
 
 
-def _check_prior(sde, rtol: float, gen: torch.Generator) -> float:
+def _check_prior(sde: LinearSDE, rtol: float, gen: torch.Generator) -> float:
     f64 = torch.float64
     s = float(sde.prior_std)
     if not (math.isfinite(s) and s > 0):  # NaN fails
@@ -714,7 +716,7 @@ def discrete_vp_sdes():
     """
     st = _st()
 
-    def named(args):
+    def named(args: tuple[str, int, float, float]) -> DiscreteVPSDE:
         name, n, b0, b1 = args
         scale = 1000.0 / n if name != "squaredcos_cap_v2" else 1.0
         return DiscreteVPSDE(ddpm_betas(name, n, b0 * scale, b1 * scale))
@@ -744,7 +746,7 @@ _KINDS = {
 }
 
 
-def sdes(kinds=None):
+def sdes(kinds: Iterable[str] | None = None):
     """Any built-in process with random valid parameters that reach the prior (``check_sde`` passes).
 
     Args:
@@ -759,7 +761,7 @@ def sdes(kinds=None):
     return st.one_of([_KINDS[k]() for k in kinds])
 
 
-def times(sde, *, t_min: float | None = None):
+def times(sde: LinearSDE, *, t_min: float | None = None):
     """Times (Python floats) in ``[t_min, T]`` of ``sde`` (``t_min`` defaults to ``sde.t_min``)."""
     st = _st()
     hi = float(sde.T)

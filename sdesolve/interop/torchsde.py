@@ -24,6 +24,8 @@ AISTATS 2020 (torchsde); Anderson 1982 (reverse-time SDEs).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -44,7 +46,7 @@ class TorchSDE(nn.Module):
     noise_type = "diagonal"
     sde_type = "ito"
 
-    def __init__(self, reverse_sde, event_shape):
+    def __init__(self, reverse_sde: ReverseSDE | ProbabilityFlowODE, event_shape: int | Sequence[int]):
         super().__init__()
         if not isinstance(reverse_sde, (ReverseSDE, ProbabilityFlowODE)):
             raise TypeError(
@@ -91,7 +93,7 @@ class TorchSDE(nn.Module):
         """Forward time of torchsde's time: ``t = T - s``, clamped to [0, T]."""
         return (self.T - torch.as_tensor(s, dtype=torch.float64)).clamp(0.0, self.T)
 
-    def sdeint_grid(self, x_T: Tensor, grid: Tensor, *, method: str = "euler", bm=None, **kwargs) -> Tensor:
+    def sdeint_grid(self, x_T: Tensor, grid: Tensor, *, method: str = "euler", bm: Any = None, **kwargs: Any) -> Tensor:
         """Integrate with torchsde taking exactly one step per interval of our (any) grid.
 
         ``torchsde.sdeint`` steps with a fixed ``dt`` and interpolates linearly at the output
@@ -131,7 +133,7 @@ class TorchSDE(nn.Module):
         return self.reverse_sde.diffusion(t).to(y.dtype).expand_as(y)
 
 
-def to_torchsde(reverse_sde, event_shape) -> TorchSDE:
+def to_torchsde(reverse_sde: ReverseSDE | ProbabilityFlowODE, event_shape: int | Sequence[int]) -> TorchSDE:
     """Wrap ``sde.reverse(model)`` so that ``torchsde.sdeint`` integrates it (see :class:`TorchSDE`).
 
     Args:

@@ -15,6 +15,8 @@ dtype (float64 for Python numbers) on ``t``'s device.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
@@ -33,11 +35,15 @@ from .._utils import (
 )
 from .._validate import check_real
 
+if TYPE_CHECKING:
+    from ..model import ScoreLike
+    from .reverse import ProbabilityFlowODE, ReverseSDE
+
 __all__ = ["LinearSDE", "VariancePreservingSDE"]
 
 
 # ------------------------------------------------------------ argument checks shared by the processes
-def check_t_min(t_min, T: float) -> float:
+def check_t_min(t_min: object, T: float) -> float:
     """``t_min`` as a float in ``[0, T)`` (TypeError for a non-number, ValueError naming the range)."""
     try:
         return check_real(t_min, "t_min", lo=0.0, hi=T, hi_open=True)
@@ -45,7 +51,7 @@ def check_t_min(t_min, T: float) -> float:
         raise ValueError(f"t_min must lie in [0, T={T:g}), got {t_min!r}") from None
 
 
-def check_positive_finite(value, name: str) -> float:
+def check_positive_finite(value: object, name: str) -> float:
     """``value`` as a positive finite float (TypeError for a non-number)."""
     try:
         return check_real(value, name, positive=True)
@@ -62,7 +68,7 @@ def log_sigmoid(x: Tensor) -> Tensor:
     return -F.softplus(-x, threshold=50.0)
 
 
-def _derivative(fn, t64: Tensor, owner=None) -> Tensor:
+def _derivative(fn: Callable[[Tensor], Tensor], t64: Tensor, owner: object = None) -> Tensor:
     """d fn(t) / dt for an elementwise function of t, by autograd (exact, float64).
 
     A function that does not depend on t (a constant ``_log_alpha``, say) has derivative 0.
@@ -117,7 +123,7 @@ class LinearSDE(nn.Module):
         return _derivative(self._log_alpha, t)
 
     def _g2(self, t: Tensor) -> Tensor:
-        def var(s):
+        def var(s: Tensor) -> Tensor:
             return torch.exp(2.0 * self._log_sigma(s))
 
         return _derivative(var, t, owner=self) - 2.0 * self._f(t) * var(t)
@@ -345,10 +351,10 @@ class LinearSDE(nn.Module):
 
     def prior_sample(
         self,
-        shape,
+        shape: Sequence[int],
         *,
         generator: torch.Generator | None = None,
-        device=None,
+        device: torch.device | str | None = None,
         dtype: torch.dtype = torch.float32,
     ) -> Tensor:
         """A draw from the prior N(0, prior_std^2 I) of the given shape (B, *event)."""
@@ -381,7 +387,7 @@ class LinearSDE(nn.Module):
         return t
 
     # ----------------------------------------------------------- reverse time
-    def reverse(self, model, probability_flow: bool = False):
+    def reverse(self, model: ScoreLike, probability_flow: bool = False) -> ReverseSDE | ProbabilityFlowODE:
         """The reverse-time SDE: drift f x - g^2 s(x, t), diffusion g (probability_flow=False)."""
         from .reverse import ProbabilityFlowODE, ReverseSDE
 
@@ -389,7 +395,7 @@ class LinearSDE(nn.Module):
             return ProbabilityFlowODE(self, model)
         return ReverseSDE(self, model)
 
-    def probability_flow(self, model):
+    def probability_flow(self, model: ScoreLike) -> ProbabilityFlowODE:
         """The probability-flow ODE: drift f x - 1/2 g^2 s(x, t), no diffusion."""
         from .reverse import ProbabilityFlowODE
 

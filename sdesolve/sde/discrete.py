@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -48,7 +49,7 @@ def ddpm_betas(
     raise AssertionError("unreachable")  # pragma: no cover - check_choice above
 
 
-def _schedule_tensor(value, name: str) -> Tensor:
+def _schedule_tensor(value: object, name: str) -> Tensor:
     """A user's betas or alphas_cumprod as a float64 host tensor, each entry checked to lie in (0, 1)."""
     expected = f"{name} must be a 1-d tensor or sequence of real numbers"
     if isinstance(value, (str, bytes)) or (
@@ -122,7 +123,7 @@ class DiscreteVPSDE(VariancePreservingSDE):
         num_train_timesteps: int = 1000,
         beta_start: float = 1e-4,
         beta_end: float = 0.02,
-        **kwargs,
+        **kwargs: Any,
     ) -> DiscreteVPSDE:
         """Build from diffusers' schedule names (``linear``, ``scaled_linear``, ``squaredcos_cap_v2``)."""
         return cls(ddpm_betas(beta_schedule, num_train_timesteps, beta_start, beta_end), **kwargs)
@@ -169,7 +170,7 @@ class DiscreteVPSDE(VariancePreservingSDE):
         """The integer-timestep convention: t = (k + 1) / N maps to k."""
         return t * self.num_train_timesteps - 1.0
 
-    def timestep_to_t(self, k) -> Tensor:
+    def timestep_to_t(self, k: int | Tensor) -> Tensor:
         """The continuous time of discrete timestep k: (k + 1) / N (float64)."""
         return (torch.as_tensor(k, dtype=torch.float64) + 1.0) / self.num_train_timesteps
 

@@ -11,11 +11,17 @@ whose marginals match those of the forward process. Times are clamped to ``[0, T
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import Tensor
 
 from .._utils import TimeLike, as_time64, bcast, check_batch, check_x, out_dtype
 from ..model import as_model
+
+if TYPE_CHECKING:
+    from ..model import ScoreLike
+    from .base import LinearSDE
 
 __all__ = ["ReverseSDE", "ProbabilityFlowODE"]
 
@@ -23,7 +29,7 @@ __all__ = ["ReverseSDE", "ProbabilityFlowODE"]
 class _Reverse:
     drift_weight: float = 1.0
 
-    def __init__(self, sde, model):
+    def __init__(self, sde: LinearSDE, model: ScoreLike) -> None:
         self.sde = sde
         self.model = as_model(model, sde)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numbers
 from contextlib import contextmanager
-from typing import cast
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -81,12 +81,12 @@ class _ScaleGradient(torch.autograd.Function):
     """y = x; dL/dx = holder.scale * dL/dy, with ``holder.scale`` read at backward time."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, holder: _GradScale) -> Tensor:
+    def forward(ctx: Any, x: Tensor, holder: _GradScale) -> Tensor:
         ctx.holder = holder
         return x.view_as(x)
 
     @staticmethod
-    def backward(ctx, grad: Tensor):
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
         scale = ctx.holder.scale
         if scale is None:
             raise RuntimeError("the per-example gradient scale was never set (backward ran before the loss finished)")
@@ -98,7 +98,7 @@ class _ScaleGradient(torch.autograd.Function):
         return grad * scale.to(grad.dtype), None
 
 
-def _schedule_time(t, ref: Tensor, name: str = "t") -> tuple[Tensor, dict]:
+def _schedule_time(t: float | Tensor, ref: Tensor, name: str = "t") -> tuple[Tensor, dict]:
     """t cast to the schedule's parameter dtype and device, and the ``.to`` arguments of the result.
 
     Results are returned in t's dtype on t's device (float64 for Python numbers), so a
@@ -123,7 +123,7 @@ def _check_endpoints(gamma_min: float, gamma_max: float) -> tuple[float, float]:
     return gamma_min, gamma_max
 
 
-def _check_dtype(dtype) -> torch.dtype:
+def _check_dtype(dtype: object) -> torch.dtype:
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise TypeError(f"dtype must be a floating torch.dtype, got {dtype!r}")
     return dtype

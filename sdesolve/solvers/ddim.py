@@ -54,7 +54,7 @@ evaluating the model at sigma = 0.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
@@ -96,17 +96,8 @@ class _EpsStep(Solver):
         c.update(view_coefficients(sde, grid[:-1]))
         return c
 
-    def step(
-        self,
-        model: ScoreModel,
-        state: dict[str, Any],
-        i: int,
-        coefs: dict[str, Any],
-        *,
-        generator: GeneratorLike = None,
-        noise: bool = True,
-        need_x0: bool = False,
-    ) -> dict[str, Any]:
+    def step(self, model: ScoreModel, state: dict, i: int, coefs: dict, *, generator: GeneratorLike = None,
+             noise: bool = True, need_x0: bool = False) -> dict:  # fmt: skip
         x = state["x"]
         eps = view_at(model, x, coefs["t"][i], "eps", (coefs["alpha"][i], coefs["sigma"][i]))
         x_next = torch.addcmul(coefs["a"][i] * x, coefs["b"][i], eps)  # a x + b eps (one kernel fewer)

@@ -18,6 +18,8 @@ The method names are those of :mod:`sdesolve.solvers.methods`, shared with ``log
 
 from __future__ import annotations
 
+from typing import Any
+
 from .base import Solver
 from .methods import ADAPTIVE, FIXED, resolve_method
 
@@ -49,7 +51,7 @@ class ODE(Solver):
 
     stochastic = False
 
-    def __new__(cls, method: str = "heun", *args, **kwargs):
+    def __new__(cls, method: str = "heun", *args: Any, **kwargs: Any) -> ODE:
         if cls is ODE:
             name = resolve_method(method)
             if name in FIXED:

@@ -124,17 +124,8 @@ class PLMS(Solver):
     def init_state(self, x: Tensor, coefs: dict[str, Any]) -> dict[str, Any]:
         return {"x": x, "eps": ()}
 
-    def step(
-        self,
-        model: ScoreModel,
-        state: dict[str, Any],
-        i: int,
-        coefs: dict[str, Any],
-        *,
-        generator: GeneratorLike = None,
-        noise: bool = True,
-        need_x0: bool = False,
-    ) -> dict[str, Any]:
+    def step(self, model: ScoreModel, state: dict, i: int, coefs: dict, *, generator: GeneratorLike = None,
+             noise: bool = True, need_x0: bool = False) -> dict:  # fmt: skip
         x, hist = state["x"], state["eps"]
         a, b = coefs["a"][i], coefs["b"][i]
         e = _eps(model, x, coefs, i, "")

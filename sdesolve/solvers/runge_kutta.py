@@ -227,17 +227,8 @@ class RungeKuttaODE(ODE):
                 y = y - (b_j * r) * e_j
         return coefs["zalpha_next"][i] * y, es[0]
 
-    def step(
-        self,
-        model: ScoreModel,
-        state: dict[str, Any],
-        i: int,
-        coefs: dict[str, Any],
-        *,
-        generator: GeneratorLike = None,
-        noise: bool = True,
-        need_x0: bool = False,
-    ) -> dict[str, Any]:
+    def step(self, model: ScoreModel, state: dict, i: int, coefs: dict, *, generator: GeneratorLike = None,
+             noise: bool = True, need_x0: bool = False) -> dict:  # fmt: skip
         x = state["x"]
         eps = predicts_eps(model)  # then s holds eps = -sigma score
         if coefs["into_zero"][i]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
@@ -96,17 +96,8 @@ class VDMAncestral(Solver):
         c["mean_x0"] = torch.exp(sde._log_alpha(s)) * cc
         return c
 
-    def step(
-        self,
-        model: ScoreModel,
-        state: dict[str, Any],
-        i: int,
-        coefs: dict[str, Any],
-        *,
-        generator: GeneratorLike = None,
-        noise: bool = True,
-        need_x0: bool = False,
-    ) -> dict[str, Any]:
+    def step(self, model: ScoreModel, state: dict, i: int, coefs: dict, *, generator: GeneratorLike = None,
+             noise: bool = True, need_x0: bool = False) -> dict:  # fmt: skip
         x = state["x"]
         eps = view_at(model, x, coefs["t"][i], "eps", (coefs["alpha"][i], coefs["sigma"][i]))
         x_next = ancestral_mean(x, eps, i, coefs)
