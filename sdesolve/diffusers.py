@@ -26,7 +26,7 @@ import inspect
 import numbers
 import warnings
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, TypeAlias, cast
 
 import torch
 from torch import Tensor
@@ -54,6 +54,9 @@ from .solvers.euler_maruyama import EulerMaruyama
 from .solvers.vdm_ancestral import VDMAncestral, ancestral_mean, ancestral_mean_from_x0
 
 __all__ = ["VDMScheduler", "VDMSchedulerOutput", "ScoreSdeVpScheduler"]
+
+#: a timestep as diffusers passes one: a number (numpy scalars too) or a tensor (0-d, (1,) or one per sample)
+TimestepLike: TypeAlias = "float | Tensor"
 
 _PREDICTIONS = {"epsilon": "eps", "sample": "x0", "v_prediction": "v"}
 #: beta schedules by name; discrete ones are diffusers' DDPM betas, "vdm" is VDM's linear gamma
@@ -91,7 +94,7 @@ class VDMSchedulerOutput(BaseOutput):
 
 
 # ------------------------------------------------------------------ timesteps
-def _timestep_value(timestep, name: str = "timestep") -> float:
+def _timestep_value(timestep: Any, name: str = "timestep") -> float:
     """One timestep as a float: a number (numpy scalars too) or a tensor holding one value (or equal values)."""
     if isinstance(timestep, Tensor):
         if timestep.numel() < 1:
@@ -112,7 +115,7 @@ def _timestep_value(timestep, name: str = "timestep") -> float:
     return float(timestep)
 
 
-def _per_sample(timesteps, like: Tensor, name: str = "timesteps") -> Tensor:
+def _per_sample(timesteps: object, like: Tensor, name: str = "timesteps") -> Tensor:
     """Timesteps as float64 on like's device: a scalar (0-d) or one per sample ((B,)); shape (1,) broadcasts."""
     if isinstance(timesteps, Tensor):
         if timesteps.dtype == torch.bool or timesteps.is_complex():
@@ -132,7 +135,37 @@ def _per_sample(timesteps, like: Tensor, name: str = "timesteps") -> Tensor:
     return ts.to(device=like.device, dtype=torch.float64)
 
 
-def _check_generator(generator) -> None:
+def _check_step_inputs(x: object, out: object, generator: object, x_name: str, out_name: str) -> None:
+    """A scheduler step's inputs: the state a floating tensor, the network's output a tensor of its shape."""
+    if not isinstance(x, Tensor) or not x.is_floating_point():
+        raise TypeError(f"{x_name} must be a floating-point tensor, got {describe(x)}")
+    if not isinstance(out, Tensor) or out.shape != x.shape:
+        got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+        raise ValueError(f"{out_name} must be a tensor of {x_name}'s shape {tuple(x.shape)}, got {got}")
+    _check_generator(generator)
+
+
+def _check_add_noise(original_samples: object, noise: object) -> None:
+    """``add_noise``'s inputs: two floating tensors of one shape."""
+    for name, v in (("original_samples", original_samples), ("noise", noise)):
+        if not isinstance(v, Tensor) or not v.is_floating_point():
+            raise TypeError(f"{name} must be a floating-point tensor, got {describe(v)}")
+    assert isinstance(original_samples, Tensor) and isinstance(noise, Tensor)  # checked above
+    if noise.shape != original_samples.shape:
+        raise ValueError(
+            f"noise must have the shape of original_samples {tuple(original_samples.shape)}, got {tuple(noise.shape)}"
+        )
+
+
+def _alpha_sigma(sde: LinearSDE, t: Tensor, like: Tensor) -> tuple[Tensor, Tensor]:
+    """The process' alpha(t) and sigma(t) in ``like``'s compute dtype (float32 at least), broadcast against it."""
+    cd = _compute_dtype(like.dtype)
+    a = bcast(torch.exp(sde._log_alpha(t)).to(cd), like)
+    s = bcast(torch.exp(sde._log_sigma(t)).to(cd), like)
+    return a, s
+
+
+def _check_generator(generator: object) -> None:
     ok = generator is None or isinstance(generator, torch.Generator)
     ok = ok or (isinstance(generator, (list, tuple)) and all(isinstance(g, torch.Generator) for g in generator))
     if not ok:
@@ -159,7 +192,7 @@ class _StepIndex:
     _timesteps64: Tensor
     _step_index: int | None
 
-    def _lookup(self, timestep) -> int:
+    def _lookup(self, timestep: TimestepLike) -> int:
         t = _timestep_value(timestep)
         diff = (self._timesteps64 - t).abs()
         j = int(torch.argmin(diff))
@@ -171,7 +204,7 @@ class _StepIndex:
             )
         return j
 
-    def _index_for(self, timestep) -> int:
+    def _index_for(self, timestep: TimestepLike) -> int:
         if self.timesteps is None:
             raise ValueError(f"call {type(self).__name__}.set_timesteps(num_inference_steps) before stepping")
         on_accelerator = isinstance(timestep, Tensor) and timestep.device.type != "cpu"
@@ -188,7 +221,7 @@ class _StepIndex:
         """The index of the next step when stepping on an accelerator (None before the first)."""
         return self._step_index
 
-    def scale_model_input(self, sample: Tensor, timestep=None) -> Tensor:
+    def scale_model_input(self, sample: Tensor, timestep: TimestepLike | None = None) -> Tensor:
         """The identity: the model takes the sample as is."""
         return sample
 
@@ -243,7 +276,7 @@ def _from_foreign_config(cls, config: dict) -> dict:
     return config
 
 
-def _check_trained_betas(trained_betas, n: int) -> Tensor:
+def _check_trained_betas(trained_betas: object, n: int) -> Tensor:
     try:
         b = torch.as_tensor(trained_betas, dtype=torch.float64).detach().cpu()
     except (TypeError, ValueError, RuntimeError):
@@ -454,7 +487,7 @@ class VDMScheduler(_StepIndex, SchedulerMixin, ConfigMixin):  # type: ignore[mis
         self._set_grid(torch.arange(n - 1, -1, -1) if n is not None else self._uniform(len(self)), None)
 
     @classmethod
-    def extract_init_dict(cls, config_dict, **kwargs):
+    def extract_init_dict(cls, config_dict: dict[str, Any], **kwargs: Any) -> Any:
         """diffusers' config reading, with another scheduler's defaults kept (see :func:`_from_foreign_config`)."""
         return super().extract_init_dict(_from_foreign_config(cls, config_dict), **kwargs)
 
@@ -536,7 +569,7 @@ class VDMScheduler(_StepIndex, SchedulerMixin, ConfigMixin):  # type: ignore[mis
         self._set_grid(ts, device)
         self.num_inference_steps = n
 
-    def _set_grid(self, timesteps: Tensor, device) -> None:
+    def _set_grid(self, timesteps: Tensor, device: torch.device | str | None) -> None:
         N = self.config.num_train_timesteps
         ts64 = timesteps.to(torch.float64)
         lo, hi = (0.0, N - 1.0) if N is not None else (0.0, 1.0)
@@ -583,7 +616,7 @@ class VDMScheduler(_StepIndex, SchedulerMixin, ConfigMixin):  # type: ignore[mis
     def step(
         self,
         model_output: Tensor,
-        timestep,
+        timestep: TimestepLike,
         sample: Tensor,
         generator: torch.Generator | list[torch.Generator] | None = None,
         return_dict: bool = True,
@@ -603,12 +636,7 @@ class VDMScheduler(_StepIndex, SchedulerMixin, ConfigMixin):  # type: ignore[mis
             return_dict: return a :class:`VDMSchedulerOutput` (else a tuple
                 ``(prev_sample, pred_original_sample)``).
         """
-        if not isinstance(sample, Tensor) or not sample.is_floating_point():
-            raise TypeError(f"sample must be a floating-point tensor, got {describe(sample)}")
-        if not isinstance(model_output, Tensor) or model_output.shape != sample.shape:
-            got = tuple(model_output.shape) if isinstance(model_output, Tensor) else type(model_output).__name__
-            raise ValueError(f"model_output must be a tensor of sample's shape {tuple(sample.shape)}, got {got}")
-        _check_generator(generator)
+        _check_step_inputs(sample, model_output, generator, "sample", "model_output")
         i = self._index_for(timestep)
         c = self._coefs_for(sample)
         cd = _compute_dtype(sample.dtype)
@@ -637,7 +665,7 @@ class VDMScheduler(_StepIndex, SchedulerMixin, ConfigMixin):  # type: ignore[mis
         return VDMSchedulerOutput(prev_sample=prev, pred_original_sample=x0)
 
     # ------------------------------------------------------------------ training helpers
-    def _coefs_at(self, timesteps, like: Tensor) -> tuple[Tensor, Tensor]:
+    def _coefs_at(self, timesteps: TimestepLike, like: Tensor) -> tuple[Tensor, Tensor]:
         """alpha and sigma at the timesteps (a scalar, shape (1,) or (B,)), broadcast against ``like``."""
         ts = _per_sample(timesteps, like)
         N = self.config.num_train_timesteps
@@ -645,28 +673,18 @@ class VDMScheduler(_StepIndex, SchedulerMixin, ConfigMixin):  # type: ignore[mis
         if ts.device.type == "cpu" and bool(((ts < 0) | (ts > hi) | ~torch.isfinite(ts)).any()):
             what = f"timesteps in [0, {N - 1}] (num_train_timesteps={N})" if N is not None else "times in [0, 1]"
             raise ValueError(f"timesteps must be {what}, got values outside")
-        t = self._process_time(ts)
-        cd = _compute_dtype(like.dtype)
-        a = bcast(torch.exp(self.sde._log_alpha(t)).to(cd), like)
-        s = bcast(torch.exp(self.sde._log_sigma(t)).to(cd), like)
-        return a, s
+        return _alpha_sigma(self.sde, self._process_time(ts), like)
 
-    def add_noise(self, original_samples: Tensor, noise: Tensor, timesteps) -> Tensor:
+    def add_noise(self, original_samples: Tensor, noise: Tensor, timesteps: TimestepLike) -> Tensor:
         """``z_t = alpha(t) x0 + sigma(t) noise`` at the timesteps (DDPM's ``sqrt(alphas_cumprod[k])``
         in discrete time: k = 0 adds the first step's noise). ``timesteps``: a number, a 0-d tensor,
         shape (1,) (broadcast over the batch) or (B,); on any device."""
-        for name, v in (("original_samples", original_samples), ("noise", noise)):
-            if not isinstance(v, Tensor) or not v.is_floating_point():
-                raise TypeError(f"{name} must be a floating-point tensor, got {describe(v)}")
-        if noise.shape != original_samples.shape:
-            raise ValueError(
-                f"noise must have the shape of original_samples {tuple(original_samples.shape)}, got {tuple(noise.shape)}"
-            )
+        _check_add_noise(original_samples, noise)
         a, s = self._coefs_at(timesteps, original_samples)
         cd = a.dtype
         return (a * original_samples.to(cd) + s * noise.to(original_samples.device, cd)).to(original_samples.dtype)
 
-    def get_velocity(self, sample: Tensor, noise: Tensor, timesteps) -> Tensor:
+    def get_velocity(self, sample: Tensor, noise: Tensor, timesteps: TimestepLike) -> Tensor:
         """The v-prediction target ``v = alpha(t) noise - sigma(t) x0`` (``sample`` is x0)."""
         for name, v in (("sample", sample), ("noise", noise)):
             if not isinstance(v, Tensor) or not v.is_floating_point():
@@ -754,7 +772,7 @@ class ScoreSdeVpScheduler(_StepIndex, SchedulerMixin, ConfigMixin):  # type: ign
         return self.config.num_train_timesteps
 
     @staticmethod
-    def _check_eps(sampling_eps) -> float:
+    def _check_eps(sampling_eps: object) -> float:
         return check_real(sampling_eps, "sampling_eps", lo=0.0, hi=1.0, hi_open=True)
 
     def set_timesteps(
@@ -781,7 +799,7 @@ class ScoreSdeVpScheduler(_StepIndex, SchedulerMixin, ConfigMixin):  # type: ign
         eps = self._check_eps(self.config.sampling_eps if sampling_eps is None else sampling_eps)
         self._set_grid(n, eps, device)
 
-    def _set_grid(self, n: int, eps: float, device) -> None:
+    def _set_grid(self, n: int, eps: float, device: torch.device | str | None) -> None:
         timesteps = torch.linspace(1.0, eps, n + 1, dtype=torch.float64)[:-1].to(torch.float32)
         # The grid is the timesteps' own (float32) values, so the network's time and the step's agree.
         self.grid = torch.cat([timesteps.to(torch.float64), torch.tensor([eps], dtype=torch.float64)])
@@ -795,7 +813,7 @@ class ScoreSdeVpScheduler(_StepIndex, SchedulerMixin, ConfigMixin):  # type: ign
         self.timesteps = timesteps.to(device) if device is not None else timesteps
         self._step_index = None
 
-    def step_pred(self, score: Tensor, x: Tensor, t, generator: torch.Generator | None = None):
+    def step_pred(self, score: Tensor, x: Tensor, t: TimestepLike, generator: torch.Generator | None = None):
         """One Euler-Maruyama step of the reverse VP SDE from ``t = timesteps[i]`` to the next time.
 
         Args:
@@ -809,12 +827,7 @@ class ScoreSdeVpScheduler(_StepIndex, SchedulerMixin, ConfigMixin):  # type: ign
         Returns:
             ``(x, x_mean)``: the next sample and its noiseless mean.
         """
-        if not isinstance(x, Tensor) or not x.is_floating_point():
-            raise TypeError(f"x must be a floating-point tensor, got {describe(x)}")
-        if not isinstance(score, Tensor) or score.shape != x.shape:
-            got = tuple(score.shape) if isinstance(score, Tensor) else type(score).__name__
-            raise ValueError(f"score must be a tensor of x's shape {tuple(x.shape)}, got {got}")
-        _check_generator(generator)
+        _check_step_inputs(x, score, generator, "x", "score")
         i = self._index_for(t)
         key = (x.device, x.dtype)
         if key not in self._cache:
@@ -831,21 +844,14 @@ class ScoreSdeVpScheduler(_StepIndex, SchedulerMixin, ConfigMixin):  # type: ign
         self._advance(i)
         return x_next, x_mean
 
-    def add_noise(self, original_samples: Tensor, noise: Tensor, timesteps) -> Tensor:
+    def add_noise(self, original_samples: Tensor, noise: Tensor, timesteps: TimestepLike) -> Tensor:
         """``x_t = alpha(t) x0 + sigma(t) noise`` on the VP process, t in [0, 1] (a number, shape (1,) or (B,))."""
-        for name, v in (("original_samples", original_samples), ("noise", noise)):
-            if not isinstance(v, Tensor) or not v.is_floating_point():
-                raise TypeError(f"{name} must be a floating-point tensor, got {describe(v)}")
-        if noise.shape != original_samples.shape:
-            raise ValueError(
-                f"noise must have the shape of original_samples {tuple(original_samples.shape)}, got {tuple(noise.shape)}"
-            )
+        _check_add_noise(original_samples, noise)
         t = _per_sample(timesteps, original_samples)
         if t.device.type == "cpu" and bool(((t < 0) | (t > 1) | ~torch.isfinite(t)).any()):
             raise ValueError("timesteps must be times in [0, 1], got values outside")
-        cd = _compute_dtype(original_samples.dtype)
-        a = bcast(torch.exp(self.sde._log_alpha(t)).to(cd), original_samples)
-        s = bcast(torch.exp(self.sde._log_sigma(t)).to(cd), original_samples)
+        a, s = _alpha_sigma(self.sde, t, original_samples)
+        cd = a.dtype
         return (a * original_samples.to(cd) + s * noise.to(original_samples.device, cd)).to(original_samples.dtype)
 
 
@@ -855,5 +861,5 @@ class _GivenScore:
     def __init__(self, s: Tensor):
         self._s = s
 
-    def score(self, x: Tensor, t, *, coefs=None) -> Tensor:
+    def score(self, x: Tensor, t: Tensor, *, coefs: tuple[Tensor, Tensor] | None = None) -> Tensor:
         return self._s

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import torch
 from torch import Tensor
@@ -23,6 +24,9 @@ if TYPE_CHECKING:
     from .sde.base import LinearSDE
 
 __all__ = ["Gaussian", "GaussianMixture"]
+
+#: a number, a (nested) sequence of numbers or a tensor of real numbers (the laws' parameters)
+RealArray: TypeAlias = "Tensor | float | Sequence[Any]"
 
 _LOG2PI = math.log(2 * math.pi)
 
@@ -46,7 +50,7 @@ def _positive(name: str, v: Tensor) -> Tensor:
     return v
 
 
-def _real_tensor(value, name: str, what: str) -> Tensor:
+def _real_tensor(value: object, name: str, what: str) -> Tensor:
     """``value`` (a number, sequence or tensor of real numbers) as a float64 tensor; TypeError otherwise."""
     if isinstance(value, (str, bytes)) or (
         isinstance(value, Tensor) and (value.dtype == torch.bool or value.is_complex())
@@ -58,7 +62,7 @@ def _real_tensor(value, name: str, what: str) -> Tensor:
         raise TypeError(f"{name} must be {what}, got {describe(value)}") from e
 
 
-def _count(n) -> int:
+def _count(n: object) -> int:
     """A number of draws: an int >= 1."""
     try:
         return check_int(n, "n", minimum=1)
@@ -94,15 +98,28 @@ class _Target:
 
     if TYPE_CHECKING:  # what each law defines (declared for the type checker only)
 
-        def sample(
-            self, n: int, *, generator: Any = None, dtype: Any = torch.float64, device: Any = None
-        ) -> Tensor: ...
+        def _draw(self, n: int, generator: torch.Generator | None, device: torch.device | str | None) -> Tensor: ...
 
         def _log_prob(self, x: Tensor, a: Tensor, s: Tensor) -> Tensor: ...
 
         def _score(self, x: Tensor, a: Tensor, s: Tensor) -> Tensor: ...
 
-    def _on(self, name: str, device) -> Tensor:
+    def sample(
+        self,
+        n: int,
+        *,
+        generator: torch.Generator | None = None,
+        dtype: torch.dtype = torch.float64,
+        device: torch.device | str | None = None,
+    ) -> Tensor:
+        """``n`` exact draws from the law, shape ``(n, *event_shape)``, computed in float64 and returned in
+        ``dtype`` on ``device`` (default: the generator's device)."""
+        n = _count(n)
+        if device is None and generator is not None:
+            device = generator.device
+        return self._draw(n, generator, device).to(dtype)
+
+    def _on(self, name: str, device: torch.device | str | None) -> Tensor:
         """Parameter ``name`` on ``device``, copied once and cached.
 
         A host-to-device copy synchronizes, so the exact score used inside a GPU sampling
@@ -155,7 +172,15 @@ class _Target:
         a, s = _coefs64(sde, t, x)
         return self._score(x.to(torch.float64), a, s).to(x.dtype)
 
-    def marginal_sample(self, n: int, t: TimeLike, sde: LinearSDE, *, generator=None, dtype=torch.float64) -> Tensor:
+    def marginal_sample(
+        self,
+        n: int,
+        t: TimeLike,
+        sde: LinearSDE,
+        *,
+        generator: torch.Generator | None = None,
+        dtype: torch.dtype = torch.float64,
+    ) -> Tensor:
         """n exact draws from p_t: alpha(t) x_0 + sigma(t) eps."""
         x0 = self.sample(n, generator=generator, dtype=torch.float64)
         eps = torch.randn(x0.shape, generator=generator, dtype=torch.float64, device=x0.device)
@@ -170,7 +195,7 @@ class Gaussian(_Target):
         std: a positive number or a tensor broadcastable to the event shape.
     """
 
-    def __init__(self, mean, std=1.0):
+    def __init__(self, mean: RealArray, std: RealArray = 1.0):
         mean = _real_tensor(mean, "mean", "a tensor (or sequence) of real numbers of the event shape")
         if mean.dim() == 0:
             mean = mean.reshape(1)
@@ -187,12 +212,9 @@ class Gaussian(_Target):
         self.std = _positive("std", std)
         self.event_shape = tuple(mean.shape)
 
-    def sample(self, n: int, *, generator=None, dtype=torch.float64, device=None) -> Tensor:
-        n = _count(n)
-        if device is None and generator is not None:
-            device = generator.device
+    def _draw(self, n: int, generator: torch.Generator | None, device: torch.device | str | None) -> Tensor:
         eps = torch.randn((n,) + self.event_shape, generator=generator, dtype=torch.float64, device=device)
-        return (self._on("mean", eps.device) + self._on("std", eps.device) * eps).to(dtype)
+        return self._on("mean", eps.device) + self._on("std", eps.device) * eps
 
     def marginal_moments(self, t: TimeLike, sde: LinearSDE) -> tuple[Tensor, Tensor]:
         """Mean and per-coordinate variance of p_t (float64, event shape)."""
@@ -240,7 +262,7 @@ class GaussianMixture(_Target):
         stds: positive; shape (K,), or (K, *event), or a number.
     """
 
-    def __init__(self, weights, means, stds=1.0):
+    def __init__(self, weights: RealArray, means: RealArray, stds: RealArray = 1.0):
         w = _real_tensor(weights, "weights", "a 1-d tensor (or sequence) of K real numbers")
         means = _real_tensor(means, "means", "a tensor of shape (K, *event)")
         if w.dim() != 1 or w.numel() < 1:
@@ -271,13 +293,10 @@ class GaussianMixture(_Target):
     def n_components(self) -> int:
         return int(self.weights.shape[0])
 
-    def sample(self, n: int, *, generator=None, dtype=torch.float64, device=None) -> Tensor:
-        n = _count(n)
-        if device is None and generator is not None:
-            device = generator.device
+    def _draw(self, n: int, generator: torch.Generator | None, device: torch.device | str | None) -> Tensor:
         k = torch.multinomial(self._on("weights", device), n, replacement=True, generator=generator)
         eps = torch.randn((n,) + self.event_shape, generator=generator, dtype=torch.float64, device=device)
-        return (self._on("means", device)[k] + self._on("stds", device)[k] * eps).to(dtype)
+        return self._on("means", device)[k] + self._on("stds", device)[k] * eps
 
     def _comp(self, x: Tensor, a: Tensor, s: Tensor):
         # x: (B, *event) -> per-component means and variances of shape (B, K, *event)
