@@ -28,23 +28,43 @@ TARGET_2D = sd.Gaussian(torch.tensor([1.0, -2.0]), torch.tensor([0.5, 2.0]))
 MIXTURE_2D = sd.GaussianMixture(
     torch.tensor([0.3, 0.7]), torch.tensor([[-2.0, 0.0], [1.5, 1.0]]), torch.tensor([0.4, 0.6])
 )
-#: Every built-in process, as factories (each test gets a fresh one).
+#: Every built-in process, as factories (each test gets a fresh one; keyword arguments such as
+#: ``t_min=0.0`` go to the constructor). The one registry of test processes: pick from it with
+#: :func:`processes`.
 PROCESSES = {
-    "vp": lambda: sd.VPSDE(),
-    "subvp": lambda: sd.SubVPSDE(),
-    "ve": lambda: sd.VESDE(),
-    "vdm": lambda: sd.VDMSDE(),
-    "cosine": lambda: sd.CosineVPSDE(),
-    "discrete": lambda: sd.DiscreteVPSDE.from_schedule("linear", 1000),
+    "vp": lambda **kw: sd.VPSDE(**kw),
+    "subvp": lambda **kw: sd.SubVPSDE(**kw),
+    "ve": lambda **kw: sd.VESDE(**kw),
+    "vdm": lambda **kw: sd.VDMSDE(**kw),
+    "cosine": lambda **kw: sd.CosineVPSDE(**kw),
+    "discrete": lambda **kw: sd.DiscreteVPSDE.from_schedule("linear", 1000, **kw),
 }
+#: PROCESSES and the variants the process tests add: diffusers' other two DDPM schedules and a wide
+#: VDM schedule (log-SNR from 30 down to -30).
+ALL_PROCESSES = {
+    **PROCESSES,
+    "ddpm-scaled": lambda **kw: sd.DiscreteVPSDE.from_schedule("scaled_linear", 1000, **kw),
+    "ddpm-cos": lambda **kw: sd.DiscreteVPSDE.from_schedule("squaredcos_cap_v2", 1000, **kw),
+    "vdm-30": lambda **kw: sd.VDMSDE(sd.FixedLinearGamma(-30.0, 30.0), **kw),
+}
+
+
+def processes(*names: str, **kwargs) -> dict[str, sd.LinearSDE]:
+    """Fresh processes of the registry (:data:`ALL_PROCESSES`) by name, in the order given (default:
+    those of :data:`PROCESSES`), each built with ``kwargs`` (e.g. ``t_min=0.0``)."""
+    unknown = [n for n in names if n not in ALL_PROCESSES]
+    assert not unknown, f"unknown test processes {unknown}; the registry has {list(ALL_PROCESSES)}"
+    return {n: ALL_PROCESSES[n](**kwargs) for n in (names or tuple(PROCESSES))}
+
+
 #: The 3-D problem and processes of the deterministic-flow tests (DDIM, PLMS).
 TARGET_3D = sd.Gaussian(torch.tensor([1.0, -0.5, 0.3]), torch.tensor([0.5, 2.0, 0.1]))
 FLOW_PROCESSES = {
-    "VP": lambda: sd.VPSDE(),
-    "VE": lambda: sd.VESDE(),
-    "VDM": lambda: sd.VDMSDE(t_min=1e-3),
-    "cosine": lambda: sd.CosineVPSDE(),
-    "discrete": lambda: sd.DiscreteVPSDE.from_schedule(),
+    "VP": PROCESSES["vp"],
+    "VE": PROCESSES["ve"],
+    "VDM": lambda: PROCESSES["vdm"](t_min=1e-3),
+    "cosine": PROCESSES["cosine"],
+    "discrete": PROCESSES["discrete"],
 }
 
 

@@ -4,13 +4,14 @@ import math
 
 import pytest
 import torch
+from helpers import processes
 
 import sdesolve as sd
 from sdesolve.sde import ddpm_betas
 from sdesolve.testing import check_sde
 
-ALL = [sd.VPSDE(), sd.SubVPSDE(), sd.CosineVPSDE(), sd.VESDE(), sd.VDMSDE(), sd.DiscreteVPSDE.from_schedule()]
-IDS = ["vp", "subvp", "cosine", "ve", "vdm", "ddpm"]
+IDS = ["vp", "subvp", "cosine", "ve", "vdm", "discrete"]
+ALL = list(processes(*IDS).values())
 
 
 @pytest.mark.parametrize("sde", ALL, ids=IDS)

@@ -12,6 +12,7 @@ import warnings
 
 import pytest
 import torch
+from helpers import ALL_PROCESSES
 
 import sdesolve as sd
 from sdesolve import solvers as S
@@ -57,12 +58,7 @@ def _solvers():
 
 
 SOLVERS = _solvers()
-PROCESSES = {
-    "vp": lambda: sd.VPSDE(),
-    "ve": lambda: sd.VESDE(),
-    "vdm": lambda: sd.VDMSDE(),
-    "discrete": lambda: sd.DiscreteVPSDE.from_schedule("linear", 1000),
-}
+PROCESSES = {k: ALL_PROCESSES[k] for k in ("vp", "ve", "vdm", "discrete")}  # the registry's factories
 
 
 def _setup(proc, dtype=torch.float32):

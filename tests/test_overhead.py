@@ -10,6 +10,7 @@ step written out by hand from the public ``sde.f``, ``sde.g2`` and the target's 
 
 import pytest
 import torch
+from helpers import processes
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import sdesolve as sd
@@ -19,7 +20,7 @@ F64 = torch.float64
 
 
 def _processes():
-    return {"vp": sd.VPSDE(), "ve": sd.VESDE(), "discrete": sd.DiscreteVPSDE.from_schedule("linear")}
+    return processes("vp", "ve", "discrete")
 
 
 def _solvers():

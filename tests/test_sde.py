@@ -8,6 +8,7 @@ import math
 
 import pytest
 import torch
+from helpers import processes
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
@@ -37,20 +38,12 @@ def d_dt(fn, t: torch.Tensor) -> torch.Tensor:
     return d
 
 
+#: every built-in process (the first five continuous) and diffusers' three DDPM schedules, from the registry
+BUILTIN_IDS = ["vp", "subvp", "cosine", "ve", "vdm", "discrete", "ddpm-scaled", "ddpm-cos"]
+
+
 def builtin_sdes():
-    return [
-        sd.VPSDE(),
-        sd.SubVPSDE(),
-        sd.CosineVPSDE(),
-        sd.VESDE(),
-        sd.VDMSDE(sd.FixedLinearGamma()),
-        sd.DiscreteVPSDE.from_schedule("linear"),
-        sd.DiscreteVPSDE.from_schedule("scaled_linear"),
-        sd.DiscreteVPSDE.from_schedule("squaredcos_cap_v2"),
-    ]
-
-
-BUILTIN_IDS = ["vp", "subvp", "cosine", "ve", "vdm", "ddpm-linear", "ddpm-scaled", "ddpm-cos"]
+    return list(processes(*BUILTIN_IDS).values())
 
 
 # ------------------------------------------------------------------ property tests (hypothesis)
@@ -574,7 +567,7 @@ MP_COEFS = {
     "cosine": _mp_cosine(mp.mpf("0.008")),
     "ve": _mp_ve(mp.mpf("0.01"), mp.mpf(50)),
     "vdm": _mp_vdm(mp.mpf("-13.3"), mp.mpf(5)),
-    "ddpm-linear": _mp_discrete("linear"),
+    "discrete": _mp_discrete("linear"),
     "ddpm-scaled": _mp_discrete("scaled_linear"),
     "ddpm-cos": _mp_discrete("squaredcos_cap_v2"),
 }
@@ -625,7 +618,7 @@ def test_sigma_over_alpha_gamma_and_gamma_prime_match_closed_forms(name, data):
     t64 = torch.tensor([t], dtype=F64)
     gamma_ref = 2 * mp.log(s / a)  # gamma = -log SNR
     assert float(sde._gamma(t64)) == pytest.approx(float(gamma_ref), rel=1e-12, abs=1e-12)
-    if name.startswith("ddpm"):
+    if isinstance(sde, sd.DiscreteVPSDE):
         # piecewise: on the segment of t, gamma' = -2 (log alpha)' / sigma^2 with (log alpha)' the knot slope
         k = min(int(t * 1000), 999)
         la = [mp.log(coefs(mp.mpf(j) / 1000)[0]) for j in (k, k + 1)]
@@ -660,20 +653,10 @@ def test_finite_sigma_and_alpha_at_t_0_for_every_builtin(name):
         assert not bool(torch.isnan(sde.log_snr(t)).any())
 
 
-def _clean_start_sdes():
-    return [
-        sd.VPSDE(t_min=0.0),
-        sd.SubVPSDE(t_min=0.0),
-        sd.CosineVPSDE(t_min=0.0),
-        sd.DiscreteVPSDE.from_schedule("linear", t_min=0.0),
-        sd.DiscreteVPSDE.from_schedule("scaled_linear", t_min=0.0),
-        sd.DiscreteVPSDE.from_schedule("squaredcos_cap_v2", t_min=0.0),
-    ]
+CLEAN_START_IDS = ["vp", "subvp", "cosine", "discrete", "ddpm-scaled", "ddpm-cos"]
 
 
-@pytest.mark.parametrize(
-    "sde", _clean_start_sdes(), ids=["vp", "subvp", "cosine", "ddpm-linear", "ddpm-scaled", "ddpm-cos"]
-)
+@pytest.mark.parametrize("sde", list(processes(*CLEAN_START_IDS, t_min=0.0).values()), ids=CLEAN_START_IDS)
 def test_every_hook_is_defined_where_sigma_is_zero(sde):
     """t_min = 0 (diffusers' set_alpha_to_one): sigma(0) = 0, log-SNR +inf, no NaN in any hook."""
     zero = torch.zeros(1, dtype=F64)

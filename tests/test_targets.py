@@ -6,6 +6,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from helpers import processes
 from hypothesis import given
 from hypothesis import strategies as st
 from scipy import stats
@@ -82,8 +83,8 @@ def _scipy_logp(target, x, a, s):
 @pytest.mark.parametrize("name", sorted(TARGETS))
 @pytest.mark.parametrize(
     "sde",
-    [sd.VPSDE(), sd.SubVPSDE(), sd.CosineVPSDE(), sd.VESDE(), sd.VDMSDE(), sd.DiscreteVPSDE.from_schedule("linear")],
-    ids=["vp", "subvp", "cosine", "ve", "vdm", "ddpm"],
+    list(processes("vp", "subvp", "cosine", "ve", "vdm", "discrete").values()),
+    ids=["vp", "subvp", "cosine", "ve", "vdm", "discrete"],
 )
 def test_marginal_log_prob_matches_scipy(sde, name):
     target = TARGETS[name]()
@@ -99,7 +100,7 @@ def test_marginal_log_prob_matches_scipy(sde, name):
 
 
 @pytest.mark.parametrize("name", ["gaussian", "mixture"])
-@pytest.mark.parametrize("sde", [sd.VPSDE(), sd.VESDE(), sd.VDMSDE()], ids=["vp", "ve", "vdm"])
+@pytest.mark.parametrize("sde", list(processes("vp", "ve", "vdm").values()), ids=["vp", "ve", "vdm"])
 def test_marginal_sample_moments(sde, name):
     target = TARGETS[name]()
     n, t = 20000, 0.4
@@ -128,7 +129,7 @@ def test_sample_dtype_generator_and_event_shape():
     assert torch.allclose(target.mean(), 0.4 * target.means[0] + 0.6 * target.means[1])
 
 
-@pytest.mark.parametrize("sde", [sd.VPSDE(), sd.VESDE(), sd.CosineVPSDE()], ids=["vp", "ve", "cosine"])
+@pytest.mark.parametrize("sde", list(processes("vp", "ve", "cosine").values()), ids=["vp", "ve", "cosine"])
 def test_gaussian_flow_pushes_marginals_forward(sde):
     # The flow map is affine per coordinate; it must send N(m_from, v_from) to N(m_to, v_to)
     # exactly, and compose: flow(t1 -> t2) o flow(t0 -> t1) = flow(t0 -> t2).

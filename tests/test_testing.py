@@ -6,6 +6,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from helpers import ALL_PROCESSES
 from hypothesis import given, settings
 
 import sdesolve as sd
@@ -25,16 +26,8 @@ from sdesolve.testing import (
 
 F64 = torch.float64
 
-BUILTIN = {
-    "vp": lambda: sd.VPSDE(),
-    "subvp": lambda: sd.SubVPSDE(),
-    "cosine": lambda: sd.CosineVPSDE(),
-    "ve": lambda: sd.VESDE(),
-    "vdm": lambda: sd.VDMSDE(sd.FixedLinearGamma()),
-    "vdm-30": lambda: sd.VDMSDE(sd.FixedLinearGamma(-30.0, 30.0)),
-    "ddpm-linear": lambda: sd.DiscreteVPSDE.from_schedule("linear"),
-    "ddpm-scaled_linear": lambda: sd.DiscreteVPSDE.from_schedule("scaled_linear"),
-    "ddpm-squaredcos_cap_v2": lambda: sd.DiscreteVPSDE.from_schedule("squaredcos_cap_v2"),
+BUILTIN = {  # every process of the registry (helpers.ALL_PROCESSES), as factories
+    k: ALL_PROCESSES[k] for k in ("vp", "subvp", "cosine", "ve", "vdm", "vdm-30", "discrete", "ddpm-scaled", "ddpm-cos")
 }
 
 

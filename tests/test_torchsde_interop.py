@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import chain_moments, check_moments
+from helpers import chain_moments, check_moments, processes
 
 import sdesolve as sd
 from sdesolve.interop import TorchSDE, to_torchsde
@@ -46,7 +46,7 @@ class _GridBrownian(torchsde.BrownianInterval.__mro__[1]):  # torchsde.BaseBrown
 
 @pytest.mark.parametrize("proc", ["vp", "ve", "vdm"])
 def test_euler_matches_our_euler_maruyama_with_the_same_increments(proc):
-    sde = {"vp": sd.VPSDE(), "ve": sd.VESDE(), "vdm": sd.VDMSDE()}[proc]
+    sde = processes(proc)[proc]
     model = TARGET.model(sde)
     n, steps = 16, 25
     grid = sd.grids.quadratic(sde, steps)  # non-uniform on purpose

@@ -16,7 +16,7 @@ import math
 
 import pytest
 import torch
-from helpers import fit_slope
+from helpers import fit_slope, processes
 from hypothesis import given
 from hypothesis import strategies as st
 from scipy import stats
@@ -28,15 +28,8 @@ F64 = torch.float64
 
 
 def _processes():
-    return {
-        "vdm": sd.VDMSDE(),
-        "vp": sd.VPSDE(),
-        "vp_t0": sd.VPSDE(t_min=0.0),
-        "cosine": sd.CosineVPSDE(),
-        "discrete": sd.DiscreteVPSDE.from_schedule("linear", 1000),
-        "subvp": sd.SubVPSDE(),
-        "ve": sd.VESDE(),
-    }
+    vp_t0 = processes("vp", t_min=0.0)["vp"]
+    return {**processes("vdm", "vp"), "vp_t0": vp_t0, **processes("cosine", "discrete", "subvp", "ve")}
 
 
 def _posterior(sde, t: float, s: float, x: torch.Tensor, x0: torch.Tensor):
