@@ -50,20 +50,23 @@ class _GaussianScoreNet(torch.nn.Module):
         super().__init__()
         self.sde, self.times = sde, []
         self.m = torch.nn.Parameter(GAUSS.mean.clone())
+        self.register_buffer("var", GAUSS.std**2)
         self.frozen = torch.nn.Parameter(torch.ones((), dtype=F64), requires_grad=False)
 
     def forward(self, x, t):
         self.times.append(t.detach().clone())
         a = torch.exp(self.sde._log_alpha(t)).unsqueeze(-1)
         s2 = torch.exp(2 * self.sde._log_sigma(t)).unsqueeze(-1)
-        return -(x - a * self.m) / (a * a * GAUSS.std**2 + s2) * self.frozen
+        return -(x - a * self.m) / (a * a * self.var + s2) * self.frozen
 
 
 def test_adjoint_value_and_gradients_are_the_exact_ones():
     """grad="adjoint" (torchdiffeq's odeint_adjoint): log p equals the exact log p_{t_min}(x) and
     d log p / dx its exact score, to the tolerance (rtol = atol = 1e-6; measured 1.2e-6 and 5.8e-6);
-    d log p / dm (a model parameter) equals grad=True's; the model is never evaluated outside
-    [t_min, T] (torchdiffeq is told to land on T, not to step past it and interpolate back)."""
+    d log p / dm (a model parameter) equals grad=True's; the forward solve never evaluates the model outside
+    [t_min, T] (torchdiffeq is told to land on T, not to step past it and interpolate back) and its first
+    evaluation is at t_min exactly (the end times are handed to torchdiffeq in the state's float64, not
+    rounded to float32)."""
     sde = sd.VPSDE()
     x = _data(sde)
     net = _GaussianScoreNet(sde)
@@ -75,14 +78,45 @@ def test_adjoint_value_and_gradients_are_the_exact_ones():
         res = log_likelihood(
             sde, model, xr, divergence="exact", rtol=1e-6, atol=1e-6, grad=grad, prior_logp=_exact_prior(sde)
         )
-        grads[grad] = torch.autograd.grad(res.logp.sum(), (xr, net.m))
-        ts = torch.cat([t.reshape(-1) for t in net.times])
+        ts = torch.cat([t.reshape(-1) for t in net.times])  # the forward solve's evaluations
         t_lo, t_hi = float(ts.min()), float(ts.max())
-        assert sde.t_min - 1e-12 <= t_lo and t_hi <= sde.T, (grad, t_lo, t_hi)
+        assert float(ts[0]) == t_lo == sde.t_min and t_hi <= sde.T, (grad, t_lo, t_hi)
+        grads[grad] = torch.autograd.grad(res.logp.sum(), (xr, net.m))
         torch.testing.assert_close(res.logp, GAUSS.marginal_log_prob(x, sde.t_min, sde), rtol=0, atol=2e-5)
         torch.testing.assert_close(grads[grad][0], GAUSS.marginal_score(x, sde.t_min, sde), rtol=0, atol=1e-4)
     torch.testing.assert_close(grads["adjoint"][1], grads[True][1], rtol=0, atol=1e-4)
     assert float(grads[True][1].abs().max()) > 0.1  # a gradient that can be told from zero
+
+
+@pytest.mark.parametrize(("rtol", "atol"), [(1e-3, 1e-12), (1e-12, 1e-3)])
+def test_adjoint_solve_takes_the_callers_tolerances(rtol, atol):
+    """torchdiffeq gets both tolerances: its forward solve (the same Dormand-Prince pair and controller as
+    our integrator, grad=False) needs as many evaluations (measured equal: 80 and 32), where torchdiffeq's
+    own defaults (rtol 1e-7, atol 1e-9) would need several times more."""
+    sde = sd.VPSDE()
+    x = _data(sde)
+    nfe = {}
+    for grad in ("adjoint", False):
+        xr = x.clone().requires_grad_(grad == "adjoint")
+        nfe[grad] = log_likelihood(sde, GAUSS.model(sde), xr, divergence="exact", rtol=rtol, atol=atol, grad=grad).nfe
+    assert nfe["adjoint"] <= 1.25 * nfe[False], nfe
+
+
+@pytest.mark.gpu
+def test_adjoint_on_the_gpu_gives_the_cpu_answer():
+    """grad="adjoint" with the data and the model on the GPU: torchdiffeq gets its times on the data's
+    device, and the value and both gradients equal the CPU ones (same float64 solve)."""
+    out = {}
+    for dev in ("cpu", "cuda"):
+        sde = sd.VPSDE()
+        net = _GaussianScoreNet(sde).to(dev)
+        xr = _data(sde).to(dev).requires_grad_(True)
+        model = sd.ScoreModel(net, sde, prediction="score")
+        res = log_likelihood(sde, model, xr, divergence="exact", rtol=1e-6, atol=1e-6, grad="adjoint")
+        out[dev] = (res.logp, *torch.autograd.grad(res.logp.sum(), (xr, net.m)))
+    for cpu, gpu in zip(out["cpu"], out["cuda"]):
+        assert gpu.device.type == "cuda"
+        torch.testing.assert_close(gpu.cpu(), cpu, rtol=0, atol=1e-6)
 
 
 # ------------------------------------------------------------------ torchdiffeq's fixed-step methods
@@ -105,6 +139,15 @@ def test_torchdiffeq_fixed_step_method_takes_exactly_the_asked_steps(grad):
             )  # fmt: skip
         assert res.nfe == 3 * steps
         errs.append(float((res.logp - exact).abs().max()))
+        if steps == 25 and not grad:  # float32 data: the grid is handed over in the state's dtype
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                res32 = log_likelihood(
+                    sde, GAUSS.model(sde), x.float(), method="heun3", steps=steps, divergence="exact",
+                    prior_logp=_exact_prior(sde),
+                )  # fmt: skip
+            assert res32.logp.dtype == torch.float32 and res32.nfe == res.nfe
+            torch.testing.assert_close(res32.logp.double(), res.logp, rtol=0, atol=1e-4)
         assert res.logp.requires_grad == grad
         if grad:
             (g,) = torch.autograd.grad(res.logp.sum(), xr)

@@ -349,7 +349,8 @@ def test_rooted_tree_counts():
 def test_butcher_order_conditions(name):
     """Row sums c = A 1; ``b`` meets every order condition up to the method's order and fails one of
     the next order (the stated order is the exact one); an embedded pair's ``b_hat = b - b_err`` meets
-    them up to order p - 1 and fails one of order p (else its error estimate would vanish).
+    them up to order p - 1 and fails one of order p (else its error estimate would vanish). Every stage
+    is used (a weight in b or b_err, or in a later stage's row of A): a dead stage costs an evaluation.
 
     The tolerance is float64 round-off of sums of at most 13 products of coefficients below 20.
     """
@@ -361,6 +362,9 @@ def test_butcher_order_conditions(name):
     if hasattr(tab, "b_err"):
         assert len(tab.b_err) == len(tab.c), name
         weights.append(("b_hat", b - torch.tensor(tab.b_err, dtype=torch.float64), tab.order - 1))
+    err = torch.tensor(getattr(tab, "b_err", [0.0] * len(tab.c)), dtype=torch.float64)
+    used = (b != 0) | (err != 0) | (A != 0).any(dim=0)
+    assert bool(used.all()), f"{name}: stages {torch.nonzero(~used).flatten().tolist()} are never used"
     for label, w, p in weights:
         for q in range(1, p + 1):
             assert _order_residual(A, w, q) < tol, f"{name}: {label} fails an order-{q} condition"
