@@ -908,3 +908,17 @@ def test_metropolis_needs_the_sigma_rule():
         LangevinCorrector(step_rule="batch", metropolis=True)
     with pytest.raises(TypeError, match="metropolis"):
         LangevinCorrector(metropolis="yes")
+
+
+def test_mala_with_a_list_of_generators_splits_the_batch():
+    """With one generator per sample, every draw of sample b (proposal noise, accept/reject uniform, predictor
+    noise) comes from generator b: a batch of 4 equals its two halves sampled separately."""
+    sde = sd.VPSDE()
+    model = TARGET.model(sde)
+    x = TARGET.marginal_sample(4, sde.T, sde, generator=torch.Generator().manual_seed(0))
+    gens = lambda ks: [torch.Generator().manual_seed(10 + k) for k in ks]  # noqa: E731
+    solver = PredictorCorrector(corrector=LangevinCorrector(snr=0.8))  # rejections happen at this step size
+    whole = sd.sample(sde, model, x_T=x, solver=solver, steps=12, generator=gens(range(4)))
+    first = sd.sample(sde, model, x_T=x[:2], solver=solver, steps=12, generator=gens(range(2)))
+    second = sd.sample(sde, model, x_T=x[2:], solver=solver, steps=12, generator=gens(range(2, 4)))
+    torch.testing.assert_close(whole, torch.cat([first, second]), rtol=1e-12, atol=1e-12)
