@@ -179,3 +179,24 @@ def test_eps_network_equals_the_same_network_seen_as_a_score(proc):
     scale = float(xs.abs().max())
     torch.testing.assert_close(xe, xs, rtol=1e-13, atol=1e-13 * scale)
     torch.testing.assert_close(x0e, x0s, rtol=1e-13, atol=1e-13 * float(x0s.abs().max()))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_low_precision_ve_with_a_large_sigma_max(dtype):
+    """Issue 8 item 10: g^2 h = 4.3e5 > 65504 on VE with sigma_max = 1348 at 100 steps; the step runs in float32
+    from float64 coefficients, so a float16 / bfloat16 state stays finite and follows the float64 chain law
+    (moments within 5 SE plus 2 % of the variance / 0.02 for the dtype's round-off: bfloat16's unit round-off
+    is 3.9e-3)."""
+    from helpers import chain_moments, check_moments
+
+    sde = sd.VESDE(sigma_max=1348.0)
+    target = sd.Gaussian(torch.full((4,), 0.7), torch.full((4,), 0.5))
+    gen = torch.Generator().manual_seed(0)
+    x_T = target.marginal_sample(4000, sde.T, sde, generator=gen, dtype=dtype)
+    x = sd.sample(sde, target.model(sde), x_T=x_T, solver=sd.EulerMaruyama(), steps=100, generator=gen)
+    assert x.dtype == dtype and bool(torch.isfinite(x).all())
+    m_T, v_T = target.marginal_moments(sde.T, sde)
+    m, v = chain_moments(
+        sd.EulerMaruyama(), sde, target.model(sde), sd.grids.uniform(sde, 100), m_T.double(), v_T.double()
+    )
+    check_moments(x.double(), m, v, var_bias=0.02 * v, mean_bias=0.02, what=str(dtype))

@@ -922,3 +922,21 @@ def test_mala_with_a_list_of_generators_splits_the_batch():
     first = sd.sample(sde, model, x_T=x[:2], solver=solver, steps=12, generator=gens(range(2)))
     second = sd.sample(sde, model, x_T=x[2:], solver=solver, steps=12, generator=gens(range(2, 4)))
     torch.testing.assert_close(whole, torch.cat([first, second]), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("pred", ["rd", "ancestral", "em", "rd_song"])
+def test_float16_predictors_on_ve_with_a_large_sigma_max(pred):
+    """Issue 8 item 10: VE with sigma_max = 1348 at 100 steps has G^2 = 3.8e5 > 65504 on its first step; the
+    predictors compute their update in float32 from float64 coefficients, so float16 follows the exact chain
+    law (computed in float64): moments within 5 SE plus 1 % of the variance / 0.01 for float16's round-off
+    (unit round-off 4.9e-4 per step; measured differences from float32 well below that allowance)."""
+    sde = sd.VESDE(sigma_max=1348.0)
+    target, n, steps = _gaussian_case(4), 4000, 100
+    solver = PredictorCorrector(PREDICTORS[pred](), None)
+    gen = torch.Generator().manual_seed(0)
+    x_T = target.marginal_sample(n, sde.T, sde, generator=gen, dtype=torch.float16)
+    x = sd.sample(sde, target.model(sde), x_T=x_T, solver=solver, steps=steps, generator=gen)
+    assert x.dtype == torch.float16 and bool(torch.isfinite(x).all())
+    m_T, v_T = target.marginal_moments(sde.T, sde)
+    m, v = chain_moments(solver, sde, target.model(sde), sd.grids.uniform(sde, steps), m_T.double(), v_T.double())
+    check_moments(x.double(), m, v, var_bias=0.01 * v, mean_bias=0.01, what=f"float16/{pred}")

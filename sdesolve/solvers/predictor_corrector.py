@@ -66,7 +66,9 @@ Correctors (``n_steps`` Langevin steps ``x <- x + eps s + sqrt(2 eps) z``, one s
 * :class:`AnnealedLangevinCorrector` (Song & Ermon 2019; score_sde's ``AnnealedLangevinDynamics``):
   ``eps_i = k_i sigma_i^2``, the same step as the default rule.
 
-In float16 and bfloat16 the corrector computes its update in float32 and casts the result back;
+In float16 and bfloat16 the predictors and the corrector compute their updates in float32 (from
+float64 coefficients: ``G_i^2`` reaches ``sigma_max^2 / N``, 3.8e5 on VE with sigma_max = 1348 at
+N = 100, past float16's 65504) and cast the result back;
 a state that still leaves the dtype's range raises :class:`~sdesolve.solvers.NonFiniteError`
 naming the step, the corrector and the dtype (not the model).
 
@@ -237,12 +239,19 @@ class _GridPredictor(Predictor):
         alpha_e, sigma_e = out["p_alpha"], out["p_sigma"]
         out["p_x0_x"] = c.get("scale", torch.ones_like(alpha_e)) / alpha_e
         out["p_x0_score"] = sigma_e * sigma_e / alpha_e
+        # float64 copies (keys "tp_...", which stay float64 on the device) for float16 / bfloat16 states: G^2
+        # reaches sigma_max^2 / N (VE with sigma_max = 1348: 3.8e5 at N = 100), past float16's 65504
+        for k in ("mul", "score", "noise", "scale", "x0_x", "x0_score"):
+            if "p_" + k in out:
+                out["tp_" + k] = out["p_" + k].clone()
         return out
 
     def takes_score(self, sde) -> bool:
         return self._discretization_for(sde) == "song"  # the score at (x, t_i), no rescaling
 
     def __call__(self, model, x, i, c, *, generator=None, noise=True, need_x0=False, score=None):
+        if x.dtype in _LOW_PRECISION:
+            return self._call_low_precision(model, x, i, c, generator, noise, need_x0, score)
         y = c["p_scale"][i] * x if "p_scale" in c else x
         s = score if score is not None else _score(model, y, c["tp_eval"][i], c["p_alpha"][i], c["p_sigma"][i])
         x_next = c["p_mul"][i] * x + c["p_score"][i] * s
@@ -250,6 +259,19 @@ class _GridPredictor(Predictor):
             x_next = x_next + c["p_noise"][i] * randn_like(x, generator)
         x0 = c["p_x0_x"][i] * x + c["p_x0_score"][i] * s if need_x0 else None
         return x_next, x0
+
+    def _call_low_precision(self, model, x, i, c, generator, noise, need_x0, score):
+        """The same step for float16 / bfloat16 states, its arithmetic in float32 from the float64 coefficients
+        (cast back to x's dtype at the end; the model sees x's dtype)."""
+        k = lambda name: c["tp_" + name][i].float()  # noqa: E731
+        xf = x.float()
+        y = (k("scale") * xf).to(x.dtype) if "tp_scale" in c else x
+        s = score if score is not None else _score(model, y, c["tp_eval"][i], c["p_alpha"][i], c["p_sigma"][i])
+        x_next = k("mul") * xf + k("score") * s.float()
+        if noise and not self.probability_flow:
+            x_next = x_next + k("noise") * randn_like(x, generator).float()
+        x0 = (k("x0_x") * xf + k("x0_score") * s.float()).to(x.dtype) if need_x0 else None
+        return x_next.to(x.dtype), x0
 
     def __repr__(self) -> str:
         return (
