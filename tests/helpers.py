@@ -68,6 +68,33 @@ FLOW_PROCESSES = {
 }
 
 
+class UserVP(sd.LinearSDE):
+    """A user's process that gives only its marginal coefficients: the default VP (beta from 0.1 to 20),
+    ``log alpha = -t^2 (20 - 0.1) / 4 - 0.1 t / 2``; f, g^2 and the inverse log-SNR come from the base class."""
+
+    variance_preserving = True
+
+    def _log_alpha(self, t):
+        return -0.25 * t * t * 19.9 - 0.05 * t
+
+    def _log_sigma(self, t):
+        return 0.5 * torch.log(-torch.expm1(2 * self._log_alpha(t)))
+
+
+class UserVE(sd.LinearSDE):
+    """A user's process that gives only its marginal coefficients: the default VE (sigma from 0.01 to 50);
+    constant alpha = 1, so d log alpha / dt is 0 although ``_log_alpha`` has no graph to t."""
+
+    t_min = 1e-5
+    prior_std = 50.0
+
+    def _log_alpha(self, t):
+        return torch.zeros_like(t)
+
+    def _log_sigma(self, t):
+        return math.log(0.01) + t * math.log(5000.0)
+
+
 def check_moments(
     x: Tensor,
     mean: Tensor,

@@ -8,7 +8,7 @@ import math
 
 import pytest
 import torch
-from helpers import processes
+from helpers import UserVE, UserVP, processes
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
@@ -400,31 +400,6 @@ def test_cuda_coefficients_and_targets():
 
 
 # ------------------------------------------------------------------ user subclasses (base-class defaults)
-class MinimalVP(sd.LinearSDE):
-    """Only the marginal coefficients: f, g^2 by autograd, t_of_log_snr by bisection."""
-
-    variance_preserving = True
-
-    def _log_alpha(self, t):
-        return _vp_log_mean(t, 0.1, 20.0)
-
-    def _log_sigma(self, t):
-        return 0.5 * torch.log(-torch.expm1(2 * self._log_alpha(t)))
-
-
-class MinimalVE(sd.LinearSDE):
-    """Constant alpha = 1: d log alpha/dt is 0 although _log_alpha has no graph to t."""
-
-    t_min = 1e-5
-    prior_std = 50.0
-
-    def _log_alpha(self, t):
-        return torch.zeros_like(t)
-
-    def _log_sigma(self, t):
-        return math.log(0.01) + t * math.log(5000.0)
-
-
 class LearnedScale(sd.LinearSDE):
     """A process with a learnable parameter: derived coefficients must stay differentiable in it."""
 
@@ -441,13 +416,13 @@ class LearnedScale(sd.LinearSDE):
 
 def test_base_class_defaults_match_closed_forms():
     t = torch.linspace(1e-3, 1, 41, dtype=F64)
-    user, ref = MinimalVP(), sd.VPSDE()
+    user, ref = UserVP(), sd.VPSDE()
     assert torch.allclose(user.f(t), ref.f(t), rtol=1e-13)
     assert torch.allclose(user.g2(t), ref.g2(t), rtol=1e-10)
     assert torch.allclose(user.t_of_log_snr(ref.log_snr(t)), t, rtol=0, atol=1e-13)
     # coefficients of a fixed process carry no autograd graph (they would leak into samplers)
     assert not user.f(0.5).requires_grad and not user.g2(t).requires_grad
-    ve, ve_ref = MinimalVE(), sd.VESDE()
+    ve, ve_ref = UserVE(), sd.VESDE()
     assert torch.equal(ve.f(t), torch.zeros_like(t))
     assert torch.allclose(ve.g2(t), ve_ref.g2(t), rtol=1e-12)
     assert torch.allclose(ve.t_of_log_snr(ve_ref.log_snr(t)), t, rtol=0, atol=1e-13)

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from helpers import ALL_PROCESSES
+from helpers import ALL_PROCESSES, UserVE, UserVP
 from hypothesis import given, settings
 
 import sdesolve as sd
@@ -280,29 +280,6 @@ def test_sdes_kinds_argument():
         sdes(["vp", "heat"])
     with pytest.raises(ValueError, match="t_min must lie in"):
         times(sd.VPSDE(), t_min=2.0)
-
-
-class UserVE(sd.LinearSDE):
-    """A user's subclass that only gives the marginal coefficients (f, g^2, inverse from the base class)."""
-
-    t_min = 1e-5
-    prior_std = 50.0
-
-    def _log_alpha(self, t):
-        return torch.zeros_like(t)
-
-    def _log_sigma(self, t):
-        return math.log(0.01) + t * math.log(5000.0)
-
-
-class UserVP(sd.LinearSDE):
-    variance_preserving = True
-
-    def _log_alpha(self, t):
-        return -0.25 * t * t * 19.9 - 0.05 * t
-
-    def _log_sigma(self, t):
-        return 0.5 * torch.log(-torch.expm1(2 * self._log_alpha(t)))
 
 
 @pytest.mark.parametrize("cls", [UserVE, UserVP])
