@@ -188,6 +188,30 @@ CASES = [
         r"step_rule must be one of \('sigma', 'batch', 'sample'\), got None",
     ),
     Case(
+        "pc-langevin-metropolis-string",
+        lambda: LangevinCorrector(metropolis="yes"),
+        TypeError,
+        r"metropolis must be True or False, got 'yes' \(str\)",
+    ),
+    Case(
+        "pc-langevin-metropolis-int",
+        lambda: LangevinCorrector(metropolis=1),
+        TypeError,
+        r"metropolis must be True or False, got 1 \(int\)",
+    ),
+    Case(
+        "pc-langevin-metropolis-with-batch-rule",
+        lambda: LangevinCorrector(step_rule="batch", metropolis=True),
+        ValueError,
+        r"metropolis=True needs step_rule='sigma' \(a step that depends on t alone\); got step_rule='batch'",
+    ),
+    Case(
+        "pc-langevin-metropolis-with-sample-rule",
+        lambda: LangevinCorrector(step_rule="sample", metropolis=True),
+        ValueError,
+        r"metropolis=True needs step_rule='sigma'.*got step_rule='sample'",
+    ),
+    Case(
         "pc-annealed-snr-missing",
         lambda: AnnealedLangevinCorrector(),
         TypeError,
