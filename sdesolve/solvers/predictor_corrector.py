@@ -49,8 +49,22 @@ the score term, no noise):
 Correctors (``n_steps`` Langevin steps ``x <- x + eps s + sqrt(2 eps) z``, one score each, at t_i):
 
 * :class:`LangevinCorrector` (Algorithms 2–3) with a choice of step rule, ``k_i = 2 a_i^2 snr^2``
-  (``a_i^2`` is score_sde's ``alphas[i] = 1 - beta_i``; 1 for VE):
+  (``a_i^2`` is score_sde's ``alphas[i] = 1 - beta_i``; 1 for VE), Metropolis-adjusted by default:
 
+  - ``metropolis=True`` (the default, with the sigma rule): each step is a proposal
+    ``x' = x + eps s + sqrt(2 eps) z`` accepted with probability ``min(1, r)``, where the
+    log-density difference comes from the scores at both ends by the trapezoid rule,
+    ``log p(x') - log p(x) ~ (s + s') . (x' - x) / 2`` (exact when log p_t is quadratic: Gaussian
+    data under any linear process; O(|x' - x|^3) otherwise). With the Gaussian proposal densities
+    the Metropolis–Hastings ratio reduces exactly to ``log r = eps (|s|^2 - |s'|^2) / 4``. The test
+    is per sample (a mask: no coupling, no host sync); the uniform comes from the sample's own noise
+    draw. Cost: ``n_steps + 1`` scores (the first at the current state). The score at the accepted
+    state is handed to a predictor that evaluates at ``(x, t_i)`` (``discretization="song"``, the
+    Euler–Maruyama default, ancestral on VE), which then makes no call of its own: the sampler costs
+    what it costs with ULA. The midpoint predictor (the default) evaluates elsewhere: one call more
+    per step. Removes ULA's O(eps) bias (0.3-0.5 % of the variance at any N, measured in
+    ``notes/langevin.md``); the acceptance rate is recorded per step (``state["acceptance"]``).
+  - ``metropolis=False``: the unadjusted Langevin step (ULA, Song et al.).
   - ``step_rule="sigma"`` (the default): ``eps_i = k_i sigma_i^2``, a step that depends on t only.
     ``sigma_i^2 = E||z||^2 / E||s||^2`` under the noise-dominated law ``N(alpha_i x_0, sigma_i^2 I)``,
     so this is the paper's signal-to-noise rule with the norms replaced by their expectations.
@@ -540,10 +554,17 @@ class LangevinCorrector(Corrector):
 
     A zero score (e.g. an untrained network) gives a zero step under the norm rules, never 0/0.
 
+    ``metropolis`` (default: True with the sigma rule, False with the norm rules, which it does not
+    support) accepts or rejects each step per sample with the Metropolis–Hastings ratio
+    ``log r = eps (|s(x)|^2 - |s(x')|^2) / 4`` (the trapezoid rule for the log-density difference;
+    exact for Gaussian targets), so the chain leaves p_t invariant instead of ULA's biased law:
+    ``n_steps + 1`` scores per grid step, the last handed to a predictor that evaluates at t_i.
+
     Args:
         snr: the signal-to-noise ratio r (0.16 in Song et al. for CIFAR-10 VE); numpy scalars accepted.
         n_steps: Langevin steps per grid step.
         step_rule: ``"sigma"``, ``"batch"`` or ``"sample"``.
+        metropolis: Metropolis-adjust each step (MALA); None: True for ``"sigma"``, else False.
     """
 
     def __init__(self, snr: float = 0.16, n_steps: int = 1, step_rule: str = "sigma", metropolis: bool | None = None):
@@ -624,11 +645,15 @@ class PredictorCorrector(Solver):
     Args:
         predictor: a :class:`Predictor`: ``ReverseDiffusionPredictor()`` (the default, as in
             ``score_sde``), ``EulerMaruyamaPredictor()``, ``AncestralPredictor()``, or a subclass.
-        corrector: ``LangevinCorrector()`` (the default: snr 0.16, one step, the sigma step rule),
+        corrector: ``LangevinCorrector()`` (the default: snr 0.16, one Metropolis-adjusted step with the
+            sigma step rule),
             ``AnnealedLangevinCorrector(snr, n_steps)``, a :class:`Corrector` subclass, or None
             (predictor only).
 
-    ``nfe_per_step = 1 + corrector.n_steps`` (one score for the predictor, one per Langevin step).
+    ``nfe_per_step = 1 + corrector.n_steps`` (one score for the predictor, one per Langevin step), plus
+    one for a Metropolis-adjusted corrector (its score at the current state), less that one on a process
+    where the predictor evaluates at ``(x, t_i)`` and reuses the corrector's score (:meth:`nfe_on`). The
+    default (midpoint reverse diffusion + Metropolis-adjusted Langevin) makes 3 calls per step.
     Weak order 1 (the predictor's); the grid defaults to uniform in t, as Song et al. The callback's
     ``x0`` is the model's denoised estimate where the predictor evaluated it (the corrected state).
     """
