@@ -117,7 +117,8 @@ def test_a_failing_rank_ends_every_rank_with_its_error(tmp_path):
         assert "the ranks disagree on n: rank" in text and "every rank must get the same arguments" in text
     assert "RuntimeError: boom on rank 1" in done.stderr  # rank 1's own error
     assert "DistributedError: rank 0 stopped: rank 1 failed: RuntimeError: boom on rank 1" in done.stderr
-    batches = (tmp_path / "out.batches.0").read_text()
+    ran = tmp_path / "out.batches.0"  # absent when rank 0 saw the failure before its first batch
+    batches = ran.read_text() if ran.exists() else ""
     assert len(batches) < 20, len(batches)  # rank 0 stopped at its next batch, not after its 20
     assert seconds < 150
 
