@@ -407,6 +407,7 @@ def sample(
     Raises:
         DistributedError: on every rank when another rank failed (naming it and its error).
     """
+    from .model import as_model, bind_kwargs
     from .sample import _check_dtype
     from .sample import sample as _sample
 
@@ -419,6 +420,8 @@ def sample(
     for key in ("generator", "shape", "x_T", "device", "dtype"):
         if key in sample_kwargs:
             raise TypeError(f"{key} is set by sdesolve.distributed.sample; do not pass it in sample_kwargs")
+    # per-sample model inputs (n rows: class labels, embeddings) go with their samples' shard and batch
+    score_model = bind_kwargs(as_model(model, sde), sample_kwargs.pop("model_kwargs", None))
     world, ok = _World(device, timeout), False
     try:
         world.agree(n=n, event_shape=event, seed=seed, batch_size=batch_size, dtype=str(dtype))
@@ -426,8 +429,8 @@ def sample(
         def work(idx: range) -> Tensor:
             gens = index_generators(seed, idx, world.device)
             return _sample(
-                sde, model, (len(idx), *event), solver=solver, generator=gens, device=world.device, dtype=dtype,
-                **sample_kwargs,
+                sde, score_model.select(slice(idx.start, idx.stop)), (len(idx), *event), solver=solver,
+                generator=gens, device=world.device, dtype=dtype, **sample_kwargs,
             )  # fmt: skip
 
         work.batch_size = batch_size  # type: ignore[attr-defined]
@@ -489,7 +492,7 @@ def bits_per_dim(
         DistributedError: on every rank when another rank failed (naming it and its error).
     """
     from .likelihood import bits_per_dim as _bits_per_dim
-    from .model import as_model
+    from .model import as_model, bind_kwargs
 
     data = load_data(data)
     seed, batch_size, progress, timeout = _check_common(seed, batch_size, progress, timeout)
@@ -497,7 +500,7 @@ def bits_per_dim(
         raise TypeError("generator is set by sdesolve.distributed.bits_per_dim; do not pass it in bpd_kwargs")
     if bpd_kwargs.get("method", "dopri5") in _adaptive_methods() and "steps" not in bpd_kwargs:
         bpd_kwargs.setdefault("per_sample", True)
-    score_model = as_model(model, sde)
+    score_model = bind_kwargs(as_model(model, sde), bpd_kwargs.pop("model_kwargs", None))  # rows go with items
     n = len(data)
     world, ok = _World(device, timeout), False
     try:
@@ -507,7 +510,8 @@ def bits_per_dim(
         def work(idx: range) -> Tensor:
             x = _batch(data, idx, "data").to(world.device)
             gens = index_generators(seed, idx, world.device)
-            return _bits_per_dim(sde, score_model, x, generator=gens, **bpd_kwargs).detach().to(torch.float64)
+            m = score_model.select(slice(idx.start, idx.stop))
+            return _bits_per_dim(sde, m, x, generator=gens, **bpd_kwargs).detach().to(torch.float64)
 
         work.batch_size = batch_size  # type: ignore[attr-defined]
         outs = _run(world, n, work, progress, "bits/dim")

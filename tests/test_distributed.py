@@ -273,3 +273,30 @@ def test_an_initialized_group_is_used_and_a_mismatched_world_size_refused(monkey
     finally:
         dist.destroy_process_group()
     assert torch.equal(x, dd.sample(SDE, MODEL, 4, (4,), solver=sd.DDIM(), steps=2, seed=1, progress=False))
+
+
+def _labelled_score(x, t, class_labels):
+    """A score network whose class c moves the mean by c (a per-sample input of n rows)."""
+    shift = class_labels.to(x.dtype).reshape((-1,) + (1,) * (x.dim() - 1))
+    return MODEL.score(x - SDE.alpha(t).reshape(-1, *([1] * (x.dim() - 1))) * shift, t)
+
+
+def test_per_sample_model_kwargs_go_with_their_samples():
+    labels = torch.arange(9) % 3
+    model = sd.ScoreModel(_labelled_score, SDE, "score")
+    kw = dict(solver=sd.DDIM(), steps=8, seed=5, dtype=torch.float64, progress=False)
+    a = dd.sample(SDE, model, 9, (4,), batch_size=9, model_kwargs={"class_labels": labels}, **kw)
+    b = dd.sample(SDE, model, 9, (4,), batch_size=2, model_kwargs={"class_labels": labels}, **kw)
+    assert torch.equal(a, b)  # labels sliced with each batch, not the first rows every time
+    for i in (0, 4, 8):  # sample i is the single-process sample of its own label and generator
+        one = sd.sample(SDE, model, (1, 4), solver=sd.DDIM(), steps=8, generator=dd.index_generators(5, [i]),
+                        dtype=torch.float64, model_kwargs={"class_labels": labels[i : i + 1]})  # fmt: skip
+        assert torch.equal(one[0], a[i])
+    assert not torch.equal(a[0], a[1])  # the labels matter
+    data = torch.randint(0, 256, (6, 4), generator=torch.Generator().manual_seed(1))
+    lab = torch.arange(6) % 2
+    r2 = dd.bits_per_dim(SDE, model, data, seed=2, batch_size=2, progress=False, model_kwargs={"class_labels": lab},
+                         divergence="exact", method="rk4", steps=8)  # fmt: skip
+    r6 = dd.bits_per_dim(SDE, model, data, seed=2, batch_size=6, progress=False, model_kwargs={"class_labels": lab},
+                         divergence="exact", method="rk4", steps=8)  # fmt: skip
+    torch.testing.assert_close(r2.bpd, r6.bpd, rtol=1e-6, atol=0)
