@@ -123,7 +123,8 @@ class SolveProgress:
             ...solve with func...
 
     The bar counts per mille of ``[u0, u1]`` reached (the largest time evaluated so far; an
-    adaptive solver's rejected trial steps never move it back) and shows the evaluations so far.
+    adaptive solver's rejected trial steps never move it back; with per-sample times, the
+    slowest sample's) and shows the evaluations so far.
     After the ``with`` block the wrapped function still works and no longer touches the bar (an
     adjoint backward pass evaluates it again).
     """
@@ -156,12 +157,13 @@ class SolveProgress:
         if bar is None:
             return
         if isinstance(u, Tensor):
-            if u.device.type != "cpu" or u.numel() != 1:  # reading it would synchronize a device
+            if u.device.type != "cpu" or u.numel() == 0:  # reading it would synchronize a device
                 bar.set_postfix_str(f"nfe={self.nfe}", refresh=False)
                 return
-            u = u.item()
+            # per-sample times (one solve per sample): the slowest sample's progress
+            u = (u.min() if u1 >= u0 else u.max()).item()
         frac = (float(u) - u0) / (u1 - u0) if u1 != u0 else 1.0
-        done = min(self.RESOLUTION, max(0, int(frac * self.RESOLUTION)))
+        done = min(self.RESOLUTION, max(0, int(frac * self.RESOLUTION + 1e-9)))
         if done > self._done:
             bar.update(done - self._done)
             self._done = done

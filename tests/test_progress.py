@@ -150,3 +150,33 @@ def test_vdm_bits_per_dim_repeats_shrink_the_spread():
 
     ratio = spread(8, 1) / spread(1, 2)
     assert 1 / 8**0.5 / 1.3 < ratio < 1.3 / 8**0.5, ratio
+
+
+def test_solve_progress_follows_the_slowest_sample():
+    """Per-sample times (a (B,) CPU tensor): the bar shows the slowest sample's progress."""
+    updates = []
+
+    class Recorder:
+        def update(self, n=1):
+            updates.append(n)
+
+        def set_postfix_str(self, text, refresh=True):
+            pass
+
+        def close(self):
+            pass
+
+    sp = SolveProgress(True, "solve")
+    sp._bar = Recorder()
+    f = sp.track(lambda u, y: y, 1.0, 0.0)  # a solve that runs down in u
+    f(torch.tensor([0.9, 0.5]), 0)  # slowest sample at 0.9: 10 %
+    f(torch.tensor([0.2, 0.4]), 0)  # slowest at 0.4: 60 %
+    assert updates == [100, 500]
+
+
+def test_log_likelihood_per_sample_progress(capsys):
+    x = TARGET.marginal_sample(3, SDE.t_min, SDE, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    a = sd.log_likelihood(SDE, MODEL, x, divergence="exact", per_sample=True)
+    capsys.readouterr()
+    b = sd.log_likelihood(SDE, MODEL, x, divergence="exact", per_sample=True, progress=True)
+    assert torch.equal(a.logp, b.logp) and "log_likelihood: 100%" in capsys.readouterr().err
