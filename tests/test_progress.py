@@ -169,8 +169,8 @@ def test_solve_progress_follows_the_slowest_sample():
     sp = SolveProgress(True, "solve")
     sp._bar = Recorder()
     f = sp.track(lambda u, y: y, 1.0, 0.0)  # a solve that runs down in u
-    f(torch.tensor([0.9, 0.5]), 0)  # slowest sample at 0.9: 10 %
-    f(torch.tensor([0.2, 0.4]), 0)  # slowest at 0.4: 60 %
+    f(torch.tensor([0.9, 0.5], dtype=torch.float64), 0)  # slowest sample at 0.9: 10 %
+    f(torch.tensor([0.2, 0.4], dtype=torch.float64), 0)  # slowest at 0.4: 60 %
     assert updates == [100, 500]
 
 
