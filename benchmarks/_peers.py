@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import glob
 import importlib
+import importlib.machinery
 import importlib.util
 import os
 import sys
@@ -54,6 +55,10 @@ def load_k_diffusion_sampling():
         sys.modules["torchvision.transforms"].functional = sys.modules["torchvision.transforms.functional"]
     pkg = types.ModuleType("k_diffusion")
     pkg.__path__ = [path]
+    # a real spec, so importlib.util.find_spec("k_diffusion") works later in the same process
+    init = os.path.join(path, "__init__.py")
+    pkg.__spec__ = importlib.machinery.ModuleSpec("k_diffusion", None, origin=init, is_package=True)
+    pkg.__spec__.submodule_search_locations = [path]
     sys.modules["k_diffusion"] = pkg
     try:
         return importlib.import_module("k_diffusion.sampling")
