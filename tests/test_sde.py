@@ -344,6 +344,25 @@ def test_reverse_and_probability_flow_drifts(sde):
     assert torch.allclose(rev2.drift(x, t), f * x - g2 * s, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("name", BUILTIN_IDS[:5])
+def test_reverse_time_terms_clamp_times_into_the_process_and_keep_the_callers_dtype(name):
+    """Adaptive solvers probe times just outside [0, T]: drift and diffusion there are those at the nearer
+    end (the model is evaluated at the clamped time); a float32 state gets a float32 drift for per-sample
+    float64 times, and a float32 time a float32 diffusion."""
+    sde = BUILTINS[name]
+    target = sd.Gaussian(torch.tensor([1.0, -0.5]), torch.tensor([0.5, 1.5]))
+    x = torch.tensor([[0.3, -1.2], [2.0, 0.1], [-0.7, 0.4]], dtype=torch.float32)
+    T = float(sde.T)
+    for term in (sde.reverse(target.model(sde)), sde.probability_flow(target.model(sde))):
+        for outside, end in ((T + 1e-3, T), (-1e-3, 0.0)):
+            probe, at_end = (torch.full((3,), v, dtype=F64) for v in (outside, end))
+            torch.testing.assert_close(term.drift(x, probe), term.drift(x, at_end), rtol=0, atol=0)
+            torch.testing.assert_close(term.diffusion(outside), term.diffusion(end), rtol=0, atol=0)
+        assert term.drift(x, torch.tensor([0.2, 0.5, 0.9], dtype=F64)).dtype == torch.float32
+        assert term.diffusion(torch.tensor(0.5, dtype=torch.float32)).dtype == torch.float32
+        assert term.diffusion(0.5).dtype == F64
+
+
 @pytest.mark.parametrize("sde", builtin_sdes()[:5], ids=BUILTIN_IDS[:5])
 def test_probability_flow_drift_is_velocity_of_exact_gaussian_flow(sde):
     # The exact probability-flow map of a Gaussian law (targets.Gaussian.flow) has velocity
@@ -809,10 +828,11 @@ def test_marginal_prob_and_sigma_over_alpha_answer_in_the_callers_dtype(name, dt
 
 
 @pytest.mark.gpu
-def test_marginal_prob_moves_host_times_to_the_device_of_x0():
-    """x0 on the GPU with times on the host (a float, a per-sample CPU tensor): the mean and the standard
-    deviation live on x0's device, equal to the CPU answer."""
+def test_marginal_prob_and_reverse_drift_move_host_times_to_the_device_of_x():
+    """x on the GPU with times on the host (a float, a per-sample CPU tensor): the mean and the standard
+    deviation of ``marginal_prob``, and the reverse-time drift, live on x's device, equal to the CPU answer."""
     dev = torch.device("cuda")
+    target = sd.Gaussian(torch.tensor([1.0, -0.5]), torch.tensor([0.5, 1.5]))
     for sde in builtin_sdes():
         x0 = torch.randn(3, 2, dtype=F64)
         for t in (0.5, torch.tensor([0.2, 0.5, 0.9], dtype=F64)):
@@ -821,3 +841,7 @@ def test_marginal_prob_moves_host_times_to_the_device_of_x0():
             ref_mean, ref_std = sde.marginal_prob(x0, t)
             torch.testing.assert_close(mean.cpu(), ref_mean, rtol=1e-14, atol=0)
             torch.testing.assert_close(std.cpu().expand_as(ref_std), ref_std, rtol=1e-14, atol=0)
+            rev = sde.reverse(target.model(sde))
+            drift = rev.drift(x0.to(dev), t)
+            assert drift.device.type == "cuda"
+            torch.testing.assert_close(drift.cpu(), rev.drift(x0, t), rtol=1e-12, atol=1e-12)
