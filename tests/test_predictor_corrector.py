@@ -176,6 +176,38 @@ def test_reverse_diffusion_at_least_as_accurate_as_score_sde(proc, N):
     assert ours <= theirs and ours < 0.2 * song, (ours, song, theirs)
 
 
+# (process, predictor, discretization, N): ours exactly, score_sde's, from notes/langevin.md (denoise=False, %)
+_PREDICTOR_FIGURES = [
+    ("vp", "em", "midpoint", 100, 1.266, 1.682),
+    ("vp", "em", "midpoint", 1000, 0.125, 0.141),
+    ("subvp", "em", "song", 100, 1.621, 2.024),
+    ("subvp", "em", "song", 1000, 0.158, 0.159),
+    ("ve", "em", "song", 100, 0.239, 1.123),
+    ("vp", "anc", "midpoint", 100, 2.038, 4.341),
+    ("vp", "anc", "midpoint", 1000, 0.200, 0.544),
+    # the known gap (notes/langevin.md, section 2): SMLD's noise with the score at t_i on VE
+    ("ve", "anc", "song", 100, 8.053, 7.593),
+    ("ve", "anc", "song", 1000, 0.847, 0.303),
+]
+
+
+@pytest.mark.parametrize(
+    "proc, pred, disc, N, ours_pct, theirs_pct",
+    [pytest.param(*f, marks=pytest.mark.slow) if f[3] == 1000 else f for f in _PREDICTOR_FIGURES],
+)
+def test_predictor_accuracy_regression(proc, pred, disc, N, ours_pct, theirs_pct):
+    """Issue 8 item 3: the exact output-law errors of the other predictors against score_sde's, held to the
+    measured figures (to 0.5 % of their value, round-off and the 3-digit rounding of the table). Where ours is
+    ahead it must stay ahead; the ancestral-on-VE gap is pinned so it cannot widen unnoticed."""
+    L = _theirs_vs_ours()
+    ours = 100 * L.ours_error(proc, pred, disc, N, corrector=False, denoise=False)
+    theirs = 100 * L.theirs_error(proc, pred, N, corrector=False, denoise=False)
+    assert theirs == pytest.approx(theirs_pct, rel=5e-3, abs=1e-3)
+    assert ours <= ours_pct * 1.005 + 1e-3, (ours, ours_pct)
+    if not (proc == "ve" and pred == "anc"):
+        assert ours <= theirs, (ours, theirs)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("proc", list(PROCESSES))
 def test_annealed_corrector_chain_converges(proc):
