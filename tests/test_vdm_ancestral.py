@@ -23,6 +23,7 @@ from scipy import stats
 
 import sdesolve as sd
 from sdesolve.solvers.base import _to_device
+from sdesolve.solvers.vdm_ancestral import ancestral_mean_from_x0
 
 F64 = torch.float64
 
@@ -66,6 +67,9 @@ def test_step_is_the_ddpm_posterior(name):
         torch.testing.assert_close(out["x0"], x0, rtol=1e-10, atol=1e-10)
         mean_only = solver.step(model, {"x": x}, i, coefs, noise=False)["x"]
         torch.testing.assert_close(mean_only, mean, rtol=1e-10, atol=1e-10)
+        clipped = x0.clamp(-1.0, 1.0)  # x_hat modified before the step (DDPM clips it): the mean's x0 form
+        from_x0 = ancestral_mean_from_x0(x, clipped, i, coefs)
+        torch.testing.assert_close(from_x0, _posterior(sde, t, s, x, clipped)[0], rtol=1e-10, atol=1e-10)
         x = out["x"]
 
 
