@@ -635,17 +635,21 @@ def test_guided_sampling_with_kwargs_does_not_synchronize(solver):
     """Per-sample inputs and the 2B guided call add no host-device synchronization to a fixed-step solve."""
     sde, _, guided, labels, x_T = _cuda_class_setup()
     gen = torch.Generator(device="cuda").manual_seed(0)
-    guided.eps(x_T, 0.5)  # the 2B inputs are built at the first evaluation (shapes only), then reused
+    bound = guided.with_kwargs(class_labels=labels)  # the conditional labels, per sample
+    bound.eps(x_T, 0.5)  # the 2B inputs are built at the first evaluation (shapes only), then reused
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
-        x = sd.sample(
-            sde, guided, x_T=x_T, solver=solver, steps=10, generator=gen, check_finite=False,
-            model_kwargs={"class_labels": labels},
+        x = sd.sample(sde, bound, x_T=x_T, solver=solver, steps=10, generator=gen, check_finite=False)
+        # through sample(model_kwargs=): a fresh bound copy builds its 2B inputs inside the solve
+        y = sd.sample(
+            sde, guided, x_T=x_T, solver=solver, steps=10, generator=torch.Generator(device="cuda").manual_seed(0),
+            check_finite=False, model_kwargs={"class_labels": labels},
         )  # fmt: skip
     finally:
         torch.cuda.set_sync_debug_mode(0)
     assert x.is_cuda and bool(torch.isfinite(x).all())
+    torch.testing.assert_close(x, y, rtol=0, atol=0)
 
 
 @pytest.mark.gpu
