@@ -8,6 +8,7 @@ the method's order (log-log slope), adaptive solvers meet their tolerance.
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
@@ -381,3 +382,21 @@ def test_step_size_underflow_errors_carry_t_and_nfe():
     assert (err.value.t, err.value.nfe) == (0.25, 37)
     with pytest.raises(sd.NonFiniteError, match=r"at t = 0.25 after 37 evaluations: every step past t met NaN"):
         _underflow("dopri5", 0.25, 37, non_finite=True)
+
+
+def test_runge_kutta_defaults_and_its_own_argument_checks():
+    """``ODE()`` is Heun's method; ``RungeKuttaODE`` built directly checks its method's type itself (the
+    factory's check does not run then); ``flow_coefficients`` without ``h`` is per unit time."""
+    from sdesolve.solvers.runge_kutta import TABLEAUX, RungeKuttaODE, flow_coefficients
+
+    assert ODE().method == RungeKuttaODE().method == "heun"
+    for bad, kind in ((5, "int"), (["heun"], "list")):
+        with pytest.raises(TypeError, match=rf"^method must be one of {re.escape(str(tuple(TABLEAUX)))}, got {kind}$"):
+            RungeKuttaODE(bad)
+    sde = sd.VPSDE()
+    t = torch.tensor([0.1, 0.5, 0.9], dtype=torch.float64)
+    c = flow_coefficients(sde, t)
+    torch.testing.assert_close(c["hf"], sde._f(t), rtol=1e-15, atol=0)
+    torch.testing.assert_close(c["hg2_half"], 0.5 * sde._g2(t), rtol=1e-15, atol=0)
+    torch.testing.assert_close(c["hg2_half_sigma"], 0.5 * sde._g2(t) / sde.sigma(t), rtol=1e-15, atol=0)
+    torch.testing.assert_close(flow_coefficients(sde, t, 0.25)["hf"], 0.25 * sde._f(t), rtol=1e-15, atol=0)
