@@ -393,6 +393,11 @@ def test_runge_kutta_defaults_and_its_own_argument_checks():
     for bad, kind in ((5, "int"), (["heun"], "list")):
         with pytest.raises(TypeError, match=rf"^method must be one of {re.escape(str(tuple(TABLEAUX)))}, got {kind}$"):
             RungeKuttaODE(bad)
+    fixed = re.escape(f"method must be one of {tuple(TABLEAUX)} (fixed step), got 'dopri5'")
+    with pytest.raises(ValueError, match=rf"^{fixed}$"):
+        RungeKuttaODE("dopri5")
+    with pytest.raises(ValueError, match=r"^rtol applies to adaptive methods only \('dopri5'"):
+        ODE("heun", rtol=1e-3)
     sde = sd.VPSDE()
     t = torch.tensor([0.1, 0.5, 0.9], dtype=torch.float64)
     c = flow_coefficients(sde, t)
