@@ -164,6 +164,7 @@ def test_nfe_count_includes_warm_start(warm_start, steps):
     sample(sde, model, (4, 2), solver=solver, steps=steps, generator=torch.Generator().manual_seed(0))
     expected = steps + 1 if warm_start == "lower_order" else (4 * steps if steps <= 3 else steps + 9)
     assert model.nfe == solver.nfe(steps) == expected
+    assert solver.nfe(0) == 0  # an empty solve evaluates nothing (no warm-up either)
 
 
 def test_history_lives_in_state_not_solver():
