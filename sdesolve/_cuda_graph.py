@@ -25,7 +25,7 @@ __all__ = ["capture_cuda_graph"]
 
 
 def capture_cuda_graph(
-    fn: Callable[[], Any], *, device: torch.device, warmup: int = 2, model=None, generators: Sequence = ()
+    fn: Callable[[], Any], *, device: torch.device, warmup: int = 2, model: Any = None, generators: Sequence = ()
 ) -> tuple[torch.cuda.CUDAGraph, Any, int]:
     """Capture ``fn()`` (no arguments: it reads static input tensors) in a CUDA graph.
 

@@ -33,12 +33,17 @@ import sys
 import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
 from .model import unwrap_output
+
+if TYPE_CHECKING:
+    from .model import ScoreModel
+    from .sde.base import LinearSDE
+    from .targets import GaussianMixture
 
 __all__ = ["CLIError", "build_parser", "main", "run_demo", "run_likelihood", "run_sample"]
 
@@ -223,7 +228,7 @@ class _CheckedNet(torch.nn.Module):
         return out
 
 
-def build_model(args: argparse.Namespace):
+def build_model(args: argparse.Namespace) -> tuple[LinearSDE, ScoreModel, tuple[int, ...] | None]:
     """``(sde, model, event_shape or None)`` for the parsed ``--model``, ``--sde``, ``--prediction``."""
     import sdesolve as sd
 
@@ -514,7 +519,7 @@ def demo(n: int = 4000, steps: int = 200, seed: int = 0, png: str | None = "sdes
     return 0
 
 
-def _demo_figure(png: str, target, sde, drawn: dict[str, Tensor], steps: int) -> None:
+def _demo_figure(png: str, target: GaussianMixture, sde: LinearSDE, drawn: dict[str, Tensor], steps: int) -> None:
     """Each solver's samples over the contours of the exact density, one panel per solver."""
     try:
         import matplotlib
@@ -529,7 +534,7 @@ def _demo_figure(png: str, target, sde, drawn: dict[str, Tensor], steps: int) ->
     gy = torch.linspace(ylim[0], ylim[1], 200, dtype=torch.float64)
     xx, yy = torch.meshgrid(gx, gy, indexing="xy")
     dens = target.marginal_log_prob(torch.stack([xx.reshape(-1), yy.reshape(-1)], 1), sde.t_min, sde).exp()
-    dens = dens.reshape(xx.shape).numpy()
+    dens = dens.reshape(xx.shape).numpy()  # type: ignore[assignment]
     fig, axes = plt.subplots(1, len(drawn), figsize=(3.0 * len(drawn), 3.3), sharex=True, sharey=True, squeeze=False)
     for ax, (name, x) in zip(axes[0], drawn.items()):
         ax.contourf(xx.numpy(), yy.numpy(), dens, levels=12, cmap="Blues")

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import copy
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, TypeAlias
 
@@ -106,12 +106,12 @@ class ScoreModel(nn.Module):
     def __init__(
         self,
         net: Callable[..., Any],
-        sde,
+        sde: LinearSDE,
         prediction: str = "eps",
         time_input: Callable[[Tensor], Tensor] | None = None,
         time_dtype: torch.dtype | None = None,
         model_kwargs: Mapping[str, Any] | None = None,
-    ):
+    ) -> None:
         super().__init__()
         self.net = check_callable(net, "net", "callable as net(x, t)")
         self.sde = _check_sde(sde)
@@ -148,7 +148,7 @@ class ScoreModel(nn.Module):
         merged = {**self.model_kwargs, **_check_model_kwargs(model_kwargs, "model_kwargs")}
         return self._replace(_model_kwargs=merged)
 
-    def select(self, index) -> ScoreModel:
+    def select(self, index: int | slice | Sequence[int] | Tensor) -> ScoreModel:
         """The model for the samples ``x[index]``: every per-sample input indexed the same way.
 
         ``index``: an int, a slice, a list of ints, or a 1-d integer or boolean tensor (as used to
@@ -227,7 +227,7 @@ class ScoreModel(nn.Module):
         self._counter.add(1)
         return unwrap_output(out, self.net)
 
-    def _predict(self, x: Tensor, t64: Tensor, view: str, coefs) -> Tensor:
+    def _predict(self, x: Tensor, t64: Tensor, view: str, coefs: tuple[Tensor, Tensor] | None) -> Tensor:
         """The view at a prepared (B,) float64 time: one network call, then the exact conversion."""
         out = self._net(x, t64)
         if view == self.prediction:
@@ -324,7 +324,7 @@ class GuidedModel(ScoreModel):
         """The unconditional inputs laid over the conditional ones, read-only."""
         return MappingProxyType(self._uncond_kwargs)
 
-    def select(self, index) -> GuidedModel:
+    def select(self, index: int | slice | Sequence[int] | Tensor) -> GuidedModel:
         """As :meth:`ScoreModel.select`, for the conditional and the unconditional inputs."""
         index = _check_index(index)
         return self._replace(
@@ -546,7 +546,7 @@ def _pair_tree(uncond: Mapping[str, Any], cond: Mapping[str, Any], batch: int, p
     return out
 
 
-def _check_sde(sde):
+def _check_sde(sde: Any) -> LinearSDE:
     if not all(callable(getattr(sde, hook, None)) for hook in ("_log_alpha", "_log_sigma", "network_time")) or not (
         hasattr(sde, "T")
     ):
@@ -557,7 +557,7 @@ def _check_sde(sde):
     return sde
 
 
-def _check_time_dtype(time_dtype):
+def _check_time_dtype(time_dtype: Any) -> torch.dtype | None:
     if time_dtype is None:
         return None
     if not isinstance(time_dtype, torch.dtype):
@@ -567,7 +567,7 @@ def _check_time_dtype(time_dtype):
     return time_dtype
 
 
-def _check_coefs(coefs) -> None:
+def _check_coefs(coefs: Any) -> None:
     if coefs is not None and not (
         isinstance(coefs, (tuple, list)) and len(coefs) == 2 and all(isinstance(c, Tensor) for c in coefs)
     ):
@@ -609,7 +609,7 @@ def convert(out: Tensor, x: Tensor, alpha: Tensor, sigma: Tensor, src: str, dst:
     raise ValueError(f"unknown parameterization {dst!r}")
 
 
-def view_at(model, x: Tensor, t: Tensor, view: str, coefs: tuple[Tensor, Tensor]) -> Tensor:
+def view_at(model: object, x: Tensor, t: Tensor, view: str, coefs: tuple[Tensor, Tensor]) -> Tensor:
     """``model``'s ``view`` at (x, t) with precomputed ``coefs = (alpha, sigma)``: the one way solvers call a model.
 
     ``t`` is the solver's time (a 0-d float64 tensor on x's device, taken as it is: no checks, no
@@ -624,7 +624,7 @@ def view_at(model, x: Tensor, t: Tensor, view: str, coefs: tuple[Tensor, Tensor]
     return getattr(model, view)(x, t)
 
 
-def view_coefficients(sde, t: Tensor) -> dict[str, Tensor]:
+def view_coefficients(sde: LinearSDE, t: Tensor) -> dict[str, Tensor]:
     """The float64 coefficients at times ``t`` that every solver precomputes per grid (one key convention).
 
     * ``"alpha"``, ``"sigma"``: handed to :func:`view_at` as ``coefs``;
@@ -641,7 +641,7 @@ def view_coefficients(sde, t: Tensor) -> dict[str, Tensor]:
     return {"alpha": alpha, "sigma": sigma, "x0_x": 1.0 / alpha, "x0_eps": -ratio, "x0_score": sigma * ratio}
 
 
-def predicts_eps(model) -> bool:
+def predicts_eps(model: object) -> bool:
     """True for a :class:`ScoreModel` whose network predicts eps (solvers then fold the
     eps-to-score conversion ``s = -eps / sigma`` into their precomputed coefficients)."""
     return isinstance(model, ScoreModel) and model.prediction == "eps"

@@ -22,13 +22,17 @@ Conventions (every solver follows them):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any, Union
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Union
 
 import torch
 from torch import Tensor
 
 from .._validate import describe
+
+if TYPE_CHECKING:
+    from ..model import ScoreModel
+    from ..sde.base import LinearSDE
 
 __all__ = ["Solver", "NonFiniteError"]
 
@@ -46,10 +50,10 @@ class Solver:
     adaptive: bool = False
 
     # ------------------------------------------------------------- interface
-    def check(self, sde) -> None:
+    def check(self, sde: LinearSDE) -> None:
         """Raise ValueError if this solver does not apply to ``sde``."""
 
-    def init(self, sde, grid: Tensor) -> dict[str, Tensor]:
+    def init(self, sde: LinearSDE, grid: Tensor) -> dict[str, Tensor]:
         """Per-step coefficients (float64, host). The base gives the step's two times."""
         return {"t": grid[:-1].clone(), "t_next": grid[1:].clone()}
 
@@ -57,7 +61,15 @@ class Solver:
         return {"x": x}
 
     def step(
-        self, model, state: dict, i: int, coefs: dict, *, generator=None, noise: bool = True, need_x0: bool = False
+        self,
+        model: ScoreModel,
+        state: dict,
+        i: int,
+        coefs: dict,
+        *,
+        generator: GeneratorLike = None,
+        noise: bool = True,
+        need_x0: bool = False,
     ) -> dict:
         raise NotImplementedError
 
@@ -68,8 +80,8 @@ class Solver:
     # ------------------------------------------------------------- driving loop
     def solve(
         self,
-        sde,
-        model,
+        sde: LinearSDE,
+        model: ScoreModel,
         x: Tensor,
         grid: Tensor,
         *,
@@ -122,16 +134,16 @@ class Solver:
 
 def run_steps(
     solver: Solver,
-    model,
+    model: ScoreModel,
     state: dict,
     coefs: dict,
     n: int,
     *,
-    generator=None,
+    generator: GeneratorLike = None,
     denoise: bool = True,
     record: Tensor | None = None,
     on_step: Callable[[int, dict], None] | None = None,
-    indices=None,
+    indices: Iterable[int] | None = None,
 ) -> dict:
     """The one fixed-step loop, shared by :meth:`Solver.solve` and :class:`~sdesolve.GraphSampler`.
 
@@ -155,7 +167,7 @@ def run_steps(
 # ---------------------------------------------------------------- non-finite record
 # One reduction per step into a preallocated float64 record (a NaN or inf anywhere in x makes its
 # float64 sum non-finite), read once after the loop: no per-step synchronization.
-def new_record(n: int, device) -> Tensor:
+def new_record(n: int, device: torch.device | str | None) -> Tensor:
     """A per-step non-finite record of ``n`` entries on ``device``."""
     return torch.zeros(n, dtype=torch.float64, device=device)
 
@@ -209,7 +221,13 @@ def _to_device(coefs: dict[str, Tensor], x: Tensor) -> dict[str, Tensor]:
 GeneratorLike = Union[torch.Generator, Sequence[torch.Generator], None]
 
 
-def check_generator(generator, *, batch: int | None = None, device=None, name: str = "generator"):
+def check_generator(
+    generator: GeneratorLike,
+    *,
+    batch: int | None = None,
+    device: torch.device | str | None = None,
+    name: str = "generator",
+) -> GeneratorLike:
     """Check a ``generator=`` argument; return None, the generator, or the list of per-sample ones.
 
     A list (or tuple) must hold ``batch`` torch.Generators (when ``batch`` is given); every
@@ -244,14 +262,22 @@ def check_generator(generator, *, batch: int | None = None, device=None, name: s
     return generator if isinstance(generator, torch.Generator) else gens
 
 
-def generator_device(generator) -> torch.device | None:
+def generator_device(generator: GeneratorLike) -> torch.device | None:
     """The device of a generator, or of the first of a list (None for None)."""
     if generator is None:
         return None
     return generator.device if isinstance(generator, torch.Generator) else generator[0].device
 
 
-def draw(kind: str, shape, generator, *, device, dtype: torch.dtype, batch_dim: int = 0) -> Tensor:
+def draw(
+    kind: str,
+    shape: Sequence[int] | torch.Size,
+    generator: GeneratorLike,
+    *,
+    device: torch.device | str | None,
+    dtype: torch.dtype,
+    batch_dim: int = 0,
+) -> Tensor:
     """Random numbers of ``shape``: ``"normal"`` N(0, 1), ``"uniform"`` U[0, 1) or ``"rademacher"`` (+-1).
 
     With a list of generators, the slice ``i`` along ``batch_dim`` comes from ``generator[i]``
@@ -264,14 +290,14 @@ def draw(kind: str, shape, generator, *, device, dtype: torch.dtype, batch_dim: 
         one = shape[:batch_dim] + shape[batch_dim + 1 :]
         return torch.stack([draw(kind, one, g, device=device, dtype=dtype) for g in generator], dim=batch_dim)
     if kind == "normal":
-        return torch.randn(shape, generator=generator, device=device, dtype=dtype)
+        return torch.randn(shape, generator=generator, device=device, dtype=dtype)  # type: ignore[arg-type]  # a list returned above
     if kind == "uniform":
-        return torch.rand(shape, generator=generator, device=device, dtype=dtype)
-    r = torch.randint(0, 2, shape, generator=generator, device=device)
+        return torch.rand(shape, generator=generator, device=device, dtype=dtype)  # type: ignore[arg-type]  # a list returned above
+    r = torch.randint(0, 2, shape, generator=generator, device=device)  # type: ignore[arg-type]
     return (2 * r - 1).to(dtype)
 
 
-def randn_like(x: Tensor, generator) -> Tensor:
+def randn_like(x: Tensor, generator: Any) -> Tensor:
     """Standard normal noise of x's shape, dtype and device from ``generator``: every solver's draw.
 
     ``generator`` is a ``torch.Generator`` (or None), a list of B generators (sample i's noise from

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
-from ..model import predicts_eps, view_at, view_coefficients
-from .base import Solver, randn_like
+import torch
+from torch import Tensor
+
+from ..model import ScoreModel, predicts_eps, view_at, view_coefficients
+from .base import GeneratorLike, Solver, randn_like
+
+if TYPE_CHECKING:
+    from ..sde.base import LinearSDE
 
 __all__ = ["EulerMaruyama"]
 
@@ -36,7 +42,7 @@ class EulerMaruyama(Solver):
     stochastic = True
     default_grid = "uniform"
 
-    def init(self, sde, grid):
+    def init(self, sde: LinearSDE, grid: Tensor) -> dict[str, Tensor]:
         c = super().init(sde, grid)
         t, h = c["t"], grid[1:] - grid[:-1]
         f, g2 = sde._f(t), sde._g2(t)
@@ -49,7 +55,17 @@ class EulerMaruyama(Solver):
             c["tlow_" + k] = c[k].clone()
         return c
 
-    def step(self, model, state, i, coefs, *, generator=None, noise=True, need_x0=False):
+    def step(
+        self,
+        model: ScoreModel | object,
+        state: dict,
+        i: int,
+        coefs: dict,
+        *,
+        generator: GeneratorLike = None,
+        noise: bool = True,
+        need_x0: bool = False,
+    ) -> dict:
         x = state["x"]
         eps = predicts_eps(model)
         at_t = (coefs["alpha"][i], coefs["sigma"][i])
