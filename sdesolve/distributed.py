@@ -44,12 +44,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
 from ._validate import check_bool, check_int, check_real, describe
+
+if TYPE_CHECKING:
+    from .model import ScoreLike
+    from .sde.base import LinearSDE
+    from .solvers.base import Solver
 
 __all__ = [
     "BitsPerDim",
@@ -110,7 +115,7 @@ def shard(n: int, rank: int, world_size: int) -> range:
 
 
 # ----------------------------------------------------------------------------- data
-def load_data(data: Any, name: str = "data"):
+def load_data(data: Any, name: str = "data") -> Any:
     """``data`` as something indexable with ``len``: a tensor (N, *event), a ``torch.utils.data.Dataset``
     (items tensors, or tuples whose first element is one, as torchvision's (image, label)), or a path
     to a ``.pt``/``.pth`` file (``torch.load(weights_only=True)``: one tensor, or a dict of one) or a
@@ -158,7 +163,7 @@ def _load_file(path: Path, name: str) -> Tensor:
     return load_data(value, name)
 
 
-def _batch(data, indices: range, name: str) -> Tensor:
+def _batch(data: Any, indices: range, name: str) -> Tensor:
     """The items ``indices`` of ``data`` stacked into one tensor."""
     if isinstance(data, Tensor):
         return data[indices.start : indices.stop]
@@ -309,7 +314,7 @@ def _destroy() -> None:
         dist.destroy_process_group()
 
 
-def eval_safe(text: str):
+def eval_safe(text: str) -> Any:
     """Parse the repr of a list of (name, value) pairs of plain values (no code runs: ast.literal_eval)."""
     import ast
 
@@ -319,7 +324,7 @@ def eval_safe(text: str):
         return []
 
 
-def _run(world: _World, n: int, work, progress: bool, desc: str) -> list[Tensor]:
+def _run(world: _World, n: int, work: Any, progress: bool, desc: str) -> list[Tensor]:
     """Rank ``world.rank``'s blocks: ``work(range)`` per batch; errors reported to every rank."""
     from ._progress import progress_bar
 
@@ -358,7 +363,7 @@ def _rank_of(message: str) -> int | None:
     return int(head[1]) if len(head) > 1 and head[0] == "rank" and head[1].isdigit() else None
 
 
-def _check_common(seed, batch_size, progress, timeout) -> tuple[int, int, bool, float]:
+def _check_common(seed: Any, batch_size: Any, progress: Any, timeout: Any) -> tuple[int, int, bool, float]:
     return (
         check_int(seed, "seed", minimum=0, maximum=_MASK64),
         check_int(batch_size, "batch_size", minimum=1),
@@ -369,12 +374,12 @@ def _check_common(seed, batch_size, progress, timeout) -> tuple[int, int, bool, 
 
 # ----------------------------------------------------------------------------- sampling
 def sample(
-    sde,
-    model,
+    sde: LinearSDE,
+    model: ScoreLike,
     n: int,
     event_shape: Sequence[int],
     *,
-    solver,
+    solver: Solver,
     seed: int = 0,
     batch_size: int = 256,
     device: Any = None,
@@ -463,8 +468,8 @@ class BitsPerDim:
 
 
 def bits_per_dim(
-    sde,
-    model,
+    sde: LinearSDE,
+    model: ScoreLike,
     data: Any,
     *,
     seed: int = 0,

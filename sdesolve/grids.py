@@ -22,13 +22,17 @@ same local error (issue 12; measured in ``notes/bench_accuracy.md``).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
 from ._validate import check_callable, check_int, check_real, check_tensor, describe
 from .sde.base import LinearSDE
+
+if TYPE_CHECKING:
+    from .model import ScoreLike, ScoreModel
 
 __all__ = [
     "uniform",
@@ -44,13 +48,13 @@ __all__ = [
 
 
 # ------------------------------------------------------------------ argument checks
-def _check_sde(sde) -> LinearSDE:
+def _check_sde(sde: Any) -> LinearSDE:
     if not isinstance(sde, LinearSDE):
         raise TypeError(f"sde must be a sdesolve LinearSDE (e.g. VPSDE()), got {type(sde).__name__}")
     return sde
 
 
-def _ends(sde, t_min, t_max) -> tuple[float, float]:
+def _ends(sde: LinearSDE, t_min: float | None, t_max: float | None) -> tuple[float, float]:
     """The grid's two ends, checked: ``sde.t_min <= t_min < t_max <= sde.T``."""
     _check_sde(sde)
     T, t0 = float(sde.T), float(sde.t_min)
@@ -61,25 +65,25 @@ def _ends(sde, t_min, t_max) -> tuple[float, float]:
     return lo, hi
 
 
-def _check_steps(steps) -> int:
+def _check_steps(steps: Any) -> int:
     return check_int(steps, "steps", minimum=1)
 
 
-def _checked(grid: Tensor, sde, kind: str) -> Tensor:
+def _checked(grid: Tensor, sde: LinearSDE, kind: str) -> Tensor:
     """A built-in grid, validated: a process whose log-SNR is not monotone gives a bad grid."""
     hint = "; the process's log-SNR must be strictly decreasing in t" if kind in ("log_snr", "karras") else ""
     return validate_grid(grid, sde, source=f"grid {kind!r}", hint=hint)
 
 
 # ------------------------------------------------------------------ the grids
-def uniform(sde, steps: int, *, t_min: float | None = None, t_max: float | None = None) -> Tensor:
+def uniform(sde: LinearSDE, steps: int, *, t_min: float | None = None, t_max: float | None = None) -> Tensor:
     """Evenly spaced in t (Song et al.'s default for stochastic samplers)."""
     steps = _check_steps(steps)
     lo, hi = _ends(sde, t_min, t_max)
     return _checked(torch.linspace(hi, lo, steps + 1, dtype=torch.float64), sde, "uniform")
 
 
-def quadratic(sde, steps: int, *, t_min: float | None = None, t_max: float | None = None) -> Tensor:
+def quadratic(sde: LinearSDE, steps: int, *, t_min: float | None = None, t_max: float | None = None) -> Tensor:
     """``t_i = t_min + (T - t_min) u_i^2`` with u evenly spaced: denser near the data (DDIM's quadratic)."""
     steps = _check_steps(steps)
     lo, hi = _ends(sde, t_min, t_max)
@@ -87,16 +91,16 @@ def quadratic(sde, steps: int, *, t_min: float | None = None, t_max: float | Non
     return _checked(lo + (hi - lo) * u * u, sde, "quadratic")
 
 
-def _first_positive_time(sde, lo: float, hi: float, steps: int) -> float:
+def _first_positive_time(sde: LinearSDE, lo: float, hi: float, steps: int) -> float:
     """Where the interior of a log-SNR or Karras grid ends when sigma(t_min) = 0 (module docstring)."""
     if hasattr(sde, "timestep_to_t"):  # a discrete process: its first training timestep
-        t1 = float(sde.timestep_to_t(0))
+        t1 = float(sde.timestep_to_t(0))  # type: ignore[operator]  # a discrete process's method (hasattr above)
         if lo < t1 < hi:
             return t1
     return lo + (hi - lo) / steps
 
 
-def _spaced(sde, steps: int, lo: float, hi: float, to_u: Callable, from_u: Callable) -> Tensor:
+def _spaced(sde: LinearSDE, steps: int, lo: float, hi: float, to_u: Callable, from_u: Callable) -> Tensor:
     """``steps + 1`` times from hi to lo, evenly spaced in ``u = to_u(t)`` (u finite at both ends).
 
     Where u(lo) is not finite (sigma(lo) = 0), the first ``steps`` times span [t_1, hi] and lo is appended.
@@ -117,7 +121,7 @@ def _spaced(sde, steps: int, lo: float, hi: float, to_u: Callable, from_u: Calla
     return grid
 
 
-def log_snr(sde, steps: int, *, t_min: float | None = None, t_max: float | None = None) -> Tensor:
+def log_snr(sde: LinearSDE, steps: int, *, t_min: float | None = None, t_max: float | None = None) -> Tensor:
     """Evenly spaced in log-SNR (the natural variable of exponential integrators).
 
     Where sigma(t_min) = 0 (log-SNR = +inf) the last point is t_min, after ``steps`` times evenly
@@ -128,7 +132,9 @@ def log_snr(sde, steps: int, *, t_min: float | None = None, t_max: float | None 
     return _checked(_spaced(sde, steps, lo, hi, sde._log_snr, sde._t_of_log_snr), sde, "log_snr")
 
 
-def karras(sde, steps: int, *, rho: float = 7.0, t_min: float | None = None, t_max: float | None = None) -> Tensor:
+def karras(
+    sde: LinearSDE, steps: int, *, rho: float = 7.0, t_min: float | None = None, t_max: float | None = None
+) -> Tensor:
     """Karras et al. (2022, eq. 5): evenly spaced in ``sigma_hat^(1/rho)``, ``sigma_hat = sigma / alpha``.
 
     Where sigma(t_min) = 0 the last point is t_min (k-diffusion's ``append_zero``), after ``steps``
@@ -138,11 +144,11 @@ def karras(sde, steps: int, *, rho: float = 7.0, t_min: float | None = None, t_m
     rho = check_real(rho, "rho", positive=True)
     lo, hi = _ends(sde, t_min, t_max)
 
-    def to_u(t):
+    def to_u(t: Tensor) -> Tensor:
         u = sde._sigma_over_alpha(t) ** (1.0 / rho)
         return torch.where(u > 0, u, torch.full_like(u, math.inf))  # sigma = 0: no finite ramp reaches it
 
-    def from_u(u):
+    def from_u(u: Tensor) -> Tensor:
         return sde._t_of_sigma_over_alpha(u**rho)
 
     return _checked(_spaced(sde, steps, lo, hi, to_u, from_u), sde, "karras")
@@ -150,12 +156,12 @@ def karras(sde, steps: int, *, rho: float = 7.0, t_min: float | None = None, t_m
 
 # ------------------------------------------------------------------ a grid fitted to the model
 def optimized(
-    sde,
-    model,
+    sde: LinearSDE,
+    model: ScoreLike,
     steps: int,
     *,
     x_T: Tensor | None = None,
-    shape=None,
+    shape: Sequence[int] | None = None,
     generator: torch.Generator | None = None,
     order: int = 1,
     pilot_steps: int = 64,
@@ -248,12 +254,12 @@ def optimized(
     return _checked(grid, sde, "optimized")
 
 
-def _last_fitted_time(sde, lo: float, hi: float, steps: int) -> float:
+def _last_fitted_time(sde: LinearSDE, lo: float, hi: float, steps: int) -> float:
     """Where the fitted part of an optimized grid ends when sigma(lo) = 0: the first training
     timestep of a discrete process, else where sigma / alpha = 0.002 (EDM's sigma_min), else
     the first point of the uniform grid above lo."""
     if hasattr(sde, "timestep_to_t"):
-        t1 = float(sde.timestep_to_t(0))
+        t1 = float(sde.timestep_to_t(0))  # type: ignore[operator]  # a discrete process's method (hasattr above)
         if lo < t1 < hi:
             return t1
     r = sde._sigma_over_alpha(torch.tensor([lo, hi], dtype=torch.float64))
@@ -262,7 +268,9 @@ def _last_fitted_time(sde, lo: float, hi: float, steps: int) -> float:
     return lo + (hi - lo) / steps
 
 
-def _pilot_state(sde, hi: float, x_T, shape, generator) -> Tensor:
+def _pilot_state(
+    sde: LinearSDE, hi: float, x_T: Tensor | None, shape: Sequence[int] | None, generator: torch.Generator | None
+) -> Tensor:
     """The pilot batch: x_T as given, or a prior draw of ``shape`` (which needs t_max = T)."""
     if (x_T is None) == (shape is None):
         raise ValueError("pass exactly one of x_T (the pilot batch, (B, *event)) or shape (of a prior draw)")
@@ -284,7 +292,7 @@ def _pilot_state(sde, hi: float, x_T, shape, generator) -> Tensor:
     return sde.prior_sample(shape, generator=generator, device=device, dtype=torch.float32)
 
 
-def _pilot_x0(sde, model, x: Tensor, pilot: Tensor) -> Tensor:
+def _pilot_x0(sde: LinearSDE, model: ScoreModel, x: Tensor, pilot: Tensor) -> Tensor:
     """The model's x0 prediction at every pilot time along a DDIM solve from x (float64, (M + 1, B, -1))."""
     from .sample import sample
     from .solvers.base import NonFiniteError
@@ -329,7 +337,7 @@ def _interp(x: Tensor, xp: Tensor, fp: Tensor) -> Tensor:
 GRIDS = {"uniform": uniform, "quadratic": quadratic, "log_snr": log_snr, "karras": karras}
 
 
-def make_grid(kind, sde, steps: int, **kwargs) -> Tensor:
+def make_grid(kind: str | Callable[..., Tensor], sde: LinearSDE, steps: int, **kwargs: Any) -> Tensor:
     """A grid by name (``uniform``, ``quadratic``, ``log_snr``, ``karras``) or a callable ``kind(sde, steps)``.
 
     The result is validated (:func:`validate_grid`); a callable must return ``steps + 1`` times.
@@ -351,7 +359,7 @@ def make_grid(kind, sde, steps: int, **kwargs) -> Tensor:
 
 
 # ------------------------------------------------------------------ validation
-def _as_grid_tensor(grid, source: str) -> Tensor:
+def _as_grid_tensor(grid: Any, source: str) -> Tensor:
     if isinstance(grid, Tensor):
         if not grid.is_floating_point():
             raise TypeError(f"{source} must be a floating-point tensor of times, got dtype {grid.dtype}")
@@ -364,7 +372,7 @@ def _as_grid_tensor(grid, source: str) -> Tensor:
         raise TypeError(f"{source} must be a 1-d tensor of times (T ... t_min), got {describe(grid)}") from e
 
 
-def validate_grid(grid, sde, *, source: str = "grid", hint: str = "") -> Tensor:
+def validate_grid(grid: Tensor | Sequence[float], sde: LinearSDE, *, source: str = "grid", hint: str = "") -> Tensor:
     """Check a grid: 1-d, at least two times, finite, strictly decreasing, inside [t_min, T].
 
     A first time within a few units in the last place of the grid's dtype of T (a float32 grid
@@ -400,7 +408,14 @@ def validate_grid(grid, sde, *, source: str = "grid", hint: str = "") -> Tensor:
     return g
 
 
-def resolve_grid(grid, sde, steps=None, *, default: str = "uniform", adaptive: bool = False) -> Tensor:
+def resolve_grid(
+    grid: str | Callable[..., Tensor] | Tensor | Sequence[float] | None,
+    sde: LinearSDE,
+    steps: int | None = None,
+    *,
+    default: str = "uniform",
+    adaptive: bool = False,
+) -> Tensor:
     """The one grid resolver of :func:`sdesolve.sample` and :class:`sdesolve.GraphSampler`.
 
     ``grid`` is None (``default``), a name or a callable (then ``steps`` is required, except for an

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
@@ -64,7 +64,7 @@ _LN2 = math.log(2.0)
 
 
 # ---------------------------------------------------------------------------- helpers
-def _check_model(model) -> ScoreModel:
+def _check_model(model: Any) -> ScoreModel:
     if not isinstance(model, ScoreModel):
         raise TypeError(
             f"model must be a sdesolve.ScoreModel (e.g. ScoreModel(net, sde, prediction='eps')), "
@@ -75,13 +75,13 @@ def _check_model(model) -> ScoreModel:
     return model
 
 
-def _check_sde(sde) -> LinearSDE:
+def _check_sde(sde: Any) -> LinearSDE:
     if not isinstance(sde, LinearSDE):
         raise TypeError(f"sde must be a sdesolve LinearSDE (e.g. VDMSDE), got {type(sde).__name__}")
     return sde
 
 
-def _check_x0(x0, name: str = "x0") -> Tensor:
+def _check_x0(x0: Any, name: str = "x0") -> Tensor:
     """Data: a floating tensor (B, *event) with at least one example (an empty batch has no loss)."""
     check_tensor(x0, name, min_dim=1, nonempty=False)
     if x0.shape[0] == 0:
@@ -89,7 +89,9 @@ def _check_x0(x0, name: str = "x0") -> Tensor:
     return x0
 
 
-def _check_generator(generator, batch: int | None = None, device=None, antithetic: bool = False):
+def _check_generator(
+    generator: Any, batch: int | None = None, device: torch.device | str | None = None, antithetic: bool = False
+) -> GeneratorLike:
     """None, a torch.Generator, or a list of ``batch`` of them (one per example, on ``device``'s type).
 
     A list asks for per-example draws (example i's times and noise from generator i alone, so any
@@ -105,7 +107,7 @@ def _check_generator(generator, batch: int | None = None, device=None, antitheti
     return generator
 
 
-def _renamed(new_value, old_value, new: str, old: str, fn: str):
+def _renamed(new_value: Any, old_value: Any, new: str, old: str, fn: str) -> Any:
     """The value of a renamed keyword: the new name, or the old one with a DeprecationWarning."""
     if old_value is None:
         return new_value
@@ -119,7 +121,7 @@ def _renamed(new_value, old_value, new: str, old: str, fn: str):
     return old_value
 
 
-def _check_steps(n_steps) -> int | None:
+def _check_steps(n_steps: Any) -> int | None:
     if n_steps is None:
         return None
     if isinstance(n_steps, bool) or isinstance(n_steps, float):
@@ -147,7 +149,7 @@ def _sigma_zero(sde: LinearSDE, t64: Tensor) -> Tensor:
     return torch.isneginf(sde._log_sigma(t64.detach()))
 
 
-def _noise(x0: Tensor, noise: Tensor | None, generator, name: str = "noise") -> Tensor:
+def _noise(x0: Tensor, noise: Tensor | None, generator: GeneratorLike, name: str = "noise") -> Tensor:
     if noise is None:
         return draw("normal", x0.shape, generator, device=x0.device, dtype=x0.dtype)
     if not isinstance(noise, Tensor):
@@ -157,7 +159,7 @@ def _noise(x0: Tensor, noise: Tensor | None, generator, name: str = "noise") -> 
     return noise.to(dtype=x0.dtype)
 
 
-def _given_times(t, batch: int, lo: float, hi: float) -> Tensor:
+def _given_times(t: Any, batch: int, lo: float, hi: float) -> Tensor:
     if not isinstance(t, Tensor) or not t.is_floating_point():
         got = f"a {t.dtype} tensor" if isinstance(t, Tensor) else type(t).__name__
         raise TypeError(f"t must be a floating-point tensor of shape ({batch},), got {got}")
@@ -175,7 +177,7 @@ def sample_times(
     n_steps: int | None = None,
     antithetic: bool = True,
     generator: GeneratorLike = None,
-    device=None,
+    device: torch.device | str | None = None,
     T: int | None = None,
 ) -> Tensor:
     """Diffusion times for a batch, float64 of shape (B,), in [0, 1].
@@ -324,11 +326,11 @@ def discrete_to_continuous(x_int: Tensor, vocab_size: int, dtype: torch.dtype | 
     return 2.0 * (x_int.to(dtype) + 0.5) / vocab_size - 1.0
 
 
-def _check_vocab(vocab_size) -> int:
+def _check_vocab(vocab_size: Any) -> int:
     return check_int(vocab_size, "vocab_size", minimum=2)
 
 
-def _check_dtype(dtype) -> torch.dtype | None:
+def _check_dtype(dtype: Any) -> torch.dtype | None:
     if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
         raise TypeError(f"dtype must be a floating-point torch.dtype or None, got {describe(dtype)}")
     return dtype
