@@ -39,6 +39,8 @@ from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
@@ -58,6 +60,10 @@ from .solvers.base import (
     raise_if_bad,
     run_steps,
 )
+
+if TYPE_CHECKING:
+    from .model import ScoreLike
+    from .sde.base import LinearSDE
 
 __all__ = ["GraphSampler"]
 
@@ -106,7 +112,7 @@ def _philox_lanes(a: Tensor, b: Tensor, round_keys: list[Tensor]) -> tuple[Tenso
     return a, b
 
 
-def philox4x32(counter, key, rounds: int = 10) -> tuple:
+def philox4x32(counter: Sequence[int | Tensor], key: Sequence[int | Tensor], rounds: int = 10) -> tuple:
     """Philox4x32-``rounds`` of ``counter`` (4 words) under ``key`` (2 words): 4 words in [0, 2^32).
 
     Words are Python ints or int64 tensors (broadcast together, on one device) holding 32-bit
@@ -124,7 +130,12 @@ def philox4x32(counter, key, rounds: int = 10) -> tuple:
 
 
 def counter_normal(
-    keys: Tensor, event_shape, draw: int, stream: int = _STREAM_NOISE, dtype=torch.float32, round_keys=None
+    keys: Tensor,
+    event_shape: Sequence[int],
+    draw: int,
+    stream: int = _STREAM_NOISE,
+    dtype: torch.dtype = torch.float32,
+    round_keys: list[Tensor] | None = None,
 ) -> Tensor:
     """Standard normal numbers of shape (B, *event_shape), a pure function of (keys[i], draw, element).
 
@@ -161,7 +172,9 @@ def counter_normal(
     return z[:, :n].reshape((B,) + tuple(event_shape)).to(dtype)
 
 
-def draw_keys(generator, batch: int, device) -> Tensor:
+def draw_keys(
+    generator: torch.Generator | list[torch.Generator] | None, batch: int, device: torch.device | str | None
+) -> Tensor:
     """(B, 2) int64 Philox keys: one draw of B keys from ``generator``, or key i from ``generator[i]``."""
     if isinstance(generator, list):
         keys = [torch.randint(0, 2**32, (2,), generator=g, device=device, dtype=torch.int64) for g in generator]
@@ -219,21 +232,21 @@ class GraphSampler:
 
     def __init__(
         self,
-        sde,
-        model,
-        shape,
+        sde: LinearSDE,
+        model: ScoreLike,
+        shape: Sequence[int],
         *,
         solver: Solver,
         steps: int | None = None,
-        grid=None,
-        device=None,
+        grid: str | Callable[..., Tensor] | Tensor | Sequence[float] | None = None,
+        device: torch.device | str | None = None,
         dtype: torch.dtype = torch.float32,
         denoise: bool = True,
         check_finite: bool = True,
         use_graph: bool | None = None,
         warmup: int = 2,
         model_kwargs: dict | None = None,
-    ):
+    ) -> None:
         _check_sde(sde)
         _check_solver(solver)
         if solver.adaptive:
@@ -302,7 +315,7 @@ class GraphSampler:
         """The graph captured at construction (None without a graph)."""
         return next(iter(self._graphs.values()))[0] if self._graphs else None
 
-    def _mode(self, generator) -> str:
+    def _mode(self, generator: torch.Generator | list[torch.Generator] | None) -> str:
         """ "generator" (sample()'s draws) for one generator or None, "counter" (per-sample keys) for a list."""
         if isinstance(generator, list) or (self.use_graph and not self._graph_safe_rng):
             return "counter"
@@ -328,7 +341,12 @@ class GraphSampler:
         finally:
             self.model.nfe = nfe0  # building it evaluates nothing on the caller's count
 
-    def _loop(self, source, record: Tensor | None, x: Tensor | None = None) -> Tensor:
+    def _loop(
+        self,
+        source: torch.Generator | list[torch.Generator] | CounterNoise | None,
+        record: Tensor | None,
+        x: Tensor | None = None,
+    ) -> Tensor:
         """The solve from the static start state; ``source``: a generator (or None) or a CounterNoise."""
         if isinstance(source, CounterNoise):
             source.reset()
@@ -338,7 +356,7 @@ class GraphSampler:
         )
         return state["x"]
 
-    def _fill(self, x_T: Tensor | None, generator) -> None:
+    def _fill(self, x_T: Tensor | None, generator: torch.Generator | list[torch.Generator] | None) -> None:
         """Write the start state (given, or the prior draw) and, for a list of generators, the keys."""
         if x_T is None and not self._starts_at_T:
             raise ValueError(
@@ -351,11 +369,11 @@ class GraphSampler:
                 z = counter_normal(self._keys, self.shape[1:], 0, _STREAM_PRIOR, torch.float64)
                 self._x.copy_(z * float(self.sde.prior_std))  # the prior N(0, prior_std^2 I)
         elif x_T is None:  # the prior draw of sample(): same generator, same x_T
-            self._x.copy_(self.sde.prior_sample(self.shape, generator=generator, device=self.device, dtype=self.dtype))
+            self._x.copy_(self.sde.prior_sample(self.shape, generator=generator, device=self.device, dtype=self.dtype))  # type: ignore[arg-type]
         if x_T is not None:
             self._x.copy_(x_T)
 
-    def _run(self, generator) -> Tensor:
+    def _run(self, generator: torch.Generator | list[torch.Generator] | None) -> Tensor:
         """One solve from the filled buffers; returns a new tensor."""
         if self._mode(generator) == "counter":
             if not self.use_graph:
@@ -370,9 +388,9 @@ class GraphSampler:
             # draws would, and the caller's generator gets the advanced state back
             caller = generator if generator is not None else torch.cuda.default_generators[self.device.index]
             assert self._gen is not None  # created with the graph
-            self._gen.set_state(caller.get_state())
+            self._gen.set_state(caller.get_state())  # type: ignore[union-attr]  # a list took the counter branch
             graph.replay()
-            caller.set_state(self._gen.get_state())
+            caller.set_state(self._gen.get_state())  # type: ignore[union-attr]
         self.model.nfe += self.nfe
         return out.clone()
 

@@ -91,7 +91,7 @@ def _check_x0(x0: Any, name: str = "x0") -> Tensor:
 
 def _check_generator(
     generator: Any, batch: int | None = None, device: torch.device | str | None = None, antithetic: bool = False
-) -> GeneratorLike:
+) -> torch.Generator | list[torch.Generator] | None:
     """None, a torch.Generator, or a list of ``batch`` of them (one per example, on ``device``'s type).
 
     A list asks for per-example draws (example i's times and noise from generator i alone, so any

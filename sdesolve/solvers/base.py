@@ -139,7 +139,7 @@ def run_steps(
     coefs: dict,
     n: int,
     *,
-    generator: GeneratorLike = None,
+    generator: GeneratorLike | Any = None,
     denoise: bool = True,
     record: Tensor | None = None,
     on_step: Callable[[int, dict], None] | None = None,
@@ -227,7 +227,7 @@ def check_generator(
     batch: int | None = None,
     device: torch.device | str | None = None,
     name: str = "generator",
-) -> GeneratorLike:
+) -> torch.Generator | list[torch.Generator] | None:
     """Check a ``generator=`` argument; return None, the generator, or the list of per-sample ones.
 
     A list (or tuple) must hold ``batch`` torch.Generators (when ``batch`` is given); every
