@@ -8,7 +8,8 @@ integrate (:func:`_integrate`). The argument checks here are shared with
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
@@ -19,20 +20,24 @@ from .grids import _check_sde, resolve_grid
 from .model import as_model, bind_kwargs
 from .solvers.base import GeneratorLike, NonFiniteError, Solver, check_generator, generator_device
 
+if TYPE_CHECKING:
+    from .model import ScoreLike, ScoreModel
+    from .sde.base import LinearSDE
+
 __all__ = ["sample"]
 
 
 def sample(
-    sde,
-    model,
-    shape=None,
+    sde: LinearSDE,
+    model: ScoreLike,
+    shape: Sequence[int] | None = None,
     *,
     solver: Solver,
     steps: int | None = None,
-    grid=None,
+    grid: str | Callable[..., Tensor] | Tensor | Sequence[float] | None = None,
     x_T: Tensor | None = None,
     generator: GeneratorLike = None,
-    device=None,
+    device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
     denoise: bool = True,
     final_x0: bool = False,
@@ -100,7 +105,9 @@ def sample(
 
 
 # ---------------------------------------------------------------- argument checks
-def _check_args(sde, solver, shape, x_T, generator, device, dtype, callback) -> None:
+def _check_args(
+    sde: Any, solver: Any, shape: Any, x_T: Any, generator: Any, device: Any, dtype: Any, callback: Any
+) -> None:
     """Types and values of sample()'s arguments that need no grid (TypeError / ValueError)."""
     _check_sde(sde)
     _check_solver(solver)
@@ -118,7 +125,7 @@ def _check_args(sde, solver, shape, x_T, generator, device, dtype, callback) -> 
     _check_generator(generator, None, batch=batch)
 
 
-def _check_solver(solver) -> Solver:
+def _check_solver(solver: Any) -> Solver:
     if not isinstance(solver, Solver):
         raise TypeError(
             f"solver must be a sdesolve Solver instance (e.g. EulerMaruyama()), got {describe(solver)} "
@@ -127,7 +134,7 @@ def _check_solver(solver) -> Solver:
     return solver
 
 
-def _check_shape(shape) -> tuple[int, ...]:
+def _check_shape(shape: Any) -> tuple[int, ...]:
     """(B, *event) with every size an int >= 1 (B = 0, an empty batch, is refused)."""
     if isinstance(shape, (str, bytes)) or not hasattr(shape, "__iter__") or isinstance(shape, torch.Tensor):
         raise TypeError(f"shape must be a tuple of ints (B, *event), got {describe(shape)} ({type(shape).__name__})")
@@ -143,13 +150,13 @@ def _check_shape(shape) -> tuple[int, ...]:
     return dims
 
 
-def _check_dtype(dtype) -> torch.dtype:
+def _check_dtype(dtype: Any) -> torch.dtype:
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise TypeError(f"dtype must be a floating torch.dtype (e.g. torch.float32), got {describe(dtype)}")
     return dtype
 
 
-def _check_device(device) -> torch.device:
+def _check_device(device: Any) -> torch.device:
     if not isinstance(device, (str, torch.device, int)) or isinstance(device, bool):
         raise TypeError(f"device must be a torch.device, a string or an int, got {describe(device)}")
     try:
@@ -158,13 +165,21 @@ def _check_device(device) -> torch.device:
         raise ValueError(f"device must name a torch device (e.g. 'cpu', 'cuda:0'), got {device!r}") from e
 
 
-def _check_generator(generator, device, *, batch: int | None = None) -> None:
+def _check_generator(generator: Any, device: torch.device | str | None, *, batch: int | None = None) -> None:
     """None, a torch.Generator or a list of ``batch`` of them; on ``device``'s type when ``device`` is given."""
     check_generator(generator, batch=batch, device=device)
 
 
 # ---------------------------------------------------------------- initial state
-def _initial_state(sde, grid: Tensor, shape, x_T, generator, device, dtype) -> Tensor:
+def _initial_state(
+    sde: LinearSDE,
+    grid: Tensor,
+    shape: Sequence[int] | None,
+    x_T: Tensor | None,
+    generator: GeneratorLike,
+    device: torch.device | str | None,
+    dtype: torch.dtype | None,
+) -> Tensor:
     """x_T as given (checked against shape, device, dtype), or a prior draw when the grid starts at T."""
     if x_T is not None:
         if shape is not None and tuple(shape) != tuple(x_T.shape):
@@ -190,16 +205,20 @@ def _initial_state(sde, grid: Tensor, shape, x_T, generator, device, dtype) -> T
     return x
 
 
-def _prior_sample(sde, shape: tuple, generator, device, dtype: torch.dtype) -> Tensor:
+def _prior_sample(
+    sde: LinearSDE, shape: tuple, generator: GeneratorLike, device: torch.device | str | None, dtype: torch.dtype
+) -> Tensor:
     """``sde.prior_sample``; with a list of generators, sample i drawn by ``generator[i]`` as a batch of one."""
     if isinstance(generator, list):
         one = (1,) + shape[1:]
         return torch.cat([sde.prior_sample(one, generator=g, device=device, dtype=dtype) for g in generator])
-    return sde.prior_sample(shape, generator=generator, device=device, dtype=dtype)
+    return sde.prior_sample(shape, generator=generator, device=device, dtype=dtype)  # type: ignore[arg-type]  # a list returned above
 
 
 # ---------------------------------------------------------------- integration
-def _integrate(sde, model, solver: Solver, x: Tensor, grid: Tensor, *, final_x0: bool, **kw) -> Tensor:
+def _integrate(
+    sde: LinearSDE, model: ScoreModel, solver: Solver, x: Tensor, grid: Tensor, *, final_x0: bool, **kw: Any
+) -> Tensor:
     """The solver's solve, then (``final_x0``) the model's x0 at the last time, both checked."""
     with torch.no_grad():  # sampling builds no autograd graph (call solver.solve to differentiate)
         out = solver.solve(sde, model, x, grid, **kw)
@@ -208,7 +227,7 @@ def _integrate(sde, model, solver: Solver, x: Tensor, grid: Tensor, *, final_x0:
     return out
 
 
-def _final_x0(sde, model, x: Tensor, grid: Tensor, *, check_finite: bool) -> Tensor:
+def _final_x0(sde: LinearSDE, model: ScoreModel, x: Tensor, grid: Tensor, *, check_finite: bool) -> Tensor:
     """The model's x0 prediction at the grid's last time (x / alpha without evaluation where sigma = 0)."""
     t = grid[-1:]
     if float(sde._log_sigma(t)) == float("-inf"):  # sigma = 0: the state is alpha x0; no evaluation there
