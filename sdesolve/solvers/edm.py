@@ -41,18 +41,22 @@ Generative Models", NeurIPS 2022 (Algorithm 2, eq. 5 for the grid).
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
 from .._validate import check_real
-from ..model import view_at, view_coefficients
-from .base import Solver, randn_like
+from ..model import ScoreModel, view_at, view_coefficients
+from .base import GeneratorLike, Solver, randn_like
+
+if TYPE_CHECKING:
+    from ..sde.base import LinearSDE
 
 __all__ = ["EDMHeun", "EulerAncestral"]
 
 
-def _hat(sde, grid: Tensor) -> list[float]:
+def _hat(sde: LinearSDE, grid: Tensor) -> list[float]:
     """EDM's sigma = sigma / alpha at each grid time (host floats; 0 where sigma = 0)."""
     return sde._sigma_over_alpha(grid).tolist()
 
@@ -94,8 +98,8 @@ class EDMHeun(Solver):
         """``2 n_steps`` (a step into sigma = 0 costs one evaluation)."""
         return 2 * n_steps
 
-    def init(self, sde, grid):
-        c = super().init(sde, grid)
+    def init(self, sde: LinearSDE, grid: Tensor) -> dict[str, Any]:
+        c: dict[str, Any] = super().init(sde, grid)
         n = grid.numel() - 1
         r = _hat(sde, grid)
         r_max = float(sde._sigma_over_alpha(torch.tensor(float(sde.T), dtype=torch.float64)))
@@ -130,7 +134,17 @@ class EDMHeun(Solver):
         c["inv_r_next"] = torch.where(r_next > 0, 1.0 / r_next, torch.zeros_like(r_next))
         return c
 
-    def step(self, model, state, i, coefs, *, generator=None, noise=True, need_x0=False):
+    def step(
+        self,
+        model: ScoreModel,
+        state: dict,
+        i: int,
+        coefs: dict,
+        *,
+        generator: GeneratorLike = None,
+        noise: bool = True,
+        need_x0: bool = False,
+    ) -> dict:
         x = state["x"]
         churn = noise and coefs["draws"][i]
         k = "_hat" if churn else ""
@@ -181,8 +195,8 @@ class EulerAncestral(Solver):
     def strong_order(self) -> float | None:  # type: ignore[override]
         return None if self.eta > 0.0 else 1.0
 
-    def init(self, sde, grid):
-        c = super().init(sde, grid)
+    def init(self, sde: LinearSDE, grid: Tensor) -> dict[str, Any]:
+        c: dict[str, Any] = super().init(sde, grid)
         c.update(view_coefficients(sde, grid[:-1]))
         r = sde._sigma_over_alpha(grid)
         r_t, r_s = r[:-1], r[1:]
@@ -197,7 +211,17 @@ class EulerAncestral(Solver):
         c["draws"] = [bool(v) for v in r_s > 0]
         return c
 
-    def step(self, model, state, i, coefs, *, generator=None, noise=True, need_x0=False):
+    def step(
+        self,
+        model: ScoreModel,
+        state: dict,
+        i: int,
+        coefs: dict,
+        *,
+        generator: GeneratorLike = None,
+        noise: bool = True,
+        need_x0: bool = False,
+    ) -> dict:
         x = state["x"]
         d = view_at(model, x, coefs["t"][i], "x0", (coefs["alpha"][i], coefs["sigma"][i]))
         x_next = torch.addcmul(coefs["a"][i] * x, coefs["b"][i], d)
