@@ -74,18 +74,22 @@ Sampling of Diffusion Models", NeurIPS 2023.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
 from .._validate import check_bool, check_choice, check_int
-from ..model import view_at, view_coefficients
-from .base import Solver, randn_like
+from ..model import ScoreModel, view_at, view_coefficients
+from .base import GeneratorLike, Solver, randn_like
+
+if TYPE_CHECKING:
+    from ..sde.base import LinearSDE
 
 __all__ = ["DPMSolver", "DPMSolverPP", "UniPC"]
 
 
-def _half_log_snr(sde, grid: Tensor) -> list[float]:
+def _half_log_snr(sde: LinearSDE, grid: Tensor) -> list[float]:
     """``l = lambda / 2 = log(alpha / sigma)`` at each grid time, as host floats (+inf where sigma = 0)."""
     return (0.5 * sde._log_snr(grid)).tolist()
 
@@ -129,14 +133,14 @@ class _Exponential(Solver):
     stochastic = False
     default_grid = "log_snr"
 
-    def _base(self, sde, grid: Tensor) -> dict:
+    def _base(self, sde: LinearSDE, grid: Tensor) -> dict:
         c: dict = super().init(sde, grid)
         c.update(view_coefficients(sde, grid[:-1]))
         sigma_next = torch.exp(sde._log_sigma(grid[1:]))
         c["into_zero"] = [bool(z) for z in sigma_next == 0.0]  # a host list: branching on it needs no sync
         return c
 
-    def init_state(self, x, coefs):
+    def init_state(self, x: Tensor, coefs: dict) -> dict[str, Any]:
         return {"x": x, "hist": ()}
 
 
@@ -183,7 +187,7 @@ class DPMSolverPP(_Exponential):
             return None
         return 2.0 if self.order == 3 and self.third_order == "dpm" else float(self.order)
 
-    def init(self, sde, grid):
+    def init(self, sde: LinearSDE, grid: Tensor) -> dict[str, Any]:
         c = self._base(sde, grid)
         n = grid.numel() - 1
         lam = _half_log_snr(sde, grid)
@@ -227,7 +231,17 @@ class DPMSolverPP(_Exponential):
         c["orders"] = orders
         return c
 
-    def step(self, model, state, i, coefs, *, generator=None, noise=True, need_x0=False):
+    def step(
+        self,
+        model: ScoreModel,
+        state: dict,
+        i: int,
+        coefs: dict,
+        *,
+        generator: GeneratorLike = None,
+        noise: bool = True,
+        need_x0: bool = False,
+    ) -> dict:
         x, hist = state["x"], state["hist"]
         m = view_at(model, x, coefs["t"][i], "x0", (coefs["alpha"][i], coefs["sigma"][i]))
         w = coefs["w"][i]
@@ -301,7 +315,7 @@ class UniPC(_Exponential):
     def strong_order(self) -> float:  # type: ignore[override]
         return self.order
 
-    def init(self, sde, grid):
+    def init(self, sde: LinearSDE, grid: Tensor) -> dict[str, Any]:
         c = self._base(sde, grid)
         n = grid.numel() - 1
         lam = _half_log_snr(sde, grid)
@@ -340,10 +354,20 @@ class UniPC(_Exponential):
         c["orders"] = orders
         return c
 
-    def init_state(self, x, coefs):
+    def init_state(self, x: Tensor, coefs: dict) -> dict[str, Any]:
         return {"x": x, "hist": (), "last": x}
 
-    def step(self, model, state, i, coefs, *, generator=None, noise=True, need_x0=False):
+    def step(
+        self,
+        model: ScoreModel,
+        state: dict,
+        i: int,
+        coefs: dict,
+        *,
+        generator: GeneratorLike = None,
+        noise: bool = True,
+        need_x0: bool = False,
+    ) -> dict:
         x, hist = state["x"], state["hist"]
         m = view_at(model, x, coefs["t"][i], "x0", (coefs["alpha"][i], coefs["sigma"][i]))
         if self.corrector and i > 0:  # UniC: re-take interval i - 1 from the corrected x_{i-1}, m_i newest
@@ -387,7 +411,7 @@ class DPMSolver(Solver):
     def nfe_per_step(self) -> int:  # type: ignore[override]
         return int(self.order)
 
-    def stage_times(self, sde, grid: Tensor) -> Tensor:
+    def stage_times(self, sde: LinearSDE, grid: Tensor) -> Tensor:
         """Intermediate times, shape (n_steps, order - 1): log-SNR fractions 1/2, or 1/3 and 2/3, of each step.
 
         (Steps into sigma = 0 get placeholder times; they are taken at order 1.)
@@ -398,8 +422,8 @@ class DPMSolver(Solver):
         cols = [sde._t_of_log_snr(lam_t + r * (lam_s - lam_t)) for r in fr]
         return torch.stack(cols, dim=1) if cols else grid[:-1, None][:, :0]
 
-    def init(self, sde, grid):
-        c = super().init(sde, grid)
+    def init(self, sde: LinearSDE, grid: Tensor) -> dict[str, Any]:
+        c: dict[str, Any] = super().init(sde, grid)
         c.update(view_coefficients(sde, grid[:-1]))
         n, k = grid.numel() - 1, int(self.order)
         sigma_next = torch.exp(sde._log_sigma(grid[1:]))
@@ -454,7 +478,17 @@ class DPMSolver(Solver):
         """``order * n_steps`` (a step into sigma = 0 costs one evaluation instead)."""
         return int(self.order) * n_steps
 
-    def step(self, model, state, i, coefs, *, generator=None, noise=True, need_x0=False):
+    def step(
+        self,
+        model: ScoreModel,
+        state: dict,
+        i: int,
+        coefs: dict,
+        *,
+        generator: GeneratorLike = None,
+        noise: bool = True,
+        need_x0: bool = False,
+    ) -> dict:
         x = state["x"]
         A, B = coefs["A"][i], coefs["B"][i]
         e0 = view_at(model, x, coefs["t"][i], "eps", (coefs["alpha"][i], coefs["sigma"][i]))
