@@ -93,14 +93,18 @@ through Stochastic Differential Equations", ICLR 2021, Algorithms 1–3 and appe
 from __future__ import annotations
 
 import contextvars
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
 from .._utils import bcast
 from .._validate import check_bool, check_choice, check_int, check_real
-from ..model import view_at
-from .base import NonFiniteError, Solver, randn_like
+from ..model import ScoreModel, view_at
+from .base import GeneratorLike, NonFiniteError, Solver, randn_like
+
+if TYPE_CHECKING:
+    from ..sde.base import LinearSDE
 
 __all__ = [
     "PredictorCorrector",
@@ -126,7 +130,7 @@ def _eval_times(grid: Tensor, discretization: str) -> Tensor:
     return t.clone() if discretization == "song" else 0.5 * (t + t_next)
 
 
-def _view_coefs(sde, t: Tensor, prefix: str) -> dict[str, Tensor]:
+def _view_coefs(sde: LinearSDE, t: Tensor, prefix: str) -> dict[str, Tensor]:
     """``alpha(t)``, ``sigma(t)`` for the model (``coefs=``) and the time itself (float64 key ``t...``)."""
     return {
         f"t{prefix}eval": t.clone(),
@@ -135,12 +139,12 @@ def _view_coefs(sde, t: Tensor, prefix: str) -> dict[str, Tensor]:
     }
 
 
-def _score(model, x: Tensor, t: Tensor, alpha: Tensor, sigma: Tensor) -> Tensor:
+def _score(model: ScoreModel, x: Tensor, t: Tensor, alpha: Tensor, sigma: Tensor) -> Tensor:
     """The score at ``(x, t)``; ``alpha``, ``sigma`` are the process' coefficients at t (in x's dtype)."""
     return view_at(model, x, t, "score", (alpha, sigma))
 
 
-def _transition(sde, grid: Tensor) -> tuple[Tensor, Tensor]:
+def _transition(sde: LinearSDE, grid: Tensor) -> tuple[Tensor, Tensor]:
     """``(a_i, G_i^2)`` of every interval: ``x_{t_i} | x_{t_{i+1}} ~ N(a_i x, G_i^2 I)`` (float64)."""
     log_a, G2 = sde._transition(grid[:-1], grid[1:])
     return torch.exp(log_a), G2
@@ -163,10 +167,10 @@ class Predictor:
     def __init__(self, probability_flow: bool = False):
         self.probability_flow = check_bool(probability_flow, "probability_flow")
 
-    def check(self, sde) -> None:
+    def check(self, sde: LinearSDE) -> None:
         """Raise ValueError if the predictor does not apply to ``sde``."""
 
-    def takes_score(self, sde) -> bool:
+    def takes_score(self, sde: LinearSDE) -> bool:
         """True if the predictor evaluates the score at its own state and ``t_i`` on ``sde``.
 
         The sampler then hands it the corrector's score at the corrected state
@@ -175,7 +179,7 @@ class Predictor:
         """
         return False
 
-    def init(self, sde, grid: Tensor) -> dict[str, Tensor]:
+    def init(self, sde: LinearSDE, grid: Tensor) -> dict[str, Tensor]:
         """The per-step coefficients, computed once per grid.
 
         Args:
@@ -193,12 +197,12 @@ class Predictor:
 
     def __call__(
         self,
-        model,
+        model: ScoreModel,
         x: Tensor,
         i: int,
         c: dict,
         *,
-        generator=None,
+        generator: GeneratorLike = None,
         noise: bool = True,
         need_x0: bool = False,
         score: Tensor | None = None,
@@ -235,15 +239,15 @@ class _GridPredictor(Predictor):
         super().__init__(probability_flow)
         self.discretization = check_choice(discretization, "discretization", DISCRETIZATIONS)
 
-    def _coefficients(self, sde, grid: Tensor, t_eval: Tensor) -> dict[str, Tensor]:
+    def _coefficients(self, sde: LinearSDE, grid: Tensor, t_eval: Tensor) -> dict[str, Tensor]:
         """``mul``, ``score``, ``noise`` (and optionally ``scale``) of each step."""
         raise NotImplementedError
 
-    def _discretization_for(self, sde) -> str:
+    def _discretization_for(self, sde: LinearSDE) -> str:
         """The discretization used on ``sde`` ("midpoint" or "song")."""
         return self.discretization
 
-    def init(self, sde, grid):
+    def init(self, sde: LinearSDE, grid: Tensor) -> dict[str, Tensor]:
         self.check(sde)
         t_eval = _eval_times(grid, self._discretization_for(sde))
         c = self._coefficients(sde, grid, t_eval)
@@ -260,10 +264,21 @@ class _GridPredictor(Predictor):
                 out["tp_" + k] = out["p_" + k].clone()
         return out
 
-    def takes_score(self, sde) -> bool:
+    def takes_score(self, sde: LinearSDE) -> bool:
         return self._discretization_for(sde) == "song"  # the score at (x, t_i), no rescaling
 
-    def __call__(self, model, x, i, c, *, generator=None, noise=True, need_x0=False, score=None):
+    def __call__(
+        self,
+        model: ScoreModel,
+        x: Tensor,
+        i: int,
+        c: dict,
+        *,
+        generator: GeneratorLike = None,
+        noise: bool = True,
+        need_x0: bool = False,
+        score: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor | None]:
         if x.dtype in _LOW_PRECISION:
             return self._call_low_precision(model, x, i, c, generator, noise, need_x0, score)
         y = c["p_scale"][i] * x if "p_scale" in c else x
@@ -274,7 +289,17 @@ class _GridPredictor(Predictor):
         x0 = c["p_x0_x"][i] * x + c["p_x0_score"][i] * s if need_x0 else None
         return x_next, x0
 
-    def _call_low_precision(self, model, x, i, c, generator, noise, need_x0, score):
+    def _call_low_precision(
+        self,
+        model: ScoreModel,
+        x: Tensor,
+        i: int,
+        c: dict,
+        generator: GeneratorLike,
+        noise: bool,
+        need_x0: bool,
+        score: Tensor | None,
+    ) -> tuple[Tensor, Tensor | None]:
         """The same step for float16 / bfloat16 states, its arithmetic in float32 from the float64 coefficients
         (cast back to x's dtype at the end; the model sees x's dtype)."""
         k = lambda name: c["tp_" + name][i].float()  # noqa: E731
@@ -306,7 +331,7 @@ class EulerMaruyamaPredictor(_GridPredictor):
     def __init__(self, probability_flow: bool = False, discretization: str = "song"):
         super().__init__(probability_flow, discretization)
 
-    def _coefficients(self, sde, grid, t_eval):
+    def _coefficients(self, sde: LinearSDE, grid: Tensor, t_eval: Tensor) -> dict[str, Tensor]:
         h = grid[1:] - grid[:-1]
         f, g2 = sde._f(t_eval), torch.clamp(sde._g2(t_eval), min=0.0)
         w = 0.5 if self.probability_flow else 1.0
@@ -326,7 +351,7 @@ class ReverseDiffusionPredictor(_GridPredictor):
     ``w = 1``, or ``1/2`` without noise for ``probability_flow=True``. One score per step.
     """
 
-    def _coefficients(self, sde, grid, t_eval):
+    def _coefficients(self, sde: LinearSDE, grid: Tensor, t_eval: Tensor) -> dict[str, Tensor]:
         a, G2 = _transition(sde, grid)
         w = 0.5 if self.probability_flow else 1.0
         if self.discretization == "song":
@@ -340,7 +365,7 @@ class ReverseDiffusionPredictor(_GridPredictor):
         }
 
 
-def _process_kind(sde) -> str | None:
+def _process_kind(sde: LinearSDE) -> str | None:
     """``"vp"`` (alpha^2 + sigma^2 = 1), ``"ve"`` (alpha = 1) or None, checked numerically in float64."""
     t = torch.linspace(float(sde.t_min), float(sde.T), 65, dtype=torch.float64)
     la, ls = sde._log_alpha(t), sde._log_sigma(t)
@@ -375,12 +400,12 @@ class AncestralPredictor(_GridPredictor):
         Predictor.__init__(self, probability_flow=False)
         self.discretization = check_choice(discretization, "discretization", ANCESTRAL_DISCRETIZATIONS)
 
-    def _discretization_for(self, sde):
+    def _discretization_for(self, sde: LinearSDE) -> str:
         if self.discretization == "auto":  # measured: DDPM's beta noise gains from the midpoint, SMLD's loses
             return "midpoint" if _process_kind(sde) == "vp" else "song"
         return self.discretization
 
-    def check(self, sde):
+    def check(self, sde: LinearSDE) -> None:
         if _process_kind(sde) is None:
             raise ValueError(
                 f"AncestralPredictor applies to variance-preserving processes (alpha^2 + sigma^2 = 1) and "
@@ -388,7 +413,7 @@ class AncestralPredictor(_GridPredictor):
                 f"ReverseDiffusionPredictor or EulerMaruyamaPredictor instead."
             )
 
-    def _coefficients(self, sde, grid, t_eval):
+    def _coefficients(self, sde: LinearSDE, grid: Tensor, t_eval: Tensor) -> dict[str, Tensor]:
         a, G2 = _transition(sde, grid)
         if _process_kind(sde) == "vp":  # beta_i = G_i^2 = 1 - a_i^2
             return {"mul": 1.0 / a, "score": G2 / a, "noise": torch.sqrt(G2)}
@@ -417,7 +442,7 @@ class Corrector:
         self.snr = check_real(snr, "snr", positive=True)
         self.n_steps = check_int(n_steps, "n_steps", minimum=1)
 
-    def init(self, sde, grid: Tensor) -> dict[str, Tensor]:
+    def init(self, sde: LinearSDE, grid: Tensor) -> dict[str, Tensor]:
         """The per-step coefficients, computed once per grid.
 
         Args:
@@ -429,7 +454,7 @@ class Corrector:
         """
         raise NotImplementedError
 
-    def __call__(self, model, x: Tensor, i: int, c: dict, *, generator=None) -> Tensor:
+    def __call__(self, model: ScoreModel, x: Tensor, i: int, c: dict, *, generator: GeneratorLike = None) -> Tensor:
         """``n_steps`` steps at ``t_i`` from the state ``x``; returns the corrected state.
 
         Args:
@@ -446,7 +471,7 @@ class Corrector:
     extra_nfe: int = 0
 
     def correct(
-        self, model, x: Tensor, i: int, c: dict, *, generator=None
+        self, model: ScoreModel, x: Tensor, i: int, c: dict, *, generator: GeneratorLike = None
     ) -> tuple[Tensor, Tensor | None, Tensor | None]:
         """:meth:`__call__`, also returning what the sampler can reuse.
 
@@ -469,7 +494,7 @@ def _langevin_update(x: Tensor, s: Tensor, z: Tensor, eps: Tensor, noise: Tensor
     return x + eps * s + noise * z
 
 
-def _step_coefficients(sde, grid: Tensor, snr: float) -> dict[str, Tensor]:
+def _step_coefficients(sde: LinearSDE, grid: Tensor, snr: float) -> dict[str, Tensor]:
     """``k_i = 2 a_i^2 snr^2`` and the sigma rule's ``sqrt(eps_i) = sqrt(k_i) sigma_i`` (float64).
 
     ``sqrt(eps)`` rather than ``eps`` is stored: it stays inside the float16 range where eps does
@@ -503,7 +528,7 @@ def _norm_step(x: Tensor, s: Tensor, z: Tensor, k: Tensor, rule: str) -> tuple[T
     return eps, noise
 
 
-def _log_uniform_like(x: Tensor, generator) -> Tensor:
+def _log_uniform_like(x: Tensor, generator: GeneratorLike) -> Tensor:
     """``log u`` of one U(0, 1) draw per sample (shape (B,), float64 on x's device), through :func:`randn_like`.
 
     ``u = Phi(z)`` (``log u = log_ndtr(z)``, exact in the tails) for the first coordinate ``z`` of
@@ -516,7 +541,16 @@ def _log_uniform_like(x: Tensor, generator) -> Tensor:
     return torch.special.log_ndtr(z)
 
 
-def _mala_step(model, x: Tensor, s: Tensor, t, alpha, sigma, sqrt_eps: Tensor, generator):
+def _mala_step(
+    model: ScoreModel,
+    x: Tensor,
+    s: Tensor,
+    t: Tensor,
+    alpha: Tensor,
+    sigma: Tensor,
+    sqrt_eps: Tensor,
+    generator: GeneratorLike,
+) -> tuple[Tensor, Tensor, Tensor]:
     """One Metropolis-adjusted Langevin step at t: ``(x, s, accepted)`` after the accept/reject test.
 
     Proposal ``x' = x + eps s + sqrt(2 eps) z``; the log-density difference by the trapezoid rule
@@ -580,10 +614,12 @@ class LangevinCorrector(Corrector):
             )
         self.extra_nfe = 1 if self.metropolis else 0
 
-    def init(self, sde, grid):
+    def init(self, sde: LinearSDE, grid: Tensor) -> dict[str, Tensor]:
         return _step_coefficients(sde, grid, self.snr)
 
-    def correct(self, model, x, i, c, *, generator=None):
+    def correct(
+        self, model: ScoreModel, x: Tensor, i: int, c: dict, *, generator: GeneratorLike = None
+    ) -> tuple[Tensor, Tensor | None, Tensor | None]:
         if not self.metropolis:
             return self(model, x, i, c, generator=generator), None, None
         t, alpha, sigma = c["t"][i], c["alpha"][i], c["sigma"][i]
@@ -593,7 +629,7 @@ class LangevinCorrector(Corrector):
             x, s, accept = _mala_step(model, x, s, t, alpha, sigma, c["c_sqrt_eps"][i], generator)
         return x, s, accept
 
-    def __call__(self, model, x, i, c, *, generator=None):
+    def __call__(self, model: ScoreModel, x: Tensor, i: int, c: dict, *, generator: GeneratorLike = None) -> Tensor:
         if self.metropolis:
             return self.correct(model, x, i, c, generator=generator)[0]
         t, alpha, sigma = c["t"][i], c["alpha"][i], c["sigma"][i]
@@ -622,10 +658,10 @@ class AnnealedLangevinCorrector(Corrector):
     ``LangevinCorrector(step_rule="sigma")``.
     """
 
-    def init(self, sde, grid):
+    def init(self, sde: LinearSDE, grid: Tensor) -> dict[str, Tensor]:
         return _step_coefficients(sde, grid, self.snr)
 
-    def __call__(self, model, x, i, c, *, generator=None):
+    def __call__(self, model: ScoreModel, x: Tensor, i: int, c: dict, *, generator: GeneratorLike = None) -> Tensor:
         t, alpha, sigma = c["t"][i], c["alpha"][i], c["sigma"][i]
         eps, noise = _sigma_step(x, c["c_sqrt_eps"][i])
         for _ in range(self.n_steps):
@@ -680,23 +716,23 @@ class PredictorCorrector(Solver):
         self.nfe_per_step = 1 + (corrector.n_steps + corrector.extra_nfe if corrector is not None else 0)
         self.stochastic = not predictor.probability_flow or corrector is not None
 
-    def check(self, sde):
+    def check(self, sde: LinearSDE) -> None:
         self.predictor.check(sde)
 
-    def _reuses_score(self, sde) -> bool:
+    def _reuses_score(self, sde: LinearSDE) -> bool:
         """The corrector hands its score at the corrected state to a predictor evaluating there."""
         return self.corrector is not None and self.corrector.extra_nfe > 0 and self.predictor.takes_score(sde)
 
-    def nfe_on(self, sde) -> int:
+    def nfe_on(self, sde: LinearSDE) -> int:
         """Network evaluations per grid step on ``sde``: ``nfe_per_step``, less one where the predictor
         reuses a Metropolis corrector's score (its score at ``(x, t_i)``)."""
         return self.nfe_per_step - int(self._reuses_score(sde))
 
-    def init(self, sde, grid):
-        c = super().init(sde, grid)
+    def init(self, sde: LinearSDE, grid: Tensor) -> dict[str, Any]:
+        c: dict[str, Any] = super().init(sde, grid)
         t = c["t"]
         c["alpha"], c["sigma"] = torch.exp(sde._log_alpha(t)), torch.exp(sde._log_sigma(t))
-        parts = [("predictor", "p_", self.predictor)]
+        parts: list[tuple[str, str, Predictor | Corrector]] = [("predictor", "p_", self.predictor)]
         if self.corrector is not None:
             parts.append(("corrector", "c_", self.corrector))
         for name, prefix, part in parts:
@@ -710,7 +746,7 @@ class PredictorCorrector(Solver):
         c["reuse_score"] = self._reuses_score(sde)  # a plain bool: the same every step
         return c
 
-    def init_state(self, x, coefs):
+    def init_state(self, x: Tensor, coefs: dict) -> dict[str, Any]:
         state = super().init_state(x, coefs)
         if self.corrector is not None and self.corrector.extra_nfe > 0:
             # per step: the fraction of the batch whose last Metropolis proposal was accepted
@@ -724,7 +760,17 @@ class PredictorCorrector(Solver):
                 holder["record"] = record
         return state
 
-    def step(self, model, state, i, coefs, *, generator=None, noise=True, need_x0=False):
+    def step(
+        self,
+        model: ScoreModel,
+        state: dict,
+        i: int,
+        coefs: dict,
+        *,
+        generator: GeneratorLike = None,
+        noise: bool = True,
+        need_x0: bool = False,
+    ) -> dict:
         x = state["x"]
         out = {}
         s = None
@@ -746,7 +792,7 @@ class PredictorCorrector(Solver):
             out["x0"] = x0
         return out
 
-    def solve(self, sde, model, x, grid, **kwargs):
+    def solve(self, sde: LinearSDE, model: ScoreModel, x: Tensor, grid: Tensor, **kwargs: Any) -> Tensor:
         holder: dict = {}
         token = _OVERFLOW_RECORD.set(holder)
         try:
