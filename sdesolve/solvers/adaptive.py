@@ -46,20 +46,24 @@ Bogacki & Shampine, Appl. Math. Lett. 2 (1989) (bosh3); Fehlberg, NASA TR R-315 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
 from .._utils import bcast
 from .._validate import check_bool, check_callable, check_choice, check_int, check_real, check_tensor, check_tolerance
-from .base import NonFiniteError
+from .base import GeneratorLike, NonFiniteError
 from .ddim import ddim_coefficients
 from .methods import ADAPTIVE, ALIASES, resolve_method
 from .ode import ODE
 from .runge_kutta import ButcherTableau
+
+if TYPE_CHECKING:
+    from ..model import ScoreModel
+    from ..sde.base import LinearSDE
 
 __all__ = [
     "AdaptiveODE",
@@ -104,7 +108,9 @@ class EmbeddedTableau(ButcherTableau):
         return self.c[-1] == 1.0 and tuple(self.A[-1]) == tuple(self.b[:-1]) and self.b[-1] == 0.0
 
 
-def _embedded(c, A, b, b_hat, order) -> EmbeddedTableau:
+def _embedded(
+    c: Sequence[float], A: Sequence[Sequence[float]], b: Sequence[float], b_hat: Sequence[float], order: int
+) -> EmbeddedTableau:
     return EmbeddedTableau(
         c=tuple(c), A=tuple(tuple(r) for r in A), b=tuple(b), order=order,
         b_err=tuple(x - y for x, y in zip(b, b_hat)),
@@ -171,7 +177,9 @@ def per_sample_rms_norm(e: Tensor) -> Tensor:
     return e.reshape(e.shape[0], -1).pow(2).mean(dim=1).sqrt().max()
 
 
-def check_integrate_args(method, rtol, atol, max_nfe, dtype) -> tuple[str, float, float, int]:
+def check_integrate_args(
+    method: str, rtol: float, atol: float, max_nfe: int, dtype: torch.dtype
+) -> tuple[str, float, float, int]:
     """Validate an adaptive solve's method, tolerances (in ``dtype``) and evaluation budget."""
     method = resolve_method(method)
     if method not in ADAPTIVE:
@@ -237,7 +245,21 @@ def integrate(
     return y1, nfe
 
 
-def _integrate(fn, y0, t0, t1, tab, rtol, atol, max_nfe, norm, first_step, name, nfe=0, time_of=None):
+def _integrate(
+    fn: Callable[[Tensor, Tensor], Tensor],
+    y0: Tensor,
+    t0: float,
+    t1: float,
+    tab: EmbeddedTableau,
+    rtol: float,
+    atol: float,
+    max_nfe: int,
+    norm: Callable[[Tensor], Tensor],
+    first_step: float | None,
+    name: str,
+    nfe: int = 0,
+    time_of: Callable[[float], float] | None = None,
+) -> tuple[Tensor, int, float | None]:
     """The loop of :func:`integrate` (arguments already checked); returns ``(y1, nfe, next_step)``.
 
     ``nfe`` is the count so far (a solve in several pieces shares one budget); ``time_of`` maps the
@@ -297,12 +319,25 @@ def _sample_rms(e: Tensor) -> Tensor:
     return e.reshape(e.shape[0], -1).pow(2).mean(dim=1).sqrt()
 
 
-def _per_sample_times(t, B: int, device) -> Tensor:
+def _per_sample_times(t: float | Tensor, B: int, device: torch.device) -> Tensor:
     """A time given as a number or a (B,) tensor, as a (B,) float64 tensor on ``device``."""
     return torch.as_tensor(t, dtype=torch.float64, device=device).expand(B).clone()
 
 
-def _integrate_per_sample(fn, y0, t0, t1, tab, rtol, atol, max_nfe, first_step, name, nfe=0, time_of=None):
+def _integrate_per_sample(
+    fn: Callable[[Tensor, Tensor], Tensor],
+    y0: Tensor,
+    t0: float | Tensor,
+    t1: float | Tensor,
+    tab: EmbeddedTableau,
+    rtol: float,
+    atol: float,
+    max_nfe: int,
+    first_step: float | Tensor | None,
+    name: str,
+    nfe: int = 0,
+    time_of: Callable[[float], float] | None = None,
+) -> tuple[Tensor, int, Tensor | None, Tensor]:
     """B independent adaptive solves sharing each batched call of ``fn`` (module docstring).
 
     ``t0``, ``t1`` and ``first_step`` are numbers or (B,) tensors (per-sample starts, ends and
@@ -380,7 +415,15 @@ def _integrate_per_sample(fn, y0, t0, t1, tab, rtol, atol, max_nfe, first_step, 
             return y, count[0], h, per
 
 
-def _rk_step_per_sample(call, t: Tensor, t_new: Tensor, y: Tensor, k0: Tensor, tab: EmbeddedTableau, active):
+def _rk_step_per_sample(
+    call: Callable[[Tensor, Tensor, Tensor], Tensor],
+    t: Tensor,
+    t_new: Tensor,
+    y: Tensor,
+    k0: Tensor,
+    tab: EmbeddedTableau,
+    active: Tensor,
+) -> tuple[Tensor, Tensor, Tensor]:
     """:func:`_rk_step` with per-sample times and step sizes (B,): ``(y_new, error, last stage)``."""
     h = t_new - t
     ks = [k0]
@@ -403,7 +446,18 @@ def _rk_step_per_sample(call, t: Tensor, t_new: Tensor, y: Tensor, k0: Tensor, t
     return y_new, err, ks[-1]
 
 
-def _initial_step_per_sample(call, t, y, k0, direction, order, rtol, atol, span, active) -> Tensor:
+def _initial_step_per_sample(
+    call: Callable[[Tensor, Tensor, Tensor], Tensor],
+    t: Tensor,
+    y: Tensor,
+    k0: Tensor,
+    direction: Tensor,
+    order: int,
+    rtol: float,
+    atol: float,
+    span: Tensor,
+    active: Tensor,
+) -> Tensor:
     """:func:`_initial_step` for each sample (one batched evaluation), shape (B,)."""
     scale = atol + rtol * y.detach().abs()
     d0, d1 = _sample_rms(y.detach() / scale), _sample_rms(k0.detach() / scale)
@@ -430,7 +484,9 @@ def _step_factors(ratio: Tensor, order: int, accepted: Tensor, rejected_before: 
     return torch.where(torch.isfinite(ratio), factor, _MIN_FACTOR)
 
 
-def _check_finite_per_sample(k: Tensor, among: Tensor, t: Tensor, nfe: int, name: str, when) -> None:
+def _check_finite_per_sample(
+    k: Tensor, among: Tensor, t: Tensor, nfe: int, name: str, when: Callable[[float], float]
+) -> None:
     """NonFiniteError naming the first sample of ``among`` whose k holds NaN or inf (reads values: a sync)."""
     bad = among & ~torch.isfinite(k.detach()).reshape(k.shape[0], -1).all(dim=1)
     if bool(bad.any()):
@@ -452,7 +508,9 @@ def _step_factor(ratio: float, order: int, accepted: bool, rejected_before: bool
     return factor
 
 
-def _rk_step(call, t: float, t_new: float, y: Tensor, k0: Tensor, tab: EmbeddedTableau):
+def _rk_step(
+    call: Callable[[float, Tensor], Tensor], t: float, t_new: float, y: Tensor, k0: Tensor, tab: EmbeddedTableau
+) -> tuple[Tensor, Tensor, Tensor]:
     """One embedded step from (t, y) to t_new (k0 = fn(t, y)): ``(y_new, error, last stage)``."""
     h = t_new - t
     ks = [k0]
@@ -474,7 +532,18 @@ def _rk_step(call, t: float, t_new: float, y: Tensor, k0: Tensor, tab: EmbeddedT
     return y_new, err, ks[-1]
 
 
-def _initial_step(call, t, y, k0, direction, order, rtol, atol, norm, span) -> float:
+def _initial_step(
+    call: Callable[[float, Tensor], Tensor],
+    t: float,
+    y: Tensor,
+    k0: Tensor,
+    direction: float,
+    order: int,
+    rtol: float,
+    atol: float,
+    norm: Callable[[Tensor], Tensor],
+    span: float,
+) -> float:
     """Hairer, Nørsett & Wanner's starting step size (II.4, p. 169): one evaluation inside the span."""
     scale = atol + rtol * y.abs()
     d0, d1 = float(norm(y / scale)), float(norm(k0 / scale))
@@ -547,8 +616,15 @@ class AdaptiveODE(ODE):
     default_grid = "uniform"
 
     def __init__(
-        self, method="dopri5", rtol=None, atol=None, options=None, max_nfe=None, time_variable=None, per_sample=False
-    ):
+        self,
+        method: str = "dopri5",
+        rtol: float | None = None,
+        atol: float | None = None,
+        options: dict[str, Any] | None = None,
+        max_nfe: int | None = None,
+        time_variable: str | None = None,
+        per_sample: bool = False,
+    ) -> None:
         method = ALIASES.get(method, method) if isinstance(method, str) else method
         if not isinstance(method, str):
             raise TypeError(f"method must be one of {tuple(ADAPTIVE)}, got {type(method).__name__}")
@@ -574,8 +650,18 @@ class AdaptiveODE(ODE):
         return self.last_nfe
 
     def solve(
-        self, sde, model, x, grid, *, generator=None, denoise=True, callback=None, progress=False, check_finite=True
-    ):
+        self,
+        sde: LinearSDE,
+        model: ScoreModel,
+        x: Tensor,
+        grid: Tensor,
+        *,
+        generator: GeneratorLike = None,
+        denoise: bool = True,
+        callback: Callable[[dict], None] | None = None,
+        progress: bool = False,
+        check_finite: bool = True,
+    ) -> Tensor:
         """Integrate from ``grid[0]`` to ``grid[-1]`` (adaptive steps; see the class docstring)."""
         self.check(sde)
         rtol = check_tolerance(self.rtol, "rtol", x.dtype)
@@ -591,7 +677,7 @@ class AdaptiveODE(ODE):
                 bar.update(1)
             return flow.drift(y, t)
 
-        def eps_at(y: Tensor, t) -> Tensor:
+        def eps_at(y: Tensor, t: float | Tensor) -> Tensor:
             calls[0] += 1
             if bar is not None:
                 bar.update(1)
@@ -626,7 +712,7 @@ class AdaptiveODE(ODE):
             )
         return y
 
-    def _time_variable(self, sde) -> str:
+    def _time_variable(self, sde: LinearSDE) -> str:
         """``"auto"``: log-SNR for a discrete (DDPM) schedule, whose drift jumps at every knot in t
         but whose flow in u = log(sigma/alpha) does not depend on the schedule; t otherwise."""
         if self.time_variable != "auto":
@@ -649,7 +735,16 @@ class _Fns:
     name: str
     per: Tensor | None
 
-    def integrate(self, fn, y: Tensor, t0, t1, h, calls: list[int], time_of=None):
+    def integrate(
+        self,
+        fn: Callable[[Tensor, Tensor], Tensor],
+        y: Tensor,
+        t0: Any,
+        t1: Any,
+        h: Any,
+        calls: list[int],
+        time_of: Callable[[float], float] | None = None,
+    ) -> tuple[Tensor, Any]:
         """Adaptive steps of ``fn`` from t0 to t1 (numbers, or (B,) tensors per sample); ``calls[0]``
         is the solve's running count of batched evaluations. Returns ``(y1, next step size)``."""
         tab, rtol, atol, max_nfe, norm = self.args
@@ -663,12 +758,16 @@ class _Fns:
         return y, h
 
 
-def _advance_in_t(fns: _Fns, x: Tensor, t0, t1, h, calls: list[int]):
+def _advance_in_t(
+    fns: _Fns, x: Tensor, t0: float | Tensor, t1: float | Tensor, h: float | Tensor | None, calls: list[int]
+) -> tuple[Tensor, Any]:
     """Adaptive steps of ``dx/dt = f x - g^2/2 s`` (the process's probability-flow drift) from t0 to t1."""
     return fns.integrate(fns.velocity, x, t0, t1, h, calls)
 
 
-def _advance_in_log_snr(fns: _Fns, x: Tensor, t0, t1, h, calls: list[int]):
+def _advance_in_log_snr(
+    fns: _Fns, x: Tensor, t0: float | Tensor, t1: float | Tensor, h: float | Tensor | None, calls: list[int]
+) -> tuple[Tensor, Any]:
     """Adaptive steps in u = log(sigma/alpha) = -lambda/2 of ``dy/du = (sigma/alpha) eps`` with
     y = x / alpha (Song et al. 2021, sec. 4.3; the ODE DDIM's step is exact for): no schedule in it.
     t0, t1: numbers, or (B,) float64 tensors (per-sample solves)."""
@@ -699,7 +798,15 @@ def _advance_in_log_snr(fns: _Fns, x: Tensor, t0, t1, h, calls: list[int]):
     return (a1 * y if fns.per is None else bcast(a1.to(y.dtype), y) * y), h
 
 
-def _step_into_zero(fns, advance, x: Tensor, t0: float, t1: float, h, calls):
+def _step_into_zero(
+    fns: _Fns,
+    advance: Callable[..., tuple[Tensor, Any]],
+    x: Tensor,
+    t0: float,
+    t1: float,
+    h: float | Tensor | None,
+    calls: list[int],
+) -> Tensor:
     """From t0 into t1 where sigma(t1) = 0, evaluating the model only where sigma > 0.
 
     With r = sigma / alpha, the DDIM step ``x_s = alpha_s (x_t - sigma_t eps_hat) / alpha_t``
@@ -741,7 +848,15 @@ def _step_into_zero(fns, advance, x: Tensor, t0: float, t1: float, h, calls):
         t_b = t_of(r_b)
 
 
-def _step_into_zero_per_sample(fns: _Fns, advance, x: Tensor, t0: float, t1: float, h, calls):
+def _step_into_zero_per_sample(
+    fns: _Fns,
+    advance: Callable[..., tuple[Tensor, Any]],
+    x: Tensor,
+    t0: float,
+    t1: float,
+    h: float | Tensor | None,
+    calls: list[int],
+) -> Tensor:
     """:func:`_step_into_zero` for each sample: its own r_b, two-half check and acceptance.
 
     All samples start from the same r_b; a sample whose check fails integrates on to its own
@@ -792,7 +907,7 @@ def _step_into_zero_per_sample(fns: _Fns, advance, x: Tensor, t0: float, t1: flo
         t_b = torch.where(pending, sde._t_of_sigma_over_alpha(r_b), t_b)
 
 
-def _ddim_step(sde, y: Tensor, eps: Tensor, t, s) -> Tensor:
+def _ddim_step(sde: LinearSDE, y: Tensor, eps: Tensor, t: float | Tensor, s: float | Tensor) -> Tensor:
     """The constant-eps step from t to s (``ddim_coefficients`` with eta = 0): ``a y + b eps``.
 
     t, s: numbers, or (B,) float64 host tensors (one step per sample: the grid interleaves the
@@ -800,12 +915,12 @@ def _ddim_step(sde, y: Tensor, eps: Tensor, t, s) -> Tensor:
     if not isinstance(t, Tensor):
         c = ddim_coefficients(sde, torch.tensor([t, s], dtype=torch.float64), 0.0)
         return float(c["a"][0]) * y + float(c["b"][0]) * eps
-    c = ddim_coefficients(sde, torch.stack((t, s), dim=1).reshape(-1), 0.0)
+    c = ddim_coefficients(sde, torch.stack((t, s), dim=1).reshape(-1), 0.0)  # type: ignore[arg-type]
     a, b = (c[k][0::2].to(device=y.device, dtype=y.dtype) for k in ("a", "b"))
     return bcast(a, y) * y + bcast(b, y) * eps
 
 
-def _check_options(options) -> dict:
+def _check_options(options: Any) -> dict:
     if options is None:
         return {}
     if not isinstance(options, dict):
