@@ -83,7 +83,7 @@ from ._validate import (
     check_tolerance,
     describe,
 )
-from .model import ScoreModel, as_model, bind_kwargs
+from .model import ScoreLike, ScoreModel, as_model, bind_kwargs
 from .sde.base import LinearSDE
 from .sde.discrete import DiscreteVPSDE
 from .solvers.adaptive import DEFAULT_MAX_NFE, AdaptiveSolveError, rms_norm
@@ -133,7 +133,7 @@ class _TimeMap:
     in t, t(u) = t_of_log_snr(-2u) and dt/du = 2 / gamma'(t).
     """
 
-    def __init__(self, sde, kind: str, t_min: float):
+    def __init__(self, sde: LinearSDE, kind: str, t_min: float) -> None:
         self.sde, self.kind = sde, kind
         self.t_lo, self.t_hi = float(t_min), float(sde.T)
         if kind == "t":
@@ -157,7 +157,7 @@ class _TimeMap:
 
 
 # ------------------------------------------------------------------ divergence
-def _draw_probes(kind: str, n: int, x: Tensor, generator) -> Tensor:
+def _draw_probes(kind: str, n: int, x: Tensor, generator: GeneratorLike) -> Tensor:
     """``n`` probes per sample, shape (n, *x.shape); with a list of generators sample i's from generator i."""
     kind = "normal" if kind == "gaussian" else kind
     return draw(kind, (n,) + tuple(x.shape), generator, device=x.device, dtype=x.dtype, batch_dim=1)
@@ -178,13 +178,15 @@ def _not_differentiable() -> TypeError:
     )
 
 
-def _check_trace_args(score_fn, x, create_graph) -> None:
+def _check_trace_args(score_fn: Any, x: Any, create_graph: Any) -> None:
     check_callable(score_fn, "score_fn", "a callable score_fn(x)")
     check_tensor(x, "x", min_dim=1)
     check_bool(create_graph, "create_graph")
 
 
-def hutchinson_trace(score_fn, x: Tensor, probes: Tensor, *, create_graph: bool = False):
+def hutchinson_trace(
+    score_fn: Callable[[Tensor], Tensor], x: Tensor, probes: Tensor, *, create_graph: bool = False
+) -> tuple[Tensor, Tensor]:
     """The score s(x) and Hutchinson's estimate of tr(ds/dx), shape (B,).
 
     ``tr(A) = E[eps^T A eps]`` for probes with E[eps eps^T] = I; the estimate averages
@@ -201,7 +203,9 @@ def hutchinson_trace(score_fn, x: Tensor, probes: Tensor, *, create_graph: bool 
     return _hutchinson_trace(score_fn, x, probes, create_graph)
 
 
-def _hutchinson_trace(score_fn, x: Tensor, probes: Tensor, create_graph: bool):
+def _hutchinson_trace(
+    score_fn: Callable[[Tensor], Tensor], x: Tensor, probes: Tensor, create_graph: bool
+) -> tuple[Tensor, Tensor]:
     with torch.enable_grad():
         xr = _leaf(x, create_graph)
         s = score_fn(xr)
@@ -225,7 +229,9 @@ def _hutchinson_trace(score_fn, x: Tensor, probes: Tensor, create_graph: bool):
     return s, tr
 
 
-def exact_trace(score_fn, x: Tensor, *, chunk_size: int | None = None, create_graph: bool = False):
+def exact_trace(
+    score_fn: Callable[[Tensor], Tensor], x: Tensor, *, chunk_size: int | None = None, create_graph: bool = False
+) -> tuple[Tensor, Tensor]:
     """The score s(x) and the exact tr(ds/dx) per sample, shape (B,).
 
     One forward pass, then reverse-mode products with the basis vectors e_j (the same e_j
@@ -241,13 +247,15 @@ def exact_trace(score_fn, x: Tensor, *, chunk_size: int | None = None, create_gr
     return _exact_trace(score_fn, x, chunk_size, create_graph)
 
 
-def _exact_trace(score_fn, x: Tensor, chunk_size: int | None, create_graph: bool):
+def _exact_trace(
+    score_fn: Callable[[Tensor], Tensor], x: Tensor, chunk_size: int | None, create_graph: bool
+) -> tuple[Tensor, Tensor]:
     B = x.shape[0]
     D = x[0].numel()
     if chunk_size is None:
         chunk_size = max(1, min(D, 2**24 // max(1, B * D)))
 
-    def checked(xx):
+    def checked(xx: Tensor) -> Tensor:
         out = score_fn(xx)
         if not out.requires_grad:  # inside vjp: False when the output does not depend on xx through autograd
             raise _not_differentiable()
@@ -300,7 +308,7 @@ def _integration_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.promote_types(dtype, torch.float32)
 
 
-def _check_grad(grad) -> bool | str:
+def _check_grad(grad: Any) -> bool | str:
     if isinstance(grad, bool):
         return grad
     if isinstance(grad, str):
@@ -310,12 +318,12 @@ def _check_grad(grad) -> bool | str:
     raise TypeError(f"grad must be False, True or 'adjoint', got {describe(grad)} ({type(grad).__name__})")
 
 
-def _check_generator(generator, x: Tensor, name: str = "generator") -> None:
+def _check_generator(generator: Any, x: Tensor, name: str = "generator") -> None:
     """None, a torch.Generator or a list of one per sample of x, on x's device type."""
     check_generator(generator, batch=x.shape[0], device=x.device, name=name)
 
 
-def _check_method(method, steps, grad) -> tuple[str, int | None]:
+def _check_method(method: Any, steps: Any, grad: bool | str) -> tuple[str, int | None]:
     if method in _TORCHDIFFEQ_FIXED:
         import warnings
 
@@ -344,26 +352,26 @@ def _check_method(method, steps, grad) -> tuple[str, int | None]:
 
 
 def _check_log_likelihood(
-    sde,
-    x,
+    sde: Any,
+    x: Any,
     *,
-    divergence,
-    probe,
-    n_probes,
-    method,
-    rtol,
-    atol,
-    t_min,
-    steps,
-    generator,
-    return_latent,
-    time_variable,
-    prior_logp,
-    grad,
-    chunk_size,
-    solver_options,
-    cuda_graph,
-    max_nfe,
+    divergence: Any,
+    probe: Any,
+    n_probes: Any,
+    method: Any,
+    rtol: Any,
+    atol: Any,
+    t_min: Any,
+    steps: Any,
+    generator: Any,
+    return_latent: Any,
+    time_variable: Any,
+    prior_logp: Any,
+    grad: Any,
+    chunk_size: Any,
+    solver_options: Any,
+    cuda_graph: Any,
+    max_nfe: Any,
 ) -> _Plan:
     """Check every argument of :func:`log_likelihood` (the model is checked by ``as_model``)."""
     if not isinstance(sde, LinearSDE):
@@ -405,7 +413,7 @@ def _check_log_likelihood(
     )  # fmt: skip
 
 
-def _check_solver_options(solver_options, method: str, grad) -> None:
+def _check_solver_options(solver_options: Any, method: str, grad: bool | str) -> None:
     """None, or a dict of the adaptive integrator's options (any of torchdiffeq's with the adjoint)."""
     if solver_options is None:
         return
@@ -422,7 +430,7 @@ def _check_solver_options(solver_options, method: str, grad) -> None:
         check_callable(solver_options["norm"], "solver_options['norm']", "a callable norm(e) -> 0-d tensor")
 
 
-def _check_cuda_graph(cuda_graph, x: Tensor, grad, method: str, divergence: str) -> bool:
+def _check_cuda_graph(cuda_graph: Any, x: Tensor, grad: bool | str, method: str, divergence: str) -> bool:
     """cuda_graph=True needs x on CUDA, grad=False, a torch method and the exact divergence."""
     cuda_graph = check_bool(cuda_graph, "cuda_graph")
     if cuda_graph:
@@ -445,8 +453,8 @@ def _check_cuda_graph(cuda_graph, x: Tensor, grad, method: str, divergence: str)
 
 # ------------------------------------------------------------------ log-likelihood
 def log_likelihood(
-    sde,
-    model,
+    sde: LinearSDE,
+    model: ScoreLike,
     x: Tensor,
     *,
     divergence: str = "hutchinson",
@@ -545,7 +553,7 @@ def log_likelihood(
         return _log_likelihood(sde, bind_kwargs(as_model(model, sde), model_kwargs), x, plan, generator, bar)
 
 
-def _network_dtype(model, default: torch.dtype) -> torch.dtype:
+def _network_dtype(model: object, default: torch.dtype) -> torch.dtype:
     """The dtype a :class:`ScoreModel`'s network computes in: that of its first floating
     parameter or buffer, else ``default`` (a parameter-free callable, e.g. an exact score)."""
     net = model.net if isinstance(model, ScoreModel) else model
@@ -559,7 +567,7 @@ def _network_dtype(model, default: torch.dtype) -> torch.dtype:
 class _Counter:
     """Counts one call's evaluations of the augmented dynamics and stops the solve at ``max_nfe``."""
 
-    def __init__(self, func, max_nfe: int, tmap: _TimeMap, method: str):
+    def __init__(self, func: Callable[[Tensor, Tensor], Tensor], max_nfe: int, tmap: _TimeMap, method: str) -> None:
         self.func, self.max_nfe, self.tmap, self.method = func, max_nfe, tmap, method
         self.nfe, self.active = 0, True
 
@@ -578,7 +586,12 @@ class _Counter:
 
 
 def _log_likelihood(
-    sde: LinearSDE, model: ScoreModel, x: Tensor, plan: _Plan, generator, bar: SolveProgress | None = None
+    sde: LinearSDE,
+    model: ScoreModel,
+    x: Tensor,
+    plan: _Plan,
+    generator: GeneratorLike,
+    bar: SolveProgress | None = None,
 ) -> LikelihoodResult:
     """The numerics of :func:`log_likelihood` (arguments checked)."""
     dtype = plan.dtype
@@ -617,7 +630,9 @@ def _log_likelihood(
     )
 
 
-def _augmented_dynamics(sde: LinearSDE, model: ScoreModel, tmap: _TimeMap, plan: _Plan, xw: Tensor, generator):
+def _augmented_dynamics(
+    sde: LinearSDE, model: ScoreModel, tmap: _TimeMap, plan: _Plan, xw: Tensor, generator: GeneratorLike
+) -> Callable[[Tensor, Tensor], Tensor]:
     """``func(u, y)``: (dx/du, d delta/du) of the flattened state y = (x, delta) in the integration dtype."""
     B, D, shape = xw.shape[0], xw[0].numel(), xw.shape
     create_graph = plan.grad is not False
@@ -636,7 +651,7 @@ def _augmented_dynamics(sde: LinearSDE, model: ScoreModel, tmap: _TimeMap, plan:
     def velocity(u: Tensor, xt: Tensor) -> tuple[Tensor, Tensor]:
         t, dtdu = tmap(u.to(device=xt.device))
 
-        def score_fn(xx):
+        def score_fn(xx: Tensor) -> Tensor:
             return model.score(xx.to(net_dtype), t).to(xx.dtype)
 
         if plan.divergence == "exact":
@@ -659,7 +674,7 @@ def _augmented_dynamics(sde: LinearSDE, model: ScoreModel, tmap: _TimeMap, plan:
     return func
 
 
-def _solve_fixed(func, y0: Tensor, u0: float, u1: float, plan: _Plan) -> Tensor:
+def _solve_fixed(func: Callable[[Tensor, Tensor], Tensor], y0: Tensor, u0: float, u1: float, plan: _Plan) -> Tensor:
     """``steps`` uniform steps of the explicit Runge-Kutta tableau of ``ODE(method)``."""
     tab = TABLEAUX[plan.method]
     assert plan.steps is not None  # fixed-step methods require steps (checked in the plan)
@@ -681,7 +696,9 @@ def _solve_fixed(func, y0: Tensor, u0: float, u1: float, plan: _Plan) -> Tensor:
     return y
 
 
-def _solve_adaptive(func, y0: Tensor, tmap: _TimeMap, plan: _Plan, B: int) -> Tensor:
+def _solve_adaptive(
+    func: Callable[[Tensor, Tensor], Tensor], y0: Tensor, tmap: _TimeMap, plan: _Plan, B: int
+) -> Tensor:
     """The embedded pair of :mod:`sdesolve.solvers.adaptive` from u0 to u1, its last step landing on u1.
 
     Its errors (step-size underflow, NaN from the model) name the process time t. The evaluation
@@ -702,7 +719,14 @@ def _solve_adaptive(func, y0: Tensor, tmap: _TimeMap, plan: _Plan, B: int) -> Te
     return y
 
 
-def _solve_adaptive_per_sample(func, y0: Tensor, tmap: _TimeMap, plan: _Plan, B: int, time_of) -> Tensor:
+def _solve_adaptive_per_sample(
+    func: Callable[[Tensor, Tensor], Tensor],
+    y0: Tensor,
+    tmap: _TimeMap,
+    plan: _Plan,
+    B: int,
+    time_of: Callable[[float], float],
+) -> Tensor:
     """Each sample's own adaptive solve (``per_sample=True``): the flattened state (x, delta) is
     viewed as B rows (x_i, delta_i), and ``func`` is called with per-sample times u of shape (B,).
     The integrator's budget is ``max_nfe`` itself (it raises first, naming a sample's t)."""
@@ -722,7 +746,7 @@ def _solve_adaptive_per_sample(func, y0: Tensor, tmap: _TimeMap, plan: _Plan, B:
     return flat(y)
 
 
-def _check_per_sample(plan: _Plan, per_sample) -> _Plan:
+def _check_per_sample(plan: _Plan, per_sample: Any) -> _Plan:
     """The plan with ``per_sample`` checked against the method, grad, cuda_graph and solver_options."""
     if not check_bool(per_sample, "per_sample"):
         return plan
@@ -742,7 +766,9 @@ def _check_per_sample(plan: _Plan, per_sample) -> _Plan:
     return dataclasses.replace(plan, per_sample=True)
 
 
-def _solve_torchdiffeq(func, y0, tmap, plan: _Plan, model):
+def _solve_torchdiffeq(
+    func: Callable[[Tensor, Tensor], Tensor], y0: Tensor, tmap: _TimeMap, plan: _Plan, model: ScoreModel
+) -> Tensor:
     import torchdiffeq
 
     u = torch.tensor([tmap.u0, tmap.u1], dtype=y0.dtype, device=y0.device)
@@ -751,7 +777,7 @@ def _solve_torchdiffeq(func, y0, tmap, plan: _Plan, model):
         assert plan.steps is not None  # fixed-step methods require steps (checked in the plan)
         grid = torch.linspace(tmap.u0, tmap.u1, plan.steps + 1, dtype=torch.float64)
 
-        def grid_constructor(f, y, t, grid=grid):
+        def grid_constructor(f: Any, y: Tensor, t: Tensor, grid: Tensor = grid) -> Tensor:
             return grid.to(device=t.device, dtype=t.dtype)
 
         options["grid_constructor"] = grid_constructor
@@ -784,7 +810,9 @@ class _GraphedDynamics:
 
     _graph: torch.cuda.CUDAGraph | None
 
-    def __init__(self, func, u: Tensor, y: Tensor, model, u_end: Tensor):
+    def __init__(
+        self, func: Callable[[Tensor, Tensor], Tensor], u: Tensor, y: Tensor, model: ScoreModel, u_end: Tensor
+    ) -> None:
         self._u, self._y = u.clone(), y.clone()
         self._model = model
         for _attempt in range(2):
@@ -799,7 +827,7 @@ class _GraphedDynamics:
             "pass cuda_graph=False"
         )
 
-    def _reproduces(self, func, u: Tensor, y: Tensor) -> bool:
+    def _reproduces(self, func: Callable[[Tensor, Tensor], Tensor], u: Tensor, y: Tensor) -> bool:
         """Whether a replay at (u, y) equals an eager evaluation there (to 1e-4 of its largest entry)."""
         nfe0 = self._model.nfe
         ref = func(u, y)
@@ -818,21 +846,21 @@ class _GraphedDynamics:
 
 
 class _FuncModule(torch.nn.Module):
-    def __init__(self, func):
+    def __init__(self, func: Callable[[Tensor, Tensor], Tensor]) -> None:
         super().__init__()
         self.func = func
 
-    def forward(self, t, y):
+    def forward(self, t: Tensor, y: Tensor) -> Tensor:
         return self.func(t, y)
 
 
-def _solve_scipy(func, y0: Tensor, u0: float, u1: float, plan: _Plan) -> Tensor:
+def _solve_scipy(func: Callable[[Tensor, Tensor], Tensor], y0: Tensor, u0: float, u1: float, plan: _Plan) -> Tensor:
     """solve_ivp on the host in float64 with the flattened state (score_sde's approach)."""
     from scipy.integrate import solve_ivp
 
     dev, dt = y0.device, y0.dtype
 
-    def fun(u, y):
+    def fun(u: float, y: np.ndarray) -> np.ndarray:
         yt = torch.from_numpy(y).to(device=dev, dtype=dt)
         with torch.no_grad():
             out = func(torch.tensor(u, dtype=torch.float64, device=dev), yt)
@@ -848,8 +876,8 @@ def _solve_scipy(func, y0: Tensor, u0: float, u1: float, plan: _Plan) -> Tensor:
 
 # ------------------------------------------------------------------ bits per dimension
 def bits_per_dim(
-    sde,
-    model,
+    sde: LinearSDE,
+    model: ScoreLike,
     x: Tensor,
     *,
     data_range: tuple[float, float] = (-1.0, 1.0),
@@ -859,7 +887,7 @@ def bits_per_dim(
     n_repeats: int = 1,
     generator: GeneratorLike = None,
     dtype: torch.dtype | None = None,
-    **likelihood_kwargs,
+    **likelihood_kwargs: Any,
 ) -> Tensor:
     r"""Bits per dimension of n-bit data under the probability-flow likelihood, shape (B,).
 
@@ -924,7 +952,9 @@ def bits_per_dim(
     return total / n_repeats
 
 
-def _check_bits_per_dim(x, data_range, n_bits, levels, dequantize, n_repeats, generator, dtype):
+def _check_bits_per_dim(
+    x: Any, data_range: Any, n_bits: Any, levels: Any, dequantize: Any, n_repeats: Any, generator: Any, dtype: Any
+):
     """Check the arguments of :func:`bits_per_dim`; return ``(lo, hi, levels, k, dtype)``, with k
     the integer levels (in ``dtype``) of discrete data or None for continuous data."""
     check_tensor(x, "x", floating=False, min_dim=1, nonempty=True)
