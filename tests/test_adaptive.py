@@ -17,6 +17,7 @@ import re
 import numpy as np
 import pytest
 import torch
+from helpers import PROCESSES as REGISTRY
 from helpers import loglog_slope
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -29,7 +30,7 @@ from sdesolve.solvers.ode import ODE
 
 TARGET_16 = sd.Gaussian(torch.linspace(-2.0, 2.0, 16), torch.linspace(0.1, 2.0, 16))
 TARGET_3 = sd.Gaussian(torch.tensor([1.0, -0.5, 0.3]), torch.tensor([0.5, 2.0, 0.1]))
-PROCESSES = {"VP": sd.VPSDE, "subVP": sd.SubVPSDE, "VE": sd.VESDE, "VDM": sd.VDMSDE}
+PROCESSES = {"VP": REGISTRY["vp"], "subVP": REGISTRY["subvp"], "VE": REGISTRY["ve"], "VDM": REGISTRY["vdm"]}
 
 
 # --------------------------------------------------------------------------- tableaux

@@ -32,7 +32,7 @@ from test_exponential import random_grid
 import sdesolve as sd
 
 TARGET = sd.Gaussian(torch.tensor([1.0, -0.5, 0.3]), torch.tensor([0.5, 2.0, 0.1]))
-PROCESSES = {"vp": sd.VPSDE, "subvp": sd.SubVPSDE, "ve": sd.VESDE}
+PROCESSES = {k: ALL_PROCESSES[k] for k in ("vp", "subvp", "ve")}  # the registry's factories
 
 
 def k_sampling():

@@ -35,7 +35,7 @@ _gen = torch.Generator().manual_seed(1234)
 W = torch.randn(D, D, generator=_gen, dtype=torch.float64) / D**0.5
 B = torch.randn(D, generator=_gen, dtype=torch.float64)
 TARGET = sd.Gaussian(torch.tensor([1.0, -0.5, 0.3]), torch.tensor([0.5, 2.0, 0.1]))
-ORDER_PROCESSES = {"vp": sd.VPSDE, "subvp": sd.SubVPSDE, "ve": sd.VESDE}
+ORDER_PROCESSES = {k: PROCESSES[k] for k in ("vp", "subvp", "ve")}  # the registry's factories
 
 
 def net(x, k):

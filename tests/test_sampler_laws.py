@@ -36,6 +36,7 @@ import math
 
 import pytest
 import torch
+from helpers import PROCESSES as REGISTRY
 from helpers import chain_moments, check_moments
 from scipy import stats
 
@@ -56,12 +57,7 @@ SAMPLERS = {
     "ddim_eta1": lambda: sd.DDIM(eta=1.0),
     "vdm_ancestral": lambda: sd.VDMAncestral(),
 }
-PROCESSES = {
-    "vp": lambda: sd.VPSDE(),
-    "subvp": lambda: sd.SubVPSDE(),
-    "ve": lambda: sd.VESDE(),
-    "discrete": lambda: sd.DiscreteVPSDE.from_schedule("linear"),
-}
+PROCESSES = {k: REGISTRY[k] for k in ("vp", "subvp", "ve", "discrete")}  # the registry's factories
 DIMS = (2, 4, 16, 64)
 FAST_DIMS = (2, 16)
 FAST_PROCESS = "vp"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import PROCESSES as REGISTRY
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -28,14 +29,7 @@ MIXTURE = sd.GaussianMixture(
     torch.tensor([[[1.0, -0.5, 0.2], [0.0, 0.4, -1.0]], [[-0.8, 0.3, 0.5], [0.6, -0.2, 0.1]]], dtype=F64),
     torch.tensor([0.3, 0.6], dtype=F64),
 )
-PROCESSES = {
-    "vp": lambda: sd.VPSDE(),
-    "subvp": lambda: sd.SubVPSDE(),
-    "ve": lambda: sd.VESDE(),
-    "cosine": lambda: sd.CosineVPSDE(),
-    "discrete": lambda: sd.DiscreteVPSDE.from_schedule("linear", 1000),
-    "vdm": lambda: sd.VDMSDE(),
-}
+PROCESSES = {k: REGISTRY[k] for k in ("vp", "subvp", "ve", "cosine", "discrete", "vdm")}  # the registry's
 PREDICTORS = {
     "em": lambda: sd.EulerMaruyamaPredictor(),
     "rd": lambda: sd.ReverseDiffusionPredictor(),
