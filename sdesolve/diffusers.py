@@ -813,7 +813,9 @@ class ScoreSdeVpScheduler(_StepIndex, SchedulerMixin, ConfigMixin):  # type: ign
         self.timesteps = timesteps.to(device) if device is not None else timesteps
         self._step_index = None
 
-    def step_pred(self, score: Tensor, x: Tensor, t: TimestepLike, generator: torch.Generator | None = None):
+    def step_pred(
+        self, score: Tensor, x: Tensor, t: TimestepLike, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor]:
         """One Euler-Maruyama step of the reverse VP SDE from ``t = timesteps[i]`` to the next time.
 
         Args:

@@ -35,7 +35,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
@@ -43,6 +43,9 @@ from torch import Tensor
 from ._validate import check_int, check_real
 from .sde.base import LinearSDE
 from .sde.discrete import DiscreteVPSDE, ddpm_betas
+
+if TYPE_CHECKING:  # hypothesis is optional at run time
+    from hypothesis.strategies import SearchStrategy
 from .sde.vdm import VDMSDE, FixedLinearGamma
 from .sde.ve import VESDE
 from .sde.vp import VPSDE, CosineVPSDE, SubVPSDE
@@ -658,21 +661,21 @@ def _t_mins(lo: float, hi: float):
     return _log_uniform(lo, hi)
 
 
-def vp_sdes(t_min: float | None = None):
+def vp_sdes(t_min: float | None = None) -> SearchStrategy[LinearSDE]:
     """VPSDE with beta_min in [0.01, 1], beta_max in [10, 30] (so the prior is reached: KL < 1e-4)."""
     st = _st()
     tm = st.just(t_min) if t_min is not None else _t_mins(1e-5, 1e-2)
     return st.builds(lambda a, b, m: VPSDE(a, b, t_min=m), _log_uniform(0.01, 1.0), st.floats(10.0, 30.0), tm)
 
 
-def subvp_sdes(t_min: float | None = None):
+def subvp_sdes(t_min: float | None = None) -> SearchStrategy[LinearSDE]:
     """SubVPSDE with beta_min in [0.01, 1], beta_max in [10, 30]."""
     st = _st()
     tm = st.just(t_min) if t_min is not None else _t_mins(1e-5, 1e-2)
     return st.builds(lambda a, b, m: SubVPSDE(a, b, t_min=m), _log_uniform(0.01, 1.0), st.floats(10.0, 30.0), tm)
 
 
-def cosine_vp_sdes(t_min: float | None = None):
+def cosine_vp_sdes(t_min: float | None = None) -> SearchStrategy[LinearSDE]:
     """CosineVPSDE with s in [1e-4, 0.05] and log_snr_min in [-15, -6]."""
     st = _st()
     tm = st.just(t_min) if t_min is not None else _t_mins(1e-5, 1e-2)
@@ -681,14 +684,14 @@ def cosine_vp_sdes(t_min: float | None = None):
     )
 
 
-def ve_sdes(t_min: float | None = None):
+def ve_sdes(t_min: float | None = None) -> SearchStrategy[LinearSDE]:
     """VESDE with sigma_min in [1e-3, 0.1] and sigma_max in [10, 400] (log-uniform)."""
     st = _st()
     tm = st.just(t_min) if t_min is not None else _t_mins(1e-6, 1e-3)
     return st.builds(lambda a, b, m: VESDE(a, b, t_min=m), _log_uniform(1e-3, 0.1), _log_uniform(10.0, 400.0), tm)
 
 
-def vdm_sdes(t_min: float | None = None):
+def vdm_sdes(t_min: float | None = None) -> SearchStrategy[LinearSDE]:
     """VDMSDE(FixedLinearGamma(gamma_min, gamma_max)) with gamma_min in [-30, -5], gamma_max in [5, 30]."""
     st = _st()
     tm = st.just(t_min) if t_min is not None else st.sampled_from([0.0, 1e-5, 1e-3])
@@ -706,7 +709,7 @@ def _random_schedule(n: int, total: float, seed: int) -> Tensor:
     return torch.exp(-torch.cumsum(d, 0))
 
 
-def discrete_vp_sdes():
+def discrete_vp_sdes() -> SearchStrategy[LinearSDE]:
     """DiscreteVPSDE from random schedules that reach the prior.
 
     Either diffusers' named schedules (``linear``, ``scaled_linear``, ``squaredcos_cap_v2``)
@@ -746,7 +749,7 @@ _KINDS = {
 }
 
 
-def sdes(kinds: Iterable[str] | None = None):
+def sdes(kinds: Iterable[str] | None = None) -> SearchStrategy[LinearSDE]:
     """Any built-in process with random valid parameters that reach the prior (``check_sde`` passes).
 
     Args:
@@ -761,7 +764,7 @@ def sdes(kinds: Iterable[str] | None = None):
     return st.one_of([_KINDS[k]() for k in kinds])
 
 
-def times(sde: LinearSDE, *, t_min: float | None = None):
+def times(sde: LinearSDE, *, t_min: float | None = None) -> SearchStrategy[float]:
     """Times (Python floats) in ``[t_min, T]`` of ``sde`` (``t_min`` defaults to ``sde.t_min``)."""
     st = _st()
     hi = float(sde.T)
