@@ -53,6 +53,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
+from .._progress import progress_bar
 from .._utils import bcast
 from .._validate import check_bool, check_callable, check_choice, check_int, check_real, check_tensor, check_tolerance
 from .base import GeneratorLike, NonFiniteError
@@ -667,20 +668,18 @@ class AdaptiveODE(ODE):
         rtol = check_tolerance(self.rtol, "rtol", x.dtype)
         atol = check_tolerance(self.atol, "atol", x.dtype)
         flow = sde.probability_flow(model)
-        bar = _progress_bar(progress, self.method)
+        bar = progress_bar(None, desc=f"ODE({self.method}) nfe", unit="nfe", enabled=progress)
         calls = [0]  # every network evaluation of this solve
         per = torch.zeros(x.shape[0], dtype=torch.int64, device=x.device) if self.per_sample else None
 
         def velocity(t: Tensor, y: Tensor) -> Tensor:
             calls[0] += 1
-            if bar is not None:
-                bar.update(1)
+            bar.update(1)
             return flow.drift(y, t)
 
         def eps_at(y: Tensor, t: float | Tensor) -> Tensor:
             calls[0] += 1
-            if bar is not None:
-                bar.update(1)
+            bar.update(1)
             t = torch.as_tensor(t, dtype=torch.float64, device=y.device)
             return flow.model.eps(y, t.expand(y.shape[0]) if t.dim() == 0 else t)
 
@@ -701,8 +700,7 @@ class AdaptiveODE(ODE):
                 if callback is not None:
                     callback({"i": i, "t": t0, "t_next": t1, "x": y, "x0": None})
         finally:
-            if bar is not None:
-                bar.close()
+            bar.close()
             self.last_nfe = calls[0]
             self.last_nfe_per_sample = per
         if check_finite and not bool(torch.isfinite(y).all()):
@@ -934,11 +932,3 @@ def _check_options(options: Any) -> dict:
     if "first_step" in out and out["first_step"] is not None:
         out["first_step"] = check_real(out["first_step"], "options['first_step']", positive=True)
     return out
-
-
-def _progress_bar(progress: bool, method: str):
-    if not progress:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(desc=f"ODE({method}) nfe", unit="nfe")

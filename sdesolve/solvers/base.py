@@ -132,6 +132,11 @@ class Solver:
         return f"{type(self).__name__}({fields})"
 
 
+def steps_into_zero(sde: LinearSDE, grid: Tensor) -> list[bool]:
+    """Which steps of ``grid`` end where sigma = 0, as a host list (a solver branches on it with no sync)."""
+    return [bool(z) for z in torch.exp(sde._log_sigma(grid[1:])) == 0.0]
+
+
 def run_steps(
     solver: Solver,
     model: ScoreModel,
@@ -301,8 +306,8 @@ def randn_like(x: Tensor, generator: Any) -> Tensor:
     """Standard normal noise of x's shape, dtype and device from ``generator``: every solver's draw.
 
     ``generator`` is a ``torch.Generator`` (or None), a list of B generators (sample i's noise from
-    generator i: :func:`draw`), or a noise source with a ``draw(x)`` method (used by
-    :class:`~sdesolve.GraphSampler`, whose captured graph cannot draw from a generator).
+    generator i: :func:`draw`), or a noise source with a ``draw(x)`` method (:class:`~sdesolve.GraphSampler`'s
+    counter-based noise for a list of generators, generated inside its captured graph).
     """
     if generator is None or isinstance(generator, (torch.Generator, list, tuple)):
         return draw("normal", x.shape, generator, device=x.device, dtype=x.dtype)

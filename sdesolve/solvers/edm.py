@@ -48,7 +48,7 @@ from torch import Tensor
 
 from .._validate import check_real
 from ..model import ScoreModel, view_at, view_coefficients
-from .base import GeneratorLike, Solver, randn_like
+from .base import GeneratorLike, Solver, randn_like, steps_into_zero
 
 if TYPE_CHECKING:
     from ..sde.base import LinearSDE
@@ -112,7 +112,7 @@ class EDMHeun(Solver):
             churn.append(self.s_noise * math.sqrt(max(rh * rh - r[i] * r[i], 0.0)))
         c["churn"] = torch.tensor(churn, dtype=torch.float64)
         c["draws"] = [x > 0.0 for x in churn]  # a host list: which steps draw noise
-        c["into_zero"] = [x == 0.0 for x in r[1:]]
+        c["into_zero"] = steps_into_zero(sde, grid)
         hat = torch.tensor(r_hat, dtype=torch.float64)
         c["t_hat"] = torch.where(
             hat > torch.tensor(r[:-1], dtype=torch.float64), sde._t_of_sigma_over_alpha(hat), grid[:-1]
@@ -120,7 +120,7 @@ class EDMHeun(Solver):
         base = view_coefficients(sde, grid[:-1])
         churned = view_coefficients(sde, c["t_hat"])
         nxt = view_coefficients(sde, grid[1:])
-        c["inv_alpha"] = 1.0 / base["alpha"]  # x_hat_i = x / alpha_i
+        c["inv_alpha"] = base["x0_x"]  # x_hat_i = x / alpha_i
         for suffix, vc, rr in (("", base, r[:-1]), ("_hat", churned, r_hat)):
             rr_t = torch.tensor(rr, dtype=torch.float64)
             c["alpha" + suffix], c["sigma" + suffix] = vc["alpha"], vc["sigma"]
@@ -200,8 +200,8 @@ class EulerAncestral(Solver):
         c.update(view_coefficients(sde, grid[:-1]))
         r = sde._sigma_over_alpha(grid)
         r_t, r_s = r[:-1], r[1:]
-        drop = torch.clamp(r_t * r_t - r_s * r_s, min=0.0)  # >= 0 (times a few ulps apart may round it below)
-        up = torch.minimum(r_s, self.eta * torch.sqrt(r_s * r_s * drop / (r_t * r_t)))
+        # k-diffusion's sigma_up: eta r_s sqrt(1 - r_s^2 / r_t^2), the SNR ratio from the process
+        up = torch.minimum(r_s, self.eta * r_s * torch.sqrt(sde._one_minus_snr_ratio(grid[:-1], grid[1:])))
         down = torch.sqrt(torch.clamp(r_s * r_s - up * up, min=0.0))
         alpha_next = torch.exp(sde._log_alpha(grid[1:]))
         # x_s = alpha_s [(down / r_t) x_hat + (1 - down / r_t) D + s_noise up z], x_hat = x / alpha_t

@@ -81,7 +81,7 @@ from torch import Tensor
 
 from .._validate import check_bool, check_choice, check_int
 from ..model import ScoreModel, view_at, view_coefficients
-from .base import GeneratorLike, Solver, randn_like
+from .base import GeneratorLike, Solver, randn_like, steps_into_zero
 
 if TYPE_CHECKING:
     from ..sde.base import LinearSDE
@@ -136,8 +136,7 @@ class _Exponential(Solver):
     def _base(self, sde: LinearSDE, grid: Tensor) -> dict:
         c: dict = super().init(sde, grid)
         c.update(view_coefficients(sde, grid[:-1]))
-        sigma_next = torch.exp(sde._log_sigma(grid[1:]))
-        c["into_zero"] = [bool(z) for z in sigma_next == 0.0]  # a host list: branching on it needs no sync
+        c["into_zero"] = steps_into_zero(sde, grid)
         return c
 
     def init_state(self, x: Tensor, coefs: dict) -> dict[str, Any]:
@@ -426,8 +425,7 @@ class DPMSolver(Solver):
         c: dict[str, Any] = super().init(sde, grid)
         c.update(view_coefficients(sde, grid[:-1]))
         n, k = grid.numel() - 1, int(self.order)
-        sigma_next = torch.exp(sde._log_sigma(grid[1:]))
-        into_zero = [bool(z) for z in sigma_next == 0.0]
+        into_zero = steps_into_zero(sde, grid)
         stages = self.stage_times(sde, grid)
         l_t, l_s = _half_log_snr(sde, grid[:-1]), _half_log_snr(sde, grid[1:])
         la_t, la_s = sde._log_alpha(grid[:-1]).tolist(), sde._log_alpha(grid[1:]).tolist()

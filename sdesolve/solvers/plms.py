@@ -53,7 +53,7 @@ from torch import Tensor
 
 from .._validate import check_choice
 from ..model import ScoreModel, view_at, view_coefficients
-from .base import GeneratorLike, Solver
+from .base import GeneratorLike, Solver, steps_into_zero
 from .ddim import ddim_coefficients
 
 if TYPE_CHECKING:
@@ -110,7 +110,7 @@ class PLMS(Solver):
         c["a"], c["b"] = full["a"], full["b"]
         nxt = view_coefficients(sde, grid[1:])
         c["alpha_next"], c["sigma_next"] = nxt["alpha"], nxt["sigma"]
-        c["into_zero"] = [bool(z) for z in nxt["sigma"] == 0.0]  # a host list: branching on it needs no sync
+        c["into_zero"] = steps_into_zero(sde, grid)
         if self.warm_start == "prk":
             k = min(3, grid.numel() - 1)  # only the warm-up steps need midpoints
             t_mid = 0.5 * (grid[:k] + grid[1 : k + 1])

@@ -535,7 +535,7 @@ def _log_uniform_like(x: Tensor, generator: GeneratorLike) -> Tensor:
     a standard normal draw of x's shape: the same
     draw discipline as every other noise draw of the sampler, so whatever ``randn_like`` supports
     holds for the uniform too (a ``torch.Generator``, None, a per-sample list of generators: sample
-    b's uniform then comes from generator b; the pre-drawn noise of a GraphSampler).
+    b's uniform then comes from generator b; GraphSampler's in-graph counter noise).
     """
     z = randn_like(x, generator).reshape(x.shape[0], -1)[:, 0].to(torch.float64)
     return torch.special.log_ndtr(z)
