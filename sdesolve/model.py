@@ -31,9 +31,9 @@ from __future__ import annotations
 
 import copy
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -57,6 +57,7 @@ __all__ = [
 ]
 
 PREDICTIONS = ("eps", "x0", "v", "score")
+_M = TypeVar("_M")
 
 
 class ScoreModel(nn.Module):
@@ -123,6 +124,7 @@ class ScoreModel(nn.Module):
         self._model_kwargs: dict[str, Any] = _check_model_kwargs(model_kwargs, "model_kwargs")
         self._counter = _Counter()
         self._batch_checked: int | None = None  # the batch size model_kwargs were last checked against
+        self._time_tables: dict[int, tuple[Tensor, Tensor]] = {}  # per-grid network times (:func:`with_time_tables`)
 
     @property
     def nfe(self) -> int:
@@ -168,6 +170,7 @@ class ScoreModel(nn.Module):
         new = copy.copy(self)
         for name in ("_modules", "_parameters", "_buffers"):  # own registries: setting a module on the copy
             new.__dict__[name] = type(self.__dict__[name])(self.__dict__[name])  # leaves this model alone
+        new._time_tables = {}  # the tables of a solve stay with the copy made for it (with_time_tables)
         for name, value in attrs.items():
             setattr(new, name, value)
         new._batch_checked = None
@@ -211,15 +214,35 @@ class ScoreModel(nn.Module):
         sigma = bcast(torch.exp(self.sde._log_sigma(t64)).to(x.dtype), x)
         return alpha, sigma
 
-    def _net(self, x: Tensor, t64: Tensor) -> Tensor:
+    def _time_in(self, t64: Tensor, x: Tensor) -> Tensor:
+        """The network's time input at the float64 times ``t64``, in :meth:`network_time_dtype`."""
         fn = self.time_input if self.time_input is not None else self.sde.network_time
         t_in = fn(t64)  # float64 in, float64 out: rounded once, below
         if not isinstance(t_in, Tensor):
             raise TypeError(f"time_input must return a tensor, got {type(t_in).__name__}")
-        out = self._evaluate(x, t_in.to(self.network_time_dtype(x)))
+        return t_in.to(self.network_time_dtype(x))
+
+    def _net(self, x: Tensor, t64: Tensor) -> Tensor:
+        return self._net_in(x, self._time_in(t64, x))
+
+    def _net_in(self, x: Tensor, t_in: Tensor) -> Tensor:
+        """One network call at a prepared time input: the output checked for shape, in x's dtype."""
+        out = self._evaluate(x, t_in)
         if out.shape != x.shape:
             raise ValueError(f"the network returned shape {tuple(out.shape)}, expected the shape of x {tuple(x.shape)}")
         return out.to(x.dtype)
+
+    def _table_row(self, x: Tensor, t: Tensor) -> Tensor | None:
+        """The precomputed network time input of a solver's time ``t`` (a 0-d view into a time vector
+        bound by :func:`with_time_tables`), or None when ``t`` is not one of them."""
+        tables = self.__dict__.get("_time_tables")  # (absent from a model pickled by an older version)
+        if not tables or torch.compiler.is_compiling():
+            return None
+        base = t._base
+        entry = None if base is None else tables.get(id(base))
+        if entry is None or entry[0] is not base or t.dim() != 0 or entry[1].shape[1] != x.shape[0]:
+            return None
+        return entry[1][t.storage_offset()]
 
     def _evaluate(self, x: Tensor, t_in: Tensor) -> Tensor:
         """One network call on (x, t_in) with the bound inputs, counted; its output tensor."""
@@ -234,6 +257,13 @@ class ScoreModel(nn.Module):
             return out
         alpha, sigma = self._coefs(t64, x) if coefs is None else coefs
         return convert(out, x, alpha, sigma, self.prediction, view)
+
+    def _predict_in(self, x: Tensor, t_in: Tensor, view: str, coefs: tuple[Tensor, Tensor]) -> Tensor:
+        """The view from a prepared network time input and the coefficients at that time."""
+        out = self._net_in(x, t_in)
+        if view == self.prediction:
+            return out
+        return convert(out, x, coefs[0], coefs[1], self.prediction, view)
 
     # ------------------------------------------------------------------ public views
     def forward(self, x: Tensor, t: TimeLike) -> Tensor:
@@ -620,8 +650,44 @@ def view_at(model: object, x: Tensor, t: Tensor, view: str, coefs: tuple[Tensor,
     wrapper returning a known score) is called as ``getattr(model, view)(x, t)``.
     """
     if isinstance(model, ScoreModel):
+        t_in = model._table_row(x, t)
+        if t_in is not None:  # the network time input precomputed per grid (with_time_tables)
+            return model._predict_in(x, t_in, view, coefs)
         return model._predict(x, model._solver_time(x, t), view, coefs)
     return getattr(model, view)(x, t)
+
+
+def with_time_tables(model: _M, times: Iterable[Tensor], x: Tensor) -> _M:
+    """``model`` with the network's time input precomputed at every time of ``times`` for states like ``x``.
+
+    ``times`` are a solver's per-grid time vectors (the float64 ``"t..."`` keys of its coefficients on
+    x's device, each a tensor of its own: no view). The returned copy of a :class:`ScoreModel` (same
+    network, same count) holds, for each vector of n times, the (n, B, ...) table of
+    ``time_input(clamp(t, 0, T))`` in :meth:`ScoreModel.network_time_dtype`, computed in one call per
+    vector; :func:`view_at` then hands the network row k of the table when a solver passes element k
+    of that vector (a 0-d view of it), with no time arithmetic on the device per call. The rows are
+    those the per-call path computes (``time_input`` acts on each sample's time alone, as the networks'
+    time embeddings do). Any other model, or a time input that does not return one row per time, is
+    left to the per-call path. Under ``torch.compile`` the per-call path is traced instead.
+    """
+    if not isinstance(model, ScoreModel) or torch.compiler.is_compiling():
+        return model
+    tables: dict[int, tuple[Tensor, Tensor]] = {}
+    B = x.shape[0]
+    for t in times:
+        if id(t) in tables or t._base is not None or not t.is_contiguous() or t.numel() == 0:
+            continue
+        if t.dtype != torch.float64 or t.device != x.device:
+            continue
+        flat = t.reshape(-1, 1).expand(-1, B).reshape(-1).clamp(0.0, float(model.sde.T))
+        try:
+            t_in = model._time_in(flat, x)
+        except Exception:  # noqa: BLE001 - the per-call path raises the error where it belongs
+            continue
+        if t_in.dim() == 0 or t_in.shape[0] != flat.shape[0]:
+            continue
+        tables[id(t)] = (t, t_in.reshape((t.numel(), B) + tuple(t_in.shape[1:])))
+    return model._replace(_time_tables=tables) if tables else model  # type: ignore[return-value]  # a ScoreModel's copy
 
 
 def view_coefficients(sde: LinearSDE, t: Tensor) -> dict[str, Tensor]:

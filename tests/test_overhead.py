@@ -187,3 +187,152 @@ def test_float32_fold_agrees_with_the_plain_path(pred):
         got = solver.solve(sde, model, x_T, grid, generator=torch.Generator().manual_seed(0))
         ref = solver.solve(sde, _ScoreOnly(model), x_T, grid, generator=torch.Generator().manual_seed(0))
         torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- results unchanged
+# The eager-speed work (issue 12 item 5: the network's time input precomputed per grid, a one-kernel
+# non-finite record, the Runge-Kutta eps stages through view_at) must not change one bit of any
+# result. PINNED is main before it; _reference_outputs runs there (from `git archive`) and here.
+PINNED = "f7b9ac92e21410540f4ee3fc3f43a60bdc1cfe56"
+
+
+def _reference_outputs():
+    """Fixed-seed outputs, callback x0 previews and NFE of every fixed-step solver (the
+    predictor-corrector's numerics are another change's: not here) on four processes, with eps
+    (float32), x0 (float64) and score (float32) networks. Self-contained: it also runs on PINNED."""
+    import torch
+
+    import sdesolve as sd
+
+    solvers = {
+        "ddim": lambda: sd.DDIM(), "ddim-eta": lambda: sd.DDIM(0.5), "ddpm": lambda: sd.DDPM(),
+        "ddpm-large": lambda: sd.DDPM("large"), "plms": lambda: sd.PLMS(), "plms-prk": lambda: sd.PLMS("prk"),
+        "em": lambda: sd.EulerMaruyama(), "euler": lambda: sd.ODE("euler"), "midpoint": lambda: sd.ODE("midpoint"),
+        "heun": lambda: sd.ODE("heun"), "rk3": lambda: sd.ODE("rk3"), "rk4": lambda: sd.ODE("rk4"),
+        "dpmpp1": lambda: sd.DPMSolverPP(1), "dpmpp2": lambda: sd.DPMSolverPP(2), "dpmpp3": lambda: sd.DPMSolverPP(3),
+        "dpmpp2-sde": lambda: sd.DPMSolverPP(2, stochastic=True), "unipc": lambda: sd.UniPC(),
+        "unipc3-bh1": lambda: sd.UniPC(3, "bh1"), "dpm1": lambda: sd.DPMSolver(1), "dpm2": lambda: sd.DPMSolver(2),
+        "dpm3": lambda: sd.DPMSolver(3), "edm-heun": lambda: sd.EDMHeun(), "edm-churn": lambda: sd.EDMHeun(s_churn=10.0),
+        "euler-a": lambda: sd.EulerAncestral(), "vdm": lambda: sd.VDMAncestral(),
+    }  # fmt: skip
+    processes = {
+        "vp": lambda: sd.VPSDE(), "ve": lambda: sd.VESDE(), "vdm": lambda: sd.VDMSDE(t_min=1e-3),
+        "discrete0": lambda: sd.DiscreteVPSDE.from_schedule("linear", 1000, t_min=0.0),  # steps into sigma = 0
+    }  # fmt: skip
+    mu = torch.tensor([0.7, -0.4, 0.2, 1.1])
+
+    def net(x, t):  # smooth and bounded, time-dependent (t: the network's time input, 999-scale on discrete0)
+        s = t.reshape((-1,) + (1,) * (x.dim() - 1)).to(x.dtype)
+        return (0.6 + 0.1 * torch.cos(s)) * torch.tanh(x) - 0.3 * torch.sin(s) * mu.to(x.dtype)
+
+    out = {}
+    for pname, make_sde in processes.items():
+        for sname, make_solver in solvers.items():
+            for pred, dtype in (("eps", torch.float32), ("x0", torch.float64), ("score", torch.float32)):
+                sde, solver = make_sde(), make_solver()
+                try:
+                    solver.check(sde)
+                except ValueError:
+                    continue
+                model, x0s, key = sd.ScoreModel(net, sde, prediction=pred), [], f"{pname}/{sname}/{pred}"
+                x = sd.sample(
+                    sde, model, (6, 4), solver=solver, steps=7, dtype=dtype, generator=torch.Generator().manual_seed(11),
+                    callback=None if pred == "score" else (lambda d, acc=x0s: acc.append(d["x0"])),
+                )  # fmt: skip
+                out[key], out[key + "/nfe"] = x, model.nfe
+                if x0s:
+                    out[key + "/x0"] = torch.stack(x0s)
+    return out
+
+
+#: per solver, (sum, sum of |.|) in float64 over its outputs (every process and network) at PINNED:
+#: a check that needs no git history (machines may differ in the last bits of float32 kernels)
+_CHECKSUMS = {
+    "ddim": (2594.4706149846315, 41309.26856802404),
+    "ddim-eta": (2158.5758376419544, 42751.69970288873),
+    "ddpm": (2332.848372966051, 50062.221868276596),
+    "ddpm-large": (1799.050275137648, 50409.36556104757),
+    "plms": (2230.0034965127707, 29879.291406080127),
+    "plms-prk": (2235.9797737300396, 29636.057746469975),
+    "em": (374.6703986078501, 110060.43152147532),
+    "euler": (1696.2311087623239, 56270.931946881115),
+    "midpoint": (2009.8254313468933, 24882.483952268958),
+    "heun": (1852.2880762927234, 36103.207707224414),
+    "rk3": (2080.7614881657064, 29188.872956242412),
+    "rk4": (2460.3538043163717, 31371.330571945757),
+    "dpmpp1": (2594.472153980285, 41309.26890955493),
+    "dpmpp2": (2460.187188141048, 36725.274081520736),
+    "dpmpp3": (2527.5416810605675, 40043.23242046125),
+    "dpmpp2-sde": (919.9283262677491, 51608.41146667674),
+    "unipc": (2446.248920628801, 36299.728636013344),
+    "unipc3-bh1": (2440.3449328970164, 36558.22621213086),
+    "dpm1": (2594.4706149846315, 41309.26856802404),
+    "dpm2": (2542.3230141550303, 28962.082729697227),
+    "dpm3": (2266.2964735254645, 32038.056451410055),
+    "edm-heun": (2386.2998630069196, 31337.730237659067),
+    "edm-churn": (609.8596577162389, 38172.734833534574),
+    "euler-a": (989.6481948941946, 51695.67971396446),
+    "vdm": (1555.0474785398692, 50659.86355015822),
+}
+
+
+@pytest.fixture(scope="module")
+def reference_outputs():
+    return _reference_outputs()
+
+
+def test_outputs_match_the_stored_checksums(reference_outputs):
+    """Every solver's outputs sum to PINNED's checksums: to 1e-5 relative of the sum of |.| (float32
+    kernels of other machines may round differently in the last bit; a changed formula moves the sums
+    by far more: DDIM and DPM-Solver++(1) are the same map and differ here only in the 7th digit)."""
+    sums: dict[str, list[float]] = {k: [0.0, 0.0] for k in _CHECKSUMS}
+    for key, value in reference_outputs.items():
+        if key.endswith(("/nfe", "/x0")):
+            continue
+        acc = sums[key.split("/")[1]]
+        acc[0] += float(value.double().sum())
+        acc[1] += float(value.double().abs().sum())
+    for name, (total, total_abs) in _CHECKSUMS.items():
+        assert sums[name][1] == pytest.approx(total_abs, rel=1e-6), name
+        assert abs(sums[name][0] - total) <= 1e-5 * total_abs, (name, sums[name][0], total)
+
+
+def test_outputs_are_bitwise_those_of_the_pinned_commit(reference_outputs, tmp_path):
+    """The same outputs, computed by PINNED's sdesolve (exported with `git archive`, run in a
+    subprocess) and by this one: bitwise equal, same dtypes, same NFE, same x0 previews."""
+    import inspect
+    import io
+    import shutil
+    import subprocess
+    import sys
+    import tarfile
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    git = shutil.which("git")
+    if (
+        git is None
+        or subprocess.run([git, "-C", root, "cat-file", "-e", PINNED + "^{commit}"], capture_output=True).returncode
+    ):
+        pytest.skip(f"needs the git history holding {PINNED[:7]} (the checksum test covers this machine)")
+    archive = subprocess.run([git, "-C", root, "archive", PINNED, "sdesolve"], capture_output=True, check=True).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(tmp_path, filter="data")
+    script = inspect.getsource(_reference_outputs) + (
+        "\nimport sdesolve, torch\n"
+        f"assert sdesolve.__file__.startswith({str(tmp_path)!r}), sdesolve.__file__\n"
+        "torch.set_num_threads(1)\n"
+        f"torch.save(_reference_outputs(), {str(tmp_path / 'ref.pt')!r})\n"
+    )
+    subprocess.run([sys.executable, "-c", script], cwd=tmp_path, check=True, capture_output=True)
+    ref = torch.load(tmp_path / "ref.pt")
+    assert sorted(ref) == sorted(reference_outputs)
+    changed = []
+    for key, value in ref.items():
+        now = reference_outputs[key]
+        if isinstance(value, torch.Tensor):
+            if not (now.dtype == value.dtype and now.shape == value.shape and torch.equal(now, value)):
+                changed.append((key, float((now.double() - value.double()).abs().max())))
+        elif now != value:
+            changed.append((key, now, value))
+    assert not changed, changed

@@ -22,6 +22,7 @@ Conventions (every solver follows them):
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Union
 
@@ -29,6 +30,7 @@ import torch
 from torch import Tensor
 
 from .._validate import describe
+from ..model import with_time_tables
 
 if TYPE_CHECKING:
     from ..model import ScoreModel
@@ -106,7 +108,7 @@ class Solver:
         self.check(sde)
         coefs = _to_device(self.init(sde, grid), x)
         n = grid.numel() - 1
-        record = new_record(n, x.device) if check_finite else None
+        record = new_record(n, x.device, x.dtype) if check_finite else None
         indices = range(n)
         if progress:
             from tqdm.auto import tqdm
@@ -154,11 +156,15 @@ def run_steps(
 
     Takes ``n`` steps of ``solver`` from ``state`` (``indices``, default ``range(n)``, may wrap the
     step indices in a progress bar). The last step is noiseless when ``denoise``. After each step
-    the state's sum goes into ``record[i]`` (:func:`record_step`) and ``on_step(i, state)`` is
-    called (the solver then also returns its x0 estimate in ``state["x0"]``). No host-device
-    synchronization: the loop can be captured in a CUDA graph.
+    the state's largest magnitude goes into ``record[i]`` (:func:`record_step`) and
+    ``on_step(i, state)`` is called (the solver then also returns its x0 estimate in
+    ``state["x0"]``). The network's time input at every time of the grid is computed once, before
+    the first step (:func:`~sdesolve.model.with_time_tables`). No host-device synchronization: the
+    loop can be captured in a CUDA graph.
     """
     need_x0 = on_step is not None
+    times = [v for k, v in coefs.items() if k.startswith("t") and isinstance(v, Tensor)]
+    model = with_time_tables(model, times, state["x"])  # the network's time input, once per grid
     for i in range(n) if indices is None else indices:
         noise = not (denoise and i == n - 1)
         state = solver.step(model, state, i, coefs, generator=generator, noise=noise, need_x0=need_x0)
@@ -170,16 +176,21 @@ def run_steps(
 
 
 # ---------------------------------------------------------------- non-finite record
-# One reduction per step into a preallocated float64 record (a NaN or inf anywhere in x makes its
-# float64 sum non-finite), read once after the loop: no per-step synchronization.
-def new_record(n: int, device: torch.device | str | None) -> Tensor:
-    """A per-step non-finite record of ``n`` entries on ``device``."""
-    return torch.zeros(n, dtype=torch.float64, device=device)
+# One reduction per step into a preallocated record, read once after the loop: no per-step
+# synchronization. The entry is max |x| (one kernel, written in place): NaN if x holds a NaN
+# (the max propagates NaN), inf if it holds an inf, finite otherwise (the largest magnitude of
+# finite numbers is one of them: it cannot overflow, in any dtype).
+def new_record(n: int, device: torch.device | str | None, dtype: torch.dtype = torch.float64) -> Tensor:
+    """A per-step non-finite record of ``n`` entries on ``device`` (``dtype``: the states', to save a cast)."""
+    return torch.zeros(n, dtype=dtype, device=device)
 
 
 def record_step(record: Tensor, i: int, x: Tensor) -> None:
-    """Write the float64 sum of ``x`` (non-finite iff x holds NaN or inf) into ``record[i]``."""
-    torch.sum(x.reshape(-1), dim=0, dtype=torch.float64, out=record[i])
+    """Write max |x| (non-finite iff x holds NaN or inf) into ``record[i]``, in the record's dtype."""
+    if record.dtype == x.dtype:
+        torch.linalg.vector_norm(x.reshape(-1), math.inf, out=record[i])
+    else:
+        torch.linalg.vector_norm(x.reshape(-1), math.inf, dtype=record.dtype, out=record[i])
 
 
 def first_nonfinite(record: Tensor) -> Tensor:
@@ -207,7 +218,7 @@ def _to_device(coefs: dict[str, Tensor], x: Tensor) -> dict[str, Tensor]:
     upload per grid does not synchronize the host with the device.
     """
     cuda = x.device.type == "cuda"
-    out = {}
+    out: dict[str, Tensor] = {}
     for k, v in coefs.items():
         if isinstance(v, Tensor):
             dtype = torch.float64 if k.startswith("t") else x.dtype
@@ -215,6 +226,8 @@ def _to_device(coefs: dict[str, Tensor], x: Tensor) -> dict[str, Tensor]:
                 out[k] = v.to(dtype=dtype).pin_memory().to(device=x.device, non_blocking=True)
             else:
                 out[k] = v.to(device=x.device, dtype=dtype)
+            if k.startswith("t") and (out[k] is v or out[k]._base is not None or not out[k].is_contiguous()):
+                out[k] = out[k].contiguous().clone()  # a time vector of its own (with_time_tables' key)
         else:
             out[k] = v
     return out

@@ -244,12 +244,12 @@ class RungeKuttaODE(ODE):
             for a_jl, k_l in zip(row, ks):
                 if a_jl != 0.0:
                     xj = xj + a_jl * k_l
-            tj = coefs[f"t_stage{j}"][i]
+            tj, at_j = coefs[f"t_stage{j}"][i], (coefs[f"alpha{j}"][i], coefs[f"sigma{j}"][i])
             if eps:
-                s = model.eps(xj, tj)
+                s = view_at(model, xj, tj, "eps", at_j)
                 ks.append(coefs[f"hf{j}"][i] * xj + coefs[f"hg2_half_sigma{j}"][i] * s)
             else:
-                s = view_at(model, xj, tj, "score", (coefs[f"alpha{j}"][i], coefs[f"sigma{j}"][i]))
+                s = view_at(model, xj, tj, "score", at_j)
                 ks.append(coefs[f"hf{j}"][i] * xj - coefs[f"hg2_half{j}"][i] * s)
             if j == 0:
                 s0 = s
