@@ -3,11 +3,16 @@
 Two tables (``notes/langevin.md`` holds a run):
 
 1. ``--part predictors``: the **exact** output law of every predictor on Gaussian targets (an affine
-   chain: ``tests/helpers.py:chain_moments``), ours (``discretization="midpoint"`` and ``"song"``)
-   against score_sde's discretization (``sampling.py`` / ``sde_lib.py`` of yang-song/score_sde_pytorch,
-   re-written here as float64 affine maps: VP ``beta_i = discrete_betas[(t (N-1)).long()]``, VE
-   ``discrete_sigmas``, sub-VP Euler with ``dt = 1/N``, the grid ``linspace(1, 1e-3, N)``), with and
-   without the annealed corrector (the default Langevin rule's step), N = 100 and 1000.
+   chain: ``tests/helpers.py:chain_moments``) over a panel of per-coordinate targets (``PANEL``:
+   variances 0.01 to 4, non-zero means), ours (the default and each ``discretization``) against
+   score_sde's chain (``sampling.py`` / ``sde_lib.py`` of yang-song/score_sde_pytorch, re-written here
+   as float64 affine maps: the grid ``linspace(T, eps, N)`` with ``eps`` from its ``run_lib.py``, 1e-3
+   on VP and sub-VP, 1e-5 on VE; VP ``beta_i = discrete_betas[(t (N-1)).long()]``, VE
+   ``discrete_sigmas`` with the last step into sigma = 0, sub-VP Euler with ``dt = 1/N``, EM with
+   ``dt = -1/N``), at equal network calls (N), without or with the annealed corrector, N = 100 and
+   1000. Each chain is judged against the law it targets: ours p_{t_min}, score_sde's the data
+   (its EM steps add up to T, its VE chain ends at sigma = 0, its VP chain is DDPM's down to x_0).
+   The re-written chain was checked against score_sde's own ``update_fn``s (``notes/langevin.md``).
 2. ``--part langevin``: sampled output laws of the full sampler (reverse diffusion + Langevin
    corrector, snr 0.16, one step) for each step rule, on an isotropic Gaussian (excess variance,
    pooled over coordinates, with its standard error) and on a two-mode mixture (the weight of the
@@ -40,8 +45,18 @@ from sdesolve.solvers.predictor_corrector import (  # noqa: E402
     ReverseDiffusionPredictor,
 )
 
-BETA_MIN, BETA_MAX, SIGMA_MIN, SIGMA_MAX, EPS = 0.1, 20.0, 0.01, 50.0, 1e-3
+BETA_MIN, BETA_MAX, SIGMA_MIN, SIGMA_MAX = 0.1, 20.0, 0.01, 50.0
+#: score_sde's sampling eps per process (run_lib.py: 1e-3 for vpsde and subvpsde, 1e-5 for vesde)
+SCORE_SDE_EPS = {"vp": 1e-3, "subvp": 1e-3, "ve": 1e-5}
 PROCESSES = {"vp": sd.VPSDE, "subvp": sd.SubVPSDE, "ve": sd.VESDE}
+#: the processes of ours alone (score_sde has no counterpart): part 1 reports ours only
+OURS_ONLY = {
+    "vdm": sd.VDMSDE,
+    "cosine": sd.CosineVPSDE,
+    "discrete": lambda: sd.DiscreteVPSDE.from_schedule("linear", 1000),
+}
+#: (mean, std) per coordinate: variances 0.01 to 4, non-zero means
+PANEL = ((0.5, 0.1), (-1.0, 0.2), (1.0, 0.5), (-2.0, 1.0), (0.3, 1.5), (2.0, 2.0))
 
 
 # ----------------------------------------------------------------------------- score_sde, re-written
@@ -89,9 +104,13 @@ def score_sde_alpha(kind: str, N: int, t: float) -> float:
     return 1.0 if kind == "ve" else 1.0 - beta
 
 
-def score_sde_moments(kind, pred, N, mean, std, *, corrector=False, snr=0.16, denoise=False):
-    """Exact per-coordinate mean and variance of score_sde's PC chain on N(mean, std^2) from exact p_T."""
+def score_sde_moments(kind, pred, N, mean, std, *, corrector=False, snr=0.16, denoise=False, eps=None):
+    """Exact per-coordinate mean and variance of score_sde's PC chain on N(mean, std^2) from exact p_T.
+
+    ``eps``: the end of its grid ``linspace(T, eps, N)``; None: score_sde's own (``SCORE_SDE_EPS``).
+    """
     sde = PROCESSES[kind]()
+    eps = SCORE_SDE_EPS[kind] if eps is None else eps
 
     def ac(t):
         t = torch.tensor(t, dtype=torch.float64)
@@ -99,7 +118,7 @@ def score_sde_moments(kind, pred, N, mean, std, *, corrector=False, snr=0.16, de
 
     a, s = ac(1.0)
     m, v = a * mean, a * a * std**2 + s * s
-    ts = torch.linspace(1.0, EPS, N, dtype=torch.float64).tolist()
+    ts = torch.linspace(1.0, eps, N, dtype=torch.float64).tolist()
     for i, t in enumerate(ts):
         a, s = ac(t)
         var = a * a * std**2 + s * s
@@ -117,17 +136,26 @@ def score_sde_moments(kind, pred, N, mean, std, *, corrector=False, snr=0.16, de
 
 # ----------------------------------------------------------------------------- part 1: predictors
 PREDICTORS = {
-    "rd": lambda d: ReverseDiffusionPredictor(discretization=d),
-    "anc": lambda d: AncestralPredictor(discretization=d),
-    "em": lambda d: EulerMaruyamaPredictor(discretization=d),
+    "rd": lambda d: ReverseDiffusionPredictor() if d is None else ReverseDiffusionPredictor(discretization=d),
+    "anc": lambda d: AncestralPredictor() if d is None else AncestralPredictor(discretization=d),
+    "em": lambda d: EulerMaruyamaPredictor() if d is None else EulerMaruyamaPredictor(discretization=d),
 }
+#: the discretizations each predictor offers (besides its default)
+DISCRETIZATIONS = {"rd": ("midpoint", "song"), "anc": ("midpoint", "song"), "em": ("midpoint", "song", "score_sde")}
+NAMES = {"rd": "reverse diffusion", "anc": "ancestral", "em": "Euler-Maruyama"}
 TARGET_2D = ((1.0, 0.5), (-2.0, 2.0))  # tests/helpers.py:TARGET_2D: (mean, std) per coordinate
 
 
-def ours_error(kind, pred, d, N, *, corrector, denoise, target=TARGET_2D):
+def _process(kind):
+    return (PROCESSES | OURS_ONLY)[kind]()
+
+
+def ours_error(kind, pred, d, N, *, corrector, denoise, target=PANEL):
+    """The worst over the target's coordinates of |relative variance error| and |mean error| / std of our
+    chain's exact output law against p_{t_min}; ``d`` None: the predictor's default. None if it does not apply."""
     from helpers import chain_moments
 
-    sde = PROCESSES[kind]()
+    sde = _process(kind)
     solver = PredictorCorrector(PREDICTORS[pred](d), AnnealedLangevinCorrector(0.16, 1) if corrector else None)
     try:
         solver.check(sde)
@@ -141,7 +169,10 @@ def ours_error(kind, pred, d, N, *, corrector, denoise, target=TARGET_2D):
     return float(torch.maximum((v - v0).abs() / v0, (m - m0).abs() / v0.sqrt()).max())
 
 
-def theirs_error(kind, pred, N, *, corrector, denoise, target=TARGET_2D):
+def theirs_error(kind, pred, N, *, corrector, denoise, target=PANEL):
+    """The same measure for score_sde's chain, against the data law it targets; None where it has no chain."""
+    if kind not in PROCESSES:
+        return None
     errs = []
     for mean, std in target:
         r = score_sde_moments(kind, pred, N, mean, std, corrector=corrector, denoise=denoise)
@@ -152,26 +183,29 @@ def theirs_error(kind, pred, N, *, corrector, denoise, target=TARGET_2D):
     return max(errs)
 
 
-def part_predictors():
-    pct = lambda e: "   -   " if e is None else f"{100 * e:6.3f}"  # noqa: E731
-    for denoise in (False, True):
+def part_predictors(denoise=False, kinds=("vp", "subvp", "ve", "vdm", "cosine", "discrete"), steps=(100, 1000)):
+    pct = lambda e: "   -   " if e is None else f"{100 * e:7.3f}"  # noqa: E731
+    for corr in (False, True):
         print(
-            f"\n### denoise={denoise}: worst |relative variance error| or |mean error| / std over TARGET_2D's two coordinates, %\n"
+            f"\n### {'annealed corrector' if corr else 'predictor alone'}, denoise={denoise}: worst |relative "
+            "variance error| or |mean error| / std over PANEL's six coordinates, %\n"
         )
-        print("| process | N | predictor | corrector | ours midpoint | ours song | score_sde |")
-        print("|---|---|---|---|---|---|---|")
-        for kind in PROCESSES:
-            for N in (100, 1000):
+        print("| process | N | predictor | ours (default) | midpoint | song | score_sde points | score_sde's chain |")
+        print("|---|---|---|---|---|---|---|---|")
+        for kind in kinds:
+            for N in steps:
                 for pred in PREDICTORS:
-                    for corr in (False, True):
-                        o = [
-                            ours_error(kind, pred, d, N, corrector=corr, denoise=denoise) for d in ("midpoint", "song")
-                        ]
-                        t = theirs_error(kind, pred, N, corrector=corr, denoise=denoise)
-                        name = {"rd": "reverse diffusion", "anc": "ancestral", "em": "Euler-Maruyama"}[pred]
-                        print(
-                            f"| {kind} | {N} | {name} | {'annealed' if corr else 'none'} | {pct(o[0])} | {pct(o[1])} | {pct(t)} |"
-                        )
+                    kw = dict(corrector=corr, denoise=denoise)
+                    default = ours_error(kind, pred, None, N, **kw)
+                    if default is None:
+                        continue
+                    o = {d: ours_error(kind, pred, d, N, **kw) for d in DISCRETIZATIONS[pred]}
+                    t = theirs_error(kind, pred, N, **kw)
+                    print(
+                        f"| {kind} | {N} | {NAMES[pred]} | {pct(default)} | {pct(o['midpoint'])} | {pct(o['song'])} "
+                        f"| {pct(o.get('score_sde'))} | {pct(t)} |",
+                        flush=True,
+                    )
 
 
 # ----------------------------------------------------------------------------- part 2: Langevin rules
@@ -184,7 +218,7 @@ def _targets(D: int):
 
 def score_sde_sample(kind, N, model, x, snr=0.16, generator=None, denoise=True):
     """score_sde's pc_sampler (reverse diffusion + batch-mean Langevin), driven by our exact model."""
-    ts = torch.linspace(1.0, EPS, N, dtype=torch.float64).tolist()
+    ts = torch.linspace(1.0, SCORE_SDE_EPS[kind], N, dtype=torch.float64).tolist()
     for t in ts:
         tt = torch.tensor(t, dtype=torch.float64, device=x.device)
         al = score_sde_alpha(kind, N, t)
@@ -287,16 +321,23 @@ def main():
     ap.add_argument("--part", choices=["predictors", "langevin"], required=True)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dims", default="2,4,16,64,3072")
-    ap.add_argument("--steps", default="1000,100")
-    ap.add_argument("--processes", default="vp,subvp,ve")
+    ap.add_argument("--steps", default=None, help="default: 1000,100 (langevin), 100,1000 (predictors)")
+    ap.add_argument("--processes", default=None, help="default: vp,subvp,ve (langevin), and vdm,cosine,discrete")
     ap.add_argument("--rules", default="mala,mala_song,sigma,batch,sample,none,score_sde")
     ap.add_argument("--no-denoise", action="store_true", help="keep the last step's noise (compare with p_{t_min})")
+    ap.add_argument("--denoise", action="store_true", help="part predictors: drop the last step's noise")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     args = ap.parse_args()
+    if args.steps is None:
+        args.steps = "100,1000" if args.part == "predictors" else "1000,100"
+    if args.processes is None:
+        args.processes = "vp,subvp,ve,vdm,cosine,discrete" if args.part == "predictors" else "vp,subvp,ve"
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.part == "predictors":
-        part_predictors()
+        part_predictors(
+            denoise=args.denoise, kinds=args.processes.split(","), steps=[int(n) for n in args.steps.split(",")]
+        )
     else:
         part_langevin(
             args.device,

@@ -17,15 +17,16 @@ for VE ``a_i = 1``, ``G_i^2 = sigma_i^2 - sigma_{i+1}^2``.
 
 **Where the predictor evaluates the score.** ``discretization="midpoint"`` evaluates it at the
 interval's midpoint ``t_m = (t_i + t_{i+1}) / 2``; ``discretization="song"`` at its start ``t_i``,
-with Song et al.'s formulas exactly (the sampler of sdesolve <= 0.1). Each predictor defaults to the
-more accurate of the two, measured: reverse diffusion (the sampler's default predictor) the
-midpoint, Euler–Maruyama the start (it is then :class:`~sdesolve.EulerMaruyama`), ancestral
-sampling the midpoint on variance-preserving processes and the start on variance-exploding ones. Every formula below
-is first order either way; the midpoint cancels the leading O(h) bias of the output law on
-Gaussian targets, which the start point leaves whole. Measured exactly (``benchmarks/langevin_law.py``,
-``notes/langevin.md``): at N = 100 uniform steps the worst error of the output variance is 0.07 %
-(VP), 0.10 % (sub-VP), 0.12 % (VE) for reverse diffusion against score_sde's 3.1 %, 2.0 % and 10 %,
-and against 6.1 %, 6.9 % and 9.0 % with the start point.
+with Song et al.'s formulas exactly (the sampler of sdesolve <= 0.1); Euler–Maruyama also offers
+``"score_sde"``, the evaluation points of score_sde's sampler. Each predictor defaults to the most
+accurate choice, measured exactly on a panel of Gaussian targets (variances 0.01 to 4) against
+score_sde's own chain at equal network calls (``benchmarks/langevin_law.py``, ``notes/langevin.md``):
+reverse diffusion (the sampler's default predictor) the midpoint, ancestral sampling the midpoint on
+variance-preserving processes and the start on variance-exploding ones, Euler–Maruyama the start on
+variance-exploding processes and score_sde's points elsewhere. Every formula below is first order; on
+Gaussian targets the midpoint reverse diffusion cancels the leading O(h) bias (worst error at N = 100
+steps 1.3 % on VP, 0.45 % on sub-VP, 0.13 % on VE against score_sde's 4.0 %, 2.7 % and 9.1 %; with the
+start point 30 %, 18 % and 9.1 %).
 
 Predictors (``probability_flow=True`` replaces the reverse SDE by the probability-flow ODE: half
 the score term, no noise):
@@ -44,7 +45,8 @@ the score term, no noise):
   ``x' = x + G_i^2 s + sqrt(sigma_{i+1}^2 (1 - SNR_i / SNR_{i+1})) z``; ``s = s(x, t_i)`` (``"song"``)
   or ``s(x, t_m)`` (``"midpoint"``).
 * :class:`EulerMaruyamaPredictor`: ``x' = x + (f x - w g^2 s) h + g sqrt(-h) z`` (``h < 0``), with
-  ``f``, ``g^2`` and ``s`` at ``t_i`` (``"song"``, its default: Euler–Maruyama) or at ``t_m``.
+  ``f``, ``g^2`` and ``s`` at ``t_i`` (``"song"``: Euler–Maruyama), at ``t_m``, or at
+  ``t_i + (i / (N - 1)) h`` (``"score_sde"``); the default ``"auto"``: ``"song"`` on VE, else ``"score_sde"``.
 
 Correctors (``n_steps`` Langevin steps ``x <- x + eps s + sqrt(2 eps) z``, one score each, at t_i):
 
@@ -59,8 +61,8 @@ Correctors (``n_steps`` Langevin steps ``x <- x + eps s + sqrt(2 eps) z``, one s
     the Metropolis–Hastings ratio reduces exactly to ``log r = eps (|s|^2 - |s'|^2) / 4``. The test
     is per sample (a mask: no coupling, no host sync); the uniform comes from the sample's own noise
     draw. Cost: ``n_steps + 1`` scores (the first at the current state). The score at the accepted
-    state is handed to a predictor that evaluates at ``(x, t_i)`` (``discretization="song"``, the
-    Euler–Maruyama default, ancestral on VE), which then makes no call of its own: the sampler costs
+    state is handed to a predictor that evaluates at ``(x, t_i)`` (``discretization="song"``; the
+    Euler–Maruyama and ancestral defaults on VE), which then makes no call of its own: the sampler costs
     what it costs with ULA. The midpoint predictor (the default) evaluates elsewhere: one call more
     per step. Removes ULA's O(eps) bias (0.3-0.5 % of the variance at any N, measured in
     ``notes/langevin.md``); the acceptance rate is recorded per step (``state["acceptance"]``).
@@ -119,15 +121,29 @@ __all__ = [
 
 DISCRETIZATIONS = ("midpoint", "song")
 ANCESTRAL_DISCRETIZATIONS = ("auto", "midpoint", "song")
+EM_DISCRETIZATIONS = ("auto", "midpoint", "song", "score_sde")
 STEP_RULES = ("sigma", "batch", "sample")
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
 # --------------------------------------------------------------------------- shared helpers
 def _eval_times(grid: Tensor, discretization: str) -> Tensor:
-    """Where a predictor evaluates the score on each interval: its start t_i or its midpoint."""
+    """Where a predictor evaluates the score on each interval ``[t_{i+1}, t_i]``.
+
+    ``"song"``: its start ``t_i``; ``"midpoint"``: ``(t_i + t_{i+1}) / 2``; ``"score_sde"``:
+    ``t_i + theta_i (t_{i+1} - t_i)`` with ``theta_i = i / (N - 1)``, a point that moves from the start
+    of the first interval to the end of the last. On a uniform grid these are the N points
+    ``linspace(t_0, t_N, N)``: score_sde's ``pc_sampler`` evaluates at ``linspace(T, eps, N)`` while
+    its states are ``T / N`` apart (``sampling.py``).
+    """
     t, t_next = grid[:-1], grid[1:]
-    return t.clone() if discretization == "song" else 0.5 * (t + t_next)
+    if discretization == "song":
+        return t.clone()
+    if discretization == "score_sde":
+        n = t.numel()
+        theta = torch.arange(n, dtype=grid.dtype) / max(n - 1, 1)
+        return t + theta * (t_next - t)
+    return 0.5 * (t + t_next)
 
 
 def _view_coefs(sde: LinearSDE, t: Tensor, prefix: str) -> dict[str, Tensor]:
@@ -321,15 +337,36 @@ class _GridPredictor(Predictor):
 class EulerMaruyamaPredictor(_GridPredictor):
     """``x' = x + (f x - w g^2 s) h + g sqrt(-h) z`` with ``h = t_{i+1} - t_i < 0``.
 
-    ``w = 1`` (reverse SDE) or ``1/2`` with no noise (``probability_flow=True``); ``f``, ``g^2`` and
-    the score at the interval's start ``t_i`` (``discretization="song"``, the default: Song et al.
-    2021's ``EulerMaruyamaPredictor``, the same scheme as :class:`~sdesolve.EulerMaruyama`) or at its
-    midpoint (``"midpoint"``: measured 17 % more accurate on VP at N = 100, 5 % less on sub-VP;
-    ``notes/langevin.md``). One score per step.
+    ``w = 1`` (reverse SDE) or ``1/2`` with no noise (``probability_flow=True``). ``f``, ``g^2`` and
+    the score are taken at one point of each interval, set by ``discretization``:
+
+    * ``"song"``: the start ``t_i`` (Euler–Maruyama proper: the scheme of :class:`~sdesolve.EulerMaruyama`);
+    * ``"midpoint"``: ``(t_i + t_{i+1}) / 2``;
+    * ``"score_sde"``: score_sde's evaluation points, ``t_i + (i / (N - 1)) (t_{i+1} - t_i)``:
+      on a uniform grid the N points ``linspace(t_0, t_N, N)`` of score_sde's ``pc_sampler``
+      (``sampling.py``; its state advances by ``T / N`` per step, so its score is taken up to one step
+      later than the state's time, most at the end of the chain);
+    * ``"auto"`` (the default): ``"song"`` on variance-exploding processes (alpha = 1), ``"score_sde"``
+      on every other.
+
+    Every choice is first order; where the O(h) bias of the output law lands depends on the point and
+    no data-free point cancels it (``notes/langevin.md``, section 2). The default is the most accurate
+    choice, measured exactly on a panel of Gaussian targets (variances 0.01 to 4, ``notes/langevin.md``):
+    worst error of the output law at N = 100 / 1000 steps 1.70 % / 0.42 % on VP (``"song"``: 10.6 % /
+    0.67 %; score_sde's own chain: 1.68 % / 0.57 %), 2.70 % / 0.27 % on sub-VP (score_sde 2.74 % /
+    0.32 %), 0.33 % / 0.011 % on VE (score_sde 2.11 % / 1.09 %). Only ``"song"`` evaluates at
+    ``(x, t_i)`` and so reuses a Metropolis-adjusted corrector's score (no call of its own); the
+    others cost one call per step more behind that corrector. One score per step.
     """
 
-    def __init__(self, probability_flow: bool = False, discretization: str = "song"):
-        super().__init__(probability_flow, discretization)
+    def __init__(self, probability_flow: bool = False, discretization: str = "auto"):
+        Predictor.__init__(self, probability_flow)
+        self.discretization = check_choice(discretization, "discretization", EM_DISCRETIZATIONS)
+
+    def _discretization_for(self, sde: LinearSDE) -> str:
+        if self.discretization == "auto":  # measured on the Gaussian panel, notes/langevin.md section 2
+            return "song" if _process_kind(sde) == "ve" else "score_sde"
+        return self.discretization
 
     def _coefficients(self, sde: LinearSDE, grid: Tensor, t_eval: Tensor) -> dict[str, Tensor]:
         h = grid[1:] - grid[:-1]

@@ -100,7 +100,19 @@ CASES = [
         "pc-em-discretization-type",
         lambda: EulerMaruyamaPredictor(discretization=1),
         TypeError,
-        r"discretization must be one of \('midpoint', 'song'\), got 1",
+        r"discretization must be one of \('auto', 'midpoint', 'song', 'score_sde'\), got 1",
+    ),
+    Case(
+        "pc-em-discretization-value",
+        lambda: EulerMaruyamaPredictor(discretization="scoresde"),
+        ValueError,
+        r"discretization must be one of \('auto', 'midpoint', 'song', 'score_sde'\), got 'scoresde'",
+    ),
+    Case(
+        "pc-rd-discretization-score-sde",
+        lambda: ReverseDiffusionPredictor(discretization="score_sde"),
+        ValueError,
+        r"discretization must be one of \('midpoint', 'song'\), got 'score_sde'",
     ),
     Case(
         "pc-ancestral-discretization-value",
