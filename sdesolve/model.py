@@ -437,27 +437,42 @@ def bind_kwargs(model: ScoreModel, model_kwargs: Mapping[str, Any] | None) -> Sc
 
 
 class _Counter:
-    """Network evaluations, counted under a lock; shared by a model and its bound copies."""
+    """Network evaluations, counted under a lock; shared by a model and its bound copies.
+
+    Inside code traced by ``torch.compile`` no lock can be entered and a Python int would be a
+    constant of the graph (one recompilation per value): there the count goes to a 0-d CPU tensor
+    the graph adds to in place (``traced``), folded into ``n`` when read (no device is involved).
+    """
 
     def __init__(self) -> None:
-        self.n = 0
+        self._n = 0
         self._lock = threading.Lock()
+        self.traced = torch.zeros((), dtype=torch.int64)
+
+    @property
+    def n(self) -> int:
+        return self._n + int(self.traced)
 
     def add(self, k: int) -> None:
+        if torch.compiler.is_compiling():
+            self.traced.add_(k)
+            return
         with self._lock:
-            self.n += k
+            self._n += k
 
     def set(self, n: int) -> None:
         with self._lock:
-            self.n = n
+            self._n = n
+            self.traced.zero_()
 
     # A lock cannot be pickled or deep-copied (copy.deepcopy(model) for an EMA copy): rebuild it.
     def __getstate__(self) -> dict:
         return {"n": self.n}
 
     def __setstate__(self, state: dict) -> None:
-        self.n = state["n"]
+        self._n = state["n"]
         self._lock = threading.Lock()
+        self.traced = torch.zeros((), dtype=torch.int64)
 
 
 def _net_name(net: Any) -> str:

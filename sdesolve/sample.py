@@ -18,7 +18,7 @@ from ._utils import batch_time
 from ._validate import check_bool, check_callable, check_int, check_tensor, describe
 from .grids import _check_sde, resolve_grid
 from .model import as_model, bind_kwargs
-from .solvers.base import GeneratorLike, NonFiniteError, Solver, check_generator, generator_device
+from .solvers.base import GeneratorLike, NonFiniteError, Solver, check_generator, compiling, generator_device
 
 if TYPE_CHECKING:
     from .model import ScoreLike, ScoreModel
@@ -45,6 +45,7 @@ def sample(
     progress: bool = False,
     check_finite: bool = True,
     model_kwargs: dict | None = None,
+    compile: bool | dict = False,
 ) -> Tensor:
     """Draw samples by integrating the reverse dynamics of ``sde`` under ``model``.
 
@@ -89,6 +90,12 @@ def sample(
             ...), bound on top of the model's own (:meth:`~sdesolve.ScoreModel.with_kwargs`): a
             tensor with a leading dimension has one row per sample (or 1, shared); other values
             are passed unchanged. A :class:`~sdesolve.GuidedModel` takes them as its conditional inputs.
+        compile: take every step through ``torch.compile`` (fixed-step solvers): True for
+            ``torch.compile``'s defaults (inductor), or a dict of its options (e.g.
+            ``{"backend": "aot_eager"}``, ``{"mode": "max-autotune"}``). The step, not the loop, is
+            compiled, once per solver and options (:class:`~sdesolve.solvers.base.CompiledStep`);
+            ``generator`` must be one ``torch.Generator`` or None. With ``backend="aot_eager"`` the
+            samples are bitwise those of eager steps.
 
     Raises TypeError for an argument of the wrong type and ValueError for a bad value, each
     naming the argument.
@@ -97,13 +104,15 @@ def sample(
     denoise, final_x0 = check_bool(denoise, "denoise"), check_bool(final_x0, "final_x0")
     progress, check_finite = check_bool(progress, "progress"), check_bool(check_finite, "check_finite")
     score_model = bind_kwargs(as_model(model, sde), model_kwargs)
+    compile = _check_compile(compile, solver, generator)
     solver.check(sde)
     grid = resolve_grid(grid, sde, steps, default=solver.default_grid, adaptive=solver.adaptive)
     x = _initial_state(sde, grid, shape, x_T, generator, device, dtype)
-    return _integrate(
-        sde, score_model, solver, x, grid, generator=generator, denoise=denoise, final_x0=final_x0,
-        callback=callback, progress=progress, check_finite=check_finite,
-    )  # fmt: skip
+    with compiling(compile):
+        return _integrate(
+            sde, score_model, solver, x, grid, generator=generator, denoise=denoise, final_x0=final_x0,
+            callback=callback, progress=progress, check_finite=check_finite,
+        )  # fmt: skip
 
 
 # ---------------------------------------------------------------- argument checks
@@ -125,6 +134,22 @@ def _check_args(
         check_callable(callback, "callback", "a callable taking one dict, or None")
     batch = x_T.shape[0] if x_T is not None else (_check_shape(shape)[0] if shape is not None else None)
     _check_generator(generator, None, batch=batch)
+
+
+def _check_compile(compile: Any, solver: Solver, generator: Any) -> bool | dict:
+    """False, True or a dict of ``torch.compile`` options (str keys), for a fixed-step solver and one generator."""
+    if not isinstance(compile, dict) and not check_bool(compile, "compile"):
+        return False
+    for key in compile if isinstance(compile, dict) else ():
+        if not isinstance(key, str):
+            raise TypeError(
+                f"compile must be True, False or a dict of torch.compile options (str keys), got key {key!r}"
+            )
+    if solver.adaptive:
+        raise ValueError(f"compile applies to fixed-step solvers; {type(solver).__name__} is adaptive")
+    if isinstance(generator, (list, tuple)):
+        raise ValueError("compile takes one torch.Generator or None, not a list of per-sample generators")
+    return dict(compile) if isinstance(compile, dict) else True
 
 
 def _check_solver(solver: Any) -> Solver:

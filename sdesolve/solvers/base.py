@@ -22,8 +22,11 @@ Conventions (every solver follows them):
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
-from collections.abc import Callable, Iterable, Sequence
+import weakref
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Union
 
 import torch
@@ -36,7 +39,7 @@ if TYPE_CHECKING:
     from ..model import ScoreModel
     from ..sde.base import LinearSDE
 
-__all__ = ["Solver", "NonFiniteError"]
+__all__ = ["Solver", "NonFiniteError", "CompiledStep"]
 
 
 class NonFiniteError(FloatingPointError):
@@ -101,6 +104,9 @@ class Solver:
             grid: the validated float64 CPU grid (T ... t_last).
             generator, denoise, callback, progress, check_finite: as in :func:`sdesolve.sample`.
 
+        Inside :func:`compiling` (``sample(..., compile=...)``) every step goes through
+        :meth:`compiled_step`.
+
         Returns:
             the state at ``grid[-1]``. Raises :class:`NonFiniteError` naming the first step whose
             state held NaN or inf (one device-side record, read once after the loop).
@@ -121,13 +127,27 @@ class Solver:
                 t, t_next = float(grid[i]), float(grid[i + 1])
                 callback({"i": i, "t": t, "t_next": t_next, "x": state["x"], "x0": state.get("x0")})
 
+        options = _COMPILE.get()
+        step = None if options is None else self.compiled_step(**options)
         state = run_steps(
             self, model, self.init_state(x, coefs), coefs, n,
-            generator=generator, denoise=denoise, record=record, on_step=on_step, indices=indices,
+            generator=generator, denoise=denoise, record=record, on_step=on_step, indices=indices, step=step,
         )  # fmt: skip
         if record is not None:
             raise_if_bad(first_nonfinite(record), grid)
         return state["x"]
+
+    def compiled_step(self, **options: Any) -> CompiledStep:
+        """This solver's :meth:`step` under ``torch.compile(**options)``, built once per set of options.
+
+        The returned :class:`CompiledStep` is called like :meth:`step` and gives its results
+        (bitwise with ``backend="aot_eager"``; :func:`sdesolve.sample`'s ``compile=``).
+        """
+        cache = _COMPILED.setdefault(self, {})
+        key = repr(sorted(options.items()))
+        if key not in cache:
+            cache[key] = CompiledStep(self, **options)
+        return cache[key]
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
@@ -151,6 +171,7 @@ def run_steps(
     record: Tensor | None = None,
     on_step: Callable[[int, dict], None] | None = None,
     indices: Iterable[int] | None = None,
+    step: Callable[..., dict] | None = None,
 ) -> dict:
     """The one fixed-step loop, shared by :meth:`Solver.solve` and :class:`~sdesolve.GraphSampler`.
 
@@ -159,20 +180,125 @@ def run_steps(
     the state's largest magnitude goes into ``record[i]`` (:func:`record_step`) and
     ``on_step(i, state)`` is called (the solver then also returns its x0 estimate in
     ``state["x0"]``). The network's time input at every time of the grid is computed once, before
-    the first step (:func:`~sdesolve.model.with_time_tables`). No host-device synchronization: the
-    loop can be captured in a CUDA graph.
+    the first step (:func:`~sdesolve.model.with_time_tables`). ``step`` replaces ``solver.step``
+    (a :class:`CompiledStep`). No host-device synchronization: the loop can be captured in a CUDA
+    graph.
     """
     need_x0 = on_step is not None
-    times = [v for k, v in coefs.items() if k.startswith("t") and isinstance(v, Tensor)]
-    model = with_time_tables(model, times, state["x"])  # the network's time input, once per grid
+    if step is None:
+        step = solver.step
+        times = [v for k, v in coefs.items() if k.startswith("t") and isinstance(v, Tensor)]
+        model = with_time_tables(model, times, state["x"])  # the network's time input, once per grid
     for i in range(n) if indices is None else indices:
         noise = not (denoise and i == n - 1)
-        state = solver.step(model, state, i, coefs, generator=generator, noise=noise, need_x0=need_x0)
+        state = step(model, state, i, coefs, generator=generator, noise=noise, need_x0=need_x0)
         if record is not None:
             record_step(record, i, state["x"])
         if on_step is not None:
             on_step(i, state)
     return state
+
+
+# ---------------------------------------------------------------- torch.compile
+class CompiledStep:
+    """``solver.step`` compiled with ``torch.compile(solver.step, **options)``, called like the step.
+
+    Two things of the eager step do not go into a graph, and are handled here, around each call:
+
+    * the random draws: ``torch.randn(..., generator=g)`` cannot be traced, but a draw from the
+      default generator can. The compiled step draws from the default generator of the state's
+      device, which takes ``generator``'s state before the call and hands the advanced state back
+      after it (the default generator's own state is restored): the draws of the eager step with
+      ``generator``, bitwise with ``backend="aot_eager"`` (inductor draws with its own random
+      kernels, seeded from it: the same law, reproducible per seed, other numbers unless
+      ``torch._inductor.config.fallback_random = True``). One ``torch.Generator`` or None; a
+      list of per-sample generators draws sample by sample, outside any graph: ValueError. The
+      network must then not draw from the default generator itself.
+    * per-step host values (the Python lists of a solver's coefficients, e.g. which steps end at
+      sigma = 0 or a multistep method's order per step): indexed by a traced step index they
+      would make one graph per step; each call hands the step this step's value under the same
+      key instead (read at ``[i]``, as every solver reads them), so the graphs are one per
+      distinct set of values (two or three per solve).
+
+    The step index ``i`` becomes a dynamic integer after the first recompilation, so a solve
+    compiles a few graphs (the first step, the others, a noiseless last step), not one per step.
+    """
+
+    def __init__(self, solver: Solver, **options: Any) -> None:
+        self.solver = solver
+        self.options = dict(options)
+        self._step = torch.compile(solver.step, **options)
+
+    def __call__(
+        self,
+        model: ScoreModel,
+        state: dict,
+        i: int,
+        coefs: dict,
+        *,
+        generator: GeneratorLike = None,
+        noise: bool = True,
+        need_x0: bool = False,
+    ) -> dict:
+        at_i = {k: _AtStep(v[i]) if isinstance(v, list) else v for k, v in coefs.items()}
+        with _drawing_from(generator, state["x"].device):
+            return self._step(model, state, i, at_i, generator=None, noise=noise, need_x0=need_x0)
+
+    def __repr__(self) -> str:
+        return f"CompiledStep({self.solver!r}, {self.options})"
+
+
+class _AtStep:
+    """A per-step host list seen at one step: ``[i]`` gives that step's value (a graph constant)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __getitem__(self, index: Any) -> Any:
+        return self.value
+
+
+_COMPILED: weakref.WeakKeyDictionary[Solver, dict[str, CompiledStep]] = weakref.WeakKeyDictionary()
+_COMPILE: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("sdesolve_compile", default=None)
+
+
+@contextlib.contextmanager
+def compiling(options: bool | Mapping[str, Any]) -> Iterator[None]:
+    """Fixed-step solves inside take their steps through :meth:`Solver.compiled_step` (``sample``'s ``compile=``).
+
+    ``options``: True (``torch.compile``'s defaults), a dict of ``torch.compile`` options (e.g.
+    ``{"backend": "aot_eager"}``), or False (eager steps).
+    """
+    token = _COMPILE.set(None if options is False else ({} if options is True else dict(options)))  # type: ignore[arg-type]
+    try:
+        yield
+    finally:
+        _COMPILE.reset(token)
+
+
+@contextlib.contextmanager
+def _drawing_from(generator: GeneratorLike, device: torch.device) -> Iterator[None]:
+    """The default generator of ``device`` draws with ``generator``'s state inside (restored after)."""
+    if generator is None:
+        yield
+        return
+    if not isinstance(generator, torch.Generator):
+        raise ValueError(
+            "a compiled step takes one torch.Generator or None: per-sample generators (a list) draw sample by "
+            "sample outside any graph; pass compile=False for them"
+        )
+    default = torch.default_generator if device.type == "cpu" else torch.cuda.default_generators[device.index or 0]
+    if generator.device.type != device.type:
+        raise ValueError(f"generator is on {generator.device} but the samples are on {device}")
+    saved = default.get_state()
+    default.set_state(generator.get_state())
+    try:
+        yield
+    finally:
+        generator.set_state(default.get_state())
+        default.set_state(saved)
 
 
 # ---------------------------------------------------------------- non-finite record

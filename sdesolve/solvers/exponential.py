@@ -351,6 +351,7 @@ class UniPC(_Exponential):
         c["w"] = _weights_tensor(wp, 3)
         c["wc"] = _weights_tensor(wc, 4)
         c["orders"] = orders
+        c["orders_prev"] = [0] + orders[:-1]  # read at [i]: a step reads its host lists at i only
         return c
 
     def init_state(self, x: Tensor, coefs: dict) -> dict[str, Any]:
@@ -372,7 +373,7 @@ class UniPC(_Exponential):
         if self.corrector and i > 0:  # UniC: re-take interval i - 1 from the corrected x_{i-1}, m_i newest
             wc = coefs["wc"][i]
             x = torch.addcmul(coefs["a_prev"][i] * state["last"], wc[0], m)
-            for j in range(1, coefs["orders"][i - 1] + 1):
+            for j in range(1, coefs["orders_prev"][i] + 1):
                 x = torch.addcmul(x, wc[j], hist[-j])
         w = coefs["w"][i]
         x_next = torch.addcmul(coefs["a"][i] * x, w[0], m)
@@ -497,7 +498,7 @@ class DPMSolver(Solver):
                 for m, e in enumerate(eps):
                     u = torch.addcmul(u, B[j, m], e)
                 at = (coefs[f"alpha_stage{j}"][i], coefs[f"sigma_stage{j}"][i])
-                eps.append(view_at(model, u, coefs["t_stage"][i, j], "eps", at))
+                eps.append(view_at(model, u, coefs["t_stage"][i][j], "eps", at))
         x_next = A[-1] * x
         for m, e in enumerate(eps):
             x_next = torch.addcmul(x_next, B[-1, m], e)

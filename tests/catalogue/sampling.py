@@ -203,6 +203,20 @@ CASES = [
     ),
     Case("sample-progress-string", _s(progress="tqdm"), TypeError, r"progress must be True or False, got 'tqdm'"),
     Case("sample-check_finite-int", _s(check_finite=0), TypeError, r"check_finite must be True or False, got 0"),
+    Case("sample-compile-string", _s(compile="inductor"), TypeError, r"compile must be True or False, got 'inductor'"),
+    Case("sample-compile-key", _s(compile={1: "x"}), TypeError, r"compile must be .* \(str keys\), got key 1"),
+    Case(
+        "sample-compile-adaptive",
+        _s(solver=ODE("dopri5"), steps=None, compile=True),
+        ValueError,
+        r"compile applies to fixed-step solvers; AdaptiveODE is adaptive",
+    ),
+    Case(
+        "sample-compile-generator-list",
+        _s(compile=True, generator=[torch.Generator() for _ in range(3)]),
+        ValueError,
+        r"compile takes one torch.Generator or None, not a list",
+    ),
     Case(
         "sample-nan-model", _s(model=_nan), NonFiniteError, r"non-finite values .* first appeared at step 0, from t = 1"
     ),

@@ -1,0 +1,167 @@
+"""``torch.compile`` of a solver's step (issue 12 item 5).
+
+Every fixed-step solver's step compiles with ``fullgraph=True`` (no graph break) through
+:meth:`Solver.compiled_step` and, with the ``aot_eager`` backend (no C compiler needed: it runs the
+traced ATen graph eagerly), gives bitwise the states of the eager step over a whole solve, noise
+included (the compiled step draws from the default generator, which takes the caller's generator
+state around each call). A solve compiles a few graphs, not one per step. On CUDA the default
+inductor backend (fused kernels: other roundings) agrees to a float32 tolerance derived below.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch._dynamo.utils import counters
+
+import sdesolve as sd
+from sdesolve.solvers.base import _to_device, run_steps
+
+SOLVERS = {
+    "ddim": lambda: sd.DDIM(),
+    "ddpm": lambda: sd.DDPM(),
+    "plms": lambda: sd.PLMS(),
+    "em": lambda: sd.EulerMaruyama(),
+    "ode-euler": lambda: sd.ODE("euler"),
+    "ode-heun": lambda: sd.ODE("heun"),
+    "ode-rk4": lambda: sd.ODE("rk4"),
+    "dpmpp2": lambda: sd.DPMSolverPP(2),
+    "dpmpp3": lambda: sd.DPMSolverPP(3),
+    "dpmpp2-sde": lambda: sd.DPMSolverPP(2, stochastic=True),
+    "unipc": lambda: sd.UniPC(),
+    "dpm": lambda: sd.DPMSolver(),
+    "edm-heun": lambda: sd.EDMHeun(s_churn=10.0),
+    "euler-a": lambda: sd.EulerAncestral(),
+    "pc": lambda: sd.PredictorCorrector(),
+}
+
+
+@pytest.fixture(autouse=True)
+def fresh_dynamo():
+    """Each test compiles from an empty cache (the graph counts below are per test)."""
+    torch._dynamo.reset()
+    counters.clear()
+    yield
+    torch._dynamo.reset()
+
+
+def _net(x, t):
+    """A traceable stand-in network (smooth, bounded, time-dependent; its time input is the network time)."""
+    s = t.reshape((-1,) + (1,) * (x.dim() - 1)).to(x.dtype)
+    return (0.6 + 0.1 * torch.cos(s)) * torch.tanh(x) - 0.2 * torch.sin(s)
+
+
+def _problem(name, dtype=torch.float32, device="cpu"):
+    """A process each solver applies to; the discrete DDPM process with t_min = 0 for the eps-space
+    solvers (their last step goes into sigma = 0: the steps' host-side branches are exercised)."""
+    sde = sd.DiscreteVPSDE.from_schedule("linear", 1000, t_min=0.0) if name in ("ddim", "ddpm", "plms") else sd.VPSDE()
+    solver = SOLVERS[name]()
+    x = torch.randn(4, 3, 2, 2, generator=torch.Generator().manual_seed(0), dtype=dtype).to(device)
+    return sde, solver, sd.ScoreModel(_net, sde, prediction="eps"), x
+
+
+def _solve(solver, sde, model, x, steps, step=None, seed=1, need_x0=False):
+    """run_steps over a grid of ``steps`` steps with ``step`` (default: the eager one); the final x
+    and the x0 previews of every step (callback) when ``need_x0``."""
+    grid = sd.grids.make_grid(solver.default_grid, sde, steps)
+    coefs = _to_device(solver.init(sde, grid), x)
+    x0s = []
+    on_step = (lambda i, state: x0s.append(state["x0"])) if need_x0 else None
+    gen = torch.Generator(device=x.device).manual_seed(seed)
+    state = run_steps(
+        solver, model, solver.init_state(x, coefs), coefs, steps, generator=gen, on_step=on_step, step=step
+    )
+    return state["x"], x0s, gen
+
+
+@pytest.mark.parametrize("name", list(SOLVERS))
+def test_compiled_step_is_bitwise_the_eager_step(name):
+    """aot_eager, fullgraph=True, 10 steps from the same x_T with the same seed: the same final
+    state bit for bit, the same x0 previews, the caller's generator advanced exactly as by the
+    eager solve, and at most 5 graphs (the first step, the others, the last noiseless step, a
+    multistep method's warm-up orders): no recompilation per step."""
+    sde, solver, model, x = _problem(name)
+    step = solver.compiled_step(backend="aot_eager", fullgraph=True)
+    got, got_x0, g1 = _solve(solver, sde, model, x, 10, step=step, need_x0=True)
+    ref, ref_x0, g2 = _solve(solver, sde, model, x, 10, need_x0=True)
+    assert torch.equal(got, ref), float((got - ref).abs().max())
+    assert all(torch.equal(a, b) for a, b in zip(got_x0, ref_x0, strict=True))
+    assert torch.equal(g1.get_state(), g2.get_state())
+    assert 1 <= counters["stats"]["unique_graphs"] <= 5, dict(counters["stats"])
+
+
+def test_no_graph_per_step():
+    """A 24-step solve compiles no more graphs than a 6-step one (the step index is a dynamic
+    integer; per-step host values are constants of a few graphs: DPM-Solver++(3) at 6 steps takes
+    orders 1, 2, 3, 3, 2, 1 with lower_order_final, at 24 steps 1, 2, 3, ..., 3), a second solve
+    none, and the compiled step is built once per solver and options."""
+    graphs = []
+    for steps in (6, 24):
+        torch._dynamo.reset()
+        counters.clear()
+        sde, solver, model, x = _problem("dpmpp3")
+        step = solver.compiled_step(backend="aot_eager", fullgraph=True)
+        _solve(solver, sde, model, x, steps, step=step)
+        graphs.append(counters["stats"]["unique_graphs"])
+    _solve(solver, sde, model, x, 24, step=step, seed=2)
+    assert graphs[1] == counters["stats"]["unique_graphs"] <= graphs[0] <= 5, graphs
+    assert solver.compiled_step(backend="aot_eager", fullgraph=True) is step
+    assert solver.compiled_step(backend="aot_eager") is not step
+
+
+def test_plain_torch_compile_of_a_deterministic_step():
+    """The bare recipe, torch.compile(solver.step, fullgraph=True), for a deterministic step without
+    per-step host values (DDIM on a grid that stays off sigma = 0): bitwise the eager solve."""
+    sde, solver = sd.VPSDE(), sd.DDIM()
+    model = sd.ScoreModel(_net, sde, prediction="eps")
+    x = torch.randn(4, 3, generator=torch.Generator().manual_seed(0))
+    step = torch.compile(solver.step, backend="aot_eager", fullgraph=True)
+    got, _, _ = _solve(
+        solver, sde, model, x, 8, step=lambda m, s, i, c, **kw: step(m, s, i, c, **{**kw, "generator": None})
+    )
+    ref, _, _ = _solve(solver, sde, model, x, 8)
+    assert torch.equal(got, ref)
+
+
+@pytest.mark.parametrize("name", ["ddpm", "ode-heun", "pc"])
+def test_sample_compile_is_bitwise_and_counts_network_calls(name):
+    """sample(..., compile={"backend": "aot_eager"}) equals sample(...) bitwise, prior draw and
+    noise from the same generator, and counts the same network evaluations (the count inside the
+    graph goes to a tensor the model folds in)."""
+    sde, solver, model, _ = _problem(name)
+    kw = dict(solver=solver, steps=8, dtype=torch.float32)
+    got = sd.sample(
+        sde, model, (5, 3), generator=torch.Generator().manual_seed(3), compile={"backend": "aot_eager"}, **kw
+    )
+    nfe = model.nfe
+    ref = sd.sample(sde, model, (5, 3), generator=torch.Generator().manual_seed(3), **kw)
+    assert torch.equal(got, ref)
+    assert nfe == model.nfe - nfe == solver.nfe(8)
+
+
+def test_sample_compile_keeps_the_non_finite_report():
+    """A NaN from the network inside a compiled solve is still announced with its first step: the
+    network turns NaN where t < 0.5, first at step 6 (t_6 = 1 - 6 * 0.0999 = 0.4006; t_5 = 0.5005)."""
+    sde = sd.VPSDE()
+    model = sd.ScoreModel(lambda x, t: torch.where(t[:, None] < 0.5, x * float("nan"), x), sde, prediction="eps")
+    grid = sd.grids.uniform(sde, 10)
+    with pytest.raises(sd.NonFiniteError, match=r"first appeared at step 6, from t = 0.4006 "):
+        sd.sample(sde, model, (3, 2), solver=sd.DDIM(), grid=grid, compile={"backend": "aot_eager"})
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", list(SOLVERS))
+def test_inductor_step_on_cuda(name, monkeypatch):
+    """The default backend (inductor) on CUDA, float32, 10 steps: inductor fuses each step's
+    arithmetic (FMA contractions, reordered sums) so states differ from eager by rounding only,
+    a few float32 ulps per operation and step: at most 1e-4 relative to the state's scale over the
+    solve (a wrong step is off by O(1)). fallback_random makes inductor draw with ATen's kernels,
+    so the noise is the eager noise."""
+    import torch._inductor.config as inductor_config
+
+    monkeypatch.setattr(inductor_config, "fallback_random", True)
+    sde, solver, model, x = _problem(name, device="cuda")
+    got, _, _ = _solve(solver, sde, model, x, 10, step=solver.compiled_step(fullgraph=True))
+    ref, _, _ = _solve(solver, sde, model, x, 10)
+    scale = float(ref.abs().max())
+    torch.testing.assert_close(got, ref, rtol=0.0, atol=1e-4 * max(scale, 1.0))
