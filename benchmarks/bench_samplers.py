@@ -2,6 +2,7 @@
 
     python benchmarks/bench_samplers.py              # GPU: batch 256 x 3x32x32, 50 steps, float32
     python benchmarks/bench_samplers.py --graph      # also a CUDA-graph-captured sdesolve loop
+    python benchmarks/bench_samplers.py --graph --compile  # and sample(..., compile=True) (inductor)
     python benchmarks/bench_samplers.py --quick      # tiny sizes, runs on CPU in seconds
     python benchmarks/bench_samplers.py --grid-study # CPU: which default grid each of DDIM / PLMS / DDPM gets
 
@@ -15,8 +16,10 @@ alpha = 1) from the same x_T; the sanity column checks that methods that should 
 * PLMS = PNDMScheduler(skip_prk_steps=True), DDPM = DDPMScheduler (same generator, same noise),
 * all others: distance of the sample moments to the exact data law.
 
-Timing: CUDA events around the whole loop after a warm-up run, median of repeats, divided by the
-number of steps. If ``import k_diffusion`` fails and its sources cannot be loaded either (see
+Timing: CUDA events around the whole loop after a warm-up run of every method (compilation and
+capture happen there), median of repeats taken round-robin (each repeat runs every method once, so
+drift hits all alike), divided by the number of steps; "ms/call" divides by the run's network
+calls, and its ratio column compares it with diffusers' DDIM step (one call per step). If ``import k_diffusion`` fails and its sources cannot be loaded either (see
 ``benchmarks/_peers.py``), a re-creation of its ``sample_euler`` loop written here is timed
 instead and labelled "(re-creation)".
 """
@@ -86,15 +89,16 @@ class Problem:
 
 
 # ----------------------------------------------------------------------------- methods
-def sdesolve_runner(P, solver, *, score_grid=False, generator=True, check_finite=True):
+def sdesolve_runner(P, solver, *, score_grid=False, generator=True, check_finite=True, compile=False):
     sde = P.sde_tmin if score_grid else P.sde
     grid = P.grid_score if score_grid else P.grid
     model = sdesolve.ScoreModel(P.eps_net, sde, prediction="eps")
+    kw = {"compile": compile} if compile else {}
 
     def run():
         g = torch.Generator(device=P.device).manual_seed(7) if generator else None
         return sdesolve.sample(
-            sde, model, x_T=P.x_T.clone(), solver=solver, grid=grid, generator=g, check_finite=check_finite
+            sde, model, x_T=P.x_T.clone(), solver=solver, grid=grid, generator=g, check_finite=check_finite, **kw
         )
 
     return run, model
@@ -207,22 +211,35 @@ def kdiffusion_runner(P):
 
 
 # ----------------------------------------------------------------------------- timing
-def time_it(run, steps, repeats, device):
-    run()  # warm-up
-    times = []
+def time_once(run, device):
+    """Wall time of one run in ms (CUDA events around it on a GPU), and its output."""
+    if device.type == "cuda":
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        out = run()
+        end.record()
+        torch.cuda.synchronize()
+        return start.elapsed_time(end), out
+    t0 = time.perf_counter()
+    out = run()
+    return 1e3 * (time.perf_counter() - t0), out
+
+
+def time_round_robin(methods, repeats, device):
+    """Median ms of each method's run over ``repeats`` rounds; every round runs every method once, in
+    order, so a drift of the machine (clocks, other load) hits every method alike. A warm-up run of
+    each method (compilation, capture, caches) comes first and is not timed."""
+    outs = {}
+    for m in methods:
+        outs[m["name"]] = m["run"]()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    times = {m["name"]: [] for m in methods}
     for _ in range(repeats):
-        if device.type == "cuda":
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            out = run()
-            end.record()
-            torch.cuda.synchronize()
-            times.append(start.elapsed_time(end))
-        else:
-            t0 = time.perf_counter()
-            out = run()
-            times.append(1e3 * (time.perf_counter() - t0))
-    return statistics.median(times) / steps, out
+        for m in methods:
+            ms, outs[m["name"]] = time_once(m["run"], device)
+            times[m["name"]].append(ms)
+    return {k: statistics.median(v) for k, v in times.items()}, outs
 
 
 def moment_error(x, P):
@@ -231,6 +248,13 @@ def moment_error(x, P):
     m = xf.mean(0)
     se = P.s / math.sqrt(x.shape[0])
     return float(((m - P.mu.double()) / se).pow(2).mean().sqrt()), float(xf.std(0).mean() / P.s)
+
+
+def _count_nfe(run, model):
+    """Network calls of one run (the run is made once more for it)."""
+    model.nfe = 0
+    run()
+    return model.nfe
 
 
 def main_timing(args):
@@ -243,38 +267,46 @@ def main_timing(args):
     print(
         f"# device {device} ({torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu'}), torch {torch.__version__}"
     )
-    print(f"# batch {shape}, {steps} steps, float32, median of {repeats} repeats after a warm-up\n")
+    print(f"# batch {shape}, {steps} steps, float32, median of {repeats} round-robin repeats after a warm-up\n")
 
-    rows = []  # (name, nfe, ms/step, sanity)
+    methods = []  # dicts: name, run, nfe, sanity (a key of the reference output or "moments")
 
-    def add(name, run, nfe, sanity_fn):
-        ms, out = time_it(run, steps, repeats, device)
-        rows.append((name, nfe, ms, sanity_fn(out)))
-        return out
+    def add(name, run, nfe, sanity="moments"):
+        methods.append({"name": name, "run": run, "nfe": nfe, "sanity": sanity})
 
-    ref = {}
+    ODE, PC = getattr(S, "ODE", None), getattr(S, "PredictorCorrector", None)
+    # sdesolve on the DDIM grid (ends at t = 0, alpha = 1): the eps / x0 space solvers
+    eps_solvers = [
+        ("DDIM(eta=0)", S.DDIM),
+        ("PLMS", S.PLMS),
+        ("DDPM", S.DDPM),
+        ("DPMSolverPP(2)", lambda: S.DPMSolverPP(2)),
+        ("DPMSolverPP(3)", lambda: S.DPMSolverPP(3)),
+        ("UniPC", S.UniPC),
+        ("DPMSolver(2)", lambda: S.DPMSolver(2)),
+        ("EDMHeun", S.EDMHeun),
+        ("EulerAncestral", S.EulerAncestral),
+    ]
+    # score-based solvers on a uniform grid to t_min = 1/N
+    score_solvers = [("EulerMaruyama", S.EulerMaruyama)]
+    if ODE is not None:
+        score_solvers += [("ODE('euler')", lambda: ODE("euler")), ("ODE('heun')", lambda: ODE("heun"))]
+    if PC is not None:
+        score_solvers.append(("PredictorCorrector", PC))
+    same_map = {"DDIM(eta=0)": "sdesolve DDIM(eta=0)", "PLMS": "sdesolve PLMS"}
 
-    def vs(key):
-        return lambda out: f"max|x - {key}| = {float((out - ref[key]).abs().max()):.1e}" if key in ref else "n/a"
+    for label, make in eps_solvers + score_solvers:
+        score_grid = (label, make) in score_solvers
+        suffix = " [uniform t to 1/N]" if score_grid else ""
+        try:
+            run, model = sdesolve_runner(P, make(), score_grid=score_grid)
+            add(f"sdesolve {label}{suffix}", run, _count_nfe(run, model))
+        except Exception as e:
+            print(f"# sdesolve {label} failed: {e!r}")
+    run, model = sdesolve_runner(P, S.DDIM(), check_finite=False)
+    add("sdesolve DDIM(eta=0), check_finite=False", run, _count_nfe(run, model), "sdesolve DDIM(eta=0)")
 
-    def moments(out):
-        z, r = moment_error(out, P)
-        return f"rms mean err {z:.2f} SE, std ratio {r:.3f}"
-
-    # sdesolve on the DDIM grid (ends at t = 0, alpha = 1)
-    for name, solver in [("sdesolve DDIM(eta=0)", S.DDIM()), ("sdesolve PLMS", S.PLMS()), ("sdesolve DDPM", S.DDPM())]:
-        run, model = sdesolve_runner(P, solver)
-        run()
-        model.nfe = 0
-        run()
-        nfe = model.nfe
-        out = add(name, run, nfe, moments)
-        ref[name] = out
-
-    run, _ = sdesolve_runner(P, S.DDIM(), check_finite=False)
-    add("sdesolve DDIM(eta=0), check_finite=False", run, steps, vs("sdesolve DDIM(eta=0)"))
-
-    peers = {}
+    peers = []
     try:
         import diffusers  # noqa: F401
 
@@ -283,62 +315,72 @@ def main_timing(args):
             ("diffusers PNDMScheduler(skip_prk)", "pndm", "sdesolve PLMS"),
             ("diffusers DDPMScheduler", "ddpm", "sdesolve DDPM"),
         ]:
-            ms_before = len(rows)
-            add(name, diffusers_runner(P, kind), steps + (1 if kind == "pndm" else 0), vs(key))
-            peers[name] = rows[ms_before][2]
+            add(name, diffusers_runner(P, kind), steps + (1 if kind == "pndm" else 0), key)
+            peers.append(name)
     except ImportError as e:
         print(f"# diffusers not importable ({e}); its rows are skipped")
     krun, kname = kdiffusion_runner(P)
-    idx = len(rows)
-    add(kname, krun, steps, vs("sdesolve DDIM(eta=0)"))
-    peers[kname] = rows[idx][2]
-
-    # score-based sdesolve solvers on a uniform grid to t_min = 1/N
-    others = [("sdesolve EulerMaruyama", S.EulerMaruyama())]
-    ODE = getattr(S, "ODE", None)
-    if ODE is not None:
-        others += [("sdesolve ODE('euler')", ODE("euler")), ("sdesolve ODE('heun')", ODE("heun"))]
-    PC = getattr(S, "PredictorCorrector", None)
-    if PC is not None:
-        try:
-            others.append(("sdesolve PredictorCorrector", PC()))
-        except Exception as e:  # pragma: no cover - depends on the peer's signature
-            print(f"# PredictorCorrector() could not be built: {e!r}")
-    for name, solver in others:
-        run, model = sdesolve_runner(P, solver, score_grid=True)
-        try:
-            run()
-        except Exception as e:
-            print(f"# {name} failed: {e!r}")
-            continue
-        model.nfe = 0
-        run()
-        add(name + " [uniform t to 1/N]", run, model.nfe, moments)
+    add(kname, krun, steps, "sdesolve DDIM(eta=0)")
+    peers.append(kname)
 
     if args.graph and device.type == "cuda":
-        # sdesolve.GraphSampler: the library's captured sampler (one graph launch per solve).
-        graph_solvers = [
-            ("sdesolve DDIM(eta=0) GraphSampler", S.DDIM(), False, vs("sdesolve DDIM(eta=0)")),
-            ("sdesolve PLMS GraphSampler", S.PLMS(), False, vs("sdesolve PLMS")),
-            ("sdesolve DDPM GraphSampler", S.DDPM(), False, moments),
-            ("sdesolve EulerMaruyama GraphSampler [uniform t to 1/N]", S.EulerMaruyama(), True, moments),
-        ]
-        if ODE is not None:
-            graph_solvers.append(("sdesolve ODE('heun') GraphSampler [uniform t to 1/N]", ODE("heun"), True, moments))
+        # sdesolve.GraphSampler: the library's captured sampler (one graph launch per solve)
+        for label, make in eps_solvers + score_solvers:
+            score_grid = (label, make) in score_solvers
+            suffix = " [uniform t to 1/N]" if score_grid else ""
+            try:
+                run, nfe = graph_runner(P, make(), score_grid=score_grid)
+                add(f"sdesolve {label} GraphSampler{suffix}", run, nfe, same_map.get(label, "moments"))
+            except Exception as e:
+                print(f"# GraphSampler {label} failed: {e!r}")
+    if args.compile and device.type == "cuda":
+        # sample(..., compile=True): every step through torch.compile (inductor); compiled in the warm-up
+        compiled = [("DDIM(eta=0)", S.DDIM, False), ("DDPM", S.DDPM, False), ("PLMS", S.PLMS, False)]
+        compiled += [("EulerMaruyama", S.EulerMaruyama, True)]
         if PC is not None:
-            graph_solvers.append(("sdesolve PredictorCorrector GraphSampler [uniform t to 1/N]", PC(), True, moments))
-        for name, solver, score_grid, sanity in graph_solvers:
-            run, nfe = graph_runner(P, solver, score_grid=score_grid)
-            add(name, run, nfe, sanity)
+            compiled.append(("PredictorCorrector", PC, True))
+        for label, make, score_grid in compiled:
+            suffix = " [uniform t to 1/N]" if score_grid else ""
+            try:
+                run, model = sdesolve_runner(P, make(), score_grid=score_grid, compile=True)
+                add(
+                    f"sdesolve {label} compiled step{suffix}",
+                    run,
+                    _count_nfe(run, model),
+                    same_map.get(label, "moments"),
+                )
+            except Exception as e:
+                print(f"# compiled {label} failed: {e!r}")
 
-    peer_names = list(peers)
-    head = "| method | NFE | ms/step | " + " | ".join(f"ratio vs {p}" for p in peer_names) + " | sanity |"
+    ms, outs = time_round_robin(methods, repeats, device)
+
+    def sanity(m):
+        out = outs[m["name"]]
+        key = m["sanity"]
+        if key == "moments":
+            z, r = moment_error(out, P)
+            return f"rms mean err {z:.2f} SE, std ratio {r:.3f}"
+        if key not in outs:
+            return "n/a"
+        return f"max|x - {key}| = {float((out - outs[key]).abs().max()):.1e}"
+
+    ddim_peer = "diffusers DDIMScheduler" if "diffusers DDIMScheduler" in ms else None
+    per_call_ref = ms[ddim_peer] / steps if ddim_peer else None  # diffusers' DDIM: one call per step
+    head = "| method | NFE | ms/step | ms/call |"
+    if per_call_ref:
+        head += " per call vs diffusers DDIMScheduler |"
+    head += "".join(f" per step vs {p} |" for p in peers) + " sanity |"
     print(head)
-    print("|" + "---|" * (4 + len(peer_names)))
-    for name, nfe, ms, sanity in rows:
-        ratios = " | ".join(f"{ms / peers[p]:.2f}" for p in peer_names)
-        print(f"| {name} | {nfe} | {ms:.3f} | {ratios} | {sanity} |")
-    print("\nratio < 1: faster than the peer. Sanity: deterministic peers against the matching sdesolve sampler;")
+    print("|" + "---|" * (head.count("|") - 1))
+    for m in methods:
+        per_step, per_call = ms[m["name"]] / steps, ms[m["name"]] / m["nfe"]
+        row = f"| {m['name']} | {m['nfe']} | {per_step:.3f} | {per_call:.3f} |"
+        if per_call_ref:
+            row += f" {per_call / per_call_ref:.2f} |"
+        row += "".join(f" {ms[m['name']] / ms[p]:.2f} |" for p in peers)
+        print(row + f" {sanity(m)} |")
+    print("\nratio < 1: faster than the peer. Per call: the run's time over its network calls, against diffusers'")
+    print("DDIMScheduler step (one call per step). Sanity: deterministic peers against the matching sdesolve sampler;")
     print("stochastic samplers and score solvers: sample mean error in standard errors and std ratio to the data law.")
 
 
@@ -448,6 +490,7 @@ def main():
     p.add_argument("--quick", action="store_true", help="tiny sizes (CPU check of the script)")
     p.add_argument("--cpu", action="store_true", help="run on CPU even if CUDA is available")
     p.add_argument("--graph", action="store_true", help="also time a CUDA-graph-captured sdesolve loop")
+    p.add_argument("--compile", action="store_true", help="also time sample(..., compile=True) (CUDA)")
     p.add_argument("--grid-study", action="store_true", help="measure the default grids (CPU)")
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--steps", type=int, default=50)
