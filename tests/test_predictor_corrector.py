@@ -1051,3 +1051,152 @@ def test_float16_predictors_on_ve_with_a_large_sigma_max(pred):
     m_T, v_T = target.marginal_moments(sde.T, sde)
     m, v = chain_moments(solver, sde, target.model(sde), sd.grids.uniform(sde, steps), m_T.double(), v_T.double())
     check_moments(x.double(), m, v, var_bias=0.01 * v, mean_bias=0.01, what=f"float16/{pred}")
+
+
+# --------------------------------------------------------------------------- eager speed: results unchanged
+#: the commit whose predictor-corrector numerics the per-step host work was cut against (issue 12 item 5)
+PC_PINNED = "6419656e76c62897958330dadef800328220f7c9"
+
+
+def _pc_reference_outputs():
+    """Fixed-seed samples, callback x0 previews, NFE and Metropolis acceptance records of the
+    predictor-corrector samplers (every predictor and corrector form, float64 / float32 / float16 /
+    bfloat16 states, eps / x0 / score networks) on four processes. Self-contained: it also runs on PC_PINNED."""
+    import torch
+
+    import sdesolve as sd
+    from sdesolve.solvers.base import _to_device, run_steps
+
+    P = sd.solvers.predictor_corrector
+    solvers = {
+        "default": lambda: P.PredictorCorrector(),
+        "em-song-mala2": lambda: P.PredictorCorrector(
+            P.EulerMaruyamaPredictor(discretization="song"), P.LangevinCorrector(snr=0.2, n_steps=2)
+        ),
+        "em-ula2": lambda: P.PredictorCorrector(P.EulerMaruyamaPredictor(), P.LangevinCorrector(n_steps=2, metropolis=False)),
+        "anc-annealed": lambda: P.PredictorCorrector(P.AncestralPredictor(), P.AnnealedLangevinCorrector(0.16, 2)),
+        "anc-song-mala": lambda: P.PredictorCorrector(P.AncestralPredictor("song"), P.LangevinCorrector()),
+        "rd-batch": lambda: P.PredictorCorrector(P.ReverseDiffusionPredictor(), P.LangevinCorrector(step_rule="batch")),
+        "rd-sample": lambda: P.PredictorCorrector(P.ReverseDiffusionPredictor(discretization="song"), P.LangevinCorrector(step_rule="sample")),
+        "rd-flow": lambda: P.PredictorCorrector(P.ReverseDiffusionPredictor(probability_flow=True), None),
+        "em-flow-mala": lambda: P.PredictorCorrector(P.EulerMaruyamaPredictor(probability_flow=True), P.LangevinCorrector()),
+    }  # fmt: skip
+    processes = {
+        "vp": lambda: sd.VPSDE(), "ve": lambda: sd.VESDE(), "vdm": lambda: sd.VDMSDE(t_min=1e-3),
+        "discrete": lambda: sd.DiscreteVPSDE.from_schedule("linear", 1000),
+    }  # fmt: skip
+    mu = torch.tensor([0.7, -0.4, 0.2, 1.1])
+
+    def net(x, t):  # smooth and bounded, time-dependent
+        s = t.reshape((-1,) + (1,) * (x.dim() - 1)).to(x.dtype)
+        return (0.6 + 0.1 * torch.cos(s)) * torch.tanh(x) - 0.3 * torch.sin(s) * mu.to(x.dtype)
+
+    cases = [("eps", torch.float32), ("x0", torch.float64), ("score", torch.float32)]
+    cases += [("eps", torch.float16), ("eps", torch.bfloat16)]
+    out = {}
+    for pname, make_sde in processes.items():
+        for sname, make_solver in solvers.items():
+            for pred, dtype in cases:
+                sde, solver = make_sde(), make_solver()
+                try:
+                    solver.check(sde)
+                except ValueError:
+                    continue
+                if dtype in (torch.float16, torch.bfloat16) and (pname == "ve" or sname != "default"):
+                    continue
+                model, x0s = sd.ScoreModel(net, sde, prediction=pred), []
+                key = f"{pname}/{sname}/{pred}/{str(dtype)[6:]}"
+                x = sd.sample(
+                    sde, model, (6, 4), solver=solver, steps=7, dtype=dtype, generator=torch.Generator().manual_seed(11),
+                    callback=None if pred == "score" else (lambda d, acc=x0s: acc.append(d["x0"])),
+                )  # fmt: skip
+                out[key], out[key + "/nfe"] = x, model.nfe
+                if x0s:
+                    out[key + "/x0"] = torch.stack(x0s)
+                if pred == "eps" and dtype == torch.float32 and solver.corrector is not None:
+                    gen = torch.Generator().manual_seed(5)
+                    x_T = torch.randn(6, 4, generator=gen)
+                    coefs = _to_device(solver.init(sde, sd.grids.uniform(sde, 7)), x_T)
+                    state = run_steps(solver, model, solver.init_state(x_T, coefs), coefs, 7, generator=gen)
+                    out[key + "/run_steps"] = state["x"]
+                    if "acceptance" in state:
+                        out[key + "/acceptance"] = state["acceptance"]
+    return out
+
+
+#: per solver name, (sum, sum of |.|) in float64 of its outputs at PC_PINNED (a check without git history)
+_PC_CHECKSUMS: dict[str, tuple[float, float]] = {
+    "default": (-122157.37124342132, 446479.0195678901),
+    "em-song-mala2": (8459.010481472702, 143826.4375524672),
+    "em-ula2": (2257.7517888924294, 146059.8333745447),
+    "anc-annealed": (3379.336105292596, 76292.92704459373),
+    "anc-song-mala": (6022.231710069533, 77250.23277671779),
+    "rd-batch": (-41848.773857119726, 430424.23643761297),
+    "rd-sample": (2508.35631468997, 55937.62840375419),
+    "rd-flow": (5841.533092580995, 48833.8009330406),
+    "em-flow-mala": (3957.211248576949, 68326.37159314267),
+}
+
+
+@pytest.fixture(scope="module")
+def pc_reference_outputs():
+    return _pc_reference_outputs()
+
+
+def test_pc_outputs_match_the_stored_checksums(pc_reference_outputs):
+    """The predictor-corrector outputs sum to PC_PINNED's checksums: to 1e-6 relative of the sum of |.| (float32
+    kernels of other machines may round differently in the last bit; a changed formula moves them by far more)."""
+    sums: dict[str, list[float]] = {k: [0.0, 0.0] for k in _PC_CHECKSUMS}
+    for key, value in pc_reference_outputs.items():
+        if key.endswith("/nfe"):
+            continue
+        acc = sums[key.split("/")[1]]
+        acc[0] += float(value.double().sum())
+        acc[1] += float(value.double().abs().sum())
+    assert sorted(sums) == sorted(_PC_CHECKSUMS)
+    for name, (total, total_abs) in _PC_CHECKSUMS.items():
+        assert sums[name][1] == pytest.approx(total_abs, rel=1e-6), name
+        assert abs(sums[name][0] - total) <= 1e-6 * total_abs, (name, sums[name][0], total)
+
+
+def test_pc_outputs_are_bitwise_those_of_the_pinned_commit(pc_reference_outputs, tmp_path):
+    """The same outputs computed by PC_PINNED's sdesolve (exported with `git archive`, run in a subprocess)
+    and by this one: bitwise equal, same dtypes, same NFE, x0 previews and acceptance records."""
+    import inspect
+    import io
+    import shutil
+    import subprocess
+    import sys
+    import tarfile
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    git = shutil.which("git")
+    if (
+        git is None
+        or subprocess.run([git, "-C", root, "cat-file", "-e", PC_PINNED + "^{commit}"], capture_output=True).returncode
+    ):
+        pytest.skip(f"needs the git history holding {PC_PINNED[:7]} (the checksum test covers this machine)")
+    archive = subprocess.run(
+        [git, "-C", root, "archive", PC_PINNED, "sdesolve"], capture_output=True, check=True
+    ).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(tmp_path, filter="data")
+    script = inspect.getsource(_pc_reference_outputs) + (
+        "\nimport sdesolve, torch\n"
+        f"assert sdesolve.__file__.startswith({str(tmp_path)!r}), sdesolve.__file__\n"
+        "torch.set_num_threads(1)\n"
+        f"torch.save(_pc_reference_outputs(), {str(tmp_path / 'ref.pt')!r})\n"
+    )
+    subprocess.run([sys.executable, "-c", script], cwd=tmp_path, check=True, capture_output=True)
+    ref = torch.load(tmp_path / "ref.pt")
+    assert sorted(ref) == sorted(pc_reference_outputs)
+    changed = []
+    for key, value in ref.items():
+        now = pc_reference_outputs[key]
+        if isinstance(value, torch.Tensor):
+            if not (now.dtype == value.dtype and now.shape == value.shape and torch.equal(now, value)):
+                changed.append((key, float((now.double() - value.double()).abs().max())))
+        elif now != value:
+            changed.append((key, now, value))
+    assert not changed, changed
