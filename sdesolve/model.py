@@ -58,6 +58,8 @@ __all__ = [
 
 PREDICTIONS = ("eps", "x0", "v", "score")
 _M = TypeVar("_M")
+#: a time vector, the batch size, and the network time input at each of its times (rows of (B, ...))
+_TimeTable = tuple[Tensor, int, tuple[Tensor, ...]]
 
 
 class ScoreModel(nn.Module):
@@ -124,7 +126,7 @@ class ScoreModel(nn.Module):
         self._model_kwargs: dict[str, Any] = _check_model_kwargs(model_kwargs, "model_kwargs")
         self._counter = _Counter()
         self._batch_checked: int | None = None  # the batch size model_kwargs were last checked against
-        self._time_tables: dict[int, tuple[Tensor, Tensor]] = {}  # per-grid network times (:func:`with_time_tables`)
+        self._time_tables: dict[int, _TimeTable] = {}  # per-grid network times (:func:`with_time_tables`)
 
     @property
     def nfe(self) -> int:
@@ -230,7 +232,7 @@ class ScoreModel(nn.Module):
         out = self._evaluate(x, t_in)
         if out.shape != x.shape:
             raise ValueError(f"the network returned shape {tuple(out.shape)}, expected the shape of x {tuple(x.shape)}")
-        return out.to(x.dtype)
+        return out if out.dtype == x.dtype else out.to(x.dtype)
 
     def _table_row(self, x: Tensor, t: Tensor) -> Tensor | None:
         """The precomputed network time input of a solver's time ``t`` (a 0-d view into a time vector
@@ -240,9 +242,9 @@ class ScoreModel(nn.Module):
             return None
         base = t._base
         entry = None if base is None else tables.get(id(base))
-        if entry is None or entry[0] is not base or t.dim() != 0 or entry[1].shape[1] != x.shape[0]:
+        if entry is None or entry[0] is not base or t.dim() != 0 or entry[1] != x.shape[0]:
             return None
-        return entry[1][t.storage_offset()]
+        return entry[2][t.storage_offset()]
 
     def _evaluate(self, x: Tensor, t_in: Tensor) -> Tensor:
         """One network call on (x, t_in) with the bound inputs, counted; its output tensor."""
@@ -687,7 +689,7 @@ def with_time_tables(model: _M, times: Iterable[Tensor], x: Tensor) -> _M:
     """
     if not isinstance(model, ScoreModel) or torch.compiler.is_compiling():
         return model
-    tables: dict[int, tuple[Tensor, Tensor]] = {}
+    tables: dict[int, _TimeTable] = {}
     B = x.shape[0]
     for t in times:
         if id(t) in tables or t._base is not None or not t.is_contiguous() or t.numel() == 0:
@@ -701,7 +703,8 @@ def with_time_tables(model: _M, times: Iterable[Tensor], x: Tensor) -> _M:
             continue
         if t_in.dim() == 0 or t_in.shape[0] != flat.shape[0]:
             continue
-        tables[id(t)] = (t, t_in.reshape((t.numel(), B) + tuple(t_in.shape[1:])))
+        rows = t_in.reshape((t.numel(), B) + tuple(t_in.shape[1:])).unbind(0)  # row k: time k, (B, ...)
+        tables[id(t)] = (t, B, rows)
     return model._replace(_time_tables=tables) if tables else model  # type: ignore[return-value]  # a ScoreModel's copy
 
 

@@ -189,11 +189,12 @@ def run_steps(
         step = solver.step
         times = [v for k, v in coefs.items() if k.startswith("t") and isinstance(v, Tensor)]
         model = with_time_tables(model, times, state["x"])  # the network's time input, once per grid
+    rows = record.unbind(0) if record is not None else ()  # record[i], selected once per solve
     for i in range(n) if indices is None else indices:
         noise = not (denoise and i == n - 1)
         state = step(model, state, i, coefs, generator=generator, noise=noise, need_x0=need_x0)
         if record is not None:
-            record_step(record, i, state["x"])
+            _record_into(rows[i], state["x"])
         if on_step is not None:
             on_step(i, state)
     return state
@@ -313,10 +314,15 @@ def new_record(n: int, device: torch.device | str | None, dtype: torch.dtype = t
 
 def record_step(record: Tensor, i: int, x: Tensor) -> None:
     """Write max |x| (non-finite iff x holds NaN or inf) into ``record[i]``, in the record's dtype."""
-    if record.dtype == x.dtype:
-        torch.linalg.vector_norm(x.reshape(-1), math.inf, out=record[i])
+    _record_into(record[i], x)
+
+
+def _record_into(entry: Tensor, x: Tensor) -> None:
+    """Write max |x| into the 0-d ``entry`` (one reduction kernel when the dtypes agree)."""
+    if entry.dtype == x.dtype:
+        torch.linalg.vector_norm(x, math.inf, out=entry)
     else:
-        torch.linalg.vector_norm(x.reshape(-1), math.inf, dtype=record.dtype, out=record[i])
+        torch.linalg.vector_norm(x, math.inf, dtype=entry.dtype, out=entry)
 
 
 def first_nonfinite(record: Tensor) -> Tensor:

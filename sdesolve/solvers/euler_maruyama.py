@@ -71,11 +71,12 @@ class EulerMaruyama(Solver):
         at_t = (coefs["alpha"][i], coefs["sigma"][i])
         out_net = view_at(model, x, coefs["t"][i], "eps" if eps else "score", at_t)
         low = x.dtype in (torch.float16, torch.bfloat16)
+        keys = _STEP_KEYS[eps, noise, need_x0]  # only the coefficients this step uses (a select each)
         if low:
-            c = {k: coefs["tlow_" + k][i].float() for k in _LOW_KEYS}
+            c = {k: coefs["tlow_" + k][i].float() for k in keys}
             xs, net = x.float(), out_net.float()
         else:
-            c = {k: coefs[k][i] for k in _LOW_KEYS}
+            c = {k: coefs[k][i] for k in keys}
             xs, net = x, out_net
         if eps:  # x + (f x - g^2 (-e / sigma)) h
             x_mean = c["one_fh"] * xs + c["g2h_sigma"] * net
@@ -90,3 +91,11 @@ class EulerMaruyama(Solver):
 
 
 _LOW_KEYS = ("one_fh", "g2h", "g_sqrt_h", "g2h_sigma", "x0_x", "x0_eps", "x0_score")
+_STEP_KEYS = {
+    (eps, noise, need_x0): ("one_fh", "g2h_sigma" if eps else "g2h")
+    + (("g_sqrt_h",) if noise else ())
+    + (("x0_x", "x0_eps" if eps else "x0_score") if need_x0 else ())
+    for eps in (False, True)
+    for noise in (False, True)
+    for need_x0 in (False, True)
+}

@@ -48,6 +48,7 @@ Ermon, "Denoising Diffusion Implicit Models", ICLR 2021 (eq. 12).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -115,6 +116,15 @@ def flow_coefficients(sde: LinearSDE, t: Tensor, h: Tensor | float = 1.0) -> dic
     hg2_half = 0.5 * h * sde._g2(t)
     alpha, sigma = torch.exp(sde._log_alpha(t)), torch.exp(sde._log_sigma(t))
     return {"hf": hf, "hg2_half": hg2_half, "alpha": alpha, "sigma": sigma, "hg2_half_sigma": hg2_half / sigma}
+
+
+def _axpy(y: Tensor, a: float, x: Tensor) -> Tensor:
+    """``y + a x``, in one kernel when ``a`` is a power of two (``a x`` is then exact: the same bits as two)."""
+    if a == 1.0:
+        return y + x
+    if abs(math.frexp(a)[0]) == 0.5:
+        return torch.add(y, x, alpha=a)
+    return y + a * x
 
 
 class RungeKuttaODE(ODE):
@@ -243,7 +253,7 @@ class RungeKuttaODE(ODE):
             xj = x
             for a_jl, k_l in zip(row, ks):
                 if a_jl != 0.0:
-                    xj = xj + a_jl * k_l
+                    xj = _axpy(xj, a_jl, k_l)
             tj, at_j = coefs[f"t_stage{j}"][i], (coefs[f"alpha{j}"][i], coefs[f"sigma{j}"][i])
             if eps:
                 s = view_at(model, xj, tj, "eps", at_j)
@@ -256,7 +266,7 @@ class RungeKuttaODE(ODE):
         x_next = x
         for b_j, k_j in zip(self.tableau.b, ks):
             if b_j != 0.0:
-                x_next = x_next + b_j * k_j
+                x_next = _axpy(x_next, b_j, k_j)
         out = {"x": x_next}
         if need_x0:
             out["x0"] = coefs["x0_x"][i] * x + coefs["x0_eps" if eps else "x0_score"][i] * s0
