@@ -336,3 +336,31 @@ def test_outputs_are_bitwise_those_of_the_pinned_commit(reference_outputs, tmp_p
         elif now != value:
             changed.append((key, now, value))
     assert not changed, changed
+
+
+# ----------------------------------------------------------------------------- the non-finite record
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+def test_record_is_non_finite_exactly_when_the_state_is(device, dtype):
+    """record_step writes max |x| (one reduction, in the state's dtype): NaN, +inf or -inf anywhere
+    (first, middle or last element) make the entry non-finite; the largest finite numbers of the
+    dtype, many of them (whose sum would overflow), do not; first_nonfinite finds the first bad step."""
+    from sdesolve.solvers.base import first_nonfinite, new_record, record_step
+
+    big = torch.finfo(dtype).max
+    record = new_record(8, device, dtype)
+    x = torch.full((5, 3, 7), big, dtype=dtype, device=device)
+    x[::2] = -big
+    record_step(record, 0, x)
+    assert bool(torch.isfinite(record[0]))
+    for step, (where, bad) in enumerate(
+        [((0, 0, 0), float("nan")), ((2, 1, 3), float("inf")), ((4, 2, 6), -float("inf"))], start=3
+    ):
+        y = torch.zeros(5, 3, 7, dtype=dtype, device=device)
+        y[where] = bad
+        record_step(record, step, y)
+        assert not bool(torch.isfinite(record[step])), (where, bad)
+    assert int(first_nonfinite(record)) == 3
+    record64 = new_record(2, device)  # GraphSampler's float64 record takes states of any dtype
+    record_step(record64, 1, x)
+    assert bool(torch.isfinite(record64[1])) and float(record64[1]) == float(big)
