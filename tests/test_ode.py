@@ -405,3 +405,143 @@ def test_runge_kutta_defaults_and_its_own_argument_checks():
     torch.testing.assert_close(c["hg2_half"], 0.5 * sde._g2(t), rtol=1e-15, atol=0)
     torch.testing.assert_close(c["hg2_half_sigma"], 0.5 * sde._g2(t) / sde.sigma(t), rtol=1e-15, atol=0)
     torch.testing.assert_close(flow_coefficients(sde, t, 0.25)["hf"], 0.25 * sde._f(t), rtol=1e-15, atol=0)
+
+
+# --------------------------------------------------------------------------- the step into sigma = 0, exactly
+F64 = torch.float64
+TARGET_4D = sd.Gaussian(torch.tensor([0.7, -0.4, 0.2, 1.5], dtype=F64), torch.tensor([0.5, 1.2, 0.8, 0.05], dtype=F64))
+ZERO_END = {**ZERO_PROCESSES, "discrete": lambda: sd.DiscreteVPSDE.from_schedule("linear", t_min=0.0)}
+# each method's step into sigma = 0 (runge_kutta.ZERO_TABLEAUX), written out: (c, A, b)
+_RALSTON = ((0.0, 2 / 3), ((), (2 / 3,)), (1 / 4, 3 / 4))
+_HEUN3 = ((0.0, 1 / 3, 2 / 3), ((), (1 / 3,), (0.0, 2 / 3)), (1 / 4, 0.0, 3 / 4))
+_INTO_ZERO = {"heun": _RALSTON, "rk3": _HEUN3, "rk4": _HEUN3}
+
+
+def _exact_view_model(sde, target, pred, times=None):
+    """A ScoreModel predicting ``pred`` whose network is the target's exact view, in float64 from the
+    process at the time it is given (not the solver's coefficients); it records those times."""
+    from sdesolve.model import convert
+
+    def net(x, t):
+        if times is not None:
+            times.append(t.detach().clone())
+        t64 = t.to(F64)
+        a, s = torch.exp(sde._log_alpha(t64))[:, None], torch.exp(sde._log_sigma(t64))[:, None]
+        score = target.marginal_score(x.to(F64), t64, sde)
+        return convert(score, x.to(F64), a, s, "score", pred).to(x.dtype)
+
+    return sd.ScoreModel(net, sde, prediction=pred, time_input=lambda t: t)
+
+
+@pytest.mark.parametrize("method", list(_INTO_ZERO))
+@pytest.mark.parametrize("proc", list(ZERO_END))
+def test_step_into_sigma_zero_is_its_tableau_in_r_exactly(proc, method):
+    """One step from t_i to sigma = 0 in float64 against the tableau written out in (r, y) = (sigma/alpha,
+    x/alpha): for a Gaussian target N(m, v) the exact eps is ``r (y - m) / (v + r^2)`` whatever the time,
+    so the reference needs only r_i = sigma(t_i)/alpha(t_i) and alpha(t_i); ``y_next = y - r_i sum_j b_j
+    eps_j``, ``x_next = alpha(0) y_next = y_next``; the first stage sees t_i. Every coefficient is float64 (1e-12, where a float32
+    coefficient would be off by 1e-8) and any network parameterization gives it; the step's x0 preview is
+    the exact posterior mean E[x0 | x_{t_i}]."""
+    from sdesolve.solvers.base import _to_device
+
+    sde = ZERO_END[proc]()
+    m, v = TARGET_4D.mean, TARGET_4D.std**2
+    c, A, b = _INTO_ZERO[method]
+    for t_i in (0.02, 0.3, 1.0):
+        grid = torch.tensor([t_i, 0.0], dtype=F64)
+        a_i, s_i = sde.alpha(grid[:1]), sde.sigma(grid[:1])
+        x = TARGET_4D.marginal_sample(8, t_i, sde, generator=torch.Generator().manual_seed(1)).to(F64)
+        y, r = x / a_i, s_i / a_i
+        es = []
+        for j in range(len(c)):
+            r_j, y_j = (1.0 - c[j]) * r, y - r * sum(a * e for a, e in zip(A[j], es))
+            es.append(r_j * (y_j - m) / (v + r_j**2))
+        want = y - r * sum(b_j * e for b_j, e in zip(b, es))
+        post = m + v * a_i / (a_i**2 * v + s_i**2) * (x - a_i * m)
+        solver = ODE(method)
+        for pred in ("eps", "score", "x0", "v"):
+            times: list[torch.Tensor] = []
+            model = _exact_view_model(sde, TARGET_4D, pred, times)
+            coefs = _to_device(solver.init(sde, grid), x)
+            assert coefs["into_zero"] == [True]
+            out = solver.step(model, {"x": x}, 0, coefs, need_x0=True)
+            # the first stage at t_i itself, not t(r(t_i)) (1 ulp below it on VP and subVP at t_i = 1)
+            assert bool((times[0] == t_i).all()), (times[0][0].item(), t_i)
+            torch.testing.assert_close(out["x"], want, rtol=1e-12, atol=1e-12, msg=f"{pred} at t_i={t_i}")
+            torch.testing.assert_close(out["x0"], post, rtol=1e-12, atol=1e-12, msg=f"{pred} at t_i={t_i}")
+            assert model.nfe == len(c)
+
+
+@pytest.mark.parametrize("method", ["heun", "rk3", "rk4"])
+@pytest.mark.parametrize("proc", ["vp", "ve", "discrete", "vp0"])
+def test_stages_at_the_ends_of_a_step_evaluate_the_network_at_the_grid_times_themselves(proc, method):
+    """A stage with c = 0 is evaluated at t_i and one with c = 1 at t_{i+1}, the grid's own numbers (not
+    t_i + 1.0 h, which differs in the last place on these grids): a network trained on a schedule's
+    timesteps sees exactly them, as in k-diffusion's and diffusers' Heun. A step into sigma = 0 also
+    starts at t_i itself (not t(r(t_i)), another last-place difference)."""
+    sde = {"vp": sd.VPSDE, "ve": sd.VESDE, "discrete": sd.DiscreteVPSDE.from_schedule, "vp0": ZERO_PROCESSES["VP"]}[
+        proc
+    ]()
+    grid = sd.grids.karras(sde, 10)
+    assert bool(((grid[:-1] + 1.0 * (grid[1:] - grid[:-1])) != grid[1:]).any()) or proc == "vp0"
+    times: list[torch.Tensor] = []
+    x = TARGET_4D.marginal_sample(2, sde.T, sde, generator=torch.Generator().manual_seed(0)).to(F64)
+    ODE(method).solve(sde, _exact_view_model(sde, TARGET_4D, "eps", times), x, grid)
+    c = ODE(method).tableau.c
+    seen = torch.stack([t[0] for t in times]).reshape(-1)
+    steps = 9 if proc == "vp0" else 10  # the step into sigma = 0 uses its own tableau (tested above)
+    seen_steps = seen[: steps * len(c)].reshape(steps, len(c))
+    assert torch.equal(seen_steps[:, 0], grid[:steps])
+    assert torch.equal(seen_steps[:, len(c) - 1], grid[1 : steps + 1])
+    if proc == "vp0":
+        assert float(seen[steps * len(c)]) == float(grid[-2])
+
+
+@pytest.mark.parametrize("pred", ["score", "x0", "v"])
+def test_the_step_into_sigma_zero_evaluates_nothing_of_the_process(pred):
+    """Like every other step (test_overhead.py), the step into sigma = 0 hands the model its precomputed
+    alpha and sigma at each stage time: no exp, log, gather or search of DiscreteVPSDE's knots runs."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from sdesolve.solvers.base import _to_device
+
+    class Ops(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            names.add(func.__name__.split(".")[0])
+            return func(*args, **(kwargs or {}))
+
+    sde = ZERO_END["discrete"]()
+    model = sd.ScoreModel(lambda x, t: 0.1 * x, sde, prediction=pred)
+    x = torch.randn(4, 3, generator=torch.Generator().manual_seed(0))
+    process_ops = {"exp", "log", "expm1", "log1p", "index", "searchsorted", "gather", "bucketize", "floor"}
+    for method in _INTO_ZERO:
+        solver = ODE(method)
+        coefs = _to_device(solver.init(sde, torch.tensor([0.5, 0.0], dtype=F64)), x)
+        names: set[str] = set()
+        with Ops():
+            out = solver.step(model, {"x": x}, 0, coefs, need_x0=True)
+        assert coefs["into_zero"] == [True] and torch.isfinite(out["x"]).all()
+        assert not process_ops & names, (method, names)
+
+
+@pytest.mark.parametrize("method", ["euler", "heun", "rk4"])
+def test_callback_x0_is_the_posterior_mean_for_every_parameterization(method):
+    """The x0 handed to a callback at step i is E[x0 | x_{t_i}] = m + v alpha / (alpha^2 v + sigma^2)
+    (x - alpha m) at the state entering the step, exactly (float64, 1e-12), whatever the network
+    predicts (an eps network's x0 comes from its eps, the others' from the score), including the
+    step into sigma = 0 at the end of a VP(t_min=0) grid."""
+    m, v = TARGET_4D.mean, TARGET_4D.std**2
+    for sde in (sd.VPSDE(), sd.VPSDE(t_min=0.0)):
+        grid = sd.grids.uniform(sde, 6)
+        x_T = TARGET_4D.marginal_sample(8, sde.T, sde, generator=torch.Generator().manual_seed(2)).to(F64)
+        for pred in ("eps", "score", "x0", "v"):
+            seen: list[dict] = []
+            ODE(method).solve(sde, _exact_view_model(sde, TARGET_4D, pred), x_T, grid, callback=seen.append)
+            assert len(seen) == 6
+            x = x_T
+            for d in seen:
+                t = torch.tensor(d["t"], dtype=F64)
+                a, s = sde.alpha(t), sde.sigma(t)
+                post = m + v * a / (a * a * v + s * s) * (x - a * m)
+                torch.testing.assert_close(d["x0"], post, rtol=1e-12, atol=1e-12, msg=f"{pred} at t={d['t']}")
+                x = d["x"]
