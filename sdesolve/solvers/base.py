@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import math
-import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Union
 
@@ -143,11 +142,15 @@ class Solver:
         The returned :class:`CompiledStep` is called like :meth:`step` and gives its results
         (bitwise with ``backend="aot_eager"``; :func:`sdesolve.sample`'s ``compile=``).
         """
-        cache = _COMPILED.setdefault(self, {})
+        cache = self.__dict__.setdefault("_compiled_steps", {})
         key = repr(sorted(options.items()))
         if key not in cache:
             cache[key] = CompiledStep(self, **options)
         return cache[key]
+
+    def __getstate__(self) -> dict[str, Any]:
+        # compiled steps are rebuilt on demand: a copy or a pickle of the solver leaves them behind
+        return {k: v for k, v in self.__dict__.items() if k != "_compiled_steps"}
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
@@ -261,7 +264,6 @@ class _AtStep:
         return self.value
 
 
-_COMPILED: weakref.WeakKeyDictionary[Solver, dict[str, CompiledStep]] = weakref.WeakKeyDictionary()
 _COMPILE: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("sdesolve_compile", default=None)
 
 
