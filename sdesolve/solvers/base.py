@@ -11,6 +11,9 @@ Conventions (every solver follows them):
   from ``grid[i]`` to ``grid[i + 1]``. ``noise=False`` asks a stochastic solver for the
   noiseless mean (the last step when ``denoise=True``). Multistep history lives in the
   state dict, never in the solver. No host-device synchronization inside ``step``.
+* Per-step Python values in the coefficients (host lists: which steps end at sigma = 0, a
+  multistep order per step) are read at ``[i]`` only: :class:`CompiledStep` hands each call that
+  step's value, so a compiled step has a few graphs, not one per step.
 * The step loop is written once, :func:`run_steps`, shared by :meth:`Solver.solve` and
   :class:`~sdesolve.GraphSampler`; the non-finite record (:func:`new_record`,
   :func:`record_step`, :func:`first_nonfinite`, :func:`raise_if_bad`) is read once per solve.
