@@ -876,7 +876,7 @@ def test_mala_log_ratio_closed_form():
     """The closed form the corrector uses, log r = eps (|s(x)|^2 - |s(x')|^2) / 4, is the MH log ratio with the
     trapezoid rule (any score), and with the exact log density for a Gaussian (quadratic log p: no
     approximation at all)."""
-    from sdesolve.solvers.predictor_corrector import _mala_step
+    from sdesolve.solvers.predictor_corrector import _mala_step, _sigma_at
 
     gen = torch.Generator().manual_seed(1)
     x = torch.randn(200, 5, generator=gen, dtype=torch.float64)
@@ -889,7 +889,7 @@ def test_mala_log_ratio_closed_form():
         g1, g2 = torch.Generator().manual_seed(2), torch.Generator().manual_seed(2)
         _, _, accepted = _mala_step(
             sd.model.as_model(score, sd.VPSDE()), x, score(x, None), torch.tensor(0.5, dtype=torch.float64),
-            None, None, sqrt_eps, g1,
+            None, None, _sigma_at(x, {"c_sqrt_eps": sqrt_eps.reshape(1)}, 0), g1,
         )  # fmt: skip
         eps = float(sqrt_eps) ** 2
         y = x + eps * score(x, None) + math.sqrt(2 * eps) * torch.randn(x.shape, generator=g2, dtype=torch.float64)
@@ -1200,3 +1200,122 @@ def test_pc_outputs_are_bitwise_those_of_the_pinned_commit(pc_reference_outputs,
         elif now != value:
             changed.append((key, now, value))
     assert not changed, changed
+
+
+def test_nfe_counts_the_reused_score():
+    """nfe(n) is the count of network calls: nfe_on(sde) * n where the predictor takes the Metropolis corrector's
+    score (one call less per step); without sde where the count does not depend on the process, else a ValueError
+    naming sde. Counted on the model."""
+    vp, ve = sd.VPSDE(), sd.VESDE()
+    cases = [
+        (PredictorCorrector(), {vp: 3, ve: 3}, 3),
+        (PredictorCorrector(EulerMaruyamaPredictor(discretization="song"), LangevinCorrector()), {vp: 2, ve: 2}, 2),
+        (PredictorCorrector(EulerMaruyamaPredictor(), LangevinCorrector()), {vp: 3, ve: 2}, None),
+        (PredictorCorrector(AncestralPredictor(), LangevinCorrector(n_steps=2)), {vp: 4, ve: 3}, None),
+        (PredictorCorrector(EulerMaruyamaPredictor(), LangevinCorrector(metropolis=False)), {vp: 2, ve: 2}, 2),
+        (PredictorCorrector(ReverseDiffusionPredictor(), None), {vp: 1, ve: 1}, 1),
+    ]
+    for solver, per_step, without in cases:
+        for sde, k in per_step.items():
+            model = TARGET.model(sde)
+            sd.sample(sde, model, (3, 2), solver=solver, steps=5, generator=torch.Generator().manual_seed(0))
+            assert model.nfe == 5 * k == solver.nfe(5, sde) == 5 * solver.nfe_on(sde), (solver, sde)
+        if without is None:
+            with pytest.raises(ValueError, match=r"sde is needed.*nfe\(n_steps, sde\)"):
+                solver.nfe(5)
+        else:
+            assert solver.nfe(5) == 5 * without
+
+
+def test_annealed_corrector_is_unadjusted_langevin():
+    """AnnealedLangevinCorrector(snr, n) is LangevinCorrector(snr, n, step_rule="sigma", metropolis=False): the
+    same samples bitwise, under its own name."""
+    sde = sd.VPSDE()
+    a, b = AnnealedLangevinCorrector(0.2, 2), LangevinCorrector(0.2, 2, metropolis=False)
+    assert repr(a) == "AnnealedLangevinCorrector(snr=0.2, n_steps=2)" and not a.metropolis and a.extra_nfe == 0
+    xs = [
+        sd.sample(
+            sde,
+            TARGET.model(sde),
+            (16, 2),
+            solver=PredictorCorrector(ReverseDiffusionPredictor(), c),
+            steps=6,
+            generator=torch.Generator().manual_seed(4),
+        )
+        for c in (a, b)
+    ]
+    assert torch.equal(xs[0], xs[1])
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("metropolis", [True, False])
+def test_precomputed_langevin_steps_are_the_per_step_ones(dtype, metropolis):
+    """The sigma rule's eps, sqrt(2 eps) and eps / 4 computed once per solve (init_state) give bitwise the step the
+    corrector computes on its own from c_sqrt_eps[i] (a coefficient dict without them: chain_moments, user code)."""
+    sde = sd.VESDE()
+    solver = PredictorCorrector(
+        ReverseDiffusionPredictor(discretization="song"), LangevinCorrector(metropolis=metropolis)
+    )
+    x = TARGET.marginal_sample(8, 0.6, sde, generator=torch.Generator().manual_seed(0)).to(dtype)
+    coefs = _to_dtype(solver.init(sde, sd.grids.uniform(sde, 6)), x)
+    bare = dict(coefs)
+    solver.init_state(x, coefs)
+    assert {"_lc_eps", "_lc_noise", "_lc_quarter_eps"} <= set(coefs) and not set(bare) & {"_lc_eps"}
+    model = TARGET.model(sde)
+    for i in range(5):
+        a = solver.step(model, {"x": x}, i, coefs, generator=torch.Generator().manual_seed(i), need_x0=True)
+        b = solver.step(model, {"x": x}, i, bare, generator=torch.Generator().manual_seed(i), need_x0=True)
+        assert torch.equal(a["x"], b["x"]) and torch.equal(a["x0"], b["x0"])
+
+
+def _step_kernels(solver, sde):
+    """aten operations one PC step dispatches besides the network's own (views and selects excluded)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from sdesolve.model import with_time_tables
+    from sdesolve.solvers.base import _to_device
+
+    class Count(TorchDispatchMode):
+        n, mute = 0, False
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if not self.mute and func.overloadpacket.__name__ not in ("select", "view", "promote_types", "unbind"):
+                self.n += 1
+            return func(*args, **(kwargs or {}))
+
+    mode = Count()
+
+    def net(x, t):
+        mode.mute = True
+        try:
+            return 0.1 * x
+        finally:
+            mode.mute = False
+
+    x = torch.randn(4, 3, 8, 8)
+    coefs = _to_device(solver.init(sde, sd.grids.uniform(sde, 10)), x)
+    state = solver.init_state(x, coefs)
+    times = [v for k, v in coefs.items() if k.startswith("t") and isinstance(v, torch.Tensor)]
+    model = with_time_tables(sd.ScoreModel(net, sde, prediction="eps"), times, x)
+    g = torch.Generator().manual_seed(0)
+    state = solver.step(model, state, 0, coefs, generator=g)
+    with mode:
+        solver.step(model, state, 1, coefs, generator=g)
+    return mode.n
+
+
+@pytest.mark.parametrize(
+    "name, make, bound",
+    [
+        ("default", lambda: PredictorCorrector(), 32),
+        ("em-song-mala", lambda: PredictorCorrector(PREDICTORS["em_song"](), LangevinCorrector()), 29),
+        ("rd-ula", lambda: PredictorCorrector(ReverseDiffusionPredictor(), LangevinCorrector(metropolis=False)), 16),
+        ("rd", lambda: PredictorCorrector(ReverseDiffusionPredictor(), None), 9),
+    ],
+)
+def test_pc_step_kernel_count(name, make, bound):
+    """Issue 12 item 5: the device operations of one eager PC step (eps network, float32, network excluded): the
+    default 32 (37 at PC_PINNED: the sigma rule's eps, sqrt(2 eps), eps / 4 were 0-d device products each step,
+    the acceptance record a cast, a mean and a copy), Euler-Maruyama at t_i + MALA 29 (34), + ULA 16 (18), the
+    predictor alone 9. Each is a kernel launch on a GPU; results are bitwise those of PC_PINNED (tests above)."""
+    assert _step_kernels(make(), sd.VPSDE()) <= bound

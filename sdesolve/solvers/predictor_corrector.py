@@ -80,7 +80,8 @@ Correctors (``n_steps`` Langevin steps ``x <- x + eps s + sqrt(2 eps) z``, one s
   annealed step below, exact for Gaussian targets (an affine chain) and within sampling error at
   every dimension measured. No rule divides by zero: a zero score gives a zero step.
 * :class:`AnnealedLangevinCorrector` (Song & Ermon 2019; score_sde's ``AnnealedLangevinDynamics``):
-  ``eps_i = k_i sigma_i^2``, the same step as the default rule.
+  ``eps_i = k_i sigma_i^2``, the same step as the default rule without the Metropolis test:
+  ``LangevinCorrector(snr, n_steps, metropolis=False)`` under its published name.
 
 In float16 and bfloat16 the predictors and the corrector compute their updates in float32 (from
 float64 coefficients: ``G_i^2`` reaches ``sigma_max^2 / N``, 3.8e5 on VE with sigma_max = 1348 at
@@ -102,7 +103,7 @@ from torch import Tensor
 
 from .._utils import bcast
 from .._validate import check_bool, check_choice, check_int, check_real
-from ..model import ScoreModel, view_at
+from ..model import ScoreModel, _check_sde, view_at, view_coefficients
 from .base import GeneratorLike, NonFiniteError, Solver, randn_like
 
 if TYPE_CHECKING:
@@ -147,12 +148,10 @@ def _eval_times(grid: Tensor, discretization: str) -> Tensor:
 
 
 def _view_coefs(sde: LinearSDE, t: Tensor, prefix: str) -> dict[str, Tensor]:
-    """``alpha(t)``, ``sigma(t)`` for the model (``coefs=``) and the time itself (float64 key ``t...``)."""
-    return {
-        f"t{prefix}eval": t.clone(),
-        f"{prefix}alpha": torch.exp(sde._log_alpha(t)),
-        f"{prefix}sigma": torch.exp(sde._log_sigma(t)),
-    }
+    """``alpha(t)``, ``sigma(t)`` for the model (``coefs=``, from :func:`~sdesolve.model.view_coefficients`)
+    and the time itself (float64 key ``t...``)."""
+    vc = view_coefficients(sde, t)
+    return {f"t{prefix}eval": t.clone(), f"{prefix}alpha": vc["alpha"], f"{prefix}sigma": vc["sigma"]}
 
 
 def _score(model: ScoreModel, x: Tensor, t: Tensor, alpha: Tensor, sigma: Tensor) -> Tensor:
@@ -295,37 +294,23 @@ class _GridPredictor(Predictor):
         need_x0: bool = False,
         score: Tensor | None = None,
     ) -> tuple[Tensor, Tensor | None]:
-        if x.dtype in _LOW_PRECISION:
-            return self._call_low_precision(model, x, i, c, generator, noise, need_x0, score)
-        y = c["p_scale"][i] * x if "p_scale" in c else x
+        # float16 / bfloat16: the arithmetic in float32 from the float64 coefficients ("tp_" keys), cast back at
+        # the end (the model sees x's dtype); otherwise in x's dtype from the "p_" keys (cast once per grid)
+        low = x.dtype in _LOW_PRECISION
+        if low:
+            k = lambda name: c["tp_" + name][i].float()  # noqa: E731
+            xf = x.float()
+        else:
+            k = lambda name: c["p_" + name][i]  # noqa: E731
+            xf = x
+        y = (k("scale") * xf).to(x.dtype) if "p_scale" in c else x
         s = score if score is not None else _score(model, y, c["tp_eval"][i], c["p_alpha"][i], c["p_sigma"][i])
-        x_next = c["p_mul"][i] * x + c["p_score"][i] * s
+        sf = s.float() if low else s
+        x_next = k("mul") * xf + k("score") * sf
         if noise and not self.probability_flow:
-            x_next = x_next + c["p_noise"][i] * randn_like(x, generator)
-        x0 = c["p_x0_x"][i] * x + c["p_x0_score"][i] * s if need_x0 else None
-        return x_next, x0
-
-    def _call_low_precision(
-        self,
-        model: ScoreModel,
-        x: Tensor,
-        i: int,
-        c: dict,
-        generator: GeneratorLike,
-        noise: bool,
-        need_x0: bool,
-        score: Tensor | None,
-    ) -> tuple[Tensor, Tensor | None]:
-        """The same step for float16 / bfloat16 states, its arithmetic in float32 from the float64 coefficients
-        (cast back to x's dtype at the end; the model sees x's dtype)."""
-        k = lambda name: c["tp_" + name][i].float()  # noqa: E731
-        xf = x.float()
-        y = (k("scale") * xf).to(x.dtype) if "tp_scale" in c else x
-        s = score if score is not None else _score(model, y, c["tp_eval"][i], c["p_alpha"][i], c["p_sigma"][i])
-        x_next = k("mul") * xf + k("score") * s.float()
-        if noise and not self.probability_flow:
-            x_next = x_next + k("noise") * randn_like(x, generator).float()
-        x0 = (k("x0_x") * xf + k("x0_score") * s.float()).to(x.dtype) if need_x0 else None
+            z = randn_like(x, generator)
+            x_next = x_next + k("noise") * (z.float() if low else z)
+        x0 = (k("x0_x") * xf + k("x0_score") * sf).to(x.dtype) if need_x0 else None
         return x_next.to(x.dtype), x0
 
     def __repr__(self) -> str:
@@ -543,9 +528,29 @@ def _step_coefficients(sde: LinearSDE, grid: Tensor, snr: float) -> dict[str, Te
 
 
 def _sigma_step(x: Tensor, sqrt_eps: Tensor) -> tuple[Tensor, Tensor]:
-    """``(eps, sqrt(2 eps))`` of the sigma rule, in float32 for low-precision states."""
+    """``(eps, sqrt(2 eps))`` of the sigma rule, in float32 for low-precision states (elementwise: of one
+    step, or of every step at once)."""
     r = sqrt_eps.float() if x.dtype in _LOW_PRECISION else sqrt_eps
     return r * r, r * 2.0**0.5
+
+
+def _sigma_steps_per_solve(x: Tensor, c: dict) -> dict[str, Tensor]:
+    """The sigma rule's per-step ``eps``, ``sqrt(2 eps)`` and the Metropolis ratio's ``eps / 4`` of every step,
+    for states like x, from the device coefficients ``c``: the same elementwise float operations the step
+    would make on each ``c["c_sqrt_eps"][i]``, made once per solve (bitwise the same values; no device
+    arithmetic on 0-d tensors per step). Keys ``"_lc_..."``, added by :meth:`PredictorCorrector.init_state`."""
+    eps, noise = _sigma_step(x, c["c_sqrt_eps"])
+    quarter = 0.25 * eps.to(torch.promote_types(x.dtype, torch.float32))
+    return {"_lc_eps": eps, "_lc_noise": noise, "_lc_quarter_eps": quarter}
+
+
+def _sigma_at(x: Tensor, c: dict, i: int) -> tuple[Tensor, Tensor, Tensor]:
+    """``(eps, sqrt(2 eps), eps / 4)`` of step i: precomputed per solve when present, else computed here."""
+    eps = c.get("_lc_eps")
+    if eps is not None:
+        return eps[i], c["_lc_noise"][i], c["_lc_quarter_eps"][i]
+    e, n = _sigma_step(x, c["c_sqrt_eps"][i])
+    return e, n, 0.25 * e.to(torch.promote_types(x.dtype, torch.float32))
 
 
 def _norm_step(x: Tensor, s: Tensor, z: Tensor, k: Tensor, rule: str) -> tuple[Tensor, Tensor]:
@@ -585,7 +590,7 @@ def _mala_step(
     t: Tensor,
     alpha: Tensor,
     sigma: Tensor,
-    sqrt_eps: Tensor,
+    steps: tuple[Tensor, Tensor, Tensor],
     generator: GeneratorLike,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """One Metropolis-adjusted Langevin step at t: ``(x, s, accepted)`` after the accept/reject test.
@@ -594,14 +599,15 @@ def _mala_step(
     ``log p(x') - log p(x) ~ (s + s') . (x' - x) / 2`` (exact for a quadratic log p). With the
     Gaussian proposal densities the Metropolis–Hastings log ratio then reduces, exactly, to
     ``log r = eps (|s|^2 - |s'|^2) / 4`` (summed per sample, in at least float32). Accept where
-    ``log u < log r`` (a NaN ratio is accepted, so a NaN from the model is not hidden).
+    ``log u < log r`` (a NaN ratio is accepted, so a NaN from the model is not hidden). ``steps``:
+    ``(eps, sqrt(2 eps), eps / 4)`` of this step (:func:`_sigma_at`).
     """
-    eps, noise = _sigma_step(x, sqrt_eps)
+    eps, noise, quarter_eps = steps
     x_new = _langevin_update(x, s, randn_like(x, generator), eps, noise)
     s_new = _score(model, x_new, t, alpha, sigma)
     dtype = torch.promote_types(x.dtype, torch.float32)
     diff = ((s.to(dtype) - s_new.to(dtype)) * (s.to(dtype) + s_new.to(dtype))).reshape(x.shape[0], -1).sum(1)
-    log_r = 0.25 * eps.to(dtype) * diff
+    log_r = quarter_eps * diff
     accept = ~(_log_uniform_like(x, generator).to(dtype) >= log_r)
     mask = accept.reshape((-1,) + (1,) * (x.dim() - 1))
     return torch.where(mask, x_new, x), torch.where(mask, s_new, s), accept
@@ -660,10 +666,11 @@ class LangevinCorrector(Corrector):
         if not self.metropolis:
             return self(model, x, i, c, generator=generator), None, None
         t, alpha, sigma = c["t"][i], c["alpha"][i], c["sigma"][i]
+        steps = _sigma_at(x, c, i)
         s = _score(model, x, t, alpha, sigma)
         accept = None
         for _ in range(self.n_steps):
-            x, s, accept = _mala_step(model, x, s, t, alpha, sigma, c["c_sqrt_eps"][i], generator)
+            x, s, accept = _mala_step(model, x, s, t, alpha, sigma, steps, generator)
         return x, s, accept
 
     def __call__(self, model: ScoreModel, x: Tensor, i: int, c: dict, *, generator: GeneratorLike = None) -> Tensor:
@@ -671,7 +678,7 @@ class LangevinCorrector(Corrector):
             return self.correct(model, x, i, c, generator=generator)[0]
         t, alpha, sigma = c["t"][i], c["alpha"][i], c["sigma"][i]
         if self.step_rule == "sigma":
-            eps, noise = _sigma_step(x, c["c_sqrt_eps"][i])
+            eps, noise, _ = _sigma_at(x, c, i)
         for _ in range(self.n_steps):
             s = _score(model, x, t, alpha, sigma)
             z = randn_like(x, generator)
@@ -687,24 +694,20 @@ class LangevinCorrector(Corrector):
         )
 
 
-class AnnealedLangevinCorrector(Corrector):
+class AnnealedLangevinCorrector(LangevinCorrector):
     """Annealed Langevin dynamics (Song & Ermon 2019; ``score_sde``'s ``AnnealedLangevinDynamics``).
 
     ``eps_i = 2 a_i^2 (snr sigma_i)^2`` (a deterministic step, precomputed per grid), then
-    ``n_steps`` times ``x <- x + eps_i s + sqrt(2 eps_i) z``: the step of
-    ``LangevinCorrector(step_rule="sigma")``.
+    ``n_steps`` times ``x <- x + eps_i s + sqrt(2 eps_i) z``: exactly
+    ``LangevinCorrector(snr, n_steps, step_rule="sigma", metropolis=False)`` (the unadjusted step), kept
+    under its published name.
     """
 
-    def init(self, sde: LinearSDE, grid: Tensor) -> dict[str, Tensor]:
-        return _step_coefficients(sde, grid, self.snr)
+    def __init__(self, snr: float, n_steps: int):
+        super().__init__(snr, n_steps, step_rule="sigma", metropolis=False)
 
-    def __call__(self, model: ScoreModel, x: Tensor, i: int, c: dict, *, generator: GeneratorLike = None) -> Tensor:
-        t, alpha, sigma = c["t"][i], c["alpha"][i], c["sigma"][i]
-        eps, noise = _sigma_step(x, c["c_sqrt_eps"][i])
-        for _ in range(self.n_steps):
-            s = _score(model, x, t, alpha, sigma)
-            x = _langevin_update(x, s, randn_like(x, generator), eps, noise)
-        return x
+    def __repr__(self) -> str:
+        return Corrector.__repr__(self)
 
 
 # --------------------------------------------------------------------------- the sampler
@@ -725,8 +728,9 @@ class PredictorCorrector(Solver):
 
     ``nfe_per_step = 1 + corrector.n_steps`` (one score for the predictor, one per Langevin step), plus
     one for a Metropolis-adjusted corrector (its score at the current state), less that one on a process
-    where the predictor evaluates at ``(x, t_i)`` and reuses the corrector's score (:meth:`nfe_on`). The
-    default (midpoint reverse diffusion + Metropolis-adjusted Langevin) makes 3 calls per step.
+    where the predictor evaluates at ``(x, t_i)`` and reuses the corrector's score (:meth:`nfe_on`;
+    :meth:`nfe` for a solve). The default (midpoint reverse diffusion + Metropolis-adjusted Langevin)
+    makes 3 calls per step.
     Weak order 1 (the predictor's); the grid defaults to uniform in t, as Song et al. The callback's
     ``x0`` is the model's denoised estimate where the predictor evaluated it (the corrected state).
     """
@@ -765,6 +769,40 @@ class PredictorCorrector(Solver):
         reuses a Metropolis corrector's score (its score at ``(x, t_i)``)."""
         return self.nfe_per_step - int(self._reuses_score(sde))
 
+    def _reuse_on_every_process(self) -> bool | None:
+        """Whether the predictor reuses the corrector's score, when that does not depend on the process; else None."""
+        if self.corrector is None or self.corrector.extra_nfe == 0:
+            return False
+        p = self.predictor
+        if isinstance(p, _GridPredictor) and type(p).takes_score is _GridPredictor.takes_score:
+            return None if p.discretization == "auto" else p.discretization == "song"
+        if type(p).takes_score is Predictor.takes_score:
+            return False
+        return None
+
+    def nfe(self, n_steps: int, sde: LinearSDE | None = None) -> int:
+        """Network evaluations for a solve of ``n_steps`` steps: ``nfe_on(sde) * n_steps``.
+
+        Args:
+            n_steps: grid steps.
+            sde: the process; it may be left out where the count does not depend on it (no Metropolis
+                corrector, or a predictor that takes the corrector's score on every process or on none).
+
+        Raises:
+            ValueError: ``sde`` left out where the predictor reuses the corrector's score on some processes
+                only (an ``"auto"`` discretization, a user predictor's ``takes_score``).
+        """
+        n_steps = check_int(n_steps, "n_steps", minimum=0)
+        if sde is not None:
+            return self.nfe_on(_check_sde(sde)) * n_steps
+        reuse = self._reuse_on_every_process()
+        if reuse is None:
+            raise ValueError(
+                f"sde is needed: whether {self.predictor!r} reuses the Metropolis corrector's score (one network call "
+                f"less per step) depends on the process; call nfe(n_steps, sde) or nfe_on(sde)"
+            )
+        return (self.nfe_per_step - int(reuse)) * n_steps
+
     def init(self, sde: LinearSDE, grid: Tensor) -> dict[str, Any]:
         c: dict[str, Any] = super().init(sde, grid)
         t = c["t"]
@@ -785,6 +823,10 @@ class PredictorCorrector(Solver):
 
     def init_state(self, x: Tensor, coefs: dict) -> dict[str, Any]:
         state = super().init_state(x, coefs)
+        corr = self.corrector
+        if isinstance(corr, LangevinCorrector) and corr.step_rule == "sigma" and "c_sqrt_eps" in coefs:
+            # the sigma rule's steps in x's arithmetic dtype, once per solve (keys "_lc_...": see _sigma_steps_per_solve)
+            coefs.update(_sigma_steps_per_solve(x, coefs))
         if self.corrector is not None and self.corrector.extra_nfe > 0:
             # per step: the fraction of the batch whose last Metropolis proposal was accepted
             state["acceptance"] = torch.zeros(coefs["t"].numel(), dtype=torch.float64, device=x.device)
@@ -821,7 +863,7 @@ class PredictorCorrector(Solver):
             acceptance = state.get("acceptance")
             if acceptance is not None:
                 if accepted is not None:
-                    acceptance[i] = accepted.to(torch.float64).mean()
+                    torch.mean(accepted, dim=0, dtype=torch.float64, out=acceptance[i])  # one kernel, in place
                 out["acceptance"] = acceptance
         kw = {"score": s} if coefs.get("reuse_score", False) and s is not None else {}
         out["x"], x0 = self.predictor(model, x, i, coefs, generator=generator, noise=noise, need_x0=need_x0, **kw)

@@ -241,4 +241,23 @@ CASES = [
         TypeError,
         r"n_steps must be an int, got 1.5 \(float\)",
     ),
+    # PredictorCorrector.nfe(n_steps, sde)
+    Case(
+        "pc-nfe-needs-sde",
+        lambda: PredictorCorrector(EulerMaruyamaPredictor(), LangevinCorrector()).nfe(10),
+        ValueError,
+        r"sde is needed: whether EulerMaruyamaPredictor\(.*discretization='auto'\) reuses .* depends on the process",
+    ),
+    Case(
+        "pc-nfe-sde-string",
+        lambda: PredictorCorrector().nfe(10, "vp"),
+        TypeError,
+        r"sde must be a linear forward process .*got 'vp' \(str\)",
+    ),
+    Case(
+        "pc-nfe-steps-negative",
+        lambda: PredictorCorrector().nfe(-1),
+        ValueError,
+        r"n_steps must be .*>= 0.*got -1",
+    ),
 ]
