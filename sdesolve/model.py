@@ -464,8 +464,7 @@ class _Counter:
 
     def set(self, n: int) -> None:
         with self._lock:
-            self._n = n
-            self.traced.zero_()
+            self._n = n - int(self.traced)  # no in-place op (it may run inside a torch.func transform)
 
     # A lock cannot be pickled or deep-copied (copy.deepcopy(model) for an EMA copy): rebuild it.
     def __getstate__(self) -> dict:
