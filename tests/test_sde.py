@@ -235,6 +235,9 @@ def test_discrete_from_alphas_cumprod_equals_from_betas():
     t = torch.linspace(0.01, 1, 77, dtype=F64)
     assert torch.allclose(a.alpha(t), b.alpha(t), rtol=1e-13)
     assert a.t_min == 0.01
+    # from_schedule passes every schedule argument on (none falls back to a default)
+    c = sd.DiscreteVPSDE.from_schedule("linear", 100, 1e-3, 0.2)
+    assert torch.equal(c.alpha(t), a.alpha(t))
 
 
 @pytest.mark.parametrize("name", ["linear", "scaled_linear", "squaredcos_cap_v2"])
@@ -252,6 +255,79 @@ def test_ddpm_betas_match_diffusers(name):
     t = (torch.arange(1000, dtype=F64) + 1) / 1000
     ac_diffusers = torch.cumprod(1 - sched.betas.double(), 0)
     assert torch.allclose(sde.alpha(t) ** 2, ac_diffusers, rtol=1e-5)
+
+
+def test_ddpm_betas_and_from_schedule_default_to_diffusers_ddpm_defaults():
+    """``ddpm_betas()`` and ``DiscreteVPSDE.from_schedule()`` without arguments are diffusers'
+    ``DDPMScheduler()``: linear betas from 1e-4 to 0.02 over 1000 steps (Ho et al. 2020)."""
+    from diffusers import DDPMScheduler
+
+    ref = DDPMScheduler().betas.double()  # float32 linspace: within 3 float32 units of the exact one
+    assert ref.shape == ddpm_betas().shape == (1000,)
+    assert torch.allclose(ddpm_betas(), ref, rtol=3 * 2.0**-24, atol=0)
+    exact = torch.linspace(1e-4, 0.02, 1000, dtype=F64)
+    assert torch.equal(ddpm_betas(), exact)
+    sde = sd.DiscreteVPSDE.from_schedule()
+    assert sde.num_train_timesteps == 1000 and sde.t_min == 1e-3
+    assert torch.allclose(sde.alphas_cumprod, torch.cumprod(1 - exact, 0), rtol=1e-13, atol=0)
+
+
+def test_a_ddpm_schedule_adds_nothing_to_a_checkpoint():
+    """The schedule's tensors (knots, ``alphas_cumprod``) are rebuilt from the constructor, so they are not
+    state: a ``ScoreModel``'s state_dict is the network's alone, and the network's own checkpoint loads into
+    it strictly (``alphas_cumprod`` is still an attribute that moves with the module)."""
+    net = torch.nn.Linear(3, 3)
+    sde = sd.DiscreteVPSDE.from_schedule("linear", 50)
+    assert sde.state_dict() == {}
+    model = sd.ScoreModel(net, sde, prediction="eps")
+    assert set(model.state_dict()) == {"net.weight", "net.bias"}
+    model.load_state_dict({f"net.{k}": v for k, v in torch.nn.Linear(3, 3).state_dict().items()}, strict=True)
+    assert sde.alphas_cumprod.shape == (50,) and sde.alphas_cumprod.dtype == F64
+
+
+@pytest.mark.gpu
+def test_a_ddpm_process_left_on_the_host_answers_device_times_on_the_device():
+    """A DiscreteVPSDE that was not moved to the GPU gives device answers for device times, equal to its
+    host answers (and to a moved copy's); the knots are copied to the device once and kept, so a step that
+    asks for alpha(t) and f(t) can be captured in a CUDA graph (a host-to-device copy inside is refused)."""
+    dev = torch.device("cuda")
+    sde = sd.DiscreteVPSDE.from_schedule("linear", 100)
+    moved = sd.DiscreteVPSDE.from_schedule("linear", 100).to(dev)
+    t_host = torch.linspace(0.01, 1.0, 7, dtype=F64)
+    t = t_host.to(dev)
+    for s in (sde, moved):
+        for name in ("alpha", "sigma", "f", "log_snr"):
+            got = getattr(s, name)(t)
+            assert got.device == t.device, name
+            torch.testing.assert_close(got.cpu(), getattr(sde, name)(t_host), rtol=1e-14, atol=0)
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):  # warm-up outside the capture
+        sde._log_alpha(t), sde._f(t)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        la, f = sde._log_alpha(t), sde._f(t)
+    graph.replay()
+    torch.cuda.synchronize()
+    torch.testing.assert_close(la.cpu(), sde._log_alpha(t_host), rtol=1e-14, atol=0)
+    torch.testing.assert_close(f.cpu(), sde._f(t_host), rtol=1e-14, atol=0)
+
+
+@pytest.mark.parametrize("name", ["linear", "scaled_linear", "squaredcos_cap_v2"])
+def test_a_one_step_ddpm_schedule_is_diffusers_one_step_schedule(name):
+    """N = 1 is a valid schedule (diffusers builds it): beta_start for the linear ones, max_beta for the
+    cosine one (1 - alpha_bar(1) / alpha_bar(0) = 1 - cos(pi/2)^2 / cos(0.008 pi / 2.016)^2 = 1, capped);
+    with an explicit t_min it is a process whose alpha(T)^2 = 1 - beta."""
+    from diffusers import DDPMScheduler
+
+    want = {"linear": 1e-4, "scaled_linear": 1e-4, "squaredcos_cap_v2": 0.999}[name]
+    betas = ddpm_betas(name, 1)
+    assert betas.shape == (1,) and float(betas[0]) == pytest.approx(want, rel=1e-15)
+    ref = DDPMScheduler(num_train_timesteps=1, beta_schedule=name).betas.double()
+    assert torch.allclose(betas, ref, rtol=7 * 2.0**-24, atol=0)
+    sde = sd.DiscreteVPSDE(betas, t_min=0.0)
+    assert float(sde.alpha(1.0)) ** 2 == pytest.approx(1 - want, rel=1e-12)
 
 
 # ------------------------------------------------------------------ dtypes and shapes

@@ -189,15 +189,25 @@ CASES += [
 _D = sd.DiscreteVPSDE
 CASES += _t_min_cases("sde-discrete", lambda t_min: _D.from_schedule("linear", t_min=t_min))
 CASES += [
-    Case("sde-discrete-neither", lambda: _D(), ValueError, r"pass exactly one of betas or alphas_cumprod"),
+    Case("sde-discrete-neither", lambda: _D(), ValueError, r"^pass exactly one of betas or alphas_cumprod$"),
     Case(
         "sde-discrete-both",
         lambda: _D([0.1], alphas_cumprod=[0.9]),
         ValueError,
         r"pass exactly one of betas or alphas_cumprod",
     ),
-    Case("sde-discrete-betas-string", lambda: _D("0.1"), TypeError, r"betas must be a 1-d tensor or sequence of real"),
-    Case("sde-discrete-betas-object", lambda: _D([object()]), TypeError, r"betas must be a 1-d tensor or sequence"),
+    Case(
+        "sde-discrete-betas-string",
+        lambda: _D("0.1"),
+        TypeError,
+        r"^betas must be a 1-d tensor or sequence of real numbers, got '0\.1'$",
+    ),
+    Case(
+        "sde-discrete-betas-object",
+        lambda: _D([object()]),
+        TypeError,
+        r"^betas must be a 1-d tensor or sequence of real numbers, got \[<object object at",
+    ),
     Case("sde-discrete-betas-bool", lambda: _D(torch.tensor([True])), TypeError, r"betas must be a 1-d tensor"),
     Case(
         "sde-discrete-betas-2d",
@@ -213,6 +223,13 @@ CASES += [
         r"betas must lie in \(0, 1\), got values \[0\.0\]",
     ),
     Case("sde-discrete-betas-one", lambda: _D([0.1, 1.0]), ValueError, r"betas must lie in \(0, 1\)"),
+    # the message lists the first four values outside (0, 1), in order
+    Case(
+        "sde-discrete-betas-bad-values",
+        lambda: _D([0.5, 0.0, 1.0, NAN, 2.0, -1.0, 0.3]),
+        ValueError,
+        r"^betas must lie in \(0, 1\), got values \[0\.0, 1\.0, nan, 2\.0\]$",
+    ),
     Case("sde-discrete-betas-nan", lambda: _D([0.1, NAN]), ValueError, r"betas must lie in \(0, 1\)"),
     # issue 8.12: it used to blame t_min
     Case(
@@ -231,7 +248,14 @@ CASES += [
         "sde-discrete-alphas_cumprod-increasing",
         lambda: _D(alphas_cumprod=[0.9, 0.95]),
         ValueError,
-        r"alphas_cumprod must be strictly decreasing",
+        r"^alphas_cumprod must be strictly decreasing$",
+    ),
+    # a repeat is not a decrease, and later entries are checked against their neighbour, not the first
+    Case(
+        "sde-discrete-alphas_cumprod-repeated",
+        lambda: _D(alphas_cumprod=[0.9, 0.5, 0.5]),
+        ValueError,
+        r"^alphas_cumprod must be strictly decreasing$",
     ),
     Case(
         "sde-discrete-alphas_cumprod-above-one",
