@@ -207,3 +207,20 @@ def test_range_hint_names_the_grid_the_data_lie_on(data, call_range, want):
     off every grid get no hint."""
     assert want in _range_hint(data, *call_range, 256)
     assert _range_hint(data + 0.3 * (data[1] - data[0]), *call_range, 256) == ""
+
+
+def test_hutchinson_trace_keeps_no_graph_unless_asked():
+    """By default the estimate is a plain number per sample (no graph through the network's parameters:
+    nothing held for a backward that an evaluation never runs); create_graph=True keeps one."""
+    from sdesolve.likelihood import hutchinson_trace
+
+    net = torch.nn.Linear(3, 3).double()
+    x = torch.randn(4, 3, dtype=torch.float64)
+    probes = torch.randn(2, 4, 3, dtype=torch.float64)
+    s, tr = hutchinson_trace(net, x, probes)
+    assert not s.requires_grad and not tr.requires_grad
+    want = torch.einsum("pbi,ij,pbj->b", probes, net.weight.detach(), probes) / 2
+    torch.testing.assert_close(tr, want, rtol=1e-12, atol=1e-12)
+    _, tr_g = hutchinson_trace(net, x, probes, create_graph=True)
+    assert tr_g.requires_grad
+    torch.testing.assert_close(tr_g.detach(), want, rtol=1e-12, atol=1e-12)

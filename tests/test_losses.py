@@ -604,3 +604,38 @@ def test_losses_on_cuda_without_host_device_synchronization():
         torch.cuda.set_sync_debug_mode(0)
     assert torch.isfinite(out).all() and torch.isfinite(d)
     assert all(p.grad is not None for p in sched.parameters())
+
+
+# ------------------------------------------------------ defaults and pass-through (mutation testing, issue 14)
+def test_schedule_variance_loss_is_the_diffusion_loss_with_the_same_draws():
+    """Its value is vdm_diffusion_loss's for the same generator (times and noise drawn alike), antithetic
+    (the default, as for vdm_diffusion_loss) or not; the gradient trick changes only the backward."""
+    sde = VDMSDE(LearnedMonotoneGamma(-8.0, 4.0, n_features=8, init_std=1.0, dtype=F64))
+    model = gamma_model(sde, MU, S)
+    x0 = DATA.sample(6, generator=torch.Generator().manual_seed(0))
+
+    def g():
+        return torch.Generator().manual_seed(3)
+
+    ref = {a: vdm_diffusion_loss(model, x0, generator=g(), antithetic=a).detach() for a in (True, False)}
+    assert not torch.equal(ref[True], ref[False])
+    for a in (True, False):
+        assert torch.equal(schedule_variance_loss(model, x0, generator=g(), antithetic=a).detach(), ref[a])
+    assert torch.equal(schedule_variance_loss(model, x0, generator=g()).detach(), ref[True])
+
+
+def test_vdm_bits_per_dim_defaults_one_silent_pass_and_names_itself_in_the_deprecation(capfd):
+    """By default one Monte-Carlo pass (n_repeats=1) and no progress output; the deprecated T= warns
+    with the function's own name."""
+    sde = VDMSDE(FixedLinearGamma(-6.0, 5.0))
+    model = gamma_model(sde, torch.full((4,), MU_D, dtype=F64), torch.full((4,), S_D, dtype=F64))
+    k = torch.randint(0, V, (5, 4), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        capfd.readouterr()
+        default = vdm_bits_per_dim(model, k, V, generator=torch.Generator().manual_seed(1), dtype=F64)
+        out, err = capfd.readouterr()
+        one = vdm_bits_per_dim(model, k, V, generator=torch.Generator().manual_seed(1), dtype=F64, n_repeats=1)
+        with pytest.warns(DeprecationWarning, match=r"^vdm_bits_per_dim\(T=\.\.\.\) is deprecated .* use n_steps="):
+            vdm_bits_per_dim(model, k, V, T=10, generator=torch.Generator().manual_seed(1), dtype=F64)
+    assert (out, err) == ("", "")
+    assert torch.equal(default.bits_per_dim, one.bits_per_dim)

@@ -888,7 +888,7 @@ def test_a_process_without_its_hooks_says_which_to_implement():
 @pytest.mark.parametrize("name", BUILTIN_IDS)
 @pytest.mark.parametrize("dtype", [torch.float32, F64])
 def test_marginal_prob_and_sigma_over_alpha_answer_in_the_callers_dtype(name, dtype):
-    """``marginal_prob`` returns x0's dtype for every form of t (float, 0-d, per-sample float64 times);
+    """``marginal_prob`` and ``drift`` return x0's dtype for every form of t (float, 0-d, per-sample float64 times);
     ``sigma_over_alpha`` returns t's dtype (float64 for a Python float), with the float64 value rounded once."""
     sde = BUILTINS[name]
     x0 = torch.tensor([[0.5, -1.0], [2.0, 0.25], [1.0, 1.0]], dtype=dtype)
@@ -896,6 +896,10 @@ def test_marginal_prob_and_sigma_over_alpha_answer_in_the_callers_dtype(name, dt
     for t in (0.5, torch.tensor(0.5, dtype=F64), t64):
         mean, std = sde.marginal_prob(x0, t)
         assert mean.dtype == std.dtype == dtype, (t, mean.dtype, std.dtype)
+        drift = sde.drift(x0, t)  # the forward drift f(t) x, f rounded once to x's dtype
+        assert drift.dtype == dtype, (t, drift.dtype)
+        f = sde._f(torch.as_tensor(t, dtype=F64).expand(3)).to(dtype)
+        assert torch.equal(drift, f[:, None] * x0)
     ref = torch.exp(sde._log_sigma(t64) - sde._log_alpha(t64))
     for t, want in ((t64.to(dtype), dtype), (0.5, F64), (torch.tensor(0.5, dtype=dtype), dtype)):
         r = sde.sigma_over_alpha(t)
@@ -906,7 +910,8 @@ def test_marginal_prob_and_sigma_over_alpha_answer_in_the_callers_dtype(name, dt
 @pytest.mark.gpu
 def test_marginal_prob_and_reverse_drift_move_host_times_to_the_device_of_x():
     """x on the GPU with times on the host (a float, a per-sample CPU tensor): the mean and the standard
-    deviation of ``marginal_prob``, and the reverse-time drift, live on x's device, equal to the CPU answer."""
+    deviation of ``marginal_prob``, the forward and the reverse-time drift live on x's device, equal to the CPU
+    answer."""
     dev = torch.device("cuda")
     target = sd.Gaussian(torch.tensor([1.0, -0.5]), torch.tensor([0.5, 1.5]))
     for sde in builtin_sdes():
@@ -917,6 +922,9 @@ def test_marginal_prob_and_reverse_drift_move_host_times_to_the_device_of_x():
             ref_mean, ref_std = sde.marginal_prob(x0, t)
             torch.testing.assert_close(mean.cpu(), ref_mean, rtol=1e-14, atol=0)
             torch.testing.assert_close(std.cpu().expand_as(ref_std), ref_std, rtol=1e-14, atol=0)
+            fwd = sde.drift(x0.to(dev), t)
+            assert fwd.device.type == "cuda"
+            torch.testing.assert_close(fwd.cpu(), sde.drift(x0, t), rtol=1e-14, atol=0)
             rev = sde.reverse(target.model(sde))
             drift = rev.drift(x0.to(dev), t)
             assert drift.device.type == "cuda"

@@ -246,3 +246,27 @@ def test_learned_scalar_gamma_repr_gives_both_endpoints():
     with torch.no_grad():
         sched.w.neg_()
     assert repr(sched) == "LearnedScalarGamma(gamma(0)=-13.3, gamma(1)=5)"
+
+
+def test_learned_scalar_gamma_defaults_to_vdms_fixed_schedule():
+    """``LearnedScalarGamma()`` starts as ``FixedLinearGamma()``: gamma(0) = -13.3, gamma(1) = 5 (Kingma et
+    al. 2021's defaults)."""
+    t = torch.linspace(0.0, 1.0, 11, dtype=torch.float64)
+    learned, fixed = LearnedScalarGamma(dtype=torch.float64), FixedLinearGamma()
+    torch.testing.assert_close(learned(t), fixed(t), rtol=1e-15, atol=1e-14)
+    assert float(learned(torch.tensor(1.0, dtype=torch.float64)).detach()) == pytest.approx(5.0, abs=1e-14)
+
+
+def test_the_per_example_gradient_scale_must_be_set_before_backward():
+    """The identity behind schedule_variance_loss multiplies the gradient by the scale set after the
+    forward pass; a backward before it is set is refused with a message that says so."""
+    from sdesolve.sde.vdm import _GradScale, _ScaleGradient
+
+    x = torch.tensor([1.0, 2.0], requires_grad=True)
+    holder = _GradScale()
+    y = _ScaleGradient.apply(x, holder)
+    with pytest.raises(RuntimeError, match=r"^the per-example gradient scale was never set \(backward ran before"):
+        y.sum().backward(retain_graph=True)
+    holder.scale = torch.tensor([3.0, 0.5], dtype=torch.float64)
+    y.sum().backward()
+    assert x.grad.dtype == torch.float32 and torch.equal(x.grad, torch.tensor([3.0, 0.5]))

@@ -327,6 +327,12 @@ CASES = [
         r"probes must have shape \(n_probes, \*x.shape\)",
     ),
     Case(
+        "likelihood-hutchinson-probes-1d",
+        lambda: hutchinson_trace(_score, _x(), torch.ones(3, dtype=F64)),
+        ValueError,
+        r"^probes must have at least 2 dimensions, got shape \(3,\)$",
+    ),
+    Case(
         "likelihood-hutchinson-create-graph-type",
         lambda: hutchinson_trace(_score, _x(), torch.ones(1, 2, 3, dtype=F64), create_graph=None),
         TypeError,

@@ -370,7 +370,7 @@ CASES = [
         "losses-variance-model-vp",
         lambda: schedule_variance_loss(_vp(), _x()),
         TypeError,
-        r"schedule_variance_loss needs a ScoreModel of a VDMSDE",
+        r"^schedule_variance_loss needs a ScoreModel of a VDMSDE, got one of VPSDE$",
     ),
     Case(
         "losses-variance-fixed-gamma",

@@ -153,6 +153,19 @@ for _cls in (sd.LearnedScalarGamma, sd.LearnedMonotoneGamma):
         )
     )
 CASES += [
+    # LearnedScalarGamma.inverse names its argument gamma (not t)
+    Case(
+        "sde-LearnedScalarGamma-inverse-int",
+        lambda: sd.LearnedScalarGamma().inverse(torch.tensor([1])),
+        TypeError,
+        r"^gamma must be a floating-point tensor, got dtype torch\.int64$",
+    ),
+    Case(
+        "sde-LearnedScalarGamma-inverse-string",
+        lambda: sd.LearnedScalarGamma().inverse("x"),
+        TypeError,
+        r"^gamma must be a float or a floating-point tensor, got str$",
+    ),
     Case(
         "sde-LearnedMonotoneGamma-n_features-zero",
         lambda: sd.LearnedMonotoneGamma(n_features=0),
