@@ -602,6 +602,9 @@ def test_losses_on_cuda_without_host_device_synchronization():
         d = dsm_loss(model, x, likelihood_weighting=True, generator=gen, reduce="mean")
     finally:
         torch.cuda.set_sync_debug_mode(0)
+    # times given on the host are moved to the data's device
+    d_host_t = dsm_loss(model, x, t=torch.rand(64, dtype=torch.float64) * 0.9 + 0.05, generator=gen)
+    assert d_host_t.device == x.device and torch.isfinite(d_host_t).all()
     assert torch.isfinite(out).all() and torch.isfinite(d)
     assert all(p.grad is not None for p in sched.parameters())
 
@@ -639,3 +642,81 @@ def test_vdm_bits_per_dim_defaults_one_silent_pass_and_names_itself_in_the_depre
             vdm_bits_per_dim(model, k, V, T=10, generator=torch.Generator().manual_seed(1), dtype=F64)
     assert (out, err) == ("", "")
     assert torch.equal(default.bits_per_dim, one.bits_per_dim)
+
+
+def test_vdm_bits_per_dim_averages_its_passes_and_passes_its_options_on():
+    """``n_repeats`` passes, each a reconstruction draw then a diffusion draw from the one generator (the
+    order the docstring gives), averaged; ``n_steps``, ``antithetic`` and ``dtype`` reach every term; the
+    prior is exact. Reference: the terms called one by one with the same generator (float64, 1e-12)."""
+    sde = VDMSDE(FixedLinearGamma(-6.0, 5.0))
+    model = gamma_model(sde, torch.full((4,), MU_D, dtype=F64), torch.full((4,), S_D, dtype=F64))
+    k = torch.randint(0, V, (5, 4), generator=torch.Generator().manual_seed(0))
+    x = discrete_to_continuous(k, V, F64)
+    for n_steps, anti, reps in ((None, True, 2), (10, False, 3)):
+        got = vdm_bits_per_dim(
+            model, k, V, n_steps=n_steps, antithetic=anti, dtype=F64, n_repeats=reps,
+            generator=torch.Generator().manual_seed(5),
+        )  # fmt: skip
+        gen = torch.Generator().manual_seed(5)
+        rs, ds = [], []
+        for _ in range(reps):
+            rs.append(vdm_reconstruction_loss(sde, k, V, generator=gen, dtype=F64))
+            ds.append(vdm_diffusion_loss(model, x, n_steps=n_steps, generator=gen, antithetic=anti))
+        recon, diff, prior = sum(rs) / reps, sum(ds) / reps, vdm_prior_loss(sde, x)
+        for a, b in ((got.reconstruction, recon), (got.diffusion, diff), (got.prior, prior)):
+            assert a.dtype == F64
+            torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(got.bits_per_dim, (diff + prior + recon) / (4 * math.log(2)), rtol=1e-12, atol=0)
+    # the default dtype: x_int's when it is floating, else torch's default; one example is a batch
+    assert vdm_bits_per_dim(model, k.double(), V).bits_per_dim.dtype == F64
+    assert vdm_bits_per_dim(model, k, V).bits_per_dim.dtype == torch.get_default_dtype()
+    assert vdm_bits_per_dim(model, k[:1], V, dtype=F64).bits_per_dim.shape == (1,)
+
+
+def test_vdm_bits_per_dim_progress_bar_counts_its_passes(capfd):
+    pytest.importorskip("tqdm")
+    sde = VDMSDE(FixedLinearGamma(-6.0, 5.0))
+    model = ScoreModel(lambda z, t: 0.1 * z, sde, prediction="eps")
+    k = torch.randint(0, V, (3, 4), generator=torch.Generator().manual_seed(0))
+    capfd.readouterr()
+    vdm_bits_per_dim(model, k, V, n_repeats=2, progress=True)
+    err = capfd.readouterr().err
+    assert "vdm_bits_per_dim: 100%" in err and " 2/2 " in err and "pass/s" in err, err
+
+
+def test_vdm_prior_loss_per_example_in_x0s_dtype():
+    """KL(q(z_1 | x) || N(0, I)) = 1/2 sum_d (alpha_1^2 x_d^2 + sigma_1^2 - 1 - log sigma_1^2), for a batch
+    of one as of several, returned in x0's dtype."""
+    sde = VDMSDE(FixedLinearGamma(-6.0, 5.0))
+    a2 = float(torch.sigmoid(torch.tensor(-5.0, dtype=F64)))  # alpha_1^2 = sigmoid(-gamma(1))
+    s2 = 1 - a2
+    for dtype in (torch.float32, F64):
+        x0 = torch.tensor([[0.5, -1.0, 0.25]], dtype=dtype)
+        got = vdm_prior_loss(sde, x0)
+        assert got.dtype == dtype and got.shape == (1,)
+        want = 0.5 * (a2 * float((x0.double() ** 2).sum()) + 3 * (s2 - 1 - math.log(s2)))
+        assert float(got) == pytest.approx(want, rel=1e-6 if dtype == torch.float32 else 1e-13)
+
+
+def test_dsm_loss_defaults_times_and_deprecation():
+    """Default unweighted (lambda = sigma^2); its own draws of t reach the network in float64; any t_min > 0
+    is accepted, however small (sigma(t_min) > 0 is decided in float64); eps_t= warns under its own name."""
+    sde = VPSDE(t_min=0.0)
+    seen = []
+
+    def score(x, t):
+        seen.append(t.dtype)
+        return -x
+
+    model = ScoreModel(score, sde)
+    x0 = DATA.sample(6, generator=torch.Generator().manual_seed(0))
+    t = torch.linspace(0.1, 0.9, 6, dtype=F64)
+    eps = torch.randn(x0.shape, generator=torch.Generator().manual_seed(1), dtype=F64)
+    plain = dsm_loss(model, x0, t=t, noise=eps)
+    assert torch.equal(plain, dsm_loss(model, x0, t=t, noise=eps, likelihood_weighting=False))
+    assert not torch.equal(plain, dsm_loss(model, x0, t=t, noise=eps, likelihood_weighting=True))
+    seen.clear()
+    assert torch.isfinite(dsm_loss(model, x0, t_min=1e-300, generator=torch.Generator().manual_seed(2))).all()
+    assert seen == [F64]
+    with pytest.warns(DeprecationWarning, match=r"^dsm_loss\(eps_t=\.\.\.\) is deprecated .* use t_min="):
+        dsm_loss(model, x0, eps_t=1e-3, generator=torch.Generator().manual_seed(2))
