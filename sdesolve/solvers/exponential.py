@@ -50,8 +50,12 @@ approximated, by a polynomial in l. With ``phi_1(h) = -expm1(-h) = 1 - e^{-h}`` 
 
 Written this way every step is ``x_s = a x_t + sum_j w_j m_j (+ c z)``: ``init`` computes a, w, c in
 float64 on the host from the process' ``_log_snr``, ``_log_alpha``, ``_log_sigma``,
-``_sigma_over_alpha``, ``_one_minus_snr_ratio`` and ``_t_of_log_snr`` (no process formula here), and
-``step`` is a few fused multiply-adds. Which terms a step uses (its order) is a host list fixed at
+``_sigma_over_alpha``, ``_one_minus_snr_ratio`` and ``_t_of_log_snr`` (no process formula here). The multistep solvers
+(DPM-Solver++, UniPC) fold the network's view (eps for eps, v and score networks: no conversion;
+x0 for x0 networks) and the whole history into precomputed weights on a ring of partial sums
+(``_Exponential._ring_coefficients``): a step is one network call and two fused multiply-adds
+(three with noise), as many kernels as DDIM's, whatever the order. The price is memory: the state
+holds 2 (K + 1) arrays of x's size (K = order - 1 for DPM-Solver++, the predictor order for UniPC). Which terms a step uses (its order) is a host list fixed at
 ``init``: no host-device synchronization and no data-dependent branching, so the loop can be
 captured by :class:`~sdesolve.GraphSampler`. Multistep history lives in the state dict.
 
@@ -140,7 +144,93 @@ class _Exponential(Solver):
         return c
 
     def init_state(self, x: Tensor, coefs: dict) -> dict[str, Any]:
-        return {"x": x, "hist": ()}
+        """The state at grid[0]: x and its ring (:meth:`_ring_coefficients`), empty history rows."""
+        rows = coefs["ring"].shape[-1]
+        z = x.new_zeros((2, rows) + tuple(x.shape))
+        z[:, 0] = x  # the two copies of row 0 (x); history rows start at zero
+        return {"x": z[0, 0], "z": z}
+
+    def _ring_coefficients(
+        self, c: dict, a: list[float], w: list[list[float]], noise: list[float] | None, depth: int
+    ) -> None:
+        """Precompute the ring form of ``x_{i+1} = a_i x_i + sum_j w[i][j] m_{i-j} (+ noise_i z)``.
+
+        ``m_k = x0_hat(x_k)`` is ``c_k x_k + d_k v_k`` for the view v the step asks the network for:
+        ``(1/alpha, -sigma/alpha)`` for eps, ``(0, 1)`` for x0 itself. The state holds the R = depth + 1
+        rows ``[x_i, P^1_i, ..., P^K_i]`` with the partial sums ``P^k_i = sum_{j >= k} w[i+k-1][j]
+        m_{i+k-1-j}`` (what the steps to come take from the outputs already computed), so that
+
+            x_{i+1}   = P^1_i     + (a_i + w[i][0] c_i) x_i + w[i][0] d_i v_i,
+            P^k_{i+1} = P^{k+1}_i + w[i+k][k] (c_i x_i + d_i v_i),            P^{K+1} = 0:
+
+        every new row is the old rows shifted by one plus a multiple of x_i and of v_i. The last new
+        row takes x_i's place with x_i's coefficient reduced by one (x_i + (w c - 1) x_i). The rows
+        are stored twice, ``z`` of shape (2, R, *x.shape), so that the shifted rows are one view
+        (rows 1..R of the flat (2R, ...) buffer) and a step is two fused multiply-adds over z (with
+        the coefficients given twice, broadcasting writes both copies), plus one for the noise: no
+        history list, no per-step dtype cast, no per-step branching. Keys: ``"ring"`` (eps view)
+        and ``"ring_x0"`` (x0 view), each (n, J, 2, R) for J = 2 (x, v) or 3 (x, v, noise).
+        """
+        n, R = len(a), depth + 1
+        x0_x, x0_eps = c["x0_x"].tolist(), c["x0_eps"].tolist()
+        J = 2 if noise is None else 3
+        ring = torch.zeros(n, J, R, dtype=torch.float64)
+        ring_x0 = torch.zeros(n, J, R, dtype=torch.float64)
+        for i in range(n):
+            for k in range(R):
+                wm = w[i + k][k] if i + k < n and k < len(w[i + k]) else 0.0  # weight of m_i in row k
+                base = (a[i] if k == 0 else 0.0) - (1.0 if k == depth else 0.0)
+                ring[i, 0, k] = base + wm * x0_x[i]
+                ring[i, 1, k] = wm * x0_eps[i]
+                ring_x0[i, 0, k] = base
+                ring_x0[i, 1, k] = wm
+            if noise is not None:
+                ring[i, 2, 0] = ring_x0[i, 2, 0] = noise[i]
+        c["ring"] = ring[:, :, None].expand(n, J, 2, R).contiguous()
+        c["ring_x0"] = ring_x0[:, :, None].expand(n, J, 2, R).contiguous()
+        c["final"] = [i == n - 1 for i in range(n)]  # read at [i]: the last step returns a tensor of its own
+
+    def _ring_step(
+        self, model: ScoreModel, state: dict, i: int, coefs: dict, generator: GeneratorLike, noise: bool, need_x0: bool
+    ) -> dict:
+        """One step of the ring form (:meth:`_ring_coefficients`): one network call, two or three kernels."""
+        if "z" not in state:  # a state written as {"x", "hist"} (x0_hat at the previous points): its ring
+            state = self._ring_from_history(state["x"], state.get("hist", ()), i, coefs)
+        x, z = state["x"], state["z"]
+        x0_view = not isinstance(model, ScoreModel) or model.prediction == "x0"  # else eps: no conversion
+        v = view_at(model, x, coefs["t"][i], "x0" if x0_view else "eps", (coefs["alpha"][i], coefs["sigma"][i]))
+        R = z.shape[1]
+        shifted = z.view((2 * R,) + tuple(x.shape))[1 : R + 1]  # [P^1, ..., P^K, x]
+        cf = (coefs["ring_x0"] if x0_view else coefs["ring"])[i]
+        draw = self.stochastic and noise
+        if coefs["final"][i]:  # only x_n: a tensor of its own
+            cx, cv = cf[0, 0, 0], cf[1, 0, 0]
+            x_next = torch.addcmul(torch.addcmul(shifted[0], cx, x), cv, v)
+            if draw:
+                x_next = torch.addcmul(x_next, cf[2, 0, 0], randn_like(x, generator))
+            out: dict = {"x": x_next}
+        else:
+            cf = cf.view(cf.shape + (1,) * x.dim())
+            z_next = torch.addcmul(torch.addcmul(shifted, cf[0], x), cf[1], v)
+            if draw:
+                z_next = torch.addcmul(z_next, cf[2], randn_like(x, generator))
+            out = {"x": z_next[0, 0], "z": z_next}
+        if need_x0:
+            out["x0"] = v if x0_view else torch.addcmul(coefs["x0_x"][i] * x, coefs["x0_eps"][i], v)
+        return out
+
+    def _ring_from_history(self, x: Tensor, hist: tuple, i: int, coefs: dict) -> dict:
+        """The ring state at step i from x_i and ``hist`` (x0_hat at the previous points, newest last)."""
+        w, R = coefs["w"], coefs["ring"].shape[-1]
+        rows = [x]
+        for k in range(1, R):  # P^k_i = sum_{j >= k} w[i+k-1][j] m_{i+k-1-j}, m_{i-l} = hist[-l]
+            p = torch.zeros_like(x)
+            for j in range(k, R):
+                if i + k - 1 < w.shape[0] and j < w.shape[1] and j - k + 1 <= len(hist):
+                    p = p + w[i + k - 1, j] * hist[-(j - k + 1)]
+            rows.append(p)
+        z = torch.stack(rows).expand((2, R) + tuple(x.shape)).contiguous()
+        return {"x": z[0, 0], "z": z}
 
 
 def _weights_tensor(rows: list[list[float]], width: int) -> Tensor:
@@ -228,6 +318,7 @@ class DPMSolverPP(_Exponential):
         if self.stochastic:
             c["noise"] = torch.tensor(noise, dtype=torch.float64)
         c["orders"] = orders
+        self._ring_coefficients(c, a, w, noise if self.stochastic else None, int(self.order) - 1)
         return c
 
     def step(
@@ -241,18 +332,7 @@ class DPMSolverPP(_Exponential):
         noise: bool = True,
         need_x0: bool = False,
     ) -> dict:
-        x, hist = state["x"], state["hist"]
-        m = view_at(model, x, coefs["t"][i], "x0", (coefs["alpha"][i], coefs["sigma"][i]))
-        w = coefs["w"][i]
-        x_next = torch.addcmul(coefs["a"][i] * x, w[0], m)
-        for j in range(1, coefs["orders"][i]):
-            x_next = torch.addcmul(x_next, w[j], hist[-j])
-        if self.stochastic and noise:
-            x_next = torch.addcmul(x_next, coefs["noise"][i], randn_like(x, generator))
-        out = {"x": x_next, "hist": (hist + (m,))[-(int(self.order) - 1) :] if self.order > 1 else ()}
-        if need_x0:
-            out["x0"] = m
-        return out
+        return self._ring_step(model, state, i, coefs, generator, noise, need_x0)
 
 
 def _unipc_rhos(h: float, rks: list[float], variant: str, full: bool) -> tuple[list[float], float]:
@@ -285,7 +365,9 @@ class UniPC(_Exponential):
 
     Step i evaluates ``m_i = x0_hat(x_i, t_i)`` once; if i > 0 the corrector re-takes the previous
     interval with m_i as its newest point (``x_i <- UniC``), then the predictor steps from the
-    corrected ``x_i`` with the same m_i (module docstring). One network evaluation per step.
+    corrected ``x_i`` with the same m_i (module docstring). One network evaluation per step. Both are
+    linear in x_i and the m's, so ``init`` composes them into one multistep formula from the predicted
+    x_i (the same map; only the rounding of the precomputed weights differs).
 
     Args:
         order: the predictor order, 1, 2 (default) or 3; the corrector raises it by one.
@@ -347,15 +429,25 @@ class UniPC(_Exponential):
                     wcor[1] += an * b_h * rho_c[k] / rk
                 wc.append(wcor)
         c["a"] = torch.tensor(a, dtype=torch.float64)
-        c["a_prev"] = torch.tensor([0.0] + a[:-1], dtype=torch.float64)
-        c["w"] = _weights_tensor(wp, 3)
-        c["wc"] = _weights_tensor(wc, 4)
         c["orders"] = orders
-        c["orders_prev"] = [0] + orders[:-1]  # read at [i]: a step reads its host lists at i only
+        # The corrected x_i = x_i + wc_i[0] m_i + sum_{j >= 1} (wc_i[j] - wp_{i-1}[j-1]) m_{i-j} (x_i the
+        # predicted point, itself a_{i-1} xc_{i-1} + sum_j wp_{i-1}[j] m_{i-1-j}), so the step from the
+        # predicted x_i is x_{i+1} = a_i x_i + sum_j w[i][j] m_{i-j}: one linear multistep formula.
+        depth = self.predictor_order if self.corrector else self.predictor_order - 1
+        w = []
+        for i in range(n):
+            wi = [0.0] * (depth + 1)
+            for j, wj in enumerate(wp[i]):
+                wi[j] += wj
+            if self.corrector and i > 0:
+                for j in range(orders[i - 1] + 1):
+                    wi[j] += a[i] * wc[i][j]
+                for j, wj in enumerate(wp[i - 1]):
+                    wi[j + 1] -= a[i] * wj
+            w.append(wi)
+        c["w"] = _weights_tensor(w, depth + 1)
+        self._ring_coefficients(c, a, w, None, depth)
         return c
-
-    def init_state(self, x: Tensor, coefs: dict) -> dict[str, Any]:
-        return {"x": x, "hist": (), "last": x}
 
     def step(
         self,
@@ -368,21 +460,7 @@ class UniPC(_Exponential):
         noise: bool = True,
         need_x0: bool = False,
     ) -> dict:
-        x, hist = state["x"], state["hist"]
-        m = view_at(model, x, coefs["t"][i], "x0", (coefs["alpha"][i], coefs["sigma"][i]))
-        if self.corrector and i > 0:  # UniC: re-take interval i - 1 from the corrected x_{i-1}, m_i newest
-            wc = coefs["wc"][i]
-            x = torch.addcmul(coefs["a_prev"][i] * state["last"], wc[0], m)
-            for j in range(1, coefs["orders_prev"][i] + 1):
-                x = torch.addcmul(x, wc[j], hist[-j])
-        w = coefs["w"][i]
-        x_next = torch.addcmul(coefs["a"][i] * x, w[0], m)
-        for j in range(1, coefs["orders"][i]):
-            x_next = torch.addcmul(x_next, w[j], hist[-j])
-        out = {"x": x_next, "hist": (hist + (m,))[-self.predictor_order :], "last": x}
-        if need_x0:
-            out["x0"] = m
-        return out
+        return self._ring_step(model, state, i, coefs, generator, noise, need_x0)
 
 
 class DPMSolver(Solver):
