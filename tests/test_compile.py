@@ -149,6 +149,44 @@ def test_sample_compile_keeps_the_non_finite_report():
         sd.sample(sde, model, (3, 2), solver=sd.DDIM(), grid=grid, compile={"backend": "aot_eager"})
 
 
+def test_inductor_pc_step_on_cpu(monkeypatch):
+    """The default backend (inductor, C++ on CPU) on the predictor-corrector step, the one step with
+    three draws (Metropolis proposal, its uniform, the predictor's noise): float32, 10 steps, the
+    eager states to rounding (the tolerance of the CUDA test below), the acceptance record exactly,
+    the caller's generator advanced as by the eager solve. The draws go through one op that mutates
+    a token (``_OrderedDraws``), so no scheduler can permute them (torch 2.11's inductor did on CUDA:
+    all 48 elements off by up to 58)."""
+    import torch._inductor.config as inductor_config
+
+    monkeypatch.setattr(inductor_config, "fallback_random", True)
+    sde, solver, model, x = _problem("pc")
+    grid = sd.grids.make_grid(solver.default_grid, sde, 10)
+    coefs = _to_device(solver.init(sde, grid), x)
+    states, gens = [], []
+    for step in (solver.compiled_step(fullgraph=True), None):
+        gen = torch.Generator().manual_seed(1)
+        states.append(run_steps(solver, model, solver.init_state(x, coefs), coefs, 10, generator=gen, step=step))
+        gens.append(gen.get_state())
+    (got, ref), scale = states, float(states[1]["x"].abs().max())
+    torch.testing.assert_close(got["x"], ref["x"], rtol=0.0, atol=1e-4 * max(scale, 1.0))
+    assert torch.equal(got["acceptance"], ref["acceptance"])
+    assert torch.equal(gens[0], gens[1])
+
+
+def test_ordered_draws_are_randn():
+    """The compiled step's noise source draws what ``torch.randn`` draws from the default generator, and
+    advances it alike (bitwise; eager call)."""
+    from sdesolve.solvers.base import _OrderedDraws
+
+    x = torch.empty(3, 5, dtype=torch.float64)
+    draws = _OrderedDraws(torch.zeros(()))
+    torch.manual_seed(7)
+    got = [draws.draw(x), draws.draw(x[:2])]
+    torch.manual_seed(7)
+    ref = [torch.randn(3, 5, dtype=torch.float64), torch.randn(2, 5, dtype=torch.float64)]
+    assert all(torch.equal(a, b) for a, b in zip(got, ref, strict=True))
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("name", ["ddim", "plms", "em", "ode-heun", "dpmpp2-sde", "edm-heun", "pc"])
 def test_inductor_step_on_cuda(name, monkeypatch):

@@ -218,7 +218,8 @@ class CompiledStep:
       after it (the default generator's own state is restored): the draws of the eager step with
       ``generator``, bitwise with ``backend="aot_eager"`` (inductor draws with its own random
       kernels, seeded from it: the same law, reproducible per seed, other numbers unless
-      ``torch._inductor.config.fallback_random = True``). One ``torch.Generator`` or None; a
+      ``torch._inductor.config.fallback_random = True``; the draws are then made in the eager
+      step's order whatever the backend's scheduler does: :class:`_OrderedDraws`). One ``torch.Generator`` or None; a
       list of per-sample generators draws sample by sample, outside any graph: ValueError. The
       network must then not draw from the default generator itself.
     * per-step host values (the Python lists of a solver's coefficients, e.g. which steps end at
@@ -248,11 +249,60 @@ class CompiledStep:
         need_x0: bool = False,
     ) -> dict:
         at_i = {k: _AtStep(v[i]) if isinstance(v, list) else v for k, v in coefs.items()}
-        with _drawing_from(generator, state["x"].device):
-            return self._step(model, state, i, at_i, generator=None, noise=noise, need_x0=need_x0)
+        device = state["x"].device
+        with _drawing_from(generator, device):
+            draws: Any = self._draws(device)  # a noise source: randn_like calls its draw(x)
+            return self._step(model, state, i, at_i, generator=draws, noise=noise, need_x0=need_x0)
+
+    def _draws(self, device: torch.device) -> _OrderedDraws | None:
+        """The step's noise source: draws in program order (:class:`_OrderedDraws`), or None (plain draws
+        from the default generator) where the backend generates its own random numbers (inductor without
+        ``fallback_random``: its own kernels, seeded from the default generator; the order is immaterial)."""
+        from torch._inductor import config as inductor_config
+
+        backend = self.options.get("backend", "inductor")
+        fallback = (self.options.get("options") or {}).get("fallback_random", inductor_config.fallback_random)
+        if backend == "inductor" and not fallback:
+            return None
+        tokens = self.__dict__.setdefault("_tokens", {})
+        if device not in tokens:
+            tokens[device] = _OrderedDraws(torch.zeros((), device=device))
+        return tokens[device]
 
     def __repr__(self) -> str:
         return f"CompiledStep({self.solver!r}, {self.options})"
+
+
+@torch.library.custom_op("sdesolve::randn_in_order", mutates_args=("order",))
+def _randn_in_order(order: Tensor, shape: Sequence[int], dtype: torch.dtype, device: torch.device) -> Tensor:
+    """``torch.randn(shape)`` from the default generator; declared to mutate ``order`` (it does not touch it)."""
+    return torch.randn(shape, dtype=dtype, device=device)
+
+
+@_randn_in_order.register_fake
+def _(order: Tensor, shape: Sequence[int], dtype: torch.dtype, device: torch.device) -> Tensor:
+    return torch.empty(shape, dtype=dtype, device=device)
+
+
+class _OrderedDraws:
+    """The noise source of a compiled step (``randn_like`` calls :meth:`draw`): the eager step's draws, in its order.
+
+    A draw from the default generator reads and advances hidden state, which a graph does not see: a
+    backend may run two draws of one step in either order (inductor's scheduler with
+    ``fallback_random=True`` orders them by data dependencies alone before torch 2.12, pytorch issue
+    181136: the likely cause of the predictor-corrector step, three draws per step, off by O(1) from
+    eager under torch 2.11 on CUDA). Each draw here
+    is one op declared to mutate the same token tensor, so every draw depends on the one before it and
+    any backend keeps the program order; the numbers are ``torch.randn``'s, bitwise.
+    """
+
+    __slots__ = ("order",)
+
+    def __init__(self, order: Tensor) -> None:
+        self.order = order
+
+    def draw(self, x: Tensor) -> Tensor:
+        return _randn_in_order(self.order, list(x.shape), x.dtype, x.device)
 
 
 class _AtStep:
