@@ -544,11 +544,16 @@ class DPMSolver(Solver):
             B[i, -1, 0] += g
             B[i, -1, k - 1] = -g
         c["A"], c["B"], c["orders"] = A, B, orders
+        # every per-step scalar of a step in one row (selected once, unbound once): A, then B row by row,
+        # then alpha and sigma at each intermediate time
+        packed = [A, B.reshape(n, k * k)]
         if k > 1:
             c["t_stage"] = stages
             for j in range(k - 1):
                 vc = view_coefficients(sde, stages[:, j])
                 c[f"alpha_stage{j}"], c[f"sigma_stage{j}"] = vc["alpha"], vc["sigma"]
+                packed += [vc["alpha"][:, None], vc["sigma"][:, None]]
+        c["packed"] = torch.cat(packed, dim=1)
         return c
 
     def nfe(self, n_steps: int) -> int:
@@ -566,20 +571,21 @@ class DPMSolver(Solver):
         noise: bool = True,
         need_x0: bool = False,
     ) -> dict:
-        x = state["x"]
-        A, B = coefs["A"][i], coefs["B"][i]
+        x, k = state["x"], int(self.order)
+        row = coefs["packed"][i].unbind(0)  # A (k), B (k x k, row-major), then (alpha, sigma) per stage
+        A, B = row[:k], row[k : k + k * k]
         e0 = view_at(model, x, coefs["t"][i], "eps", (coefs["alpha"][i], coefs["sigma"][i]))
         eps = [e0]
         if coefs["orders"][i] > 1:
-            for j in range(int(self.order) - 1):
+            for j in range(k - 1):
                 u = A[j] * x
                 for m, e in enumerate(eps):
-                    u = torch.addcmul(u, B[j, m], e)
-                at = (coefs[f"alpha_stage{j}"][i], coefs[f"sigma_stage{j}"][i])
-                eps.append(view_at(model, u, coefs["t_stage"][i][j], "eps", at))
-        x_next = A[-1] * x
+                    u = torch.addcmul(u, B[j * k + m], e)
+                at = row[k + k * k + 2 * j : k + k * k + 2 * j + 2]
+                eps.append(view_at(model, u, coefs["t_stage"][i, j], "eps", (at[0], at[1])))
+        x_next = A[k - 1] * x
         for m, e in enumerate(eps):
-            x_next = torch.addcmul(x_next, B[-1, m], e)
+            x_next = torch.addcmul(x_next, B[(k - 1) * k + m], e)
         out = {"x": x_next}
         if need_x0:
             out["x0"] = torch.addcmul(coefs["x0_x"][i] * x, coefs["x0_eps"][i], e0)
