@@ -224,3 +224,20 @@ def test_hutchinson_trace_keeps_no_graph_unless_asked():
     _, tr_g = hutchinson_trace(net, x, probes, create_graph=True)
     assert tr_g.requires_grad
     torch.testing.assert_close(tr_g.detach(), want, rtol=1e-12, atol=1e-12)
+
+
+def test_exact_trace_keeps_a_graph_only_when_asked_and_takes_scalar_events():
+    """exact_trace's default keeps no graph, create_graph=True keeps one (its value unchanged); x of shape
+    (B,) is a batch of scalar events: the trace of s(x) = -3 x is -3 for each."""
+    from sdesolve.likelihood import exact_trace
+
+    net = torch.nn.Linear(3, 3).double()
+    x = torch.randn(4, 3, dtype=torch.float64)
+    s, tr = exact_trace(net, x)
+    assert not s.requires_grad and not tr.requires_grad
+    torch.testing.assert_close(tr, torch.full((4,), float(net.weight.detach().trace()), dtype=torch.float64))
+    _, tr_g = exact_trace(net, x, create_graph=True)
+    assert tr_g.requires_grad
+    torch.testing.assert_close(tr_g.detach(), tr, rtol=1e-14, atol=1e-14)
+    _, tr1 = exact_trace(lambda v: -3.0 * v, torch.ones(5, dtype=torch.float64))
+    assert torch.equal(tr1, torch.full((5,), -3.0, dtype=torch.float64))

@@ -545,3 +545,37 @@ def test_callback_x0_is_the_posterior_mean_for_every_parameterization(method):
                 post = m + v * a / (a * a * v + s * s) * (x - a * m)
                 torch.testing.assert_close(d["x0"], post, rtol=1e-12, atol=1e-12, msg=f"{pred} at t={d['t']}")
                 x = d["x"]
+
+
+@pytest.mark.parametrize("proc", list(ZERO_END))
+def test_per_sample_adaptive_solve_into_sigma_zero_meets_its_tolerance(proc):
+    """``per_sample=True`` on a process whose grid ends at sigma = 0: every sample takes its own last step
+    (the two-half check of the constant-eps step in r = sigma/alpha, shrinking its own r_b), so the error
+    against the exact flow falls with the tolerance as for the batch-shared solve (slope 1 in 1/tol, below
+    20 tol), no sample is evaluated at sigma = 0, each sample's own NFE is counted (the batch's is their
+    maximum), and a sample solved alone gives the same answer."""
+    sde = ZERO_END[proc]()
+    x_T = TARGET_4D.marginal_sample(12, sde.T, sde, generator=torch.Generator().manual_seed(3)).to(F64)
+    x_T[:4] *= 3.0  # samples far apart take different last steps
+    exact = TARGET_4D.flow(x_T, sde.T, 0.0, sde)
+    tols, errs = (1e-3, 1e-5, 1e-7), []
+    for tol in tols:
+        solver = ODE("dopri5", rtol=tol, atol=tol, per_sample=True)
+        x = sd.sample(sde, _eps_model_refusing_sigma_zero(sde, TARGET_4D), x_T=x_T, solver=solver)
+        errs.append(float((x - exact).abs().max()))
+        own = solver.last_nfe_per_sample
+        assert own.shape == (12,) and int(own.max()) == solver.last_nfe and int(own.min()) > 0
+    assert 0.75 < loglog_slope([1 / t for t in tols], errs) < 1.25 and errs[-1] < 20 * tols[-1], errs
+    x3 = sd.sample(sde, _eps_model_refusing_sigma_zero(sde, TARGET_4D), x_T=x_T[3:4], solver=solver)
+    torch.testing.assert_close(x3[0], x[3], rtol=1e-13, atol=1e-13)
+    # one sample alone: the per-sample solve is the batch-shared one (same steps, same last step, same
+    # evaluations), to round-off (measured 1e-15)
+    for i in (0, 3, 7):
+        for tol in (1e-3, 1e-6):
+            per, shared = ODE("dopri5", rtol=tol, atol=tol, per_sample=True), ODE("dopri5", rtol=tol, atol=tol)
+            a, b = (
+                sd.sample(sde, _eps_model_refusing_sigma_zero(sde, TARGET_4D), x_T=x_T[i : i + 1], solver=s)
+                for s in (per, shared)
+            )
+            torch.testing.assert_close(a, b, rtol=1e-13, atol=1e-13)
+            assert per.last_nfe == shared.last_nfe == int(per.last_nfe_per_sample[0])

@@ -900,6 +900,8 @@ def test_marginal_prob_and_sigma_over_alpha_answer_in_the_callers_dtype(name, dt
         assert drift.dtype == dtype, (t, drift.dtype)
         f = sde._f(torch.as_tensor(t, dtype=F64).expand(3)).to(dtype)
         assert torch.equal(drift, f[:, None] * x0)
+    a, v = sde.transition(torch.tensor([0.5, 0.7], dtype=dtype), 0.1)  # x_t | x_s: t's dtype
+    assert a.dtype == v.dtype == dtype, (a.dtype, v.dtype)
     ref = torch.exp(sde._log_sigma(t64) - sde._log_alpha(t64))
     for t, want in ((t64.to(dtype), dtype), (0.5, F64), (torch.tensor(0.5, dtype=dtype), dtype)):
         r = sde.sigma_over_alpha(t)

@@ -303,6 +303,18 @@ CASES = [
     Case("likelihood-bpd-unknown-kwarg", _bpd(rtoll=1e-5), TypeError, r"unexpected keyword argument 'rtoll'"),
     # ---------------------------------------------------------------- hutchinson_trace, exact_trace
     Case(
+        "likelihood-exact-score-fn-int-message",
+        lambda: exact_trace(3, _x()),
+        TypeError,
+        r"^score_fn must be a callable score_fn\(x\), got 3 \(int\)$",
+    ),
+    Case(
+        "likelihood-exact-x-0d",
+        lambda: exact_trace(_score, torch.tensor(1.0, dtype=F64)),
+        ValueError,
+        r"^x must have a batch dimension: shape \(B, \*event\), got shape \(\)$",
+    ),
+    Case(
         "likelihood-hutchinson-score-fn-type",
         lambda: hutchinson_trace(3, _x(), torch.ones(1, 2, 3, dtype=F64)),
         TypeError,

@@ -458,6 +458,49 @@ CASES = [
         r"reduce must be one of \('none', 'mean'\)",
     ),
     Case("losses-dsm-reduce-none-obj", lambda: dsm_loss(_vp(), _x(), reduce=None), TypeError, r"reduce must be one of"),
+    # whole messages: each names what came
+    Case(
+        "losses-dsm-t-int-message",
+        lambda: dsm_loss(_vp(), _x(), t=torch.ones(4, dtype=torch.long)),
+        TypeError,
+        r"^t must be a floating-point tensor of shape \(4,\), got a torch\.int64 tensor$",
+    ),
+    Case(
+        "losses-dsm-t-list-message",
+        lambda: dsm_loss(_vp(), _x(), t=[0.5] * 4),
+        TypeError,
+        r"^t must be a floating-point tensor of shape \(4,\), got list$",
+    ),
+    Case(
+        "losses-dsm-t-above-T",
+        lambda: dsm_loss(_vp(), _x(), t=torch.full((4,), 2.0, dtype=F64)),
+        ValueError,
+        r"^t must lie in \[0, 1\], got values outside",
+    ),
+    Case(
+        "losses-recon-dtype-str-message",
+        lambda: vdm_reconstruction_loss(VDMSDE(), _xi(), 17, dtype="float32"),
+        TypeError,
+        r"^dtype must be a floating-point torch\.dtype or None, got 'float32'$",
+    ),
+    Case(
+        "losses-prior-sde-str-message",
+        lambda: vdm_prior_loss("x", _x()),
+        TypeError,
+        r"^sde must be a sdesolve LinearSDE \(e\.g\. VDMSDE\), got str$",
+    ),
+    Case(
+        "losses-recon-x_int-list-message",
+        lambda: vdm_reconstruction_loss(VDMSDE(), [[1, 2]], 17),
+        TypeError,
+        r"^x_int must be a tensor of integers in \[0, vocab_size\), got list$",
+    ),
+    Case(
+        "losses-d2c-x_int-list-message",
+        lambda: discrete_to_continuous([1], 17),
+        TypeError,
+        r"^x_int must be a tensor of integers in \[0, vocab_size\), got list$",
+    ),
     # generator lists (one generator per example)
     Case(
         "losses-dsm-generator-list-short",

@@ -332,6 +332,12 @@ CASES += [
 _VP = sd.VPSDE()
 CASES += [
     Case("sde-alpha-t-above-T", lambda: _VP.alpha(1.5), ValueError, r"t must lie in \[0, 1\], got values \[1\.5\]"),
+    Case(
+        "sde-t_of_sigma_over_alpha-r-string",
+        lambda: _VP.t_of_sigma_over_alpha("x"),
+        TypeError,
+        r"^r must be a float or a floating-point tensor, got str$",
+    ),
     Case("sde-sigma-t-negative", lambda: _VP.sigma(torch.tensor([0.5, -0.1])), ValueError, r"t must lie in \[0, 1\]"),
     Case("sde-log_snr-t-nan", lambda: _VP.log_snr(NAN), ValueError, r"t must be finite"),
     Case("sde-f-t-string", lambda: _VP.f("0.5"), TypeError, r"t must be a float or a floating-point tensor"),
