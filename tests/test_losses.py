@@ -720,3 +720,18 @@ def test_dsm_loss_defaults_times_and_deprecation():
     assert seen == [F64]
     with pytest.warns(DeprecationWarning, match=r"^dsm_loss\(eps_t=\.\.\.\) is deprecated .* use t_min="):
         dsm_loss(model, x0, eps_t=1e-3, generator=torch.Generator().manual_seed(2))
+
+
+@pytest.mark.parametrize("weighting", [False, True])
+def test_dsm_loss_answers_in_x0s_dtype(weighting):
+    """float32 data give a float32 loss (the float64 coefficients are rounded to x0's dtype), equal to the
+    float64 loss to float32 precision."""
+    sde = VPSDE()
+    model = ScoreModel(lambda x, t: -x, sde)
+    x0 = DATA.sample(6, generator=torch.Generator().manual_seed(0))
+    t = torch.linspace(0.1, 0.9, 6, dtype=F64)
+    eps = torch.randn(x0.shape, generator=torch.Generator().manual_seed(1), dtype=F64)
+    lo = dsm_loss(model, x0.float(), t=t, noise=eps.float(), likelihood_weighting=weighting)
+    hi = dsm_loss(model, x0, t=t, noise=eps, likelihood_weighting=weighting)
+    assert lo.dtype == torch.float32 and hi.dtype == F64
+    torch.testing.assert_close(lo.double(), hi, rtol=1e-5, atol=1e-6)

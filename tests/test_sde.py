@@ -272,6 +272,17 @@ def test_ddpm_betas_and_from_schedule_default_to_diffusers_ddpm_defaults():
     assert torch.allclose(sde.alphas_cumprod, torch.cumprod(1 - exact, 0), rtol=1e-13, atol=0)
 
 
+def test_prior_sample_takes_any_batch_of_any_event_shape():
+    """(B,) is a batch of scalars, sizes of 1 are sizes; the draw is N(0, prior_std^2) of exactly that shape,
+    on the generator's device by default."""
+    sde = sd.VESDE()
+    for shape in ((1,), (3,), (1, 1), (2, 1, 3)):
+        z = sde.prior_sample(shape, generator=torch.Generator().manual_seed(0), dtype=F64)
+        assert z.shape == shape
+        ref = torch.randn(shape, generator=torch.Generator().manual_seed(0), dtype=F64) * sde.prior_std
+        assert torch.equal(z, ref)
+
+
 def test_a_ddpm_schedule_adds_nothing_to_a_checkpoint():
     """The schedule's tensors (knots, ``alphas_cumprod``) are rebuilt from the constructor, so they are not
     state: a ``ScoreModel``'s state_dict is the network's alone, and the network's own checkpoint loads into

@@ -417,6 +417,12 @@ CASES += [
     ),
     Case("sde-prior_sample-shape-int", lambda: _VP.prior_sample(3), TypeError, r"shape must be a tuple \(B, \*event\)"),
     Case(
+        "sde-prior_sample-shape-float",
+        lambda: _VP.prior_sample(3.0),
+        TypeError,
+        r"^shape must be a tuple \(B, \*event\), got 3\.0$",
+    ),
+    Case(
         "sde-prior_sample-shape-zero",
         lambda: _VP.prior_sample((0, 3)),
         ValueError,
