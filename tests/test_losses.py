@@ -735,3 +735,21 @@ def test_dsm_loss_answers_in_x0s_dtype(weighting):
     hi = dsm_loss(model, x0, t=t, noise=eps, likelihood_weighting=weighting)
     assert lo.dtype == torch.float32 and hi.dtype == F64
     torch.testing.assert_close(lo.double(), hi, rtol=1e-5, atol=1e-6)
+
+
+def test_discrete_data_in_x_ints_floating_dtype_and_scalar_events():
+    """``discrete_to_continuous`` (x = 2 (k + 1/2) / V - 1) and ``vdm_reconstruction_loss`` answer in x_int's
+    floating dtype, torch's default for integers; a (B,) x_int is a batch of scalar events."""
+    sde = VDMSDE(FixedLinearGamma(-6.0, 5.0))
+    k = torch.tensor([[0, 5, 16], [3, 3, 3]])
+    exact = 2 * (k.double() + 0.5) / V - 1
+    for x, want in ((k, torch.get_default_dtype()), (k.double(), F64), (k.float(), torch.float32)):
+        c = discrete_to_continuous(x, V)
+        assert c.dtype == want
+        torch.testing.assert_close(c.double(), exact, rtol=0, atol=0 if want == F64 else 1e-7)
+        r = vdm_reconstruction_loss(sde, x, V, generator=torch.Generator().manual_seed(0))
+        assert r.dtype == want and r.shape == (2,)
+    r1 = vdm_reconstruction_loss(sde, k[:, 0], V, generator=torch.Generator().manual_seed(0))
+    assert r1.shape == (2,) and torch.isfinite(r1).all()
+    model = ScoreModel(lambda z, t: 0.1 * z, sde, prediction="eps")
+    assert vdm_bits_per_dim(model, k[:, 0], V).bits_per_dim.shape == (2,)
