@@ -533,12 +533,6 @@ CASES = [
         r"generator must be a list of one torch\.Generator per sample \(4 for a batch of 4\), got a list of 5",
     ),
     Case(
-        "losses-bpd-generator-list-antithetic",
-        lambda: vdm_bits_per_dim(_vdm(), _xi(), 17, generator=_gens(2)),
-        ValueError,
-        r"antithetic=True draws one time offset for the whole batch.*pass antithetic=False with a list",
-    ),
-    Case(
         "losses-bpd-generator-list-short",
         lambda: vdm_bits_per_dim(_vdm(), _xi(), 17, generator=_gens(3), antithetic=False),
         ValueError,
