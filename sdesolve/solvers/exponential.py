@@ -582,7 +582,7 @@ class DPMSolver(Solver):
                 for m, e in enumerate(eps):
                     u = torch.addcmul(u, B[j * k + m], e)
                 at = row[k + k * k + 2 * j : k + k * k + 2 * j + 2]
-                eps.append(view_at(model, u, coefs["t_stage"][i, j], "eps", (at[0], at[1])))
+                eps.append(view_at(model, u, coefs["t_stage"][i][j], "eps", (at[0], at[1])))  # [i][j]: compile
         x_next = A[k - 1] * x
         for m, e in enumerate(eps):
             x_next = torch.addcmul(x_next, B[(k - 1) * k + m], e)
