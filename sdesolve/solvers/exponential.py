@@ -146,9 +146,10 @@ class _Exponential(Solver):
     def init_state(self, x: Tensor, coefs: dict) -> dict[str, Any]:
         """The state at grid[0]: x and its ring (:meth:`_ring_coefficients`), empty history rows."""
         rows = coefs["ring"].shape[-1]
-        z = x.new_zeros((2, rows) + tuple(x.shape))
-        z[:, 0] = x  # the two copies of row 0 (x); history rows start at zero
-        return {"x": z[0, 0], "z": z}
+        z = x.new_zeros((2 * rows,) + tuple(x.shape))
+        z[0] = z[rows] = x  # the two copies of row 0 (x); history rows start at zero
+        _broadcastable(coefs, x)
+        return {"x": z[0], "z": z}
 
     def _ring_coefficients(
         self, c: dict, a: list[float], w: list[list[float]], noise: list[float] | None, depth: int
@@ -165,8 +166,8 @@ class _Exponential(Solver):
 
         every new row is the old rows shifted by one plus a multiple of x_i and of v_i. The last new
         row takes x_i's place with x_i's coefficient reduced by one (x_i + (w c - 1) x_i). The rows
-        are stored twice, ``z`` of shape (2, R, *x.shape), so that the shifted rows are one view
-        (rows 1..R of the flat (2R, ...) buffer) and a step is two fused multiply-adds over z (with
+        are stored twice, ``z`` of shape (2R, *x.shape), so that the shifted rows are one view
+        (rows 1..R) and a step is two fused multiply-adds over z (with
         the coefficients given twice, broadcasting writes both copies), plus one for the noise: no
         history list, no per-step dtype cast, no per-step branching. Keys: ``"ring"`` (eps view)
         and ``"ring_x0"`` (x0 view), each (n, J, 2, R) for J = 2 (x, v) or 3 (x, v, noise).
@@ -196,25 +197,27 @@ class _Exponential(Solver):
         """One step of the ring form (:meth:`_ring_coefficients`): one network call, two or three kernels."""
         if "z" not in state:  # a state written as {"x", "hist"} (x0_hat at the previous points): its ring
             state = self._ring_from_history(state["x"], state.get("hist", ()), i, coefs)
-        x, z = state["x"], state["z"]
+        x, z = state["x"], state["z"]  # z: the flat (2R, *x.shape) rows, x = z[0]
         x0_view = not isinstance(model, ScoreModel) or model.prediction == "x0"  # else eps: no conversion
         v = view_at(model, x, coefs["t"][i], "x0" if x0_view else "eps", (coefs["alpha"][i], coefs["sigma"][i]))
-        R = z.shape[1]
-        shifted = z.view((2 * R,) + tuple(x.shape))[1 : R + 1]  # [P^1, ..., P^K, x]
-        cf = (coefs["ring_x0"] if x0_view else coefs["ring"])[i]
+        R = z.shape[0] // 2
+        shifted = z[1 : R + 1]  # [P^1, ..., P^K, x]
+        key = "ring_x0" if x0_view else "ring"
         draw = self.stochastic and noise
         if coefs["final"][i]:  # only x_n: a tensor of its own
+            cf = coefs[key][i]
             cx, cv = cf[0, 0, 0], cf[1, 0, 0]
             x_next = torch.addcmul(torch.addcmul(shifted[0], cx, x), cv, v)
             if draw:
                 x_next = torch.addcmul(x_next, cf[2, 0, 0], randn_like(x, generator))
             out: dict = {"x": x_next}
         else:
-            cf = cf.view(cf.shape + (1,) * x.dim())
-            z_next = torch.addcmul(torch.addcmul(shifted, cf[0], x), cf[1], v)
+            c = coefs[key + "_b"][i]  # (J, 2, R, 1, ...): c[j] holds both copies' coefficients
+            z_next = torch.addcmul(torch.addcmul(shifted, c[0], x), c[1], v)
             if draw:
-                z_next = torch.addcmul(z_next, cf[2], randn_like(x, generator))
-            out = {"x": z_next[0, 0], "z": z_next}
+                z_next = torch.addcmul(z_next, c[2], randn_like(x, generator))
+            z_next = z_next.view((2 * R,) + tuple(x.shape))
+            out = {"x": z_next[0], "z": z_next}
         if need_x0:
             out["x0"] = v if x0_view else torch.addcmul(coefs["x0_x"][i] * x, coefs["x0_eps"][i], v)
         return out
@@ -229,8 +232,16 @@ class _Exponential(Solver):
                 if i + k - 1 < w.shape[0] and j < w.shape[1] and j - k + 1 <= len(hist):
                     p = p + w[i + k - 1, j] * hist[-(j - k + 1)]
             rows.append(p)
-        z = torch.stack(rows).expand((2, R) + tuple(x.shape)).contiguous()
-        return {"x": z[0, 0], "z": z}
+        z = torch.stack(rows + rows)
+        _broadcastable(coefs, x)
+        return {"x": z[0], "z": z}
+
+
+def _broadcastable(coefs: dict, x: Tensor) -> None:
+    """Add ``"ring_b"``, ``"ring_x0_b"``: the ring coefficients viewed to broadcast against rows of x's shape
+    (once per solve, by ``init_state``: a step then only selects its row)."""
+    for key in ("ring", "ring_x0"):
+        coefs[key + "_b"] = coefs[key].view(tuple(coefs[key].shape) + (1,) * x.dim())
 
 
 def _weights_tensor(rows: list[list[float]], width: int) -> Tensor:
