@@ -103,7 +103,7 @@ from torch import Tensor
 
 from .._utils import bcast
 from .._validate import check_bool, check_choice, check_int, check_real
-from ..model import ScoreModel, _check_sde, view_at, view_coefficients
+from ..model import ScoreModel, _check_sde, convert, predicts_eps, view_at, view_coefficients
 from .base import GeneratorLike, NonFiniteError, Solver, randn_like
 
 if TYPE_CHECKING:
@@ -272,6 +272,9 @@ class _GridPredictor(Predictor):
         alpha_e, sigma_e = out["p_alpha"], out["p_sigma"]
         out["p_x0_x"] = c.get("scale", torch.ones_like(alpha_e)) / alpha_e
         out["p_x0_score"] = sigma_e * sigma_e / alpha_e
+        # the same step on an eps network's own output (s = -eps / sigma_e folded in; float32 / float64 states)
+        out["p_score_eps"] = -out["p_score"] / sigma_e
+        out["p_x0_eps"] = -sigma_e / alpha_e
         # float64 copies (keys "tp_...", which stay float64 on the device) for float16 / bfloat16 states: G^2
         # reaches sigma_max^2 / N (VE with sigma_max = 1348: 3.8e5 at N = 100), past float16's 65504
         for k in ("mul", "score", "noise", "scale", "x0_x", "x0_score"):
@@ -293,9 +296,13 @@ class _GridPredictor(Predictor):
         noise: bool = True,
         need_x0: bool = False,
         score: Tensor | None = None,
+        eps: Tensor | None = None,
     ) -> tuple[Tensor, Tensor | None]:
+        """As :meth:`Predictor.__call__`; ``eps``: an eps network's output at ``(x, t_i)`` (the corrector's,
+        float32 / float64 states), taken instead of ``score``."""
         # float16 / bfloat16: the arithmetic in float32 from the float64 coefficients ("tp_" keys), cast back at
-        # the end (the model sees x's dtype); otherwise in x's dtype from the "p_" keys (cast once per grid)
+        # the end (the model sees x's dtype); otherwise in x's dtype from the "p_" keys (cast once per grid).
+        # An eps network's output enters through coefficients with s = -eps / sigma folded in (float32 / float64)
         low = x.dtype in _LOW_PRECISION
         if low:
             k = lambda name: c["tp_" + name][i].float()  # noqa: E731
@@ -303,14 +310,24 @@ class _GridPredictor(Predictor):
         else:
             k = lambda name: c["p_" + name][i]  # noqa: E731
             xf = x
+        fold = eps is not None or (score is None and not low and predicts_eps(model) and "p_score_eps" in c)
         y = (k("scale") * xf).to(x.dtype) if "p_scale" in c else x
-        s = score if score is not None else _score(model, y, c["tp_eval"][i], c["p_alpha"][i], c["p_sigma"][i])
-        sf = s.float() if low else s
-        x_next = k("mul") * xf + k("score") * sf
+        net = eps if eps is not None else score
+        if net is None:
+            t, at = c["tp_eval"][i], (c["p_alpha"][i], c["p_sigma"][i])
+            net = view_at(model, y, t, "eps" if fold else "score", at)
+        sf = net.float() if low else net
+        w_score, w_x0 = ("score_eps", "x0_eps") if fold else ("score", "x0_score")
+        if low:
+            x_next = k("mul") * xf + k(w_score) * sf
+        else:
+            x_next = torch.addcmul(k("mul") * xf, k(w_score), sf)
         if noise and not self.probability_flow:
             z = randn_like(x, generator)
-            x_next = x_next + k("noise") * (z.float() if low else z)
-        x0 = (k("x0_x") * xf + k("x0_score") * sf).to(x.dtype) if need_x0 else None
+            x_next = x_next + k("noise") * z.float() if low else torch.addcmul(x_next, k("noise"), z)
+        x0 = None
+        if need_x0:
+            x0 = (k("x0_x") * xf + k(w_x0) * sf if low else torch.addcmul(k("x0_x") * xf, k(w_x0), sf)).to(x.dtype)
         return x_next.to(x.dtype), x0
 
     def __repr__(self) -> str:
@@ -513,7 +530,7 @@ def _langevin_update(x: Tensor, s: Tensor, z: Tensor, eps: Tensor, noise: Tensor
     """``x + eps s + noise z``, computed in float32 for float16/bfloat16 states (cast back at the end)."""
     if x.dtype in _LOW_PRECISION:
         return (x.float() + eps * s.float() + noise * z.float()).to(x.dtype)
-    return x + eps * s + noise * z
+    return torch.addcmul(torch.addcmul(x, eps, s), noise, z)
 
 
 def _step_coefficients(sde: LinearSDE, grid: Tensor, snr: float) -> dict[str, Tensor]:
@@ -524,7 +541,10 @@ def _step_coefficients(sde: LinearSDE, grid: Tensor, snr: float) -> dict[str, Te
     """
     log_a, _ = sde._transition(grid[:-1], grid[1:])
     k = 2.0 * torch.exp(2.0 * log_a) * snr**2
-    return {"c_k": k, "c_sqrt_eps": torch.sqrt(k) * torch.exp(sde._log_sigma(grid[:-1]))}
+    sigma = torch.exp(sde._log_sigma(grid[:-1]))
+    # the sigma rule's step on an eps network's output (s = -eps / sigma folded in): x + (-k sigma) eps + ..., and
+    # the Metropolis ratio's eps / 4 on |eps|^2 differences, eps / (4 sigma^2) = k / 4 (float32 / float64 states)
+    return {"c_k": k, "c_sqrt_eps": torch.sqrt(k) * sigma, "c_eps_step": -k * sigma, "c_eps_ratio": 0.25 * k}
 
 
 def _sigma_step(x: Tensor, sqrt_eps: Tensor) -> tuple[Tensor, Tensor]:
@@ -592,7 +612,9 @@ def _mala_step(
     sigma: Tensor,
     steps: tuple[Tensor, Tensor, Tensor],
     generator: GeneratorLike,
-) -> tuple[Tensor, Tensor, Tensor]:
+    view: str = "score",
+    need_score: bool = True,
+) -> tuple[Tensor, Tensor | None, Tensor]:
     """One Metropolis-adjusted Langevin step at t: ``(x, s, accepted)`` after the accept/reject test.
 
     Proposal ``x' = x + eps s + sqrt(2 eps) z``; the log-density difference by the trapezoid rule
@@ -600,17 +622,19 @@ def _mala_step(
     Gaussian proposal densities the Metropolis–Hastings log ratio then reduces, exactly, to
     ``log r = eps (|s|^2 - |s'|^2) / 4`` (summed per sample, in at least float32). Accept where
     ``log u < log r`` (a NaN ratio is accepted, so a NaN from the model is not hidden). ``steps``:
-    ``(eps, sqrt(2 eps), eps / 4)`` of this step (:func:`_sigma_at`).
+    ``(eps, sqrt(2 eps), eps / 4)`` of this step (:func:`_sigma_at`). ``view="eps"``: ``s`` is an eps network's
+    output and ``steps`` are ``(-eps / sigma, sqrt(2 eps), eps / (4 sigma^2))`` (the same step, ``s = -eps / sigma``
+    folded into the coefficients). ``need_score=False``: the score at the accepted state is not selected (None).
     """
     eps, noise, quarter_eps = steps
     x_new = _langevin_update(x, s, randn_like(x, generator), eps, noise)
-    s_new = _score(model, x_new, t, alpha, sigma)
+    s_new = view_at(model, x_new, t, view, (alpha, sigma))
     dtype = torch.promote_types(x.dtype, torch.float32)
     diff = ((s.to(dtype) - s_new.to(dtype)) * (s.to(dtype) + s_new.to(dtype))).reshape(x.shape[0], -1).sum(1)
     log_r = quarter_eps * diff
-    accept = ~(_log_uniform_like(x, generator).to(dtype) >= log_r)
+    accept = ~(_log_uniform_like(x, generator) >= log_r)  # float64 log u against log r (exactly promoted)
     mask = accept.reshape((-1,) + (1,) * (x.dim() - 1))
-    return torch.where(mask, x_new, x), torch.where(mask, s_new, s), accept
+    return torch.where(mask, x_new, x), torch.where(mask, s_new, s) if need_score else None, accept
 
 
 class LangevinCorrector(Corrector):
@@ -665,27 +689,48 @@ class LangevinCorrector(Corrector):
     ) -> tuple[Tensor, Tensor | None, Tensor | None]:
         if not self.metropolis:
             return self(model, x, i, c, generator=generator), None, None
-        t, alpha, sigma = c["t"][i], c["alpha"][i], c["sigma"][i]
-        steps = _sigma_at(x, c, i)
-        s = _score(model, x, t, alpha, sigma)
-        accept = None
-        for _ in range(self.n_steps):
-            x, s, accept = _mala_step(model, x, s, t, alpha, sigma, steps, generator)
-        return x, s, accept
+        return self._correct(model, x, i, c, generator, fold=False)
 
-    def __call__(self, model: ScoreModel, x: Tensor, i: int, c: dict, *, generator: GeneratorLike = None) -> Tensor:
-        if self.metropolis:
-            return self.correct(model, x, i, c, generator=generator)[0]
+    def _folds(self, model: ScoreModel, x: Tensor, c: dict) -> bool:
+        """Whether the steps take an eps network's own output (``s = -eps / sigma`` folded into the step's
+        coefficients: no conversion per call): the sigma rule, float32 / float64 states."""
+        return self.step_rule == "sigma" and x.dtype not in _LOW_PRECISION and predicts_eps(model) and "c_eps_step" in c
+
+    def _correct(
+        self,
+        model: ScoreModel,
+        x: Tensor,
+        i: int,
+        c: dict,
+        generator: GeneratorLike,
+        fold: bool,
+        need_score: bool = True,
+    ) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        """:meth:`correct`; with ``fold``, the score-like output is the eps network's output at the corrected state;
+        without ``need_score``, None (the last Metropolis step selects no score: nobody reuses it)."""
         t, alpha, sigma = c["t"][i], c["alpha"][i], c["sigma"][i]
+        view = "eps" if fold else "score"
         if self.step_rule == "sigma":
-            eps, noise, _ = _sigma_at(x, c, i)
+            eps, noise, quarter = _sigma_at(x, c, i)
+            if fold:
+                eps, quarter = c["c_eps_step"][i], c["c_eps_ratio"][i]
+        if self.metropolis:
+            s: Tensor | None = view_at(model, x, t, view, (alpha, sigma))
+            accept = None
+            for j in range(self.n_steps):
+                keep = need_score or j < self.n_steps - 1
+                x, s, accept = _mala_step(model, x, s, t, alpha, sigma, (eps, noise, quarter), generator, view, keep)  # type: ignore[arg-type]
+            return x, s, accept
         for _ in range(self.n_steps):
-            s = _score(model, x, t, alpha, sigma)
+            s = view_at(model, x, t, view, (alpha, sigma))
             z = randn_like(x, generator)
             if self.step_rule != "sigma":
                 eps, noise = _norm_step(x, s, z, c["c_k"][i], self.step_rule)
             x = _langevin_update(x, s, z, eps, noise)
-        return x
+        return x, None, None
+
+    def __call__(self, model: ScoreModel, x: Tensor, i: int, c: dict, *, generator: GeneratorLike = None) -> Tensor:
+        return self._correct(model, x, i, c, generator, fold=False)[0]
 
     def __repr__(self) -> str:
         return (
@@ -853,9 +898,20 @@ class PredictorCorrector(Solver):
         x = state["x"]
         out = {}
         s = None
+        folded = False
         if self.corrector is not None:
             x_in = x
-            x, s, accepted = self.corrector.correct(model, x, i, coefs, generator=generator)
+            corr = self.corrector
+            if (
+                isinstance(corr, LangevinCorrector)
+                and type(corr).correct is LangevinCorrector.correct
+                and type(corr).__call__ is LangevinCorrector.__call__
+            ):
+                folded = corr._folds(model, x, coefs)  # s below is then the eps network's output
+                reuse = bool(coefs.get("reuse_score", False))
+                x, s, accepted = corr._correct(model, x, i, coefs, generator, folded, need_score=reuse)
+            else:
+                x, s, accepted = corr.correct(model, x, i, coefs, generator=generator)
             record = state.get("corrector_overflow")
             if record is not None:
                 record[i] = torch.isfinite(x_in).all() & torch.isinf(x).any() & ~torch.isnan(x).any()
@@ -865,7 +921,14 @@ class PredictorCorrector(Solver):
                 if accepted is not None:
                     torch.mean(accepted, dim=0, dtype=torch.float64, out=acceptance[i])  # one kernel, in place
                 out["acceptance"] = acceptance
-        kw = {"score": s} if coefs.get("reuse_score", False) and s is not None else {}
+        kw: dict[str, Tensor] = {}
+        if coefs.get("reuse_score", False) and s is not None:
+            if not folded:
+                kw["score"] = s
+            elif isinstance(self.predictor, _GridPredictor):
+                kw["eps"] = s
+            else:  # a user predictor takes the score
+                kw["score"] = convert(s, x, coefs["alpha"][i], coefs["sigma"][i], "eps", "score")
         out["x"], x0 = self.predictor(model, x, i, coefs, generator=generator, noise=noise, need_x0=need_x0, **kw)
         if need_x0:
             out["x0"] = x0
