@@ -1059,7 +1059,7 @@ def test_float16_predictors_on_ve_with_a_large_sigma_max(pred):
 PC_PINNED = "6419656e76c62897958330dadef800328220f7c9"
 #: the commit that folded an eps network's s = -eps / sigma into the PC steps' coefficients (as EulerMaruyama does)
 #: and made the updates addcmul: PC outputs since are bitwise its outputs (the reference for later host-work cuts)
-PC_FOLDED = ""
+PC_FOLDED = "5a840383b2ebf421c6b5f7df648edb9d5c237ce4"
 
 
 def _pc_reference_outputs():
