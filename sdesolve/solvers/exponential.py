@@ -175,20 +175,19 @@ class _Exponential(Solver):
         n, R = len(a), depth + 1
         x0_x, x0_eps = c["x0_x"].tolist(), c["x0_eps"].tolist()
         J = 2 if noise is None else 3
-        ring = torch.zeros(n, J, R, dtype=torch.float64)
-        ring_x0 = torch.zeros(n, J, R, dtype=torch.float64)
+        ring, ring_x0 = [], []  # (n, J, R) as lists (one tensor each at the end: init is on the timed path)
         for i in range(n):
-            for k in range(R):
-                wm = w[i + k][k] if i + k < n and k < len(w[i + k]) else 0.0  # weight of m_i in row k
-                base = (a[i] if k == 0 else 0.0) - (1.0 if k == depth else 0.0)
-                ring[i, 0, k] = base + wm * x0_x[i]
-                ring[i, 1, k] = wm * x0_eps[i]
-                ring_x0[i, 0, k] = base
-                ring_x0[i, 1, k] = wm
+            wm = [w[i + k][k] if i + k < n and k < len(w[i + k]) else 0.0 for k in range(R)]  # m_i in row k
+            base = [(a[i] if k == 0 else 0.0) - (1.0 if k == depth else 0.0) for k in range(R)]
+            rows = [[b + u * x0_x[i] for b, u in zip(base, wm)], [u * x0_eps[i] for u in wm]]
+            rows_x0 = [base, wm]
             if noise is not None:
-                ring[i, 2, 0] = ring_x0[i, 2, 0] = noise[i]
-        c["ring"] = ring[:, :, None].expand(n, J, 2, R).contiguous()
-        c["ring_x0"] = ring_x0[:, :, None].expand(n, J, 2, R).contiguous()
+                rows.append([noise[i]] + [0.0] * depth)
+                rows_x0.append([noise[i]] + [0.0] * depth)
+            ring.append(rows)
+            ring_x0.append(rows_x0)
+        c["ring"] = torch.tensor(ring, dtype=torch.float64)[:, :, None].expand(n, J, 2, R).contiguous()
+        c["ring_x0"] = torch.tensor(ring_x0, dtype=torch.float64)[:, :, None].expand(n, J, 2, R).contiguous()
         c["final"] = [i == n - 1 for i in range(n)]  # read at [i]: the last step returns a tensor of its own
 
     def _ring_step(
@@ -324,10 +323,7 @@ class DPMSolverPP(_Exponential):
                 c3 = 0.5 - (h - c1) / (h * h)  # -((e^{-h} - 1 + h)/h^2 - 1/2)
                 d = [float(j == 0) + (c2 * u + c3 * v) / c1 for j, (u, v) in enumerate(zip(d1, d2))]
             w.append([alpha_next[i] * c1 * dj for dj in d])
-        c["a"] = torch.tensor(a, dtype=torch.float64)
-        c["w"] = _weights_tensor(w, 3)
-        if self.stochastic:
-            c["noise"] = torch.tensor(noise, dtype=torch.float64)
+        c["w"] = _weights_tensor(w, 3)  # (the step reads "ring"; "w" builds a ring from a history list)
         c["orders"] = orders
         self._ring_coefficients(c, a, w, noise if self.stochastic else None, int(self.order) - 1)
         return c
@@ -362,13 +358,30 @@ def _unipc_rhos(h: float, rks: list[float], variant: str, full: bool) -> tuple[l
         b.append(h_phi_k * fact / b_h)
         fact *= j + 1
         h_phi_k = h_phi_k / hh - 1.0 / fact
-    R = torch.tensor([[r ** (j - 1) for r in pts] for j in range(1, p + 1)], dtype=torch.float64)
-    bt = torch.tensor(b, dtype=torch.float64)
+    R = [[r ** (j - 1) for r in pts] for j in range(1, p + 1)]
     if full:
-        rho = [0.5] if p == 1 else torch.linalg.solve(R, bt).tolist()
+        rho = [0.5] if p == 1 else _solve(R, b)
     else:
-        rho = [] if p == 1 else ([0.5] if p == 2 else torch.linalg.solve(R[:-1, :-1], bt[:-1]).tolist())
+        rho = [] if p == 1 else ([0.5] if p == 2 else _solve([row[:-1] for row in R[:-1]], b[:-1]))
     return rho, b_h
+
+
+def _solve(M: list[list[float]], y: list[float]) -> list[float]:
+    """The solution of the small system ``M rho = y`` (at most 3 x 3): Gaussian elimination with partial
+    pivoting on host floats (no tensor per step: ``init`` runs once per solve, on the timed path)."""
+    n = len(y)
+    A = [list(row) + [v] for row, v in zip(M, y)]
+    for col in range(n):
+        piv = max(range(col, n), key=lambda r: abs(A[r][col]))
+        A[col], A[piv] = A[piv], A[col]
+        for r in range(col + 1, n):
+            f = A[r][col] / A[col][col]
+            for k in range(col, n + 1):
+                A[r][k] -= f * A[col][k]
+    out = [0.0] * n
+    for r in range(n - 1, -1, -1):
+        out[r] = (A[r][n] - sum(A[r][k] * out[k] for k in range(r + 1, n))) / A[r][r]
+    return out
 
 
 class UniPC(_Exponential):
@@ -439,7 +452,6 @@ class UniPC(_Exponential):
                     wcor[k + 2] -= an * b_h * rho_c[k] / rk
                     wcor[1] += an * b_h * rho_c[k] / rk
                 wc.append(wcor)
-        c["a"] = torch.tensor(a, dtype=torch.float64)
         c["orders"] = orders
         # The corrected x_i = x_i + wc_i[0] m_i + sum_{j >= 1} (wc_i[j] - wp_{i-1}[j-1]) m_{i-j} (x_i the
         # predicted point, itself a_{i-1} xc_{i-1} + sum_j wp_{i-1}[j] m_{i-1-j}), so the step from the
@@ -520,49 +532,50 @@ class DPMSolver(Solver):
         l_t, l_s = _half_log_snr(sde, grid[:-1]), _half_log_snr(sde, grid[1:])
         la_t, la_s = sde._log_alpha(grid[:-1]).tolist(), sde._log_alpha(grid[1:]).tolist()
         so_t = sde._sigma_over_alpha(grid[:-1]).tolist()
-        A = torch.zeros(n, k, dtype=torch.float64)  # node j (j < k - 1: intermediate; k - 1: the end) = A x + sum B e
-        B = torch.zeros(n, k, k, dtype=torch.float64)
+        # node j (j < k - 1: intermediate; k - 1: the end) = A x + sum B e, as host lists
+        A = [[0.0] * k for _ in range(n)]
+        B = [[[0.0] * k for _ in range(k)] for _ in range(n)]
         # order 1 into sigma = 0, and where the step's log-SNR does not increase or its intermediate points
         # round onto its ends (times a few ulps apart)
         orders = [1 if (z or not l_s[i] > l_t[i]) else k for i, z in enumerate(into_zero)]
+        la_stage = sde._log_alpha(stages).tolist()  # (n, k - 1), all steps at once
+        l_stage: list[list[float]] = (0.5 * sde._log_snr(stages)).tolist()
         for i in range(n):
             h = l_s[i] - l_t[i]
             if orders[i] > 1:
-                la_u = sde._log_alpha(stages[i]).tolist()
-                l_u = _half_log_snr(sde, stages[i])
+                la_u, l_u = la_stage[i], l_stage[i]
                 r = [(lu - l_t[i]) / h for lu in l_u]
                 if not all(0.0 < a < b for a, b in zip(r, r[1:] + [1.0])):  # nodes rounded onto the ends
                     orders[i] = 1
             if orders[i] == 1:
-                A[i, -1] = math.exp(la_s[i] - la_t[i])
-                B[i, -1, 0] = -math.exp(la_s[i]) * so_t[i] * _phi1(h)
+                A[i][-1] = math.exp(la_s[i] - la_t[i])
+                B[i][-1][0] = -math.exp(la_s[i]) * so_t[i] * _phi1(h)
                 continue
             E = [math.exp(lu) * so_t[i] for lu in la_u] + [math.exp(la_s[i]) * so_t[i]]
             for j in range(k - 1):  # intermediate node j at fraction r[j]
-                A[i, j] = math.exp(la_u[j] - la_t[i])
-                B[i, j, 0] = -E[j] * _phi1(r[j] * h)
+                A[i][j] = math.exp(la_u[j] - la_t[i])
+                B[i][j][0] = -E[j] * _phi1(r[j] * h)
                 if j == 1:  # DPM-Solver-3's second point: a second-order step from eps_t and eps_1
                     rh = r[1] * h
                     g = E[1] * (r[1] / r[0]) * (_phi1(rh) / rh - math.exp(-rh))
-                    B[i, 1, 0] += g
-                    B[i, 1, 1] = -g
-            A[i, -1] = math.exp(la_s[i] - la_t[i])
-            B[i, -1, 0] = -E[-1] * _phi1(h)
+                    B[i][1][0] += g
+                    B[i][1][1] = -g
+            A[i][-1] = math.exp(la_s[i] - la_t[i])
+            B[i][-1][0] = -E[-1] * _phi1(h)
             if k == 2:
                 g = E[-1] * _phi1(h) / (2.0 * r[0])
             else:
                 g = (E[-1] / r[1]) * (_phi1(h) / h - math.exp(-h))
-            B[i, -1, 0] += g
-            B[i, -1, k - 1] = -g
-        c["A"], c["B"], c["orders"] = A, B, orders
+            B[i][-1][0] += g
+            B[i][-1][k - 1] = -g
+        c["orders"] = orders
         # every per-step scalar of a step in one row (selected once, unbound once): A, then B row by row,
         # then alpha and sigma at each intermediate time
-        packed = [A, B.reshape(n, k * k)]
+        packed = [torch.tensor(A, dtype=torch.float64), torch.tensor(B, dtype=torch.float64).reshape(n, k * k)]
         if k > 1:
             c["t_stage"] = stages
             for j in range(k - 1):
                 vc = view_coefficients(sde, stages[:, j])
-                c[f"alpha_stage{j}"], c[f"sigma_stage{j}"] = vc["alpha"], vc["sigma"]
                 packed += [vc["alpha"][:, None], vc["sigma"][:, None]]
         c["packed"] = torch.cat(packed, dim=1)
         return c
