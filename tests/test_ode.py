@@ -579,3 +579,94 @@ def test_per_sample_adaptive_solve_into_sigma_zero_meets_its_tolerance(proc):
             )
             torch.testing.assert_close(a, b, rtol=1e-13, atol=1e-13)
             assert per.last_nfe == shared.last_nfe == int(per.last_nfe_per_sample[0])
+
+
+def _start_at_r(sde, r):
+    """The time where sigma/alpha = r (float64 host number)."""
+    return float(sde.t_of_sigma_over_alpha(torch.tensor(r, dtype=F64)))
+
+
+@pytest.mark.parametrize("proc", list(ZERO_END))
+def test_per_sample_step_into_sigma_zero_retries_each_sample_as_the_batch_shared_step_does(proc):
+    """A grid [t0, 0] starting just above r = sqrt(tol) (r(t0) = 0.045, tol = 1e-3): the two-half check
+    fails for some samples, which shrink their own r_b (by sqrt(0.81 / ratio), within [0.1, 0.5]) and try
+    again, up to three rounds. Each sample of the batch equals that sample solved alone by the batch-shared
+    step (same r_b's, same t_m = t(r_b / 2), same acceptance at ratio <= 1; measured 1e-16), with its own
+    NFE; the answers are within 6 tol of the exact flow."""
+    sde = ZERO_END[proc]()
+    t0 = _start_at_r(sde, 0.045)
+    x_T = TARGET_4D.marginal_sample(6, t0, sde, generator=torch.Generator().manual_seed(3)).to(F64)
+    x_T[:2] *= 3.0
+    model = _eps_model_refusing_sigma_zero(sde, TARGET_4D)
+    per = ODE("dopri5", rtol=1e-3, atol=1e-3, per_sample=True)
+    x = sd.sample(sde, model, x_T=x_T, solver=per, grid=[t0, 0.0])
+    own = per.last_nfe_per_sample.tolist()
+    assert len(set(own)) >= 2 and max(own) - min(own) >= 9, own  # retries taken, not by every sample
+    for i in range(6):
+        shared = ODE("dopri5", rtol=1e-3, atol=1e-3)
+        xi = sd.sample(sde, model, x_T=x_T[i : i + 1], solver=shared, grid=[t0, 0.0])
+        torch.testing.assert_close(x[i], xi[0], rtol=1e-13, atol=1e-13, msg=f"sample {i}")
+        assert own[i] == shared.last_nfe, (i, own)
+    assert float((x - TARGET_4D.flow(x_T, t0, 0.0, sde)).abs().max()) < 6e-3
+
+
+@pytest.mark.parametrize("proc", list(ZERO_END))
+def test_per_sample_step_into_sigma_zero_stops_at_max_nfe_as_the_shared_step_does(proc):
+    """max_nfe equal to the batch's NFE is enough; one less stops before the last two-half try, at the
+    first sample still pending, with the t and NFE of that sample's batch-shared solve under the same limit
+    and its index in the message."""
+    sde = ZERO_END[proc]()
+    t0 = _start_at_r(sde, 0.045)
+    x_T = TARGET_4D.marginal_sample(6, t0, sde, generator=torch.Generator().manual_seed(3)).to(F64)
+    x_T[:2] *= 3.0
+    model = _eps_model_refusing_sigma_zero(sde, TARGET_4D)
+    per = ODE("dopri5", rtol=1e-3, atol=1e-3, per_sample=True)
+    x = sd.sample(sde, model, x_T=x_T, solver=per, grid=[t0, 0.0])
+    n = per.last_nfe
+    i = per.last_nfe_per_sample.tolist().index(n)  # the first sample in the last round
+    at_n = ODE("dopri5", rtol=1e-3, atol=1e-3, per_sample=True, max_nfe=n)
+    assert torch.equal(sd.sample(sde, model, x_T=x_T, solver=at_n, grid=[t0, 0.0]), x) and at_n.last_nfe == n
+    with pytest.raises(sd.AdaptiveSolveError) as shared:
+        sd.sample(
+            sde, model, x_T=x_T[i : i + 1], solver=ODE("dopri5", rtol=1e-3, atol=1e-3, max_nfe=n - 1), grid=[t0, 0.0]
+        )
+    with pytest.raises(sd.AdaptiveSolveError) as err:
+        sd.sample(
+            sde,
+            model,
+            x_T=x_T,
+            solver=ODE("dopri5", rtol=1e-3, atol=1e-3, per_sample=True, max_nfe=n - 1),
+            grid=[t0, 0.0],
+        )
+    assert err.value.nfe == shared.value.nfe == n - 2 and err.value.t == pytest.approx(shared.value.t, rel=1e-13)
+    assert 0.0 < err.value.t < t0
+    assert str(err.value) == (
+        f"the adaptive solve (dopri5, per sample) stopped at t = {err.value.t:.6g} after {n - 2} evaluations "
+        f"(max_nfe={n - 1}) (sample {i})"
+    )
+
+
+@pytest.mark.parametrize("proc", list(ZERO_END))
+def test_per_sample_step_into_sigma_zero_names_the_sample_whose_first_evaluation_is_nan(proc):
+    """A grid [t0, 0] with r(t0) = 0.024 < sqrt(tol): the step into zero starts at t0 itself (no
+    integration first), so its eps at t0 is the first evaluation; NaN there for sample 2 only is named
+    with t0 and the evaluation count, and the other samples' values are not returned."""
+    sde = ZERO_END[proc]()
+    t0 = _start_at_r(sde, 0.024)
+    x_T = TARGET_4D.marginal_sample(6, t0, sde, generator=torch.Generator().manual_seed(3)).to(F64)
+    model = _eps_model_refusing_sigma_zero(sde, TARGET_4D)
+    per = ODE("dopri5", rtol=1e-3, atol=1e-3, per_sample=True)
+    x = sd.sample(sde, model, x_T=x_T, solver=per, grid=[t0, 0.0])
+    # no integration before the two-half step: 2 evaluations for a sample accepted at once
+    assert min(per.last_nfe_per_sample.tolist()) == 2
+    torch.testing.assert_close(x, TARGET_4D.flow(x_T, t0, 0.0, sde), rtol=0, atol=6e-3)
+
+    def score(x, t):
+        return torch.where((torch.arange(6) == 2)[:, None], torch.nan, model.score(x, t))
+
+    msg = (
+        f"the adaptive solve (dopri5, per sample) got NaN or inf from the vector field at t = {t0:.6g} "
+        "for sample 2 (evaluation 2); check the model's output there"
+    )
+    with pytest.raises(sd.NonFiniteError, match=f"^{re.escape(msg)}$"):
+        sd.sample(sde, score, x_T=x_T, solver=ODE("dopri5", rtol=1e-3, atol=1e-3, per_sample=True), grid=[t0, 0.0])
