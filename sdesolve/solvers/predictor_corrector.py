@@ -710,10 +710,11 @@ class LangevinCorrector(Corrector):
         without ``need_score``, None (the last Metropolis step selects no score: nobody reuses it)."""
         t, alpha, sigma = c["t"][i], c["alpha"][i], c["sigma"][i]
         view = "eps" if fold else "score"
-        if self.step_rule == "sigma":
+        if fold:  # the sigma rule on the eps network's output
+            noise = c["_lc_noise"][i] if "_lc_noise" in c else _sigma_at(x, c, i)[1]
+            eps, quarter = c["c_eps_step"][i], c["c_eps_ratio"][i]
+        elif self.step_rule == "sigma":
             eps, noise, quarter = _sigma_at(x, c, i)
-            if fold:
-                eps, quarter = c["c_eps_step"][i], c["c_eps_ratio"][i]
         if self.metropolis:
             s: Tensor | None = view_at(model, x, t, view, (alpha, sigma))
             accept = None
