@@ -660,6 +660,9 @@ def test_per_sample_step_into_sigma_zero_names_the_sample_whose_first_evaluation
     # no integration before the two-half step: 2 evaluations for a sample accepted at once
     assert min(per.last_nfe_per_sample.tolist()) == 2
     torch.testing.assert_close(x, TARGET_4D.flow(x_T, t0, 0.0, sde), rtol=0, atol=6e-3)
+    for i in range(6):  # r_b = r(t0) in float64 as the shared step takes it (t_m = t(r(t0) / 2))
+        xi = sd.sample(sde, model, x_T=x_T[i : i + 1], solver=ODE("dopri5", rtol=1e-3, atol=1e-3), grid=[t0, 0.0])
+        torch.testing.assert_close(x[i], xi[0], rtol=1e-13, atol=1e-13, msg=f"sample {i}")
 
     def score(x, t):
         return torch.where((torch.arange(6) == 2)[:, None], torch.nan, model.score(x, t))
