@@ -753,3 +753,45 @@ def test_discrete_data_in_x_ints_floating_dtype_and_scalar_events():
     assert r1.shape == (2,) and torch.isfinite(r1).all()
     model = ScoreModel(lambda z, t: 0.1 * z, sde, prediction="eps")
     assert vdm_bits_per_dim(model, k[:, 0], V).bits_per_dim.shape == (2,)
+
+
+def test_vdm_reconstruction_loss_in_float64_is_its_closed_form_to_round_off():
+    """VDM's decoder term in float64: with tau = sigma_0 / alpha_0 = exp(gamma(0) / 2) and y = x + tau eps,
+    -log p(k | z_0) = -sum_d log softmax_j(-(y_d - c_j)^2 / (2 tau^2))[k_d] (c_j the bin centres), written
+    here with scipy in float64; gamma(0) = -13.3 is not a float32 number, so the time 0 and gamma(0) must
+    be taken in float64 (a float32 gamma(0) moves the answer by about 1e-6 relative)."""
+    sde = VDMSDE(FixedLinearGamma(-13.3, 5.0))
+    k = torch.tensor([[0, 5, 16, 8], [3, 3, 3, 12]])
+    eps = torch.randn(2, 4, generator=torch.Generator().manual_seed(1), dtype=F64)
+    got = vdm_reconstruction_loss(sde, k.double(), V, noise=eps)
+    tau = math.exp(-13.3 / 2)
+    c = 2 * (np.arange(V) + 0.5) / V - 1
+    y = (2 * (k.numpy() + 0.5) / V - 1) + tau * eps.numpy()
+    logp = log_softmax(-0.5 * ((y[..., None] - c) / tau) ** 2, axis=-1)
+    want = -np.take_along_axis(logp, k.numpy()[..., None], axis=-1)[..., 0].sum(-1)
+    assert got.dtype == F64
+    np.testing.assert_allclose(got.numpy(), want, rtol=1e-12, atol=1e-13)
+
+
+def test_discrete_data_in_half_precision_is_checked_in_float64():
+    """x_int in float16 holding 2052 with vocab_size = 2052: the bound vocab_size - 1 = 2051 is not a float16
+    number (it rounds to 2052), so the range check must be made in float64 to refuse it."""
+    sde = VDMSDE(FixedLinearGamma(-6.0, 5.0))
+    for x_int in (torch.tensor([[2052.0]], dtype=torch.float16), torch.tensor([[2052]])):
+        with pytest.raises(ValueError, match=r"^x_int must hold integers in \[0, 2051\] \(vocab_size=2052\)$"):
+            vdm_reconstruction_loss(sde, x_int, 2052, generator=torch.Generator().manual_seed(0))
+    ok = vdm_reconstruction_loss(sde, torch.tensor([[2050.0]], dtype=torch.float16), 2052, noise=torch.zeros(1, 1))
+    assert ok.shape == (1,) and bool(torch.isfinite(ok).all())
+
+
+def test_dsm_loss_takes_given_float32_times_as_float64():
+    """Times given in float32 are cast to float64 before use (exactly): the loss for float32 t equals the
+    loss for the same times given in float64, bitwise, for float64 data."""
+    sde = VPSDE()
+    model = ScoreModel(lambda x, t: -x * (1.0 + t[:, None]), sde, prediction="score")
+    x0 = torch.randn(3, 4, generator=torch.Generator().manual_seed(2), dtype=F64)
+    eps = torch.randn(3, 4, generator=torch.Generator().manual_seed(3), dtype=F64)
+    t32 = torch.tensor([0.1, 0.37, 0.9], dtype=torch.float32)
+    a = dsm_loss(model, x0, t=t32, noise=eps)
+    b = dsm_loss(model, x0, t=t32.double(), noise=eps)
+    assert torch.equal(a, b)
