@@ -309,12 +309,13 @@ def _one_step_coefs(corrector, sde, t, t_next):
     return solver.init(sde, grid)
 
 
-def _run_corrector(corrector, sde, target, t, n, k_steps, seed, t_next=None):
-    """Apply the corrector k_steps times at the fixed time t (a 1-step grid from t), from exact p_t."""
+def _run_corrector(corrector, sde, target, t, n, k_steps, seed, t_next=None, eps=False):
+    """Apply the corrector k_steps times at the fixed time t (a 1-step grid from t), from exact p_t (``eps``: the
+    exact model as an eps network, the corrector's folded step)."""
     c = _one_step_coefs(corrector, sde, t, t / 2 if t_next is None else t_next)
     gen = torch.Generator().manual_seed(seed)
     x = target.marginal_sample(n, t, sde, generator=gen)
-    model = target.model(sde)
+    model = _eps_network(target.model(sde), sde) if eps else target.model(sde)
     for _ in range(k_steps):
         x = corrector(model, x, 0, c, generator=gen)
     return x, c
@@ -601,18 +602,30 @@ def _mixture(D):
     return sd.GaussianMixture(torch.tensor([0.3, 0.7]), torch.stack([-1.5 * u, 1.5 * u]), 0.5), u
 
 
-def _law_case(proc, pred, corr, D, steps, n, seed):
+def _eps_network(model, sde):
+    """The same exact model as an eps network (``eps = -sigma s``): the samplers then take their folded steps."""
+
+    def net(x, t):
+        sigma = torch.exp(sde._log_sigma(t.to(torch.float64))).reshape((-1,) + (1,) * (x.dim() - 1))
+        return -sigma.to(x.dtype) * model.score(x, t)
+
+    return sd.ScoreModel(net, sde, prediction="eps", time_input=lambda t: t)
+
+
+def _law_case(proc, pred, corr, D, steps, n, seed, eps=False):
     """The samples of one configuration at D dims: Gaussian moments against the exact chain law (5 SE; the
     chain law's own distance to the target is the deterministic bias tested by the order tests), and the
-    weight of the heavier mode of a two-mode mixture against 0.7 (5 SE plus the sampler's bias, 1 point)."""
+    weight of the heavier mode of a two-mode mixture against 0.7 (5 SE plus the sampler's bias, 1 point).
+    ``eps``: the sampler sees the exact models as eps networks (its folded steps); the chain law is the same."""
     sde = PROCESSES[proc]()
+    as_net = (lambda m: _eps_network(m, sde)) if eps else (lambda m: m)
     solver = PredictorCorrector(PREDICTORS[pred](), CORRECTORS[corr]())
     if not _applies(solver.predictor, sde):
         pytest.skip("AncestralPredictor does not apply to this process")
     gen = torch.Generator().manual_seed(seed)
     target = _gaussian_case(D)
     x_T = target.marginal_sample(n, sde.T, sde, generator=gen)
-    x = sd.sample(sde, target.model(sde), x_T=x_T, solver=solver, steps=steps, generator=gen)
+    x = sd.sample(sde, as_net(target.model(sde)), x_T=x_T, solver=solver, steps=steps, generator=gen)
     m_T, v_T = target.marginal_moments(sde.T, sde)
     m, v = chain_moments(solver, sde, target.model(sde), sd.grids.uniform(sde, steps), m_T, v_T)
     check_moments(x, m, v, check_cov=D <= 16, what=f"{proc}/{pred}/{corr}/D={D}")
@@ -622,7 +635,7 @@ def _law_case(proc, pred, corr, D, steps, n, seed):
     mix, u = _mixture(D)
     xm = sd.sample(
         sde,
-        mix.model(sde),
+        as_net(mix.model(sde)),
         x_T=mix.marginal_sample(n, sde.T, sde, generator=gen),
         solver=solver,
         steps=steps,
@@ -635,6 +648,25 @@ def _law_case(proc, pred, corr, D, steps, n, seed):
 @pytest.mark.parametrize("D", [2, 16])
 def test_default_sampler_law_in_d_dimensions(D):
     _law_case("vp", "rd", "langevin", D, steps=40, n=3000, seed=11)
+
+
+@pytest.mark.parametrize(
+    "D", [2, pytest.param(4, marks=pytest.mark.slow), 16, pytest.param(64, marks=pytest.mark.slow)]
+)
+def test_rd_ula_sampler_law_with_an_eps_network(D):
+    """Reverse diffusion + ULA's folded steps (s = -eps / sigma in the coefficients) sample the exact chain law."""
+    _law_case("vp", "rd", "langevin", D, steps=40, n=3000, seed=11, eps=True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("D", [2, 4, 16, 64])
+@pytest.mark.parametrize(
+    "case", [("vp", "em", "langevin"), ("ve", "rd_song", "langevin3"), ("subvp", "rd", "annealed")]
+)
+def test_folded_sampler_laws_with_an_eps_network(case, D):
+    """Euler-Maruyama + ULA, Song's reverse diffusion + 3 ULA steps, reverse diffusion + the annealed corrector,
+    with eps networks (their folded steps): the exact chain law at D = 2 ... 64."""
+    _law_case(*case, D, steps=200, n=6000, seed=12, eps=True)
 
 
 @pytest.mark.slow
@@ -924,6 +956,22 @@ def test_mala_leaves_the_gaussian_marginal_invariant(proc, D):
     ula_stationary = 1.0 / (1.0 - eps / (2 * v))
     assert abs(ratios[True] - 1) < 5 * se, ratios
     assert ula_stationary - 1 > 10 * se and ratios[False] - 1 > 5 * se, (ratios, ula_stationary)
+
+
+@pytest.mark.parametrize("D", [4, pytest.param(64, marks=pytest.mark.slow)])
+@pytest.mark.parametrize("proc", ["vp", "ve"])
+def test_folded_mala_leaves_the_gaussian_marginal_invariant(proc, D):
+    """The same 20 large Metropolis-adjusted steps with an eps network (the folded step: -k sigma eps and the
+    ratio k / 4 (|eps|^2 - |eps'|^2)) keep p_t: pooled variance ratio and mean within 5 standard errors."""
+    sde = PROCESSES[proc]()
+    t, n = 0.5, 4000 if D < 64 else 1000
+    target = _isotropic(D)
+    m_t, v_t = target.marginal_moments(t, sde)
+    v = float(v_t[0])
+    corr = LangevinCorrector(snr=0.9)
+    x, _ = _run_corrector(corr, sde, target.__class__(target.mean.double(), target.std.double()), t, n, 20, 4, eps=True)
+    assert abs(float(x.var(0).mean()) / v - 1) < 5 * math.sqrt(2.0 / (n * D))
+    assert abs(float((x.mean(0) - m_t).mean())) < 5 * math.sqrt(v / (n * D))
 
 
 def test_mala_acceptance_is_recorded_and_below_one():

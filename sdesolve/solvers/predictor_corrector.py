@@ -731,7 +731,7 @@ class LangevinCorrector(Corrector):
         return x, None, None
 
     def __call__(self, model: ScoreModel, x: Tensor, i: int, c: dict, *, generator: GeneratorLike = None) -> Tensor:
-        return self._correct(model, x, i, c, generator, fold=False)[0]
+        return self._correct(model, x, i, c, generator, self._folds(model, x, c), need_score=False)[0]
 
     def __repr__(self) -> str:
         return (
