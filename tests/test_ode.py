@@ -673,3 +673,30 @@ def test_per_sample_step_into_sigma_zero_names_the_sample_whose_first_evaluation
     )
     with pytest.raises(sd.NonFiniteError, match=f"^{re.escape(msg)}$"):
         sd.sample(sde, score, x_T=x_T, solver=ODE("dopri5", rtol=1e-3, atol=1e-3, per_sample=True), grid=[t0, 0.0])
+
+
+@pytest.mark.gpu
+def test_per_sample_step_into_sigma_zero_on_cuda_is_the_cpu_solve():
+    """On a GPU, the per-sample step into sigma = 0 with retries (grid [t0, 0], r(t0) = 0.045) keeps its
+    host times and flags on the host and the states on the device: the answer and each sample's NFE equal
+    the CPU solve's (to round-off), and NaN for one sample at the first evaluation (r(t0) = 0.024) is named."""
+    sde = ZERO_END["VP"]()
+    model = _eps_model_refusing_sigma_zero(sde, TARGET_4D)
+    for r0 in (0.045, 0.024):
+        t0 = _start_at_r(sde, r0)
+        x_T = TARGET_4D.marginal_sample(6, t0, sde, generator=torch.Generator().manual_seed(3)).to(F64)
+        x_T[:2] *= 3.0
+        runs = {}
+        for dev in ("cpu", "cuda"):
+            solver = ODE("dopri5", rtol=1e-3, atol=1e-3, per_sample=True)
+            runs[dev] = sd.sample(sde, model, x_T=x_T.to(dev), solver=solver, grid=[t0, 0.0]), solver
+        torch.testing.assert_close(runs["cuda"][0].cpu(), runs["cpu"][0], rtol=1e-12, atol=1e-12)
+        assert runs["cuda"][1].last_nfe_per_sample.tolist() == runs["cpu"][1].last_nfe_per_sample.tolist()
+
+    def score(x, t):
+        return torch.where((torch.arange(6, device=x.device) == 2)[:, None], torch.nan, model.score(x, t))
+
+    with pytest.raises(sd.NonFiniteError, match=r"for sample 2 \(evaluation 2\)"):
+        sd.sample(
+            sde, score, x_T=x_T.cuda(), solver=ODE("dopri5", rtol=1e-3, atol=1e-3, per_sample=True), grid=[t0, 0.0]
+        )
