@@ -650,9 +650,8 @@ def test_default_sampler_law_in_d_dimensions(D):
     _law_case("vp", "rd", "langevin", D, steps=40, n=3000, seed=11)
 
 
-@pytest.mark.parametrize(
-    "D", [2, pytest.param(4, marks=pytest.mark.slow), 16, pytest.param(64, marks=pytest.mark.slow)]
-)
+@pytest.mark.slow
+@pytest.mark.parametrize("D", [2, 4, 16, 64])
 def test_rd_ula_sampler_law_with_an_eps_network(D):
     """Reverse diffusion + ULA's folded steps (s = -eps / sigma in the coefficients) sample the exact chain law."""
     _law_case("vp", "rd", "langevin", D, steps=40, n=3000, seed=11, eps=True)
