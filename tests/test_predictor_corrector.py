@@ -957,7 +957,8 @@ def test_mala_leaves_the_gaussian_marginal_invariant(proc, D):
     assert ula_stationary - 1 > 10 * se and ratios[False] - 1 > 5 * se, (ratios, ula_stationary)
 
 
-@pytest.mark.parametrize("D", [4, pytest.param(64, marks=pytest.mark.slow)])
+@pytest.mark.slow
+@pytest.mark.parametrize("D", [4, 64])
 @pytest.mark.parametrize("proc", ["vp", "ve"])
 def test_folded_mala_leaves_the_gaussian_marginal_invariant(proc, D):
     """The same 20 large Metropolis-adjusted steps with an eps network (the folded step: -k sigma eps and the
@@ -1259,6 +1260,7 @@ def test_pc_outputs_are_bitwise_those_of_the_pinned_commit(pc_reference_outputs,
     assert not changed, changed
 
 
+@pytest.mark.slow
 def test_pc_outputs_differ_from_the_unfolded_commit_by_rounding_only(pc_reference_outputs, tmp_path):
     """Against PC_PINNED (before the eps-to-score conversion was folded into the coefficients and the updates
     became addcmul): the same NFE and Metropolis acceptance records; float16 / bfloat16 bitwise (their steps
