@@ -583,3 +583,16 @@ def test_a_multistep_step_is_two_kernels_outside_the_network(solver, pred):
         with Kernels() as ops:
             state = solver.step(model, state, i, coefs, generator=gen, noise=i < 7)
         assert ops.n - net.n == (4 if solver.stochastic and i < 7 else 2), (i, ops.n, net.n)
+
+
+def test_multistep_defaults_are_the_diffusers_schedulers_defaults():
+    """``UniPC()`` and ``DPMSolverPP()`` default to what diffusers' schedulers default to: order 2 (UniPC's
+    predictor, bh2; DPM-Solver++(2M)), lower order at the last steps (issue 14: an order-3 default survived)."""
+    from diffusers import DPMSolverMultistepScheduler, UniPCMultistepScheduler
+
+    uni, dpm = UniPCMultistepScheduler().config, DPMSolverMultistepScheduler().config
+    u, d = sd.UniPC(), sd.DPMSolverPP()
+    want = (uni.solver_order, uni.solver_type, uni.lower_order_final)
+    assert (u.predictor_order, u.variant, u.lower_order_final) == want
+    assert (d.order, d.stochastic, d.lower_order_final) == (dpm.solver_order, False, dpm.lower_order_final)
+    assert uni.solver_order == dpm.solver_order == 2 and uni.solver_type == "bh2"
