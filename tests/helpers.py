@@ -239,3 +239,55 @@ def tiny_unet(channels: int = 1, widths: tuple[int, int] = (8, 16)):
         down_block_types=("DownBlock2D", "DownBlock2D"),
         up_block_types=("UpBlock2D", "UpBlock2D"),
     ).eval()
+
+
+# ----------------------------------------------------------------------------- outputs of a pinned commit
+def outputs_at_commit(commit: str, outputs, tmp_path, args: str = ""):
+    """``outputs(args)`` computed by ``commit``'s sdesolve: the package exported with `git archive` into
+    ``tmp_path/<commit>`` and run there in a subprocess (one thread). ``outputs`` must be a self-contained
+    module-level function (its source is what runs). Skips without the git history holding the commit
+    (the stored checksums of the calling test cover such machines)."""
+    import inspect
+    import io
+    import shutil
+    import subprocess
+    import tarfile
+    from pathlib import Path
+
+    import pytest
+
+    root = Path(__file__).resolve().parents[1]
+    git = shutil.which("git")
+    if (
+        not commit
+        or git is None
+        or subprocess.run([git, "-C", root, "cat-file", "-e", commit + "^{commit}"], capture_output=True).returncode
+    ):
+        pytest.skip(f"needs the git history holding {commit[:7]!r} (the checksum test covers this machine)")
+    where = tmp_path / commit[:7]
+    where.mkdir(exist_ok=True)
+    archive = subprocess.run([git, "-C", root, "archive", commit, "sdesolve"], capture_output=True, check=True).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(where, filter="data")
+    script = inspect.getsource(outputs) + (
+        "\nimport sdesolve, torch\n"
+        f"assert sdesolve.__file__.startswith({str(where)!r}), sdesolve.__file__\n"
+        "torch.set_num_threads(1)\n"
+        f"torch.save({outputs.__name__}({args}), {str(where / 'ref.pt')!r})\n"
+    )
+    subprocess.run([sys.executable, "-c", script], cwd=where, check=True, capture_output=True)
+    return torch.load(where / "ref.pt")
+
+
+def bitwise_changes(ref: dict, now: dict) -> list:
+    """The entries of ``now`` that are not bitwise ``ref``'s (tensors: dtype, shape and every bit; other
+    values: equality), each with its largest difference; [] when none."""
+    changed = []
+    for key, value in ref.items():
+        got = now[key]
+        if isinstance(value, Tensor):
+            if not (got.dtype == value.dtype and got.shape == value.shape and torch.equal(got, value)):
+                changed.append((key, float((got.double() - value.double()).abs().max())))
+        elif got != value:
+            changed.append((key, got, value))
+    return changed

@@ -10,7 +10,7 @@ step written out by hand from the public ``sde.f``, ``sde.g2`` and the target's 
 
 import pytest
 import torch
-from helpers import processes
+from helpers import bitwise_changes, outputs_at_commit, processes
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import sdesolve as sd
@@ -316,36 +316,8 @@ def test_outputs_match_the_stored_checksums(reference_outputs):
 
 
 def _outputs_at(commit, tmp_path, args=""):
-    """``_reference_outputs(args)`` computed by ``commit``'s sdesolve (exported with `git archive`, run in
-    a subprocess); skips without the git history."""
-    import inspect
-    import io
-    import shutil
-    import subprocess
-    import sys
-    import tarfile
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parents[1]
-    git = shutil.which("git")
-    if (
-        git is None
-        or subprocess.run([git, "-C", root, "cat-file", "-e", commit + "^{commit}"], capture_output=True).returncode
-    ):
-        pytest.skip(f"needs the git history holding {commit[:7]} (the checksum test covers this machine)")
-    where = tmp_path / commit[:7]
-    where.mkdir()
-    archive = subprocess.run([git, "-C", root, "archive", commit, "sdesolve"], capture_output=True, check=True).stdout
-    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-        tar.extractall(where, filter="data")
-    script = inspect.getsource(_reference_outputs) + (
-        "\nimport sdesolve, torch\n"
-        f"assert sdesolve.__file__.startswith({str(where)!r}), sdesolve.__file__\n"
-        "torch.set_num_threads(1)\n"
-        f"torch.save(_reference_outputs({args}), {str(where / 'ref.pt')!r})\n"
-    )
-    subprocess.run([sys.executable, "-c", script], cwd=where, check=True, capture_output=True)
-    return torch.load(where / "ref.pt")
+    """``_reference_outputs(args)`` computed by ``commit``'s sdesolve (tests/helpers.outputs_at_commit)."""
+    return outputs_at_commit(commit, _reference_outputs, tmp_path, args)
 
 
 def test_outputs_are_bitwise_those_of_the_pinned_commit(reference_outputs, tmp_path):
@@ -354,14 +326,7 @@ def test_outputs_are_bitwise_those_of_the_pinned_commit(reference_outputs, tmp_p
     ref = _outputs_at(PINNED, tmp_path)
     ref.update(_outputs_at(REPINNED[0], tmp_path, f"only={REPINNED[1]!r}"))
     assert sorted(ref) == sorted(reference_outputs)
-    changed = []
-    for key, value in ref.items():
-        now = reference_outputs[key]
-        if isinstance(value, torch.Tensor):
-            if not (now.dtype == value.dtype and now.shape == value.shape and torch.equal(now, value)):
-                changed.append((key, float((now.double() - value.double()).abs().max())))
-        elif now != value:
-            changed.append((key, now, value))
+    changed = bitwise_changes(ref, reference_outputs)
     assert not changed, changed
 
 

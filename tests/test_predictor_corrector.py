@@ -15,7 +15,16 @@ import math
 import numpy as np
 import pytest
 import torch
-from helpers import MIXTURE_2D, TARGET_2D, chain_moments, check_moments, loglog_slope, mmd_two_sample
+from helpers import (
+    MIXTURE_2D,
+    TARGET_2D,
+    bitwise_changes,
+    chain_moments,
+    check_moments,
+    loglog_slope,
+    mmd_two_sample,
+    outputs_at_commit,
+)
 from helpers import PROCESSES as _PROCESSES
 
 import sdesolve as sd
@@ -1213,35 +1222,8 @@ def test_pc_outputs_match_the_stored_checksums(pc_reference_outputs):
 
 
 def _outputs_at(commit, outputs, tmp_path):
-    """``outputs()`` (a self-contained function) computed by ``commit``'s sdesolve, exported with `git archive` and
-    run in a subprocess (one thread); skips without the git history holding the commit."""
-    import inspect
-    import io
-    import shutil
-    import subprocess
-    import sys
-    import tarfile
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parents[1]
-    git = shutil.which("git")
-    if (
-        not commit
-        or git is None
-        or subprocess.run([git, "-C", root, "cat-file", "-e", commit + "^{commit}"], capture_output=True).returncode
-    ):
-        pytest.skip(f"needs the git history holding {commit[:7]!r} (the checksum test covers this machine)")
-    archive = subprocess.run([git, "-C", root, "archive", commit, "sdesolve"], capture_output=True, check=True).stdout
-    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-        tar.extractall(tmp_path, filter="data")
-    script = inspect.getsource(outputs) + (
-        "\nimport sdesolve, torch\n"
-        f"assert sdesolve.__file__.startswith({str(tmp_path)!r}), sdesolve.__file__\n"
-        "torch.set_num_threads(1)\n"
-        f"torch.save({outputs.__name__}(), {str(tmp_path / 'ref.pt')!r})\n"
-    )
-    subprocess.run([sys.executable, "-c", script], cwd=tmp_path, check=True, capture_output=True)
-    return torch.load(tmp_path / "ref.pt")
+    """``outputs()`` computed by ``commit``'s sdesolve (tests/helpers.outputs_at_commit)."""
+    return outputs_at_commit(commit, outputs, tmp_path)
 
 
 def test_pc_outputs_are_bitwise_those_of_the_pinned_commit(pc_reference_outputs, tmp_path):
@@ -1249,14 +1231,7 @@ def test_pc_outputs_are_bitwise_those_of_the_pinned_commit(pc_reference_outputs,
     and by this one: bitwise equal, same dtypes, same NFE, x0 previews and acceptance records."""
     ref = _outputs_at(PC_FOLDED, _pc_reference_outputs, tmp_path)
     assert sorted(ref) == sorted(pc_reference_outputs)
-    changed = []
-    for key, value in ref.items():
-        now = pc_reference_outputs[key]
-        if isinstance(value, torch.Tensor):
-            if not (now.dtype == value.dtype and now.shape == value.shape and torch.equal(now, value)):
-                changed.append((key, float((now.double() - value.double()).abs().max())))
-        elif now != value:
-            changed.append((key, now, value))
+    changed = bitwise_changes(ref, pc_reference_outputs)
     assert not changed, changed
 
 
