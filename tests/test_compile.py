@@ -149,16 +149,24 @@ def test_sample_compile_keeps_the_non_finite_report():
         sd.sample(sde, model, (3, 2), solver=sd.DDIM(), grid=grid, compile={"backend": "aot_eager"})
 
 
-def test_inductor_pc_step_on_cpu(monkeypatch):
+@pytest.fixture
+def fallback_random():
+    """Inductor draws with ATen's kernels (the eager numbers) for the test, then its setting is restored.
+    Torch's own ``config.patch`` is used because monkeypatch's undo leaves the entry hidden for the rest of
+    the process: ``torch._inductor.config.fallback_random`` then raises AttributeError."""
+    import torch._inductor.config as inductor_config
+
+    with inductor_config.patch(fallback_random=True):
+        yield
+
+
+def test_inductor_pc_step_on_cpu(fallback_random):
     """The default backend (inductor, C++ on CPU) on the predictor-corrector step, the one step with
     three draws (Metropolis proposal, its uniform, the predictor's noise): float32, 10 steps, the
     eager states to rounding (the tolerance of the CUDA test below), the acceptance record exactly,
     the caller's generator advanced as by the eager solve. The draws go through one op that mutates
     a token (``_OrderedDraws``), so no scheduler can permute them (torch 2.11's inductor did on CUDA:
     all 48 elements off by up to 58)."""
-    import torch._inductor.config as inductor_config
-
-    monkeypatch.setattr(inductor_config, "fallback_random", True)
     sde, solver, model, x = _problem("pc")
     grid = sd.grids.make_grid(solver.default_grid, sde, 10)
     coefs = _to_device(solver.init(sde, grid), x)
@@ -189,16 +197,13 @@ def test_ordered_draws_are_randn():
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("name", ["ddim", "plms", "em", "ode-heun", "dpmpp2-sde", "edm-heun", "pc"])
-def test_inductor_step_on_cuda(name, monkeypatch):
+def test_inductor_step_on_cuda(name, fallback_random):
     """The default backend (inductor) on CUDA, float32, 10 steps: inductor fuses each step's
     arithmetic (FMA contractions, reordered sums) so states differ from eager by rounding only,
     a few float32 ulps per operation and step: at most 1e-4 relative to the state's scale over the
     solve (a wrong step is off by O(1)). fallback_random makes inductor draw with ATen's kernels,
     so the noise is the eager noise. Seven solvers that cover the step kinds (noise, multistep
     history and warm-up, stages, churn, corrector), so that Triton's compile time stays near a minute."""
-    import torch._inductor.config as inductor_config
-
-    monkeypatch.setattr(inductor_config, "fallback_random", True)
     sde, solver, model, x = _problem(name, device="cuda")
     got, _, _ = _solve(solver, sde, model, x, 10, step=solver.compiled_step(fullgraph=True))
     ref, _, _ = _solve(solver, sde, model, x, 10)
