@@ -586,6 +586,16 @@ def _start_at_r(sde, r):
     return float(sde.t_of_sigma_over_alpha(torch.tensor(r, dtype=F64)))
 
 
+def _retry_problem(proc):
+    """Six samples at r(t0) = 0.045, just above sqrt(tol) for tol = 1e-3, two of them pushed out by 3x so
+    that the two-half check into sigma = 0 fails for some samples only; the exact eps refusing sigma = 0."""
+    sde = ZERO_END[proc]()
+    t0 = _start_at_r(sde, 0.045)
+    x_T = TARGET_4D.marginal_sample(6, t0, sde, generator=torch.Generator().manual_seed(3)).to(F64)
+    x_T[:2] *= 3.0
+    return sde, t0, x_T, _eps_model_refusing_sigma_zero(sde, TARGET_4D)
+
+
 @pytest.mark.parametrize("proc", list(ZERO_END))
 def test_per_sample_step_into_sigma_zero_retries_each_sample_as_the_batch_shared_step_does(proc):
     """A grid [t0, 0] starting just above r = sqrt(tol) (r(t0) = 0.045, tol = 1e-3): the two-half check
@@ -593,11 +603,7 @@ def test_per_sample_step_into_sigma_zero_retries_each_sample_as_the_batch_shared
     again, up to three rounds. Each sample of the batch equals that sample solved alone by the batch-shared
     step (same r_b's, same t_m = t(r_b / 2), same acceptance at ratio <= 1; measured 1e-16), with its own
     NFE; the answers are within 6 tol of the exact flow."""
-    sde = ZERO_END[proc]()
-    t0 = _start_at_r(sde, 0.045)
-    x_T = TARGET_4D.marginal_sample(6, t0, sde, generator=torch.Generator().manual_seed(3)).to(F64)
-    x_T[:2] *= 3.0
-    model = _eps_model_refusing_sigma_zero(sde, TARGET_4D)
+    sde, t0, x_T, model = _retry_problem(proc)
     per = ODE("dopri5", rtol=1e-3, atol=1e-3, per_sample=True)
     x = sd.sample(sde, model, x_T=x_T, solver=per, grid=[t0, 0.0])
     own = per.last_nfe_per_sample.tolist()
@@ -615,11 +621,7 @@ def test_per_sample_step_into_sigma_zero_stops_at_max_nfe_as_the_shared_step_doe
     """max_nfe equal to the batch's NFE is enough; one less stops before the last two-half try, at the
     first sample still pending, with the t and NFE of that sample's batch-shared solve under the same limit
     and its index in the message."""
-    sde = ZERO_END[proc]()
-    t0 = _start_at_r(sde, 0.045)
-    x_T = TARGET_4D.marginal_sample(6, t0, sde, generator=torch.Generator().manual_seed(3)).to(F64)
-    x_T[:2] *= 3.0
-    model = _eps_model_refusing_sigma_zero(sde, TARGET_4D)
+    sde, t0, x_T, model = _retry_problem(proc)
     per = ODE("dopri5", rtol=1e-3, atol=1e-3, per_sample=True)
     x = sd.sample(sde, model, x_T=x_T, solver=per, grid=[t0, 0.0])
     n = per.last_nfe
