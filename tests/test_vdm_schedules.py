@@ -270,3 +270,107 @@ def test_the_per_example_gradient_scale_must_be_set_before_backward():
     holder.scale = torch.tensor([3.0, 0.5], dtype=torch.float64)
     y.sum().backward()
     assert x.grad.dtype == torch.float32 and torch.equal(x.grad, torch.tensor([3.0, 0.5]))
+
+
+# ------------------------------------------------------------------ the monotone network, term by term
+def _documented_gamma(sched, t):
+    """gamma(t) and gamma'(t) of LearnedMonotoneGamma from its docstring, written out with a loop over the
+    hidden units in float64: h(t) = |w1| t + (1/n) sum_k |w3_k| (2 sigmoid(|w2_k| (2t - 1) + b2_k) - 1)."""
+    w1, w2, b2, w3 = (p.detach().to(F64).reshape(-1) for p in sched.shape_parameters())
+    n = w2.numel()
+
+    def h(tt):
+        val = w1.abs()[0] * tt
+        der = w1.abs()[0] * torch.ones_like(tt)
+        for k in range(n):
+            s = torch.sigmoid(w2[k].abs() * (2.0 * tt - 1.0) + b2[k])
+            val = val + w3[k].abs() * (2.0 * s - 1.0) / n
+            der = der + w3[k].abs() * 4.0 * s * (1.0 - s) * w2[k].abs() / n
+        return val, der
+
+    (hv, hd), (h0, _), (h1, _) = h(t), h(torch.zeros((), dtype=F64)), h(torch.ones((), dtype=F64))
+    g0 = float(sched.gamma_0.detach())
+    span = float(sched.gamma_1.detach()) - g0
+    return g0 + span * (hv - h0) / (h1 - h0), span * hd / (h1 - h0)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_monotone_gamma_is_its_documented_formula(seed):
+    """gamma and gamma' of a monotone schedule with random weights (biases included, a few units so every
+    hidden unit counts) are the docstring's formula computed unit by unit, to float64 round-off."""
+    sched = _random_monotone(seed, 1.5, 5, -11.0, 7.0, learn_endpoints=True)
+    with torch.no_grad():
+        sched.gamma_width.fill_(-18.0)  # |width| is used
+    t = torch.linspace(0.0, 1.0, 33, dtype=F64)
+    g, dg = _documented_gamma(sched, t)
+    with torch.no_grad():
+        torch.testing.assert_close(sched(t), g, rtol=1e-13, atol=1e-13)
+        torch.testing.assert_close(sched.derivative(t), dg, rtol=1e-13, atol=1e-13)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+def test_monotone_gamma_initialization_is_vdms(dtype):
+    """VDM's initialization (class docstring): w1 = gamma_max - gamma_min, b2 = 0, w2 then w3 drawn from the
+    generator as standard normals in the parameter dtype times init_std; 1024 hidden units and learnable
+    endpoints by default; the checkpoint holds the parameters only (no helper buffers)."""
+    n, std = 16, 0.5
+    sched = LearnedMonotoneGamma(-13.3, 5.0, n_features=n, init_std=std, dtype=dtype,
+                                 generator=torch.Generator().manual_seed(3))  # fmt: skip
+    g = torch.Generator().manual_seed(3)
+    w2 = torch.randn((n, 1), generator=g, dtype=dtype) * std
+    w3 = torch.randn((1, n), generator=g, dtype=dtype) * std
+    l1, l2, b2, l3 = sched.shape_parameters()
+    assert all(p.dtype == dtype for p in (l1, l2, b2, l3))
+    assert torch.equal(l1.detach(), torch.full((1, 1), 18.3, dtype=dtype))
+    assert torch.equal(l2.detach(), w2) and torch.equal(l3.detach(), w3)
+    assert torch.equal(b2.detach(), torch.zeros(n, dtype=dtype))
+    # the same generator seed gives the same schedule; the generator, not the global RNG, draws
+    torch.manual_seed(0)
+    again = LearnedMonotoneGamma(-13.3, 5.0, n_features=n, init_std=std, dtype=dtype,
+                                 generator=torch.Generator().manual_seed(3))  # fmt: skip
+    assert all(torch.equal(a, b) for a, b in zip(again.shape_parameters(), sched.shape_parameters()))
+    default = LearnedMonotoneGamma()
+    assert default.n_features == 1024 and default.l2.weight.shape == (1024, 1)
+    assert isinstance(default.gamma_start, torch.nn.Parameter) and isinstance(default.gamma_width, torch.nn.Parameter)
+    assert set(sched.state_dict()) == {"l1.weight", "l2.weight", "l2.bias", "l3.weight", "gamma_start", "gamma_width"}
+    pinned = LearnedMonotoneGamma(n_features=n, learn_endpoints=False)
+    assert set(pinned.state_dict()) == {"l1.weight", "l2.weight", "l2.bias", "l3.weight", "gamma_start", "gamma_width"}
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: LearnedMonotoneGamma(-12.0, 4.0, n_features=8, dtype=F64, generator=torch.Generator().manual_seed(1)),
+        lambda: LearnedScalarGamma(-12.0, 4.0, dtype=F64),
+    ],
+    ids=["monotone", "scalar"],
+)
+def test_a_float64_schedule_takes_python_numbers_at_full_precision(make):
+    """A Python number t is a float64 time: a float64 schedule answers it exactly as it answers the float64
+    tensor (not t rounded to float32 first); results are float64."""
+    sched = make()
+    for t in (0.1, 1.0 / 3.0, 0.7):
+        t64 = torch.tensor(t, dtype=F64)
+        with torch.no_grad():
+            assert torch.equal(sched(t), sched(t64)) and sched(t).dtype == F64
+            assert torch.equal(sched.derivative(t), sched.derivative(t64))
+
+
+def test_a_users_float32_inverse_reaches_the_process_as_float64_times():
+    """The process's derived formulas are float64 in and out: a user's schedule whose closed-form inverse
+    answers in float32 (it computes with float32 parameters) gives ``VDMSDE._t_of_log_snr`` (what the
+    likelihood's log-SNR time map and the grids read) float64 times, equal to that inverse's values."""
+    from sdesolve.sde.vdm import GammaSchedule
+
+    class Linear32(GammaSchedule):
+        def forward(self, t):
+            return (-10.0 + 16.0 * t.float()).to(t.dtype)
+
+        def inverse(self, gamma):
+            return (gamma.float() + 10.0) / 16.0
+
+    sde = VDMSDE(Linear32())
+    lam = torch.tensor([9.0, 0.5, -5.9], dtype=F64)
+    t = sde._t_of_log_snr(lam)
+    assert t.dtype == F64
+    torch.testing.assert_close(t, ((-lam).float() + 10.0).double() / 16.0, rtol=1e-7, atol=0)

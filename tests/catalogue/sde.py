@@ -194,7 +194,20 @@ CASES += [
         "sde-LearnedMonotoneGamma-generator-int",
         lambda: sd.LearnedMonotoneGamma(generator=0),
         TypeError,
-        r"generator must be a torch\.Generator or None",
+        r"^generator must be a torch\.Generator or None, got int$",
+    ),
+    # a schedule called at a bad time names its argument t (whole message)
+    Case(
+        "sde-LearnedMonotoneGamma-t-int",
+        lambda: sd.LearnedMonotoneGamma(n_features=2)(torch.tensor([1, 2])),
+        TypeError,
+        r"^t must be a floating-point tensor, got dtype torch\.int64$",
+    ),
+    Case(
+        "sde-LearnedScalarGamma-derivative-t-string",
+        lambda: sd.LearnedScalarGamma().derivative("0.5"),
+        TypeError,
+        r"^t must be a float or a floating-point tensor, got str$",
     ),
 ]
 
