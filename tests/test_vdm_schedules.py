@@ -374,3 +374,23 @@ def test_a_users_float32_inverse_reaches_the_process_as_float64_times():
     t = sde._t_of_log_snr(lam)
     assert t.dtype == F64
     torch.testing.assert_close(t, ((-lam).float() + 10.0).double() / 16.0, rtol=1e-7, atol=0)
+
+
+@pytest.mark.gpu
+def test_a_schedule_on_the_gpu_serves_host_times_on_the_host():
+    """A float32 schedule moved to the GPU answers a host float64 tensor and a Python number on the host in
+    float64, equal to the same schedule's answers on the host (the parameters travel, not the times' home)."""
+    dev = torch.device("cuda")
+    makes = (
+        lambda: LearnedMonotoneGamma(-12.0, 4.0, n_features=8, generator=torch.Generator().manual_seed(1)),
+        lambda: LearnedScalarGamma(-12.0, 4.0),
+    )
+    t = torch.tensor([0.0, 0.3, 1.0], dtype=F64)
+    for make in makes:
+        host, gpu = make(), make().to(dev)
+        with torch.no_grad():
+            for ask in (t, 0.3):
+                for name in ("forward", "derivative"):
+                    got, want = getattr(gpu, name)(ask), getattr(host, name)(ask)
+                    assert got.device.type == "cpu" and got.dtype == F64
+                    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
