@@ -378,8 +378,8 @@ def test_a_users_float32_inverse_reaches_the_process_as_float64_times():
 
 @pytest.mark.gpu
 def test_a_schedule_on_the_gpu_serves_host_times_on_the_host():
-    """A float32 schedule moved to the GPU answers a host float64 tensor and a Python number on the host in
-    float64, equal to the same schedule's answers on the host (the parameters travel, not the times' home)."""
+    """A float32 schedule moved to the GPU answers a host float64 tensor on the host and a Python number on
+    its own device, both in float64 and equal to the same schedule's answers on the host."""
     dev = torch.device("cuda")
     makes = (
         lambda: LearnedMonotoneGamma(-12.0, 4.0, n_features=8, generator=torch.Generator().manual_seed(1)),
@@ -392,5 +392,6 @@ def test_a_schedule_on_the_gpu_serves_host_times_on_the_host():
             for ask in (t, 0.3):
                 for name in ("forward", "derivative"):
                     got, want = getattr(gpu, name)(ask), getattr(host, name)(ask)
-                    assert got.device.type == "cpu" and got.dtype == F64
-                    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
+                    assert got.device.type == ("cpu" if isinstance(ask, torch.Tensor) else dev.type)
+                    assert got.dtype == F64
+                    torch.testing.assert_close(got.cpu(), want, rtol=1e-6, atol=1e-6)
