@@ -942,3 +942,128 @@ def test_marginal_prob_and_reverse_drift_move_host_times_to_the_device_of_x():
             drift = rev.drift(x0.to(dev), t)
             assert drift.device.type == "cuda"
             torch.testing.assert_close(drift.cpu(), rev.drift(x0, t), rtol=1e-12, atol=1e-12)
+
+
+# ------------------------------------------------------------------ the log-SNR range's tolerance, edge by edge
+def _first_float32_beyond(value, bound):
+    """(the last float32 at or inside ``bound``, the first one beyond it), walking from ``value`` away from it."""
+    step = np.float32(-np.inf) if bound < value else np.float32(np.inf)
+    v = inside = np.float32(value)
+    while (value - float(v)) * (1 if bound < value else -1) <= abs(value - bound):
+        inside, v = v, np.nextafter(v, step)
+    return float(inside), float(v)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [sd.VPSDE, sd.VESDE, lambda: sd.VDMSDE(sd.FixedLinearGamma(-3.0, 0.75))],
+    ids=["vp", "ve", "vdm-log-snr-below-1"],
+)
+def test_log_snr_outside_the_process_by_four_ulps_of_the_callers_dtype_is_its_end(make):
+    """``t_of_log_snr`` accepts a log-SNR up to 4 units of the caller's dtype's epsilon (relative to
+    max(1, |end|); 1e-9 for float64 and numbers) outside [log_snr(T), log_snr(0)], and answers the end
+    itself, T or 0, exactly in the caller's dtype; one representable step further is refused. Checked at
+    the float64 edge itself, at the float32 values on both sides of it (a process with |log_snr(T)| < 1
+    included), and through ``t_of_sigma_over_alpha`` for a float32 ratio just above sigma_over_alpha(T)."""
+    sde = make()
+    T = float(sde.T)
+    lo, hi = float(sde.log_snr(T)), float(sde.log_snr(0.0))
+    msg = r"^lam must be a log-SNR of the process"
+    ends = [(lo, T)] + ([(hi, 0.0)] if math.isfinite(hi) else [])
+    for end, t_end in ends:
+        out = -1.0 if end == lo else 1.0  # the side outside the range
+        edge = end + out * 1e-9 * max(1.0, abs(end))
+        assert float(sde.t_of_log_snr(edge)) == t_end
+        assert float(sde.t_of_log_snr(torch.tensor([edge], dtype=F64))[0]) == t_end
+        with pytest.raises(ValueError, match=msg):
+            sde.t_of_log_snr(math.nextafter(edge, out * math.inf))
+        eps32 = float(torch.finfo(torch.float32).eps)
+        inside, beyond = _first_float32_beyond(end, end + out * 4.0 * eps32 * max(1.0, abs(end)))
+        got = sde.t_of_log_snr(torch.tensor([inside], dtype=torch.float32))
+        assert got.dtype == torch.float32 and float(got[0]) == float(torch.tensor(t_end, dtype=torch.float32))
+        with pytest.raises(ValueError, match=msg):
+            sde.t_of_log_snr(torch.tensor([beyond], dtype=torch.float32))
+    # the ratio sigma / alpha = exp(-lam / 2): the float32 just above sigma_over_alpha(T) is T in float32
+    r_T = float(sde.sigma_over_alpha(T))
+    r32 = torch.tensor([np.nextafter(np.float32(r_T), np.float32(np.inf))], dtype=torch.float32)
+    assert float(r32[0]) > r_T
+    got = sde.t_of_sigma_over_alpha(r32)
+    assert got.dtype == torch.float32 and float(got[0]) == float(torch.tensor(T, dtype=torch.float32))
+
+
+class _ParameterScale(sd.LinearSDE):
+    """A user's process whose log alpha = c is constant in t through a learnable parameter, sigma^2 = t: f = 0,
+    g^2 = d sigma^2 / dt = 1."""
+
+    def __init__(self):
+        super().__init__()
+        self.c = torch.nn.Parameter(torch.tensor(-0.2, dtype=F64))
+
+    def _log_alpha(self, t):
+        return self.c * torch.ones_like(t)
+
+    def _log_sigma(self, t):
+        return 0.5 * torch.log(t)
+
+
+def test_a_log_alpha_constant_in_t_through_a_parameter_has_zero_drift():
+    """The base class's f = d log alpha/dt by autograd is 0 where log alpha depends on a parameter but not on t
+    (autograd reports t unused; that is a zero derivative, not an error), with or without grad mode."""
+    sde = _ParameterScale()
+    t = torch.tensor([0.1, 0.5, 1.0], dtype=F64)
+    for grad in (True, False):
+        with torch.set_grad_enabled(grad):
+            assert torch.equal(sde.f(t), torch.zeros_like(t))
+            torch.testing.assert_close(sde.g2(t), torch.ones_like(t), rtol=1e-14, atol=0)
+            torch.testing.assert_close(sde.drift(torch.ones(3, 2, dtype=F64), t), torch.zeros(3, 2, dtype=F64))
+
+
+def test_a_user_schedule_without_parameters_gives_coefficients_without_a_graph():
+    """A user's GammaSchedule module (its derivative by autograd through the module itself) carries no
+    autograd graph into a sampler when it has no learnable parameters, and keeps it when it has one."""
+    from sdesolve.sde.vdm import GammaSchedule
+
+    class Quadratic(GammaSchedule):
+        def forward(self, t):
+            return -10.0 + 15.0 * t * t
+
+    class Learned(Quadratic):
+        def __init__(self):
+            super().__init__()
+            self.k = torch.nn.Parameter(torch.tensor(15.0, dtype=F64))
+
+        def forward(self, t):
+            return -10.0 + self.k * t * t
+
+    t = torch.tensor([0.2, 0.6], dtype=F64)
+    fixed, learned = Quadratic(), Learned()
+    torch.testing.assert_close(fixed.derivative(t), 30.0 * t, rtol=1e-15, atol=0)
+    assert not fixed.derivative(t).requires_grad
+    assert not sd.VDMSDE(fixed).f(t).requires_grad and not sd.VDMSDE(fixed).g2(t).requires_grad
+    (dk,) = torch.autograd.grad(learned.derivative(t).sum(), learned.k)  # d(2 k t)/dk = 2 t
+    assert float(dk) == pytest.approx(2.0 * float(t.sum()), rel=1e-14)
+
+
+@pytest.mark.gpu
+def test_the_bisection_inverse_of_a_process_on_the_gpu_runs_on_the_gpu():
+    """The bisection ``_t_of_log_snr`` (VDM with a monotone network: no closed-form inverse) of a process
+    moved to the GPU, asked for device log-SNRs, checks monotonicity on device times and never synchronizes
+    with the host; its answers equal the host process's."""
+    dev = torch.device("cuda")
+    host, moved = (
+        sd.VDMSDE(sd.LearnedMonotoneGamma(n_features=8, dtype=F64, generator=torch.Generator().manual_seed(0)))
+        for _ in range(2)
+    )
+    moved = moved.to(dev)
+    lam = torch.tensor([-4.0, 0.0, 13.0], dtype=F64)
+    want = host._t_of_log_snr(lam)
+    lam_dev = lam.to(dev)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        with torch.no_grad():
+            got = moved._t_of_log_snr(lam_dev)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert got.device.type == "cuda"
+    torch.testing.assert_close(got.cpu(), want, rtol=0, atol=1e-12)

@@ -382,6 +382,20 @@ CASES += [
         r"lam must be a log-SNR of the process, in \[log_snr\(T\), log_snr\(0\)\] = \[-7\.824\d*, 9\.210\d*\]",
     ),
     Case("sde-t_of_log_snr-lam-string", lambda: _VP.t_of_log_snr("1"), TypeError, r"lam must be a float or a"),
+    Case(  # the first four values outside, in order
+        "sde-t_of_log_snr-lam-five-below-range",
+        lambda: _VP.t_of_log_snr(torch.tensor([-100.0, -101.0, -102.0, -103.0, -104.0], dtype=torch.float64)),
+        ValueError,
+        r"^lam must be a log-SNR of the process, in \[log_snr\(T\), log_snr\(0\)\] = \[-10\.05, inf\], "
+        r"got values \[-100\.0, -101\.0, -102\.0, -103\.0\]$",
+    ),
+    Case(  # both ends of the ratio's range where sigma(0) > 0
+        "sde-t_of_sigma_over_alpha-r-below-range-ve",
+        lambda: sd.VESDE().t_of_sigma_over_alpha(1e-3),
+        ValueError,
+        r"^r must be a ratio sigma / alpha of the process, in \[sigma_over_alpha\(0\), sigma_over_alpha\(T\)\] "
+        r"= \[0\.01, 50\], got values \[0\.001\d*\]$",
+    ),
     Case(
         "sde-t_of_log_snr-bisection-lam-below-range",
         lambda: sd.VDMSDE(sd.LearnedMonotoneGamma(n_features=4)).t_of_log_snr(-6.0),
