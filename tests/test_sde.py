@@ -1067,3 +1067,24 @@ def test_the_bisection_inverse_of_a_process_on_the_gpu_runs_on_the_gpu():
         torch.cuda.set_sync_debug_mode("default")
     assert got.device.type == "cuda"
     torch.testing.assert_close(got.cpu(), want, rtol=0, atol=1e-12)
+
+
+def test_the_bisection_inverts_a_strictly_increasing_schedule_that_is_flat_in_float32():
+    """A monotone VDM network with a sharp step (|w1| = 1e-6, one unit with |w2| = 200) is strictly increasing
+    (LearnedMonotoneGamma's docstring), but its float32 gamma takes equal values at most of the 257 check times
+    away from the step. Equal neighbours are not a rise: the bisection still inverts the log-SNR across the
+    step, where it is resolved (to float32's resolution of gamma)."""
+    sched = sd.LearnedMonotoneGamma(-10.0, 8.0, n_features=1)
+    with torch.no_grad():
+        sched.l1.weight.fill_(1e-6)
+        sched.l2.weight.fill_(200.0)
+        sched.l2.bias.zero_()
+        sched.l3.weight.fill_(1.0)
+    sde = sd.VDMSDE(sched)
+    with torch.no_grad():
+        check = sde._log_snr(torch.linspace(0.0, 1.0, 257, dtype=F64))
+        assert int((check[1:] == check[:-1]).sum()) > 100 and not bool((check[1:] > check[:-1]).any())
+        t = torch.tensor([0.49, 0.5, 0.51], dtype=F64)
+        lam = sde.log_snr(t)
+        back = sde.t_of_log_snr(lam)
+    torch.testing.assert_close(back, t, rtol=0, atol=1e-6)
