@@ -193,8 +193,11 @@ def test_edm_heun_matches_k_diffusion(churn, process):
 
 
 @pytest.mark.parametrize("process", ["ve", "discrete"])
-@pytest.mark.parametrize("eta", [1.0, 0.5, 1.5])
-def test_euler_ancestral_matches_k_diffusion(eta, process):
+@pytest.mark.parametrize("eta,s_noise", [(1.0, 1.0), (0.5, 1.0), (1.5, 1.0), (1.0, 0.6)])
+def test_euler_ancestral_matches_k_diffusion(eta, s_noise, process):
+    """Same samples as k-diffusion's sample_euler_ancestral(eta, s_noise) from the same global generator, and
+    the same number of draws from it: no draw on the step into sigma = 0 (the next draw after sampling is the
+    same)."""
     ks = k_sampling()
     sde, model, grid, sigmas, denoiser = _k_problem(process)
     alpha_T = float(torch.exp(sde._log_alpha(grid[:1])))
@@ -202,9 +205,12 @@ def test_euler_ancestral_matches_k_diffusion(eta, process):
         float(sigmas[0]) * alpha_T * torch.randn(6, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     )
     torch.manual_seed(12)
-    theirs = ks.sample_euler_ancestral(denoiser, x_T / alpha_T, sigmas, disable=True, eta=eta)
+    theirs = ks.sample_euler_ancestral(denoiser, x_T / alpha_T, sigmas, disable=True, eta=eta, s_noise=s_noise)
+    their_next = torch.randn(4)
     torch.manual_seed(12)
-    ours = sd.sample(sde, model, x_T=x_T, solver=sd.EulerAncestral(eta), grid=grid, denoise=False)
+    solver = sd.EulerAncestral(eta, s_noise=s_noise)
+    ours = sd.sample(sde, model, x_T=x_T, solver=solver, grid=grid, denoise=False)
+    assert torch.equal(torch.randn(4), their_next)
     alpha_end = float(torch.exp(sde._log_alpha(grid[-1:])))
     torch.testing.assert_close(ours, alpha_end * theirs, rtol=1e-10, atol=1e-10)
 
@@ -366,6 +372,46 @@ def test_denoise_takes_the_last_step_without_churn():
     churned = solver.step(model, {"x": x}, 5, coefs, generator=torch.Generator().manual_seed(2))["x"]
     plain = solver.step(model, {"x": x}, 5, coefs, noise=False)["x"]
     assert float((churned - plain).abs().max()) > 1e-3
+
+
+def test_a_churned_heun_step_without_noise_is_the_deterministic_heun_step():
+    """EDMHeun's step with noise=False (the last step under denoise=True, or a caller's own loop) where churn
+    would apply takes the deterministic Heun step from sigma_i, bitwise that of EDMHeun without churn."""
+    sde = sd.VESDE(sigma_min=0.002, sigma_max=80.0)
+    model = TARGET.model(sde)
+    grid = sd.grids.karras(sde, 6)
+    churned, plain = sd.EDMHeun(s_churn=30.0), sd.EDMHeun()
+    cc, cp = churned.init(sde, grid), plain.init(sde, grid)
+    x = TARGET.marginal_sample(5, float(grid[2]), sde, generator=torch.Generator().manual_seed(3))
+    for i in range(5):
+        assert cc["draws"][i] or i == 0  # churn applies on every step below sigma(T)
+        a = churned.step(model, {"x": x}, i, cc, noise=False)["x"]
+        b = plain.step(model, {"x": x}, i, cp, noise=False)["x"]
+        assert torch.equal(a, b), i
+
+
+@pytest.mark.parametrize("sde_name", ["vp0", "discrete"])
+def test_euler_ancestral_steps_with_the_default_arguments_are_sample(sde_name):
+    """A caller's own loop of ``step(model, state, i, coefs, generator=g)`` (the base class's defaults: noise
+    drawn) is ``sample(..., denoise=False)`` with the same generator, bitwise; the step into sigma = 0 (the
+    last step on a process with sigma(0) = 0) draws nothing from the generator."""
+    sde = sd.VPSDE(t_min=0.0) if sde_name == "vp0" else sd.DiscreteVPSDE.from_schedule("linear", t_min=0.0)
+    model = TARGET.model(sde)
+    solver = sd.EulerAncestral()
+    grid = sd.grids.karras(sde, 6)
+    assert float(sde._sigma_over_alpha(grid[-1:])) == 0.0
+    x = TARGET.marginal_sample(5, float(sde.T), sde, generator=torch.Generator().manual_seed(0))
+    a = sd.sample(
+        sde, model, x_T=x, solver=solver, grid=grid, denoise=False, generator=torch.Generator().manual_seed(1)
+    )
+    g = torch.Generator().manual_seed(1)
+    coefs, state = solver.init(sde, grid), {"x": x}
+    for i in range(5):
+        state = solver.step(model, state, i, coefs, generator=g)
+    before = g.get_state()
+    state = solver.step(model, state, 5, coefs, generator=g)
+    assert torch.equal(g.get_state(), before)
+    torch.testing.assert_close(state["x"], a, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("solver", SOLVERS, ids=repr)
