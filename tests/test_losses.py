@@ -15,6 +15,7 @@ it depends on the schedule only through its endpoints. The T-step loss has the e
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 import pytest
@@ -24,8 +25,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from scipy import integrate
 from scipy.special import log_softmax
-from scipy.stats import norm
+from scipy.stats import kstest, norm
 
+import sdesolve
 from sdesolve import VDMSDE, VESDE, VPSDE, FixedLinearGamma, Gaussian, LearnedMonotoneGamma, ScoreModel
 from sdesolve.losses import (
     discrete_to_continuous,
@@ -171,7 +173,7 @@ def test_antithetic_times_are_unbiased_and_reduce_variance():
 
 
 # ------------------------------------------------------------- discrete time
-@pytest.mark.parametrize("T", [4, 32])
+@pytest.mark.parametrize("T", [1, 4, 32])
 def test_discrete_loss_expectation_is_exact(T):
     sched = random_monotone(3, 2.0, -9.0, 4.0)
     sde = VDMSDE(sched)
@@ -795,3 +797,148 @@ def test_dsm_loss_takes_given_float32_times_as_float64():
     a = dsm_loss(model, x0, t=t32, noise=eps)
     b = dsm_loss(model, x0, t=t32.double(), noise=eps)
     assert torch.equal(a, b)
+
+
+# ----------------------------------------- times, draws, devices and dtypes (mutation run 2, issue 14)
+@pytest.mark.parametrize("batch", [3, 7, 10])
+def test_antithetic_times_are_one_uniform_offset_on_the_lattice_of_i_over_b(batch):
+    """VDM's scheme t_i = (u + i/B) mod 1: each call's times are the lattice {i/B} (taken in float64) shifted
+    by one u, example i at i/B past example 0, to float64 round-off; across calls u = t_0 is U(0, 1)
+    (Kolmogorov-Smirnov over 400 calls); the times are float64 in [0, 1)."""
+    gen = torch.Generator().manual_seed(batch)
+    i_over_b = torch.arange(batch, dtype=F64) / batch
+    offsets = []
+    for _ in range(400):
+        t = sample_times(batch, generator=gen)
+        assert t.dtype == F64 and t.shape == (batch,) and bool(((t >= 0) & (t < 1)).all())
+        wrapped = torch.remainder(t - t[0] - i_over_b + 0.5, 1.0) - 0.5  # (t_i - t_0 - i/B), wrapped into [-1/2, 1/2)
+        assert float(wrapped.abs().max()) <= 1e-15
+        offsets.append(float(t[0]))
+    assert kstest(offsets, "uniform").pvalue > 1e-3
+
+
+def test_iid_and_discrete_times_come_from_the_generator_and_lie_on_the_grid():
+    """antithetic=False: B uniforms drawn from the generator (the same seed gives the same times, another
+    seed others; a list of B generators gives example i the time generator i gives alone), U(0, 1) by
+    Kolmogorov-Smirnov; n_steps = N rounds up onto {1/N, ..., 1}, every point reached, and N = 1 is t = 1."""
+
+    def gens(seed, n=6):
+        return [torch.Generator().manual_seed(seed + k) for k in range(n)]
+
+    a = sample_times(2000, antithetic=False, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(a, sample_times(2000, antithetic=False, generator=torch.Generator().manual_seed(0)))
+    assert not torch.equal(a, sample_times(2000, antithetic=False, generator=torch.Generator().manual_seed(1)))
+    assert a.dtype == F64 and kstest(a.numpy(), "uniform").pvalue > 1e-3
+    per = sample_times(6, antithetic=False, generator=gens(10))
+    alone = torch.cat([sample_times(1, antithetic=False, generator=[g]) for g in gens(10)])
+    assert torch.equal(per, alone) and len(set(per.tolist())) == 6
+    for n_steps, anti in ((5, True), (5, False), (1, True), (1, False)):
+        t = sample_times(2000, n_steps=n_steps, antithetic=anti, generator=torch.Generator().manual_seed(2))
+        k = t * n_steps
+        assert torch.equal(k, torch.round(k)) and set(k.long().tolist()) == set(range(1, n_steps + 1))
+    assert torch.equal(sample_times(4, n_steps=1), torch.ones(4, dtype=F64))
+
+
+def test_times_noise_and_losses_are_made_on_the_datas_device():
+    """Times and noise are drawn on the asked device (x0's for the losses), and given times are moved there.
+    The meta device stands in for an accelerator here: a draw or a constant left on the host meets a meta
+    tensor and fails, or leaves a host answer."""
+    meta = torch.device("meta")
+    for anti in (True, False):
+        for n_steps in (None, 5):
+            t = sample_times(4, n_steps=n_steps, antithetic=anti, device=meta)
+            assert t.device == meta and t.dtype == F64 and t.shape == (4,)
+    sde = VDMSDE(FixedLinearGamma(-6.0, 5.0))
+    model = ScoreModel(lambda z, t: 0.1 * z, sde, prediction="eps")
+    x0 = torch.zeros(4, 3, dtype=F64, device=meta)
+    host_t = torch.full((4,), 0.6, dtype=F64)
+    for kw in ({}, {"antithetic": False}, {"n_steps": 5}, {"t": host_t}, {"t": host_t, "noise": x0}):
+        out = vdm_diffusion_loss(model, x0, **kw)
+        assert out.device == meta and out.shape == (4,), kw
+    vp = ScoreModel(lambda z, t: -z, VPSDE())
+    for kw in ({}, {"t": host_t}, {"likelihood_weighting": True}):
+        out = dsm_loss(vp, x0, **kw)
+        assert out.device == meta and out.shape == (4,), kw
+    assert vdm_reconstruction_loss(sde, torch.zeros(4, 3, dtype=torch.long, device=meta), V).device == meta
+
+
+def test_a_list_of_generators_gives_each_example_its_own_draws():
+    """With a list of B generators, example i's time and noise come from generator i alone: each example's
+    loss equals its loss computed alone with (a fresh copy of) its generator, for the diffusion loss with
+    iid times and with given times (antithetic left at its default: nothing antithetic is drawn then), the
+    reconstruction loss and the DSM loss (float64, 1e-12)."""
+
+    def gens(n=5):
+        return [torch.Generator().manual_seed(20 + k) for k in range(n)]
+
+    sde = VDMSDE(FixedLinearGamma(-6.0, 5.0))
+    model = gamma_model(sde, MU, S)
+    vp = DATA.model(VPSDE())
+    x0 = DATA.sample(5, generator=torch.Generator().manual_seed(0))
+    k = torch.randint(0, V, (5, 3), generator=torch.Generator().manual_seed(1))
+    t = torch.tensor([0.1, 0.3, 0.5, 0.7, 0.9], dtype=F64)
+    calls = (
+        lambda x, kk, tt, g: vdm_diffusion_loss(model, x, generator=g, antithetic=False),
+        lambda x, kk, tt, g: vdm_diffusion_loss(model, x, generator=g, t=tt),
+        lambda x, kk, tt, g: vdm_reconstruction_loss(sde, kk, V, generator=g, dtype=F64),
+        lambda x, kk, tt, g: dsm_loss(vp, x, generator=g),
+        lambda x, kk, tt, g: dsm_loss(vp, x, generator=g, t=tt, likelihood_weighting=True),
+    )
+    for call in calls:
+        batch = call(x0, k, t, gens())
+        alone = torch.cat([call(x0[i : i + 1], k[i : i + 1], t[i : i + 1], [g]) for i, g in enumerate(gens())])
+        assert batch.shape == (5,) and len(set(batch.tolist())) == 5
+        torch.testing.assert_close(batch, alone, rtol=1e-12, atol=0)
+
+
+def test_deprecated_keywords_warn_at_the_callers_line_under_the_functions_own_name():
+    """T= (now n_steps=) and eps_t= (now t_min=) warn with the function's own name, attributed to the
+    caller's code, not to a file of the package (``stacklevel``): Python shows a DeprecationWarning by
+    default only where it is attributed to ``__main__``. Checked as "not inside sdesolve/" rather than "this
+    file", because mutmut's trampolines add frames between the caller and the library."""
+    package = os.path.dirname(os.path.abspath(sdesolve.__file__)) + os.sep
+    sde = VDMSDE(FixedLinearGamma(-6.0, 5.0))
+    model = gamma_model(sde, MU, S)
+    x0 = DATA.sample(4, generator=torch.Generator().manual_seed(0))
+    k = torch.randint(0, V, (2, 3), generator=torch.Generator().manual_seed(1))
+    calls = (
+        ("sample_times", "T", "n_steps", lambda: sample_times(4, T=4)),
+        ("vdm_diffusion_loss", "T", "n_steps", lambda: vdm_diffusion_loss(model, x0, T=4)),
+        ("vdm_bits_per_dim", "T", "n_steps", lambda: vdm_bits_per_dim(model, k, V, T=4)),
+        ("dsm_loss", "eps_t", "t_min", lambda: dsm_loss(DATA.model(VPSDE()), x0, eps_t=1e-3)),
+    )
+    for fn, old, new, call in calls:
+        with pytest.warns(DeprecationWarning) as record:
+            call()
+        (w,) = record.list
+        assert str(w.message) == f"{fn}({old}=...) is deprecated and will be removed in the next release; use {new}=..."
+        assert not os.path.abspath(w.filename).startswith(package), (fn, w.filename)
+
+
+def test_vdm_diffusion_loss_answers_in_x0s_dtype():
+    """float32 data give a float32 loss, the network sees float32 states (the float64 coefficients are
+    rounded to x0's dtype), and the value is the float64 loss to float32 precision; noise given in another
+    dtype is taken in x0's (bitwise the loss for the noise cast first), for the DSM loss too."""
+    sde = VDMSDE(FixedLinearGamma(-6.0, 5.0))
+    seen = []
+
+    def net(z, t):
+        seen.append(z.dtype)
+        return 0.3 * z
+
+    model = ScoreModel(net, sde, prediction="eps")
+    x0 = DATA.sample(6, generator=torch.Generator().manual_seed(0))
+    eps = torch.randn(x0.shape, generator=torch.Generator().manual_seed(1), dtype=F64)
+    t = torch.linspace(0.1, 0.9, 6, dtype=F64)
+    for n_steps in (None, 10):
+        tt = t if n_steps is None else torch.ceil(t * n_steps) / n_steps
+        seen.clear()
+        lo = vdm_diffusion_loss(model, x0.float(), n_steps=n_steps, t=tt, noise=eps.float())
+        hi = vdm_diffusion_loss(model, x0, n_steps=n_steps, t=tt, noise=eps)
+        assert lo.dtype == torch.float32 and hi.dtype == F64 and seen == [torch.float32, F64]
+        torch.testing.assert_close(lo.double(), hi, rtol=1e-5, atol=1e-6)
+        mixed = vdm_diffusion_loss(model, x0.float(), n_steps=n_steps, t=tt, noise=eps)
+        assert mixed.dtype == torch.float32 and torch.equal(mixed, lo)
+    vp = ScoreModel(lambda x, t: -x, VPSDE())
+    d = dsm_loss(vp, x0.float(), t=t, noise=eps)
+    assert d.dtype == torch.float32 and torch.equal(d, dsm_loss(vp, x0.float(), t=t, noise=eps.float()))

@@ -45,6 +45,21 @@ def _xi(b=2, d=3):
 _T4 = torch.full((4,), 0.5, dtype=F64)
 
 
+class _DuckProcess:
+    """Has what a ScoreModel reads of a process, but is not a LinearSDE (the losses need one)."""
+
+    T = 1.0
+
+    def _log_alpha(self, t):
+        return -t
+
+    def _log_sigma(self, t):
+        return t
+
+    def network_time(self, t):
+        return t
+
+
 def _gens(n):
     return [torch.Generator().manual_seed(k) for k in range(n)]
 
@@ -139,7 +154,13 @@ CASES = [
         "losses-diffusion-t-range",
         lambda: vdm_diffusion_loss(_vdm(), _x(), t=torch.full((4,), 1.5, dtype=F64)),
         ValueError,
-        r"t must lie in \[0, 1\]",
+        r"^t must lie in \[0, 1\], got values outside$",
+    ),
+    Case(
+        "losses-diffusion-t-zero-n_steps",
+        lambda: vdm_diffusion_loss(_vdm(), _x(), n_steps=4, t=torch.zeros(4, dtype=F64)),
+        ValueError,
+        r"^t must lie in \[0\.25, 1\], got values outside$",
     ),
     Case(
         "losses-diffusion-t-nan",
@@ -169,7 +190,27 @@ CASES = [
         "losses-diffusion-noise-list",
         lambda: vdm_diffusion_loss(_vdm(), _x(), noise=[0.0]),
         TypeError,
-        r"noise must be a tensor of x0's shape",
+        r"^noise must be a tensor of x0's shape \(4, 3\), got list$",
+    ),
+    Case(
+        "losses-diffusion-model-sde-duck",
+        lambda: vdm_diffusion_loss(ScoreModel(_net, _DuckProcess(), prediction="eps"), _x()),
+        TypeError,
+        r"^model\.sde must be a LinearSDE, got _DuckProcess$",
+    ),
+    Case(
+        "losses-diffusion-generator-list-short-given-t",
+        lambda: vdm_diffusion_loss(_vdm(), _x(), generator=_gens(5), antithetic=False, t=_T4, noise=_x()),
+        ValueError,
+        r"^generator must be a list of one torch\.Generator per sample \(4 for a batch of 4\), got a list of 5$",
+    ),
+    Case(
+        "losses-diffusion-generator-device-given-t",
+        lambda: vdm_diffusion_loss(
+            _vdm(), torch.zeros(4, 3, dtype=F64, device="meta"), generator=torch.Generator(), t=_T4, noise=_x()
+        ),
+        ValueError,
+        r"^generator is on cpu but the samples are on meta; pass a generator on meta$",
     ),
     # sample_times
     Case("losses-times-batch-0", lambda: sample_times(0), ValueError, r"batch must be an int >= 1"),
@@ -191,6 +232,12 @@ CASES = [
         lambda: sample_times(4, generator="g"),
         TypeError,
         r"generator must be a torch\.Generator",
+    ),
+    Case(
+        "losses-times-generator-device",
+        lambda: sample_times(4, generator=torch.Generator(), device="meta"),
+        ValueError,
+        r"^generator is on cpu but the samples are on meta; pass a generator on meta$",
     ),
     # vdm_prior_loss
     Case(
