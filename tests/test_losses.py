@@ -39,6 +39,7 @@ from sdesolve.losses import (
     vdm_prior_loss,
     vdm_reconstruction_loss,
 )
+from sdesolve.sde.base import LinearSDE
 from sdesolve.sde.vdm import LearnedScalarGamma
 
 F64 = torch.float64
@@ -942,3 +943,42 @@ def test_vdm_diffusion_loss_answers_in_x0s_dtype():
     vp = ScoreModel(lambda x, t: -x, VPSDE())
     d = dsm_loss(vp, x0.float(), t=t, noise=eps)
     assert d.dtype == torch.float32 and torch.equal(d, dsm_loss(vp, x0.float(), t=t, noise=eps.float()))
+
+
+def test_the_discrete_loss_decides_sigma_at_zero_in_float64():
+    """``n_steps`` is refused only where sigma(0) = 0, and that is asked of the process at t = 0 in float64:
+    a user's process with sigma(t)^2 = 1e-60 + t and alpha = 1, whose hook computes the variance in t's dtype
+    (1e-60 is 0 in float32), has sigma(0) = 1e-30 > 0 and a finite discrete loss, N/2 expm1(gamma(t) -
+    gamma(t - 1/N)) ||eps - eps_hat(z_t, t)||^2 with gamma = log(1e-60 + t), written out here."""
+
+    class TinyNoiseAtZero(LinearSDE):
+        def _log_alpha(self, t):
+            return torch.zeros_like(t)
+
+        def _log_sigma(self, t):
+            return 0.5 * torch.log(1e-60 + t)
+
+    model = ScoreModel(lambda z, t: 0.5 * z, TinyNoiseAtZero(), prediction="eps")
+    x0 = DATA.sample(3, generator=torch.Generator().manual_seed(0))
+    eps = torch.randn(x0.shape, generator=torch.Generator().manual_seed(1), dtype=F64)
+    t = torch.tensor([0.5, 1.0, 0.5], dtype=F64)
+    got = vdm_diffusion_loss(model, x0, n_steps=2, t=t, noise=eps)
+    z = x0 + torch.sqrt(1e-60 + t)[:, None] * eps
+    want = 0.5 * 2 * torch.expm1(torch.log(1e-60 + t) - torch.log(1e-60 + (t - 0.5))) * ((eps - 0.5 * z) ** 2).sum(-1)
+    assert bool(torch.isfinite(got).all()) and float(got[0]) > 1e59
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=0)
+
+
+@pytest.mark.gpu
+def test_sample_times_follow_a_cuda_generator_to_its_device():
+    """Without ``device=``, times are drawn on the generator's device (a list's first): a CUDA generator gives
+    CUDA times, the same ones as when device="cuda" is also given."""
+    dev = torch.device("cuda")
+    for anti, n_steps in ((True, None), (False, None), (True, 4)):
+        a = sample_times(8, n_steps=n_steps, antithetic=anti, generator=torch.Generator(device=dev).manual_seed(0))
+        b = sample_times(
+            8, n_steps=n_steps, antithetic=anti, generator=torch.Generator(device=dev).manual_seed(0), device=dev
+        )
+        assert a.device.type == "cuda" and torch.equal(a, b)
+    gens = [torch.Generator(device=dev).manual_seed(k) for k in range(3)]
+    assert sample_times(3, antithetic=False, generator=gens).device.type == "cuda"
