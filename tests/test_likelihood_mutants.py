@@ -9,6 +9,8 @@ exact levels of a data grid.
 
 from __future__ import annotations
 
+import math
+import re
 import warnings
 
 import pytest
@@ -293,3 +295,135 @@ def test_scipy_backend_keeps_the_callers_float32():
     )
     assert seen == {torch.float32} and r.logp.dtype == torch.float32
     assert float((r.logp.double() - tg.marginal_log_prob(x, sde.t_min, sde)).abs().max()) < 1e-3
+
+
+# ------------------------------------------------------------------ Hutchinson's estimator, its corner cases
+def test_hutchinson_trace_of_a_score_that_does_not_read_x_is_zero():
+    """A score that depends on a parameter but not on x (autograd reports x unused) has trace 0: a (B,)
+    tensor of zeros in x's dtype, for one probe and for several, not an error."""
+    from sdesolve.likelihood import hutchinson_trace
+
+    w = torch.nn.Parameter(torch.randn(5, dtype=F64))
+    x = torch.randn(3, 5, dtype=F64)
+    for n in (1, 2):
+        s, tr = hutchinson_trace(lambda v: w.expand(v.shape[0], -1) * 1.0, x, torch.randn(n, 3, 5, dtype=F64))
+        assert tr.dtype == F64 and torch.equal(tr, torch.zeros(3, dtype=F64))
+        assert torch.equal(s, w.detach().expand(3, -1))
+
+
+def test_hutchinson_trace_with_create_graph_keeps_the_path_to_x():
+    """create_graph=True on an x that carries a graph (x = a * base, a a parameter): the estimate and the
+    score stay differentiable through x itself. For s(x) = -x^3 Rademacher probes give the exact trace
+    -3 sum x^2, whose derivative in a is -6 sum x base; the score's, -3 sum x^2 base."""
+    from sdesolve.likelihood import hutchinson_trace
+
+    a = torch.nn.Parameter(torch.tensor(0.7, dtype=F64))
+    base = torch.randn(4, 3, generator=torch.Generator().manual_seed(0), dtype=F64)
+    probes = (2 * torch.randint(0, 2, (3, 4, 3), generator=torch.Generator().manual_seed(1)) - 1).to(F64)
+    x = a * base
+    s, tr = hutchinson_trace(lambda v: -(v**3), x, probes, create_graph=True)
+    xd = x.detach()
+    torch.testing.assert_close(tr, -3.0 * (xd**2).sum(-1), rtol=1e-14, atol=0)
+    (d_tr,) = torch.autograd.grad(tr.sum(), a, retain_graph=True)
+    assert float(d_tr) == pytest.approx(float(-6.0 * (xd * base).sum()), rel=1e-13)
+    (d_s,) = torch.autograd.grad(s.sum(), a)
+    assert float(d_s) == pytest.approx(float(-3.0 * (xd**2 * base).sum()), rel=1e-13)
+
+
+def test_a_list_of_generators_draws_each_samples_probes_from_its_own():
+    """With ``generator=[g_0, ..., g_{B-1}]`` sample i's Hutchinson probes come from g_i alone: its
+    log-density in a batch equals its log-density alone with a generator seeded as g_i (Gaussian probes,
+    whose value the estimate depends on; fixed steps, so the solve does not couple the samples)."""
+    sde = sd.VPSDE()
+    x = _data(sde, n=3, seed=4)
+    kw = dict(divergence="hutchinson", probe="gaussian", n_probes=2, method="rk4", steps=3)
+    model = GAUSS.model(sde)
+    batch = log_likelihood(sde, model, x, generator=[torch.Generator().manual_seed(10 + i) for i in range(3)], **kw)
+    for i in range(3):
+        alone = log_likelihood(sde, model, x[i : i + 1], generator=[torch.Generator().manual_seed(10 + i)], **kw)
+        torch.testing.assert_close(batch.logp[i : i + 1], alone.logp, rtol=1e-13, atol=1e-13)
+    one = log_likelihood(sde, model, x, generator=torch.Generator().manual_seed(10), **kw)
+    assert float((one.logp - batch.logp).abs().max()) > 1e-6  # the probes matter
+
+
+# ------------------------------------------------------------------ fixed steps (_solve_fixed)
+def test_fixed_steps_evaluate_the_network_at_the_float64_grid_times():
+    """``method=`` euler / heun / rk4 with ``steps=n`` and time_variable="t": the network is evaluated at the
+    float64 grid ``linspace(t_min, T, n + 1)`` itself (a c = 1 stage at the next grid time, not at
+    t_i + h), at the tableau's nodes, as float64 times."""
+    sde = sd.VPSDE(t_min=1e-3)
+    x = _data(sde, n=1)
+    n = 7
+    grid = torch.linspace(1e-3, 1.0, n + 1, dtype=F64)
+    h = grid[1:] - grid[:-1]
+    nodes = {"euler": (0.0,), "heun": (0.0, 1.0), "rk4": (0.0, 0.5, 0.5, 1.0)}
+    for method, c in nodes.items():
+        net = _TimedScore(sde)
+        log_likelihood(sde, net, x, divergence="exact", method=method, steps=n, time_variable="t")
+        times = torch.cat([t.reshape(-1)[:1] for t in net.times])
+        assert all(t.dtype == F64 for t in net.times)
+        want = torch.stack([grid[i] if cj == 0.0 else grid[i + 1] if cj == 1.0 else grid[i] + cj * h[i]
+                            for i in range(n) for cj in c])  # fmt: skip
+        assert torch.equal(times, want), method
+
+
+@pytest.mark.parametrize("method,order", [("euler", 1), ("midpoint", 2)])
+def test_fixed_step_euler_and_midpoint_converge_at_their_orders(method, order):
+    """Euler's and the midpoint rule's tableaux (weights 1, and 0 then 1): the error against the exact
+    log-density falls like steps^-order (log-log slope; measured 0.98 and 2.05), steps uniform in t."""
+    sde = sd.VPSDE()
+    x = _data(sde, n=2, seed=4)
+    exact = GAUSS.marginal_log_prob(x, sde.t_min, sde)
+    ns, errs = ((32, 64, 128) if order == 1 else (16, 32, 64)), []
+    for n in ns:
+        res = log_likelihood(sde, GAUSS.model(sde), x, divergence="exact", method=method, steps=n,
+                             time_variable="t", prior_logp=_exact_prior(sde))  # fmt: skip
+        assert res.nfe == order * n
+        errs.append(float((res.logp - exact).abs().max()))
+    slope = -(math.log(errs[-1]) - math.log(errs[0])) / (math.log(ns[-1]) - math.log(ns[0]))
+    assert abs(slope - order) < 0.2, (errs, slope)
+
+
+# ------------------------------------------------------------------ per-sample adaptive solves
+def test_per_sample_likelihood_takes_the_first_step_and_names_the_process_time():
+    """``per_sample=True`` takes ``solver_options["first_step"]`` (one sample: the same NFE and value as the
+    batch-shared solve with that first step, not the default's), and its max_nfe error names the method and
+    the process time t in [t_min, T] (integrating in u = -lambda/2, not u itself)."""
+    sde = sd.VPSDE()
+    x = _data(sde, n=2)
+    model = GAUSS.model(sde)
+    kw = dict(divergence="exact", time_variable="log_snr")
+    default = log_likelihood(sde, model, x[:1], per_sample=True, **kw)
+    own = log_likelihood(sde, model, x[:1], per_sample=True, solver_options={"first_step": 1e-6}, **kw)
+    shared = log_likelihood(sde, model, x[:1], solver_options={"first_step": 1e-6}, **kw)
+    assert own.nfe == shared.nfe != default.nfe
+    torch.testing.assert_close(own.logp, shared.logp, rtol=1e-12, atol=1e-12)
+    with pytest.raises(sd.solvers.adaptive.AdaptiveSolveError) as err:
+        log_likelihood(sde, model, x, per_sample=True, max_nfe=20, method="bosh3", **kw)
+    m = re.match(
+        r"^the adaptive solve \(bosh3, per sample, rtol=1e-05, atol=1e-05\) stopped at t = (\S+) after 20 "
+        r"evaluations \(max_nfe=20\) \(sample \d\), integrating to t = 1;",
+        str(err.value),
+    )
+    assert m is not None, str(err.value)
+    assert sde.t_min <= float(m.group(1)) <= 1.0
+
+
+@pytest.mark.gpu
+def test_fixed_steps_and_a_trace_that_ignores_x_on_the_gpu():
+    """On the GPU: a fixed-step solve (its times built on x's device) equals the CPU solve, and the trace of
+    a score that does not read x is a zero (B,) tensor on x's device."""
+    from sdesolve.likelihood import hutchinson_trace
+
+    dev = torch.device("cuda")
+    sde = sd.VPSDE()
+    x = _data(sde, n=3)
+    kw = dict(divergence="exact", method="rk4", steps=4, prior_logp=_exact_prior(sde))
+    cpu = log_likelihood(sde, GAUSS.model(sde), x, **kw)
+    gpu = log_likelihood(sde, GAUSS.model(sde), x.to(dev), **kw)
+    assert gpu.logp.device.type == "cuda"
+    torch.testing.assert_close(gpu.logp.cpu(), cpu.logp, rtol=1e-12, atol=1e-12)
+    w = torch.nn.Parameter(torch.randn(3, dtype=F64, device=dev))
+    xd = x.to(dev)
+    _, tr = hutchinson_trace(lambda v: w.expand(v.shape[0], -1) * 1.0, xd, torch.randn(2, 3, 3, dtype=F64, device=dev))
+    assert tr.device == xd.device and torch.equal(tr.cpu(), torch.zeros(3, dtype=F64))
