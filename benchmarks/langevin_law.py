@@ -141,7 +141,7 @@ PREDICTORS = {
     "em": lambda d: EulerMaruyamaPredictor() if d is None else EulerMaruyamaPredictor(discretization=d),
 }
 #: the discretizations each predictor offers (besides its default)
-DISCRETIZATIONS = {"rd": ("midpoint", "song"), "anc": ("midpoint", "song"), "em": ("midpoint", "song", "score_sde")}
+DISCRETIZATIONS = {"rd": ("midpoint", "song"), "anc": ("midpoint", "song"), "em": ("midpoint", "song", "sliding")}
 NAMES = {"rd": "reverse diffusion", "anc": "ancestral", "em": "Euler-Maruyama"}
 TARGET_2D = ((1.0, 0.5), (-2.0, 2.0))  # tests/helpers.py:TARGET_2D: (mean, std) per coordinate
 
@@ -190,7 +190,9 @@ def part_predictors(denoise=False, kinds=("vp", "subvp", "ve", "vdm", "cosine", 
             f"\n### {'annealed corrector' if corr else 'predictor alone'}, denoise={denoise}: worst |relative "
             "variance error| or |mean error| / std over PANEL's six coordinates, %\n"
         )
-        print("| process | N | predictor | ours (default) | midpoint | song | score_sde points | score_sde's chain |")
+        print(
+            "| process | N | predictor | ours (default) | midpoint | song | sliding (score_sde's points) | score_sde's chain |"
+        )
         print("|---|---|---|---|---|---|---|---|")
         for kind in kinds:
             for N in steps:
@@ -203,7 +205,7 @@ def part_predictors(denoise=False, kinds=("vp", "subvp", "ve", "vdm", "cosine", 
                     t = theirs_error(kind, pred, N, **kw)
                     print(
                         f"| {kind} | {N} | {NAMES[pred]} | {pct(default)} | {pct(o['midpoint'])} | {pct(o['song'])} "
-                        f"| {pct(o.get('score_sde'))} | {pct(t)} |",
+                        f"| {pct(o.get('sliding'))} | {pct(t)} |",
                         flush=True,
                     )
 

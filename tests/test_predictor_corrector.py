@@ -196,10 +196,12 @@ _PANEL_FIGURES = [
     ("ve", "em", 100, 0.325, 2.108),
     ("ve", "em", 1000, 0.011, 1.093),
 ]
-# Euler-Maruyama on VP at N = 100: our default evaluates at score_sde's own points (discretization="score_sde");
+# Euler-Maruyama on VP at N = 100: our default evaluates at score_sde's own points (discretization="sliding");
 # score_sde's chain takes steps of T / N and ends at t = 0, ours (T - t_min) / N and ends at t_min (its target):
 # 1.702 % against 1.682 %. No evaluation point of an Euler step cancels the O(h) bias whatever the data
-# (notes/langevin.md section 2); the gap is pinned so that a fix turns this test red (strict) and it cannot widen.
+# (notes/langevin.md section 2). score_sde's discretization is offered whole (discretization="score_sde",
+# test_em_score_sde_discretization_is_score_sde_chain); the default stays the one ahead in the other cells. The
+# gap is pinned so that a fix turns this test red (strict) and it cannot widen.
 _PANEL_SHORT = {("vp", "em", 100)}
 
 
@@ -244,41 +246,75 @@ def test_score_sde_rewrite_targets_score_sde_grid():
 
 
 def test_em_discretizations_and_auto():
-    """EulerMaruyamaPredictor's evaluation points: "song" t_i, "midpoint", "score_sde" t_i + (i / (N - 1)) h_i,
-    which on a uniform grid are score_sde's linspace(t_0, t_N, N); "auto" is "song" on VE (where it reuses the
-    Metropolis corrector's score: 2 calls per step) and "score_sde" elsewhere (3 calls behind that corrector)."""
+    """EulerMaruyamaPredictor's evaluation points: "song" t_i, "midpoint", "sliding" and "score_sde"
+    t_i + (i / (N - 1)) h_i, which on a uniform grid are score_sde's linspace(t_0, t_N, N); "auto" is "song" on
+    VE (where it reuses the Metropolis corrector's score: 2 calls per step) and "sliding" elsewhere (3 calls behind
+    that corrector). "score_sde" differs from "sliding" only in its step lengths, h t_0 / (t_0 - t_N)."""
     for proc in ("vp", "ve", "discrete"):
         sde = PROCESSES[proc]()
         for N in (1, 2, 7):
             g = sd.grids.uniform(sde, N)
-            pts = {d: EulerMaruyamaPredictor(discretization=d).init(sde, g)["tp_eval"] for d in ("song", "score_sde")}
-            torch.testing.assert_close(pts["song"], g[:-1], rtol=0, atol=0)
+            c = {d: EulerMaruyamaPredictor(discretization=d).init(sde, g) for d in ("song", "sliding", "score_sde")}
+            torch.testing.assert_close(c["song"]["tp_eval"], g[:-1], rtol=0, atol=0)
             ref = torch.linspace(float(g[0]), float(g[-1]), N, dtype=torch.float64) if N > 1 else g[:1]
-            torch.testing.assert_close(pts["score_sde"], ref, rtol=0, atol=1e-15)
-        auto = EulerMaruyamaPredictor().init(sde, sd.grids.uniform(sde, 7))["tp_eval"]
-        expect = "song" if proc == "ve" else "score_sde"
-        want = EulerMaruyamaPredictor(discretization=expect).init(sde, sd.grids.uniform(sde, 7))["tp_eval"]
-        torch.testing.assert_close(auto, want, rtol=0, atol=0)
+            torch.testing.assert_close(c["sliding"]["tp_eval"], ref, rtol=0, atol=1e-15)
+            torch.testing.assert_close(c["score_sde"]["tp_eval"], c["sliding"]["tp_eval"], rtol=0, atol=0)
+            # the same f, g^2 at the same points; score_sde's steps scaled to add up to t_0
+            r = float(g[0] / (g[0] - g[-1]))
+            for k, power in (("tp_score", 1.0), ("tp_noise", 0.5)):
+                torch.testing.assert_close(c["score_sde"][k], c["sliding"][k] * r**power, rtol=1e-14, atol=0)
+            torch.testing.assert_close(
+                c["score_sde"]["tp_mul"] - 1, (c["sliding"]["tp_mul"] - 1) * r, rtol=1e-12, atol=0
+            )
+        auto = EulerMaruyamaPredictor().init(sde, sd.grids.uniform(sde, 7))
+        expect = "song" if proc == "ve" else "sliding"
+        want = EulerMaruyamaPredictor(discretization=expect).init(sde, sd.grids.uniform(sde, 7))
+        for k in ("tp_eval", "tp_mul", "tp_score", "tp_noise"):
+            torch.testing.assert_close(auto[k], want[k], rtol=0, atol=0)
         pc = PredictorCorrector(EulerMaruyamaPredictor(), LangevinCorrector())
         assert pc.nfe_on(sde) == (2 if proc == "ve" else 3)
         assert EulerMaruyamaPredictor().takes_score(sde) == (proc == "ve")
+        assert not EulerMaruyamaPredictor(discretization="score_sde").takes_score(sde)
     g = sd.grids.uniform(sd.VPSDE(), 4)
-    c = EulerMaruyamaPredictor(discretization="score_sde").init(sd.VPSDE(), g)
+    c = EulerMaruyamaPredictor(discretization="sliding").init(sd.VPSDE(), g)
     theta = (c["tp_eval"] - g[:-1]) / (g[1:] - g[:-1])
     torch.testing.assert_close(theta, torch.tensor([0.0, 1 / 3, 2 / 3, 1.0], dtype=torch.float64), rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize("N", [100, pytest.param(1000, marks=pytest.mark.slow)])
+@pytest.mark.parametrize("proc", ["vp", "subvp", "ve"])
+def test_em_score_sde_discretization_is_score_sde_chain(proc, N):
+    """Issue 8 item 3, the second clause ("both discretizations offered"): EulerMaruyamaPredictor(discretization=
+    "score_sde") on grids.uniform of a process with t_min = score_sde's eps is score_sde's Euler-Maruyama chain (its
+    sampling.py, re-written in benchmarks/langevin_law.py and checked there against its update_fn to 7.6e-15):
+    the exact output law (mean and variance, predictor alone, denoise=False) on the six-target panel equal to
+    round-off in float64. The default's own figures are in test_predictors_at_least_as_accurate_as_score_sde."""
+    L = _theirs_vs_ours()
+    sde = L.PROCESSES[proc](t_min=L.SCORE_SDE_EPS[proc])
+    solver = PredictorCorrector(EulerMaruyamaPredictor(discretization="score_sde"), None)
+    mean = torch.tensor([m for m, _ in L.PANEL], dtype=torch.float64)
+    std = torch.tensor([s for _, s in L.PANEL], dtype=torch.float64)
+    target = sd.Gaussian(mean, std)
+    m, v = chain_moments(
+        solver, sde, target.model(sde), sd.grids.uniform(sde, N), *target.marginal_moments(sde.T, sde), denoise=False
+    )
+    theirs = [L.score_sde_moments(proc, "em", N, a, b) for a, b in L.PANEL]
+    torch.testing.assert_close(m, torch.tensor([a for a, _ in theirs], dtype=torch.float64), rtol=1e-12, atol=0)
+    torch.testing.assert_close(v, torch.tensor([b for _, b in theirs], dtype=torch.float64), rtol=1e-12, atol=0)
+
+
 @pytest.mark.parametrize("D", [2, 4, 16, 64])
 def test_score_sde_points_sample_law(D):
-    """The samples of EulerMaruyamaPredictor(discretization="score_sde") follow their exact chain law (mean,
-    variance, covariance within 5 standard errors) on a Gaussian with variances 0.01 to 4, at D = 2 ... 64,
-    on VP (the default there) and on VE (an option there)."""
+    """The samples of EulerMaruyamaPredictor(discretization="sliding") on VP (the default there) and of
+    discretization="score_sde" on VE follow their exact chain laws (mean, variance, covariance within 5 standard
+    errors) on a Gaussian with variances 0.01 to 4, at D = 2 ... 64."""
     std = torch.logspace(math.log10(0.1), math.log10(2.0), D, dtype=torch.float64)
     mean = torch.linspace(-2.0, 2.0, D, dtype=torch.float64) + 0.3
     target = sd.Gaussian(mean, std)
     for proc, seed in (("vp", D), ("ve", 100 + D)):
         sde = PROCESSES[proc]()
-        solver = PredictorCorrector(EulerMaruyamaPredictor(discretization="score_sde"), None)
+        d = "sliding" if proc == "vp" else "score_sde"
+        solver = PredictorCorrector(EulerMaruyamaPredictor(discretization=d), None)
         model = target.model(sde)
         gen = torch.Generator().manual_seed(seed)
         n, steps = 4000, 25

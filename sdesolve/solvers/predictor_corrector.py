@@ -18,12 +18,13 @@ for VE ``a_i = 1``, ``G_i^2 = sigma_i^2 - sigma_{i+1}^2``.
 **Where the predictor evaluates the score.** ``discretization="midpoint"`` evaluates it at the
 interval's midpoint ``t_m = (t_i + t_{i+1}) / 2``; ``discretization="song"`` at its start ``t_i``,
 with Song et al.'s formulas exactly (the sampler of sdesolve <= 0.1); Euler–Maruyama also offers
-``"score_sde"``, the evaluation points of score_sde's sampler. Each predictor defaults to the most
+``"sliding"``, the evaluation points of score_sde's sampler, and ``"score_sde"``, its whole
+discretization (those points and its step lengths, to reproduce it). Each predictor defaults to the most
 accurate choice, measured exactly on a panel of Gaussian targets (variances 0.01 to 4) against
 score_sde's own chain at equal network calls (``benchmarks/langevin_law.py``, ``notes/langevin.md``):
 reverse diffusion (the sampler's default predictor) the midpoint, ancestral sampling the midpoint on
 variance-preserving processes and the start on variance-exploding ones, Euler–Maruyama the start on
-variance-exploding processes and score_sde's points elsewhere. Every formula below is first order; on
+variance-exploding processes and score_sde's points (``"sliding"``) elsewhere. Every formula below is first order; on
 Gaussian targets the midpoint reverse diffusion cancels the leading O(h) bias (worst error at N = 100
 steps 1.3 % on VP, 0.45 % on sub-VP, 0.13 % on VE against score_sde's 4.0 %, 2.7 % and 9.1 %; with the
 start point 30 %, 18 % and 9.1 %).
@@ -46,7 +47,8 @@ the score term, no noise):
   or ``s(x, t_m)`` (``"midpoint"``).
 * :class:`EulerMaruyamaPredictor`: ``x' = x + (f x - w g^2 s) h + g sqrt(-h) z`` (``h < 0``), with
   ``f``, ``g^2`` and ``s`` at ``t_i`` (``"song"``: Euler–Maruyama), at ``t_m``, or at
-  ``t_i + (i / (N - 1)) h`` (``"score_sde"``); the default ``"auto"``: ``"song"`` on VE, else ``"score_sde"``.
+  ``t_i + (i / (N - 1)) h`` (``"sliding"``; ``"score_sde"`` also takes score_sde's step lengths); the
+  default ``"auto"``: ``"song"`` on VE, else ``"sliding"``.
 
 Correctors (``n_steps`` Langevin steps ``x <- x + eps s + sqrt(2 eps) z``, one score each, at t_i):
 
@@ -122,7 +124,7 @@ __all__ = [
 
 DISCRETIZATIONS = ("midpoint", "song")
 ANCESTRAL_DISCRETIZATIONS = ("auto", "midpoint", "song")
-EM_DISCRETIZATIONS = ("auto", "midpoint", "song", "score_sde")
+EM_DISCRETIZATIONS = ("auto", "midpoint", "song", "sliding", "score_sde")
 STEP_RULES = ("sigma", "batch", "sample")
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
@@ -131,16 +133,16 @@ _LOW_PRECISION = (torch.float16, torch.bfloat16)
 def _eval_times(grid: Tensor, discretization: str) -> Tensor:
     """Where a predictor evaluates the score on each interval ``[t_{i+1}, t_i]``.
 
-    ``"song"``: its start ``t_i``; ``"midpoint"``: ``(t_i + t_{i+1}) / 2``; ``"score_sde"``:
-    ``t_i + theta_i (t_{i+1} - t_i)`` with ``theta_i = i / (N - 1)``, a point that moves from the start
-    of the first interval to the end of the last. On a uniform grid these are the N points
+    ``"song"``: its start ``t_i``; ``"midpoint"``: ``(t_i + t_{i+1}) / 2``; ``"sliding"`` and
+    ``"score_sde"``: ``t_i + theta_i (t_{i+1} - t_i)`` with ``theta_i = i / (N - 1)``, a point that moves
+    from the start of the first interval to the end of the last. On a uniform grid these are the N points
     ``linspace(t_0, t_N, N)``: score_sde's ``pc_sampler`` evaluates at ``linspace(T, eps, N)`` while
     its states are ``T / N`` apart (``sampling.py``).
     """
     t, t_next = grid[:-1], grid[1:]
     if discretization == "song":
         return t.clone()
-    if discretization == "score_sde":
+    if discretization in ("sliding", "score_sde"):
         n = t.numel()
         theta = torch.arange(n, dtype=grid.dtype) / max(n - 1, 1)
         return t + theta * (t_next - t)
@@ -344,21 +346,28 @@ class EulerMaruyamaPredictor(_GridPredictor):
 
     * ``"song"``: the start ``t_i`` (Euler–Maruyama proper: the scheme of :class:`~sdesolve.EulerMaruyama`);
     * ``"midpoint"``: ``(t_i + t_{i+1}) / 2``;
-    * ``"score_sde"``: score_sde's evaluation points, ``t_i + (i / (N - 1)) (t_{i+1} - t_i)``:
+    * ``"sliding"``: score_sde's evaluation points, ``t_i + (i / (N - 1)) (t_{i+1} - t_i)``:
       on a uniform grid the N points ``linspace(t_0, t_N, N)`` of score_sde's ``pc_sampler``
       (``sampling.py``; its state advances by ``T / N`` per step, so its score is taken up to one step
-      later than the state's time, most at the end of the chain);
-    * ``"auto"`` (the default): ``"song"`` on variance-exploding processes (alpha = 1), ``"score_sde"``
+      later than the state's time, most at the end of the chain), with this grid's steps ``h``;
+    * ``"score_sde"``: score_sde's discretization whole, to reproduce its sampler: the ``"sliding"``
+      points and its step lengths, ``h t_0 / (t_0 - t_N)`` (they add up to ``t_0``: its ``dt = -1 / N``
+      with T = 1, which integrates down to t = 0 while the score is taken down to ``t_N``). On
+      ``grids.uniform`` of a process with ``t_min`` = score_sde's ``eps`` (1e-3 on VP and sub-VP, 1e-5 on
+      VE in its ``run_lib.py``) the chain is score_sde's ``EulerMaruyamaPredictor``'s, step for step;
+    * ``"auto"`` (the default): ``"song"`` on variance-exploding processes (alpha = 1), ``"sliding"``
       on every other.
 
     Every choice is first order; where the O(h) bias of the output law lands depends on the point and
     no data-free point cancels it (``notes/langevin.md``, section 2). The default is the most accurate
-    choice, measured exactly on a panel of Gaussian targets (variances 0.01 to 4, ``notes/langevin.md``):
-    worst error of the output law at N = 100 / 1000 steps 1.70 % / 0.42 % on VP (``"song"``: 10.6 % /
-    0.67 %; score_sde's own chain: 1.68 % / 0.57 %), 2.70 % / 0.27 % on sub-VP (score_sde 2.74 % /
-    0.32 %), 0.33 % / 0.011 % on VE (score_sde 2.11 % / 1.09 %). Only ``"song"`` evaluates at
-    ``(x, t_i)`` and so reuses a Metropolis-adjusted corrector's score (no call of its own); the
-    others cost one call per step more behind that corrector. One score per step.
+    choice overall, measured exactly on a panel of Gaussian targets (variances 0.01 to 4,
+    ``notes/langevin.md``): worst error of the output law at N = 100 / 1000 steps 1.70 % / 0.42 % on VP
+    (``"song"``: 10.6 % / 0.67 %; ``"score_sde"``: 1.68 % / 0.57 %), 2.70 % / 0.27 % on sub-VP
+    (``"score_sde"``: 2.74 % / 0.32 %), 0.33 % / 0.011 % on VE (``"score_sde"``: 2.11 % / 1.09 %): ahead
+    of score_sde's discretization in 5 of these 6 cells, behind by 0.02 points (1.2 % of the error) on
+    VP at N = 100. Only ``"song"`` evaluates at ``(x, t_i)`` and so reuses a Metropolis-adjusted
+    corrector's score (no call of its own); the others cost one call per step more behind that
+    corrector. One score per step.
     """
 
     def __init__(self, probability_flow: bool = False, discretization: str = "auto"):
@@ -367,11 +376,13 @@ class EulerMaruyamaPredictor(_GridPredictor):
 
     def _discretization_for(self, sde: LinearSDE) -> str:
         if self.discretization == "auto":  # measured on the Gaussian panel, notes/langevin.md section 2
-            return "song" if _process_kind(sde) == "ve" else "score_sde"
+            return "song" if _process_kind(sde) == "ve" else "sliding"
         return self.discretization
 
     def _coefficients(self, sde: LinearSDE, grid: Tensor, t_eval: Tensor) -> dict[str, Tensor]:
         h = grid[1:] - grid[:-1]
+        if self._discretization_for(sde) == "score_sde":  # score_sde's dt: the steps add up to t_0
+            h = h * (grid[0] / (grid[0] - grid[-1]))
         f, g2 = sde._f(t_eval), torch.clamp(sde._g2(t_eval), min=0.0)
         w = 0.5 if self.probability_flow else 1.0
         return {"mul": 1.0 + f * h, "score": -w * g2 * h, "noise": torch.sqrt(g2 * (-h))}

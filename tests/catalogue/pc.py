@@ -100,13 +100,13 @@ CASES = [
         "pc-em-discretization-type",
         lambda: EulerMaruyamaPredictor(discretization=1),
         TypeError,
-        r"discretization must be one of \('auto', 'midpoint', 'song', 'score_sde'\), got 1",
+        r"discretization must be one of \('auto', 'midpoint', 'song', 'sliding', 'score_sde'\), got 1",
     ),
     Case(
         "pc-em-discretization-value",
         lambda: EulerMaruyamaPredictor(discretization="scoresde"),
         ValueError,
-        r"discretization must be one of \('auto', 'midpoint', 'song', 'score_sde'\), got 'scoresde'",
+        r"discretization must be one of \('auto', 'midpoint', 'song', 'sliding', 'score_sde'\), got 'scoresde'",
     ),
     Case(
         "pc-rd-discretization-score-sde",
