@@ -677,6 +677,50 @@ def test_per_sample_step_into_sigma_zero_names_the_sample_whose_first_evaluation
         sd.sample(sde, score, x_T=x_T, solver=ODE("dopri5", rtol=1e-3, atol=1e-3, per_sample=True), grid=[t0, 0.0])
 
 
+@pytest.mark.parametrize("proc", list(ZERO_END))
+def test_shared_step_into_sigma_zero_below_sqrt_tol_is_the_two_half_step_from_t0_itself(proc):
+    """A grid [t0, 0] with r(t0) < sqrt(tol) (t0 = 0.0035: r = 0.0217 on VP, 0.0210 on DDPM, 5.0e-4 on
+    subVP; tol = 1e-3): the batch-shared step into sigma = 0 starts at t0 itself, not at t(r(t0)), which
+    differs from t0 in the last place here: no integration, two evaluations, and the answer is the two-half
+    constant-eps step in (r, y) = (sigma/alpha, x/alpha) written out with the exact eps of the Gaussian,
+    ``r (y - m) / (v + r^2)``: y_m = y - (r/2) eps(y, r), y_0 = y_m - (r/2) eps(y_m, r/2) (1e-13). The
+    budget: max_nfe = 2 suffices, 1 stops before the step (t0, 0 evaluations); NaN at the first
+    evaluation is named with t0 and its count (whole messages)."""
+    sde = ZERO_END[proc]()
+    t0 = 0.0035
+    r = float(sde.sigma_over_alpha(torch.tensor(t0, dtype=F64)))
+    assert r < math.sqrt(1e-3) and float(sde.t_of_sigma_over_alpha(torch.tensor(r, dtype=F64))) != t0
+    x_T = TARGET_4D.marginal_sample(6, t0, sde, generator=torch.Generator().manual_seed(5)).to(F64)
+    model = _eps_model_refusing_sigma_zero(sde, TARGET_4D)
+    m, v = TARGET_4D.mean.to(F64), TARGET_4D.std.to(F64) ** 2
+
+    def eps(y, rr):
+        return rr * (y - m) / (v + rr * rr)
+
+    y = x_T / float(sde.alpha(torch.tensor(t0, dtype=F64)))
+    y_m = y - (r / 2) * eps(y, r)
+    want = y_m - (r / 2) * eps(y_m, r / 2)  # alpha(0) = 1
+    for max_nfe in (10_000, 2):
+        solver = ODE("dopri5", rtol=1e-3, atol=1e-3, max_nfe=max_nfe)
+        x = sd.sample(sde, model, x_T=x_T, solver=solver, grid=[t0, 0.0])
+        torch.testing.assert_close(x, want, rtol=1e-13, atol=1e-13)
+        assert solver.last_nfe == 2
+    with pytest.raises(sd.AdaptiveSolveError) as err:
+        sd.sample(sde, model, x_T=x_T, solver=ODE("dopri5", rtol=1e-3, atol=1e-3, max_nfe=1), grid=[t0, 0.0])
+    assert (err.value.t, err.value.nfe) == (t0, 0)
+    assert str(err.value) == f"the adaptive solve (dopri5) stopped at t = {t0:.6g} after 0 evaluations (max_nfe=1)"
+
+    def score(x, t):
+        return torch.where((torch.arange(6) == 2)[:, None], torch.nan, model.score(x, t))
+
+    msg = (
+        f"the adaptive solve (dopri5) got NaN or inf from the vector field at t = {t0:.6g} (evaluation 2); "
+        "check the model's output there"
+    )
+    with pytest.raises(sd.NonFiniteError, match=f"^{re.escape(msg)}$"):
+        sd.sample(sde, score, x_T=x_T, solver=ODE("dopri5", rtol=1e-3, atol=1e-3), grid=[t0, 0.0])
+
+
 @pytest.mark.gpu
 def test_per_sample_step_into_sigma_zero_on_cuda_is_the_cpu_solve():
     """On a GPU, the per-sample step into sigma = 0 with retries (grid [t0, 0], r(t0) = 0.045) keeps its
