@@ -209,3 +209,56 @@ def test_inductor_step_on_cuda(name, fallback_random):
     ref, _, _ = _solve(solver, sde, model, x, 10)
     scale = float(ref.abs().max())
     torch.testing.assert_close(got, ref, rtol=0.0, atol=1e-4 * max(scale, 1.0))
+
+
+def test_nfe_set_after_a_compiled_solve_is_the_value_set():
+    """Inside a compiled step the count goes to a tensor the model folds into ``nfe``; setting ``nfe``
+    afterwards (``model.nfe = 0`` between runs) gives exactly the value set, and later calls, compiled
+    or eager, count on from it."""
+    sde, solver, model, _ = _problem("ddim")
+    kw = dict(solver=solver, steps=4, dtype=torch.float32)
+    sd.sample(sde, model, (2, 3), compile={"backend": "aot_eager"}, **kw)
+    assert model.nfe == solver.nfe(4) == 4
+    model.nfe = 0
+    assert model.nfe == 0
+    sd.sample(sde, model, (2, 3), **kw)
+    assert model.nfe == 4
+    model.nfe = 7
+    sd.sample(sde, model, (2, 3), compile={"backend": "aot_eager"}, **kw)
+    assert model.nfe == 11
+
+
+def test_compiled_step_is_built_once_per_options_and_left_out_of_copies():
+    """``compiled_step`` builds one :class:`CompiledStep` per set of options (in any order) for this
+    solver, holding the solver and its options; a copy or a pickle of the solver leaves them behind
+    (a compiled function cannot be pickled): the copy equals the solver field by field, builds its own,
+    and the solver's repr is unchanged. Nothing is compiled here (torch.compile is lazy)."""
+    import copy
+    import pickle
+
+    solver = sd.DDPM()
+    step = solver.compiled_step(backend="aot_eager", fullgraph=True)
+    assert solver.compiled_step(fullgraph=True, backend="aot_eager") is step
+    other = solver.compiled_step(backend="aot_eager")
+    assert other is not step and other.options == {"backend": "aot_eager"}
+    assert step.solver is solver and step.options == {"backend": "aot_eager", "fullgraph": True}
+    assert repr(step) == "CompiledStep(DDPM(variance='small'), {'backend': 'aot_eager', 'fullgraph': True})"
+    assert repr(solver) == "DDPM(variance='small')"
+    for c in (copy.deepcopy(solver), pickle.loads(pickle.dumps(solver))):
+        assert vars(c) == {"variance": "small"} and repr(c) == repr(solver)
+        assert c.compiled_step(backend="aot_eager") is not other
+
+
+def test_compiled_step_called_like_the_step_takes_the_steps_defaults():
+    """A :class:`CompiledStep` is called like ``solver.step``: without ``noise=`` or ``need_x0=`` it takes
+    the step's defaults (a noisy step, no x0 preview), bitwise the eager step's state (aot_eager)."""
+    sde, solver, model, x = _problem("ddpm")
+    grid = sd.grids.make_grid(solver.default_grid, sde, 4)
+    coefs = _to_device(solver.init(sde, grid), x)
+    step = solver.compiled_step(backend="aot_eager", fullgraph=True)
+    got = step(model, solver.init_state(x, coefs), 0, coefs, generator=torch.Generator().manual_seed(2))
+    ref = solver.step(model, solver.init_state(x, coefs), 0, coefs, generator=torch.Generator().manual_seed(2))
+    assert got.keys() == ref.keys() and "x0" not in got
+    assert torch.equal(got["x"], ref["x"])
+    mean = solver.step(model, solver.init_state(x, coefs), 0, coefs, noise=False)["x"]
+    assert not torch.allclose(got["x"], mean, rtol=0.0, atol=1e-3)

@@ -438,3 +438,132 @@ def test_score_model_copies_and_pickles():
         assert c.nfe == 1 and c._counter._lock is not m._counter._lock
         c.eps(torch.zeros(3, 2), 0.5)
         assert c.nfe == 2 and m.nfe == 1
+
+
+# --------------------------------------------------------------------------- times: view_at and the public views
+def _spy_model(sde, **kw):
+    """A model whose network returns x and records each time input it receives."""
+    seen = []
+
+    def spy(x, t):
+        seen.append(t)
+        return x
+
+    return ScoreModel(spy, sde, prediction="eps", **kw), seen
+
+
+def test_view_at_checks_every_time_but_the_solvers_own_form():
+    """view_at takes the solvers' form (a 0-d float64 tensor on x's device) as it is, clamped into
+    [0, T] (a grid computed with round-off may end a hair below 0); every other form goes through the
+    public views' checks: a Python float or a (B,) tensor gives the network what ``m(x, t)`` gives it,
+    a float32 0-d time outside [0, T] is refused like the public views refuse it."""
+    from sdesolve.model import view_at
+
+    sde = sd.DiscreteVPSDE.from_schedule("linear")
+    m, seen = _spy_model(sde)
+    x = torch.randn(3, 2, dtype=F64)
+    coefs = (torch.tensor(0.5, dtype=F64), torch.tensor(0.8, dtype=F64))
+    view_at(m, x, torch.tensor(-1e-9, dtype=F64), "eps", coefs)
+    assert torch.equal(seen[-1], sde.network_time(torch.zeros(3, dtype=F64)))
+    for t in (0.3, torch.tensor([0.1, 0.5, 0.9], dtype=F64), torch.tensor([0.1, 0.5, 0.9]), torch.tensor(0.7)):
+        m(x, t)
+        view_at(m, x, t, "eps", coefs)
+        assert torch.equal(seen[-1], seen[-2]), t
+    for t in (torch.tensor(1.5), torch.tensor([0.2, 1.5, 0.3])):
+        with pytest.raises(ValueError, match=r"^t must lie in \[0, 1\], got values \[1.5\]"):
+            view_at(m, x, t, "eps", coefs)
+
+
+def test_public_views_clamp_a_time_a_hair_below_0_and_take_an_empty_batch():
+    """A time within the dtype tolerance below 0 reaches the network as exactly 0 (clamped, as at T);
+    an empty batch (B = 0) is a valid input: an empty output, and the network sees an empty time."""
+    sde = sd.VPSDE()
+    m, seen = _spy_model(sde)
+    for x, t in ((torch.randn(3, 2, dtype=F64), -1e-17), (torch.randn(3, 2), torch.tensor(-1e-8))):
+        m.eps(x, t)
+        assert torch.equal(seen[-1], torch.zeros(3, dtype=x.dtype)), t
+    for view in ("forward", *PREDICTIONS):
+        out = m(torch.zeros(0, 2, dtype=F64), 0.5) if view == "forward" else getattr(m, view)(torch.zeros(0, 2), 0.5)
+        assert out.shape == (0, 2)
+    assert seen[-1].shape == (0,)
+
+
+@pytest.mark.parametrize("pred", ["score", "x0"])
+def test_each_view_uses_the_coefficients_it_is_given(pred):
+    """``coefs=(alpha, sigma)`` given to ``eps``, ``x0``, ``v`` or ``score`` are the coefficients of the
+    conversion, whatever the process says at t: with made-up ones (alpha = 0.3, sigma = 2, far from
+    VP's at t = 0.5) each view is the hand formula at those values, not at the process' own."""
+    sde = sd.VPSDE()
+    m = ScoreModel(net, sde, prediction=pred)
+    x, _ = data(sde)
+    t = 0.5
+    a, s = torch.tensor(0.3, dtype=F64), torch.tensor(2.0, dtype=F64)
+    out = m(x, t)
+    want = views_by_hand(out, x, a, s, pred)
+    for view in PREDICTIONS:
+        got = getattr(m, view)(x, t, coefs=(a, s))
+        torch.testing.assert_close(got, want[view], rtol=1e-14, atol=1e-14)
+        if view != pred:
+            assert not torch.allclose(getattr(m, view)(x, t), got, rtol=1e-2, atol=0), view
+
+
+# --------------------------------------------------------------------------- guidance
+def _labelled(**kw):
+    """A model of a network ``x * y`` (y: a per-sample float label) that records its inputs."""
+    seen = []
+
+    def lab(x, t, y):
+        seen.append((t, y))
+        return x * y.reshape((-1,) + (1,) * (x.dim() - 1)).to(x.dtype)
+
+    return ScoreModel(lab, sd.VPSDE(), **kw), seen
+
+
+def test_guided_model_hands_the_network_the_conditional_models_times():
+    """The guided call of 2B samples gets the conditional model's time input (its ``time_input``, in its
+    ``time_dtype``), once per half; a time input that is one number for the batch (0-d) is handed as it is."""
+    x = torch.randn(3, 2)
+    yc, yu = torch.tensor([1.0, 2.0, 3.0]), torch.tensor([0.5])
+    m, seen = _labelled(time_input=lambda t: 999.0 * t, time_dtype=F64, model_kwargs={"y": yc})
+    g = m.guided(4.0, {"y": yu})
+    out = g.eps(x, torch.tensor([0.1, 0.2, 0.3], dtype=F64))
+    t_in = seen[-1][0]
+    assert t_in.dtype == F64 and torch.equal(t_in, 999.0 * torch.tensor([0.1, 0.2, 0.3, 0.1, 0.2, 0.3], dtype=F64))
+    torch.testing.assert_close(out, x * (yu + 4.0 * (yc - yu))[:, None], rtol=1e-6, atol=0)
+    m0, seen0 = _labelled(time_input=lambda t: t[0], model_kwargs={"y": yc})
+    out = m0.guided(4.0, {"y": yu}).eps(x, 0.5)
+    assert seen0[-1][0].shape == () and float(seen0[-1][0]) == 0.5
+    torch.testing.assert_close(out, x * (yu + 4.0 * (yc - yu))[:, None], rtol=1e-6, atol=0)
+
+
+def test_guided_select_and_with_kwargs_carry_both_halves():
+    """``select`` indexes the conditional and the unconditional per-sample inputs alike (the guided model
+    of x[index] is the guided model's rows at index); ``with_kwargs`` after an evaluation binds the new
+    conditional inputs (the 2B inputs are built again, not taken from the first evaluation)."""
+    x = torch.randn(4, 2, dtype=F64)
+    yc, yu = torch.tensor([1.0, 2.0, 3.0, 4.0]), torch.tensor([-1.0, 0.5, 0.25, 2.0])
+    m, seen = _labelled(model_kwargs={"y": yc})
+    g = m.guided(3.0, {"y": yu})
+    full = g.eps(x, 0.4)
+    torch.testing.assert_close(full, x * (yu + 3.0 * (yc - yu)).to(F64)[:, None], rtol=1e-15, atol=0)
+    for index in ([2, 0], slice(1, 3), torch.tensor([False, True, False, True]), 3):
+        rows = torch.arange(4)[index].reshape(-1)
+        torch.testing.assert_close(g.select(index).eps(x[rows], 0.4), full[rows], rtol=1e-15, atol=0)
+    new = torch.tensor([5.0, 6.0, 7.0, 8.0])
+    g2 = g.with_kwargs(y=new)
+    torch.testing.assert_close(g2.eps(x, 0.4), x * (yu + 3.0 * (new - yu)).to(F64)[:, None], rtol=1e-15, atol=0)
+    torch.testing.assert_close(g.eps(x, 0.4), full, rtol=0, atol=0)
+
+
+def test_guided_inputs_are_built_once_per_batch_size():
+    """The concatenated (uncond, cond) inputs are built at the first evaluation for a batch size and reused
+    (the same tensor reaches the network again: no concatenation per call); another batch size gets its own."""
+    yc, yu = torch.tensor([2.0]), torch.tensor([1.0])
+    m, seen = _labelled(model_kwargs={"y": yc})
+    g = m.guided(2.0, {"y": yu})
+    for B in (3, 3, 5, 3):
+        x = torch.randn(B, 2, dtype=F64)
+        torch.testing.assert_close(g.eps(x, 0.5), 3.0 * x, rtol=1e-15, atol=0)
+        assert seen[-1][1].shape == (2 * B,)
+    ys = [y for _, y in seen]
+    assert ys[1] is ys[0] and ys[2] is not ys[0] and ys[3] is not ys[2]

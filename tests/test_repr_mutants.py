@@ -33,3 +33,16 @@ def test_a_users_predictor_and_corrector_inherit_readable_reprs():
     assert repr(MyPredictor()) == "MyPredictor(probability_flow=False)"
     assert repr(MyPredictor(probability_flow=True)) == "MyPredictor(probability_flow=True)"
     assert repr(MyCorrector(0.075, 3)) == "MyCorrector(snr=0.075, n_steps=3)"
+
+
+def _net_kw(x, t, **kwargs):
+    return x
+
+
+def test_score_model_repr_lists_bound_inputs_after_the_time_dtype_and_guidance_after_them():
+    sde = sd.VPSDE()
+    m = sd.ScoreModel(_net_kw, sde, time_dtype=torch.float64, model_kwargs={"y": torch.zeros(2), "emb": 1.0})
+    assert m.extra_repr() == "prediction='eps', time_dtype=torch.float64, model_kwargs=['emb', 'y']"
+    assert sd.ScoreModel(_net_kw, sde, model_kwargs={"y": 0}).extra_repr() == "prediction='eps', model_kwargs=['y']"
+    g = sd.ScoreModel(_net_kw, sde, prediction="v", model_kwargs={"y": 1}).guided(7.5, {"y": 0})
+    assert g.extra_repr() == "prediction='v', model_kwargs=['y'], guidance_scale=7.5, uncond_kwargs=['y']"

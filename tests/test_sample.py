@@ -343,3 +343,53 @@ def test_callable_grid_same_in_sample_and_graph_sampler():
     assert torch.equal(gs.grid, early(sde, 5))
     torch.testing.assert_close(gs(x_T), a, rtol=0, atol=1e-12)
     assert torch.equal(a, sd.sample(sde, model, x_T=x_T, solver=sd.DDIM(), grid=early(sde, 5)))  # = its tensor
+
+
+# --------------------------------------------------------------------------- the draws every solver makes
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_draw_gives_each_law_in_the_asked_dtype(dtype):
+    """``solvers.base.draw``: "normal" and "uniform" are torch.randn / torch.rand of the generator, bitwise,
+    in the asked dtype; "rademacher" is exactly +-1 in the asked dtype, each sign with probability 1/2
+    (n = 20000: the share of +1 lies within 5 standard deviations, 0.018, of 1/2); a list of generators
+    gives slice i along ``batch_dim`` from generator i alone, as drawn for a batch of one."""
+    from sdesolve.solvers.base import draw
+
+    for kind, ref in (("normal", torch.randn), ("uniform", torch.rand)):
+        got = draw(kind, (3, 4), _gen(5), device="cpu", dtype=dtype)
+        assert got.dtype == dtype and torch.equal(got, ref((3, 4), generator=_gen(5), dtype=dtype)), kind
+    r = draw("rademacher", (20000,), _gen(6), device="cpu", dtype=dtype)
+    assert r.dtype == dtype and bool(((r == 1) | (r == -1)).all())
+    assert abs(float((r == 1).double().mean()) - 0.5) < 5 * 0.5 / math.sqrt(20000)
+    for kind in ("normal", "uniform", "rademacher"):
+        got = draw(kind, (5, 2, 3), [_gen(7), _gen(8)], device="cpu", dtype=dtype, batch_dim=1)
+        for i, seed in enumerate((7, 8)):
+            assert torch.equal(got[:, i], draw(kind, (5, 3), _gen(seed), device="cpu", dtype=dtype)), kind
+
+
+@pytest.mark.gpu
+def test_draws_are_made_on_the_device_asked_for():
+    """Every kind of draw, from the default generator, a CUDA generator or a list of them, is made on
+    the GPU when asked (the numbers are those of the same draw made there directly), and a solver's
+    ``randn_like`` draws on its state's device."""
+    from sdesolve.solvers.base import draw, randn_like
+
+    dev = torch.device("cuda")
+
+    def g(seed):
+        return torch.Generator(device=dev).manual_seed(seed)
+
+    for kind in ("normal", "uniform", "rademacher"):
+        for gen in (None, g(1), [g(1), g(2)]):
+            got = draw(kind, (2, 4), gen, device=dev, dtype=torch.float32)
+            assert got.device.type == "cuda" and got.dtype == torch.float32, (kind, gen)
+        one = draw(kind, (2, 4), g(1), device=dev, dtype=torch.float32)
+        if kind == "normal":
+            assert torch.equal(one, torch.randn(2, 4, generator=g(1), device=dev))
+        elif kind == "uniform":
+            assert torch.equal(one, torch.rand(2, 4, generator=g(1), device=dev))
+        else:
+            assert torch.equal(one, 2.0 * torch.randint(0, 2, (2, 4), generator=g(1), device=dev) - 1.0)
+    x = torch.zeros(3, 2, device=dev, dtype=torch.float64)
+    for gen in (None, g(4), [g(4), g(5), g(6)]):
+        e = randn_like(x, gen)
+        assert e.device.type == "cuda" and e.dtype == torch.float64 and e.shape == x.shape

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 import sdesolve as sd
-from sdesolve.model import GuidedModel, ScoreModel, as_model
+from sdesolve.model import GuidedModel, ScoreModel, as_model, unwrap_output
 
 from . import Case
 
@@ -45,6 +45,23 @@ def _sample(**kw):
 class _StrNet(torch.nn.Module):
     def forward(self, x, t):
         return "eps"
+
+
+class _CallNet:
+    """A callable object that is not an nn.Module and has no ``__name__``."""
+
+    def __call__(self, x, t, **kwargs):
+        return "eps"
+
+
+def _guided_str():
+    """A guided model whose network (an nn.Module taking a label) returns a string."""
+
+    class _StrNetKw(torch.nn.Module):
+        def forward(self, x, t, y):
+            return "eps"
+
+    return ScoreModel(_StrNetKw(), sd.VPSDE(), model_kwargs={"y": torch.zeros(3)}).guided(3.0, {"y": torch.ones(1)})
 
 
 CASES = [
@@ -124,7 +141,7 @@ CASES = [
         "model-score-coefs-float",
         lambda: _m().score(_x(), 0.5, coefs=0.5),
         TypeError,
-        r"coefs must be None or a pair \(alpha, sigma\) of tensors",
+        r"^coefs must be None or a pair \(alpha, sigma\) of tensors, got 0.5$",
     ),
     Case(
         "model-score-coefs-triple",
@@ -175,6 +192,18 @@ CASES = [
         lambda: ScoreModel(_StrNet(), sd.VPSDE()).eps(_x(), 0.5),
         TypeError,
         r"the network _StrNet must return a tensor .*got str",
+    ),
+    Case(
+        "model-net-callable-object-returns-string",
+        lambda: ScoreModel(_CallNet(), sd.VPSDE()).eps(_x(), 0.5),
+        TypeError,
+        r"^the network _CallNet must return a tensor or an output holding one .*, got str$",
+    ),
+    Case(
+        "model-unwrap_output-float-no-network",
+        lambda: unwrap_output(1.0),
+        TypeError,
+        r"^the network \(network\) must return a tensor or an output holding one .*, got float$",
     ),
     # model_kwargs: ScoreModel(model_kwargs=), with_kwargs, sample/log_likelihood/GraphSampler(model_kwargs=)
     Case(
@@ -284,13 +313,13 @@ CASES = [
         "guided-of-guided",
         lambda: _mk().guided(3.0, _null()).guided(2.0, _null()),
         ValueError,
-        r"model is already a GuidedModel: guide the conditional ScoreModel once",
+        r"^model is already a GuidedModel: guide the conditional ScoreModel once$",
     ),
     Case(
         "guided-model-not-a-score-model",
         lambda: GuidedModel(_net_kw, 3.0, _null()),
         TypeError,
-        r"model must be a ScoreModel, got <function _net_kw",
+        r"^model must be a ScoreModel, got <function _net_kw at 0x[0-9a-f]+> \(function\)$",
     ),
     Case(
         "guided-uncond-without-cond",
@@ -333,6 +362,12 @@ CASES = [
         ValueError,
         r"the network returned shape \(3, 2\) for the guided batch of 2B = 6 samples \(unconditional, then "
         r"conditional\), expected \(6, 2\)",
+    ),
+    Case(
+        "guided-net-returns-string",
+        lambda: _guided_str().eps(_x(), 0.5),
+        TypeError,
+        r"^the network _StrNetKw must return a tensor or an output holding one .*, got str$",
     ),
     # as_model(model, sde)
     Case(
