@@ -686,3 +686,53 @@ def test_log_snr_budget_error_names_the_process_time(per_sample):
         f"(max_nfe=1){sample}, integrating "
     )
     assert ("to t = 0.001;" if per_sample else "from t = 1 to t = 0.001;") in str(info.value)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("proc", ["VP", "discrete"])
+def test_per_sample_log_snr_solve_on_cuda_copies_nothing_to_the_device_per_evaluation(proc):
+    """On a GPU the per-sample solve in u = log(sigma/alpha) takes its ends, clamps and coefficients on
+    the device: no host tensor is copied to the device per evaluation (a few per solve at most: its
+    ends), the host is read about once per step (the three flags), and the answer is the CPU solve's."""
+    import warnings
+
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class HostToDevice(TorchDispatchMode):
+        """Counts the copies of a host tensor onto the device (``to``/``copy_``)."""
+
+        def __init__(self):
+            super().__init__()
+            self.n = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            if func is torch.ops.aten._to_copy.default:
+                src, dst = args[0], out
+            elif func is torch.ops.aten.copy_.default:
+                src, dst = args[1], args[0]
+            else:
+                return out
+            if isinstance(src, torch.Tensor) and src.device.type == "cpu" and dst.device.type == "cuda":
+                self.n += 1
+            return out
+
+    sde = LOG_SNR[proc]()
+    x_T = _mixed_batch(TARGET_4, sde).cuda()
+    model = TARGET_4.model(sde)
+    solver = ODE("dopri5", rtol=1e-6, atol=1e-6, per_sample=True, time_variable="log_snr")
+    sd.sample(sde, model, x_T=x_T, solver=solver)  # warm-up: the device caches of the target and process
+    torch.cuda.synchronize()
+    with warnings.catch_warnings(record=True) as caught, HostToDevice() as h2d:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            x = sd.sample(sde, model, x_T=x_T, solver=solver)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    syncs = sum("synchroniz" in str(w.message) for w in caught)
+    steps = solver.last_nfe / 6  # dopri5: 6 new evaluations per attempted step (FSAL)
+    assert h2d.n <= 10, (h2d.n, solver.last_nfe)
+    assert syncs <= steps + 20, (syncs, steps)
+    cpu = sd.sample(sde, model, x_T=x_T.cpu(), solver=solver)
+    torch.testing.assert_close(x.cpu(), cpu, rtol=1e-9, atol=1e-9)
