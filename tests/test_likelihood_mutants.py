@@ -17,7 +17,7 @@ import pytest
 import torch
 
 import sdesolve as sd
-from sdesolve import Gaussian, log_likelihood
+from sdesolve import VPSDE, Gaussian, bits_per_dim, log_likelihood
 from sdesolve.likelihood import _on_grid, _range_hint
 
 F64 = torch.float64
@@ -427,3 +427,80 @@ def test_fixed_steps_and_a_trace_that_ignores_x_on_the_gpu():
     xd = x.to(dev)
     _, tr = hutchinson_trace(lambda v: w.expand(v.shape[0], -1) * 1.0, xd, torch.randn(2, 3, 3, dtype=F64, device=dev))
     assert tr.device == xd.device and torch.equal(tr.cpu(), torch.zeros(3, dtype=F64))
+
+
+# ------------------------------------------------------------------ bits per dimension, by hand
+def _unit_score(x, t):
+    """The exact score of N(0, I) data under VP (which keeps N(0, I) at every t): -x, for any event shape."""
+    return -x
+
+
+_BPD_KW = dict(divergence="hutchinson", probe="gaussian", method="rk4", steps=2)
+
+
+def test_bits_per_dim_is_the_log_likelihood_at_the_dequantized_points():
+    """bits_per_dim of 8-bit integers k on [-1, 1] is -log p(x) / (D ln 2) + 7 at x = -1 + 2 (k + u) / 256,
+    u ~ U[0, 1) drawn from the generator in the asked dtype before the likelihood's probes (which come from
+    the same generator): written out here, bitwise, for a batch of two and of one. With dequantize=None and
+    no dtype the points are the bin centres (k + 1/2) / 256 in the default dtype."""
+    sde = VPSDE()
+    k = torch.randint(0, 256, (2, 3), generator=torch.Generator().manual_seed(0))
+    for kk in (k, k[:1]):
+        got = bits_per_dim(sde, _unit_score, kk, dtype=F64, generator=torch.Generator().manual_seed(5), **_BPD_KW)
+        g = torch.Generator().manual_seed(5)
+        u = torch.rand(kk.shape, generator=g, dtype=F64)
+        xs = -1.0 + 2.0 * (kk + u) / 256
+        want = -log_likelihood(sde, _unit_score, xs, generator=g, **_BPD_KW).logp / (3 * math.log(2.0)) + 7.0
+        assert got.dtype == F64 and got.shape == (kk.shape[0],)
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+    got = bits_per_dim(sde, _unit_score, k, dequantize=None, generator=torch.Generator().manual_seed(6), **_BPD_KW)
+    centres = -1.0 + 2.0 * (k.to(torch.float32) + 0.5) / 256
+    lp = log_likelihood(sde, _unit_score, centres, generator=torch.Generator().manual_seed(6), **_BPD_KW).logp
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, -lp / (3 * math.log(2.0)) + 7.0, rtol=0, atol=0)
+
+
+def test_bits_per_dim_of_float_data_is_that_of_the_integers_it_rounds_to():
+    """Float data on the grid of data_range give bitwise the bits/dim of the integers they round to, in
+    the float data's dtype (or the asked one), computed from the float64 grid position: ToTensor()-style
+    float32 k / 255; float16 integers on a 100-level grid of (0, 99) (float16 arithmetic would put ten of
+    them off the grid); a batch of scalar events; a point 1/1000 of a level off (the tolerance, inclusive)."""
+    sde = VPSDE()
+
+    def bpd(x, **kw):
+        return bits_per_dim(sde, _unit_score, x, generator=torch.Generator().manual_seed(7), **_BPD_KW, **kw)
+
+    k = torch.randint(0, 256, (2, 3), generator=torch.Generator().manual_seed(1))
+    xf = (k / 255.0).to(torch.float32)
+    a, b = bpd(xf, data_range=(0.0, 1.0)), bpd(k, data_range=(0.0, 1.0), dtype=torch.float32)
+    assert a.dtype == torch.float32 and torch.equal(a, b)
+    a, b = bpd(xf, data_range=(0.0, 1.0), dtype=F64), bpd(k, data_range=(0.0, 1.0), dtype=F64)
+    assert a.dtype == F64 and torch.equal(a, b)
+    kh = torch.arange(100).reshape(4, 25)
+    a = bpd(kh.to(torch.float16), data_range=(0.0, 99.0), levels=100)
+    b = bpd(kh, data_range=(0.0, 99.0), levels=100, dtype=torch.float16)
+    assert torch.equal(a, b)
+    a = bpd(torch.tensor([0.0, 0.5, 1.0]), data_range=(0.0, 1.0), levels=3)
+    assert a.shape == (3,) and torch.equal(a, bpd(torch.tensor([0, 1, 2]), data_range=(0.0, 1.0), levels=3))
+    a = bpd(torch.tensor([[1e-3, 1.0, 0.0]], dtype=F64), data_range=(0.0, 1.0), levels=2)
+    assert torch.equal(a, bpd(torch.tensor([[0, 1, 0]]), data_range=(0.0, 1.0), levels=2, dtype=F64))
+
+
+def test_bits_per_dim_takes_continuous_data_up_to_a_millionth_of_the_range_outside_it():
+    """dequantize=None: float data within 1e-6 (hi - lo) of data_range, both edges included, are taken as
+    they are (the bits/dim of their log-likelihood), in the asked dtype; one float64 step beyond is refused."""
+    sde = VPSDE()
+    edge_lo, edge_hi = -1.0 - 2e-6, 1.0 + 2e-6
+    x = torch.tensor([[edge_lo, edge_hi, 1.0], [-1.0, 0.0, 0.5]], dtype=F64)
+    got = bits_per_dim(sde, _unit_score, x, dequantize=None, generator=torch.Generator().manual_seed(8), **_BPD_KW)
+    lp = log_likelihood(sde, _unit_score, x, generator=torch.Generator().manual_seed(8), **_BPD_KW).logp
+    torch.testing.assert_close(got, -lp / (3 * math.log(2.0)) + 7.0, rtol=0, atol=0)
+    for bad in (math.nextafter(edge_lo, -math.inf), math.nextafter(edge_hi, math.inf)):
+        with pytest.raises(ValueError, match=r"^float data must lie in data_range \[-1, 1\]"):
+            bits_per_dim(sde, _unit_score, torch.tensor([[bad, 0.0, 0.0]], dtype=F64), dequantize=None)
+    x32 = torch.tensor([[-0.3, 0.9, 1.0], [-1.0, 0.0, 0.1]])  # float32, inside the range
+    got = bits_per_dim(sde, _unit_score, x32, dequantize=None, dtype=F64, generator=torch.Generator().manual_seed(8),
+                       **_BPD_KW)  # fmt: skip
+    lp = log_likelihood(sde, _unit_score, x32.double(), generator=torch.Generator().manual_seed(8), **_BPD_KW).logp
+    assert got.dtype == F64
+    torch.testing.assert_close(got, -lp / (3 * math.log(2.0)) + 7.0, rtol=0, atol=0)

@@ -203,6 +203,18 @@ CASES = [
     Case("likelihood-bpd-x-empty", _bpd(x=torch.zeros(0, 3, dtype=torch.uint8)), ValueError, r"x must not be empty"),
     Case("likelihood-bpd-x-no-batch-dim", _bpd(x=torch.tensor(3)), ValueError, r"x must have a batch dimension"),
     Case("likelihood-bpd-x-nan", _bpd(x=_NAN, dequantize=None), ValueError, r"x must be finite"),
+    Case(  # inf is refused as not finite, not as data outside data_range
+        "likelihood-bpd-x-inf",
+        _bpd(x=torch.tensor([[0.0, float("inf"), 0.5]], dtype=F64), dequantize=None),
+        ValueError,
+        r"^x must be finite, got NaN or inf values$",
+    ),
+    Case(
+        "likelihood-bpd-x-inf-on-grid",
+        _bpd(x=torch.tensor([[0.0, -float("inf"), 1.0]], dtype=F64)),
+        ValueError,
+        r"^x must be finite, got NaN or inf values$",
+    ),
     Case(
         "likelihood-bpd-integers-above-range",
         _bpd(x=torch.tensor([[0, 256, 3]])),
@@ -234,7 +246,16 @@ CASES = [
         r"data_range must be \(lo, hi\) with lo < hi",
     ),
     Case(
-        "likelihood-bpd-data-range-not-pair", _bpd(data_range=1.0), TypeError, r"data_range must be a pair of numbers"
+        "likelihood-bpd-data-range-not-pair",
+        _bpd(data_range=1.0),
+        TypeError,
+        r"^data_range must be a pair of numbers \(lo, hi\), got 1\.0$",
+    ),
+    Case(
+        "likelihood-bpd-data-range-empty",
+        _bpd(data_range=(1.0, 1.0)),
+        ValueError,
+        r"^data_range must be \(lo, hi\) with lo < hi, got \(1\.0, 1\.0\)$",
     ),
     Case(
         "likelihood-bpd-data-range-inf",
@@ -296,7 +317,12 @@ CASES = [
         r"generator must be a torch.Generator, a list of torch.Generators .*got 1.5 at generator\[1\]",
     ),
     Case("likelihood-bpd-dtype-integer", _bpd(dtype=torch.int32), TypeError, r"dtype must be a floating torch.dtype"),
-    Case("likelihood-bpd-dtype-string", _bpd(dtype="float32"), TypeError, r"dtype must be a floating torch.dtype"),
+    Case(
+        "likelihood-bpd-dtype-string",
+        _bpd(dtype="float32"),
+        TypeError,
+        r"^dtype must be a floating torch\.dtype or None, got 'float32'$",
+    ),
     Case(
         "likelihood-bpd-likelihood-kwarg", _bpd(rtol=0.0), ValueError, r"rtol must be a finite positive number, got 0.0"
     ),
