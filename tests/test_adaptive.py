@@ -297,7 +297,7 @@ def test_discrete_schedule_meets_its_tolerance_in_log_snr(time_variable):
     score, times = _guarded(TARGET_16, sde)
     x = sd.sample(sde, score, x_T=x_T, solver=solver)
     assert float((x - exact).abs().max()) < 20 * tol and solver.last_nfe < 400
-    assert ODE("dopri5")._time_variable(sde) == "log_snr" and ODE("dopri5")._time_variable(sd.VPSDE()) == "t"
+    assert ODE("dopri5")._time_variable(sde) == "log_snr" and ODE("dopri5")._time_variable(sd.VPSDE()) == "log_snr"
 
 
 def test_sampler_budget_names_t_and_nfe():
