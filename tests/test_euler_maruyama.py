@@ -200,3 +200,58 @@ def test_low_precision_ve_with_a_large_sigma_max(dtype):
         sd.EulerMaruyama(), sde, target.model(sde), sd.grids.uniform(sde, 100), m_T.double(), v_T.double()
     )
     check_moments(x.double(), m, v, var_bias=0.02 * v, mean_bias=0.02, what=str(dtype))
+
+
+def test_step_draws_noise_by_default():
+    """``step``'s documented default is ``noise=True`` (``noise=False`` asks for the noiseless mean, the last
+    step when ``denoise=True``): called without it the step draws, as with ``noise=True`` and the same
+    generator, and differs from the mean by the noise term g sqrt(h) z."""
+    from sdesolve.solvers.base import _to_device
+
+    sde = sd.VPSDE()
+    model = TARGET.model(sde)
+    em = sd.EulerMaruyama()
+    x = torch.randn(8, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    coefs = _to_device(em.init(sde, sd.grids.uniform(sde, 5)), x)
+    for i in range(5):
+        default = em.step(model, {"x": x}, i, coefs, generator=torch.Generator().manual_seed(i))["x"]
+        drawn = em.step(model, {"x": x}, i, coefs, generator=torch.Generator().manual_seed(i), noise=True)["x"]
+        mean = em.step(model, {"x": x}, i, coefs, noise=False)["x"]
+        assert torch.equal(default, drawn) and float((default - mean).abs().max()) > 1e-3, i
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_a_low_precision_step_is_the_exact_step_rounded_once(dtype):
+    """float16 / bfloat16 states: the step runs in float32 (from float64 coefficients) and is rounded to the
+    state's dtype once, so each entry of x_{i+1} is the exact step x + (f x - g^2 s) h + g sqrt(h) z (f, g^2
+    from the process, in float64, from the state's x, the network's s and the draw z as given) rounded to
+    the dtype: within half a unit in the last place plus float32's round-off. Computing g sqrt(h) z in the
+    state's dtype first would round twice (up to a whole unit). The x0 preview is in the state's dtype too.
+    VE with sigma_max = 1348 (g sqrt(h) = 4e2 at 100 steps: the noise term is as large as x), 4096 entries."""
+    from sdesolve.solvers.base import _to_device
+
+    sde = sd.VESDE(sigma_max=1348.0)
+    target = sd.Gaussian(torch.full((4,), 0.7), torch.full((4,), 0.5))
+    model = target.model(sde)
+    em = sd.EulerMaruyama()
+    grid = sd.grids.uniform(sde, 100)
+    gen = torch.Generator().manual_seed(0)
+    x = target.marginal_sample(1024, sde.T, sde, generator=gen, dtype=dtype)
+    z = torch.randn(x.shape, generator=gen).to(dtype)
+
+    class Given:
+        def draw(self, like):
+            return z
+
+    coefs = _to_device(em.init(sde, grid), x)
+    out = em.step(model, {"x": x}, 0, coefs, generator=Given(), need_x0=True)
+    assert out["x"].dtype == out["x0"].dtype == dtype
+    t, h = grid[:1], float(grid[1] - grid[0])
+    s = model.score(x, t.expand(x.shape[0]).to(torch.float32)).double()  # the network's output, as the step sees it
+    f, g2 = float(sde._f(t)), float(sde._g2(t))
+    xd = x.double()
+    exact = xd + (f * xd - g2 * s) * h + (g2 * -h) ** 0.5 * z.double()
+    got = out["x"].double()
+    terms = xd.abs() + (g2 * h * s).abs() + (g2 * -h) ** 0.5 * z.double().abs()
+    ulp = torch.finfo(dtype).eps * torch.exp2(torch.floor(torch.log2(exact.abs())))
+    assert bool(((got - exact).abs() <= 0.5 * ulp + 1e-6 * terms).all()), float(((got - exact).abs() / ulp).max())

@@ -112,10 +112,11 @@ def _x(n=5):
 
 # ----------------------------------------------------------------------------- diffusers, step for step
 @pytest.mark.parametrize("final", ["zero", "sigma_min"])
-@pytest.mark.parametrize("steps", [10, 25])
+@pytest.mark.parametrize("steps", [10, 15, 25])
 @pytest.mark.parametrize("order", [2, 3])
 def test_dpmsolverpp_matches_diffusers_multistep(order, steps, final):
-    """10 steps exercise diffusers' lower-order-final rule (n < 15), 25 the full order; a final
+    """10 steps exercise diffusers' lower-order-final rule (n < 15), 15 its edge (full order to the end
+    when the final sigma is sigma_min), 25 the full order; a final
     sigma of 0 the first-order step into sigma = 0 (no evaluation there). ``third_order="taylor"``
     (the Taylor-consistent second difference) departs from diffusers' 3M at its first third-order step."""
     sched = _sched("DPMSolverMultistepScheduler", solver_order=order, algorithm_type="dpmsolver++",
@@ -133,19 +134,22 @@ def test_dpmsolverpp_matches_diffusers_multistep(order, steps, final):
         assert float((own[2] - theirs[2]).abs().max()) > 1e-6
 
 
+@pytest.mark.parametrize("final", ["zero", "sigma_min"])
 @pytest.mark.parametrize("steps", [10, 25])
-def test_sde_dpmsolverpp_matches_diffusers(steps):
+def test_sde_dpmsolverpp_matches_diffusers(steps, final):
     """DPM-Solver++(2M) SDE with the same noise (diffusers takes it as ``variance_noise``); the last step
-    into sigma = 0 adds none on either side."""
-    sched = _sched("DPMSolverMultistepScheduler", solver_order=2, algorithm_type="sde-dpmsolver++")
+    into sigma = 0 adds none on either side. Ending at sigma_min diffusers adds noise on its last step too:
+    ours with ``denoise=False`` (the last step's own noise, sigma_s sqrt(1 - e^{-2h}) z, with the next
+    draw of the generator)."""
+    sched = _sched("DPMSolverMultistepScheduler", solver_order=2, algorithm_type="sde-dpmsolver++",
+                   final_sigmas_type=final)  # fmt: skip
     sde = sd.DiscreteVPSDE(alphas_cumprod=sched.alphas_cumprod, t_min=0.0)
     x = _x()
     g = torch.Generator().manual_seed(7)
     noises = [torch.randn(x.shape, generator=g, dtype=torch.float64) for _ in range(steps)]
-    theirs = _run_diffusers(sched, x, steps, "zero", noises=noises)
-    ours, _ = _run_ours(
-        sde, sd.DPMSolverPP(2, stochastic=True), x, _grid(sde, sched.timesteps.tolist(), "zero"), seed=7
-    )
+    theirs = _run_diffusers(sched, x, steps, final, noises=noises)
+    grid = _grid(sde, sched.timesteps.tolist(), final)
+    ours, _ = _run_ours(sde, sd.DPMSolverPP(2, stochastic=True), x, grid, seed=7, denoise=final == "zero")
     _assert_path_close(ours, theirs)
 
 
@@ -165,6 +169,22 @@ def test_unipc_matches_diffusers(order, variant, steps):
     ours, nfe = _run_ours(sde, solver, x, _grid(sde, sched.timesteps.tolist(), final))
     _assert_path_close(ours, theirs)
     assert nfe == steps
+
+
+@pytest.mark.parametrize("order", [2, 3])
+def test_unipc_without_lower_order_final_matches_diffusers(order):
+    """``lower_order_final=False``: the full predictor order up to the last step, as diffusers'
+    ``lower_order_final=False`` (6 steps ending at sigma_min)."""
+    sched = _sched("UniPCMultistepScheduler", solver_order=order, final_sigmas_type="sigma_min",
+                   lower_order_final=False)  # fmt: skip
+    sde = sd.DiscreteVPSDE(alphas_cumprod=sched.alphas_cumprod, t_min=0.0)
+    x = _x()
+    theirs = _run_diffusers(sched, x, 6, "sigma_min")
+    grid = _grid(sde, sched.timesteps.tolist(), "sigma_min")
+    ours, _ = _run_ours(sde, sd.UniPC(order, lower_order_final=False), x, grid)
+    _assert_path_close(ours, theirs)
+    lowered, _ = _run_ours(sde, sd.UniPC(order), x, grid)  # the default lowers the last steps: another path
+    assert float((lowered[-1] - ours[-1]).abs().max()) > 1e-6
 
 
 class _DiffusersNodes(sd.DPMSolver):
@@ -339,7 +359,8 @@ def random_grid(sde, us):
     solver=st.sampled_from(_EXACT_SOLVERS),
     us=st.lists(st.floats(0.01, 0.99), min_size=0, max_size=10, unique=True),
 )
-@example(process="discrete", solver=sd.DPMSolver(2), us=[0.010000000000000002, 0.01])  # h = 0 in float64
+@example(process="discrete", solver=sd.DPMSolver(2), us=[0.010000000000000002, 0.01])  # h = 4e-16, node r = 0
+@example(process="vp", solver=sd.UniPC(2), us=[0.9, 0.5, 0.010000000000000002, 0.01, 0.005, 0.002])  # h = 0
 def test_exact_for_point_mass_data_on_any_grid(process, solver, us):
     """Point-mass data (a Gaussian of std 1e-12): x0_hat and eps_hat are constant along the flow, which every
     exponential integrator integrates exactly, whatever the grid and the process (order, warm-up, final
@@ -526,10 +547,11 @@ def _exact_model(sde, pred):
 
 
 @pytest.mark.parametrize("sde_name", ["vp", "ve", "discrete0"])
-@pytest.mark.parametrize("solver", _RING_SOLVERS, ids=repr)
+@pytest.mark.parametrize("solver", _RING_SOLVERS + [sd.DPMSolver(2), sd.DPMSolver(3)], ids=repr)
 def test_every_network_parameterization_gives_the_same_samples(solver, sde_name):
     """The step folds the network's own view into its precomputed weights (eps for eps, v and score
-    networks, x0 for x0 networks): the same exact denoiser in the four parameterizations gives the same
+    networks, x0 for x0 networks; DPM-Solver asks for eps at each stage, with the stage's alpha and sigma):
+    the same exact denoiser in the four parameterizations gives the same
     samples and x0 previews (float64, 10 steps, same noise; into sigma = 0 on discrete0), to 1e-12 of
     their largest magnitude (measured 1.2e-13: the x0 preview from eps carries 1/alpha ~ 150 times the
     round-off at high noise; a wrong fold is off by O(1))."""
@@ -596,3 +618,212 @@ def test_multistep_defaults_are_the_diffusers_schedulers_defaults():
     assert (u.predictor_order, u.variant, u.lower_order_final) == want
     assert (d.order, d.stochastic, d.lower_order_final) == (dpm.solver_order, False, dpm.lower_order_final)
     assert uni.solver_order == dpm.solver_order == 2 and uni.solver_type == "bh2"
+
+
+# ----------------------------------------------------------------------------- degenerate grids, orders, the state
+def _grid_with_a_zero_width_step(sde):
+    """13 steps on VP with grid times 0.38 and the next float64 below it: equal log-SNR (h = 0 in float64)."""
+    t0 = 0.38
+    ts = [1.0, 0.9, 0.8, 0.7, 0.6, 0.5, t0, math.nextafter(t0, 0.0), 0.3, 0.2, 0.1, 0.05, 0.02, 0.001]
+    grid = torch.tensor(ts, dtype=torch.float64)
+    lam = sde._log_snr(grid)
+    assert float(lam[7]) == float(lam[6]) and bool((lam[1:7] > lam[:6]).all()) and bool((lam[8:] > lam[7:-1]).all())
+    return grid
+
+
+_ZERO_WIDTH_SOLVERS = [
+    sd.DPMSolverPP(2), sd.DPMSolverPP(3), sd.DPMSolverPP(3, third_order="taylor"), sd.DPMSolverPP(2, stochastic=True),
+    sd.UniPC(1), sd.UniPC(2), sd.UniPC(3, "bh1"), sd.UniPC(3, corrector=False),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("solver", _ZERO_WIDTH_SOLVERS, ids=repr)
+def test_a_step_of_zero_log_snr_width_restarts_the_multistep_history(solver):
+    """A step whose log-SNR does not increase (two grid times 1 ulp apart: h = 0 in float64) is order 1 and
+    the steps after it start a new history (the ratios h_prev / h need h > 0): the solve through it is the
+    solve up to and through that step (``lower_order_final=False``: it is not the end), then a new solve of
+    the rest from there, with the same draws. A 14-point VP grid, float64, to 1e-13."""
+    sde = sd.VPSDE()
+    grid, j = _grid_with_a_zero_width_step(sd.VPSDE()), 6
+    model = TARGET.model(sde)
+    x = TARGET.marginal_sample(16, 1.0, sde, generator=torch.Generator().manual_seed(0))
+    head = type(solver)(**{**_init_args(solver), "lower_order_final": False})
+    full = sd.sample(sde, model, x_T=x, solver=solver, grid=grid, generator=torch.Generator().manual_seed(3))
+    g = torch.Generator().manual_seed(3)
+    mid = sd.sample(sde, model, x_T=x, solver=head, grid=grid[: j + 2], generator=g, denoise=False)
+    rest = sd.sample(sde, model, x_T=mid, solver=solver, grid=grid[j + 1 :], generator=g)
+    assert bool(torch.isfinite(full).all())
+    torch.testing.assert_close(full, rest, rtol=1e-13, atol=1e-13)
+
+
+def _init_args(solver):
+    if isinstance(solver, sd.UniPC):
+        return dict(order=solver.predictor_order, variant=solver.variant, corrector=solver.corrector)
+    return dict(order=int(solver.order), stochastic=solver.stochastic, third_order=solver.third_order)
+
+
+@pytest.mark.parametrize("k", [2, 3])
+@pytest.mark.parametrize(
+    "process, us",
+    [("vp", [0.010000000000000002, 0.01]), ("cosine", [0.5000000000000001, 0.5]), ("discrete", [0.5000000000000001, 0.5])],
+    ids=["vp-h0", "cosine-node-past-the-end", "discrete-node-on-the-end"],
+)  # fmt: skip
+def test_dpm_solver_takes_a_step_narrower_than_round_off_at_order_one(process, us, k):
+    """Grid times 1 ulp apart: h = 0 in float64 (vp), or h = 4.4e-16 with DPM-Solver's intermediate log-SNR
+    rounding onto the step's end (discrete: r = 1) or past it (cosine: r = 1.5 for order 2, (1/8, 3/2) for
+    order 3). That step is DDIM's (one evaluation, at its start), the others of order k: k * 3 - (k - 1)
+    evaluations, and the solve stays exact for point-mass data."""
+    sde = PROCESSES[process]()
+    grid = random_grid(sde, us)
+    target = sd.Gaussian(torch.tensor([1.5, -0.5]), 1e-12)
+    model = target.model(sde)
+    x = torch.randn(8, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    out = sd.sample(sde, model, x_T=x, solver=sd.DPMSolver(k), grid=grid)
+    assert model.nfe == 3 * k - (k - 1)
+    exact = target.flow(x, float(grid[0]), float(grid[-1]), sde)
+    assert float((out - exact).abs().max()) < 1e-10 * max(1.0, float(exact.abs().max()))
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 14, 15, 16])
+def test_multistep_orders_are_the_peers_rules(n):
+    """The per-step orders (``init``'s ``"orders"``): warm-up min(order, i + 1); DPM-Solver++'s
+    lower-order-final rule (diffusers': order 1 on the last step and at most 2 on the one before when
+    n < 15), UniPC's (at most n - i on step i); neither with ``lower_order_final=False``; order 1 into
+    sigma = 0 whatever the rule."""
+    for sde, into_zero in ((sd.VPSDE(), False), (sd.DiscreteVPSDE.from_schedule("linear", t_min=0.0), True)):
+        grid = sd.grids.log_snr(sde, n)
+        for order in (1, 2, 3):
+            warm = [min(order, i + 1) for i in range(n)]
+            dpmpp = [min(p, 1 if i == n - 1 else 2 if i == n - 2 else p) if n < 15 else p for i, p in enumerate(warm)]
+            unipc = [min(p, n - i) for i, p in enumerate(warm)]
+            cases = [
+                (sd.DPMSolverPP(order), dpmpp), (sd.DPMSolverPP(order, lower_order_final=False), warm),
+                (sd.UniPC(order), unipc), (sd.UniPC(order, lower_order_final=False), warm),
+            ]  # fmt: skip
+            for solver, want in cases:
+                want = want[:-1] + [1] if into_zero else want
+                assert solver.init(sde, grid)["orders"] == want, (solver, n, into_zero)
+
+
+def _storage_bytes(state):
+    return sum({id(v.untyped_storage()): v.untyped_storage().nbytes() for v in state.values()
+                if isinstance(v, torch.Tensor)}.values())  # fmt: skip
+
+
+@pytest.mark.parametrize("solver", _RING_SOLVERS, ids=repr)
+def test_the_state_holds_2_k_plus_1_arrays_and_the_output_is_its_own(solver):
+    """The memory price of the ring form (module docstring): the state holds 2 (K + 1) arrays of x's size,
+    K = order - 1 for DPM-Solver++, UniPC's predictor order (one less without the corrector), at every
+    step; the last step returns a tensor of its own (the sample does not keep the ring alive)."""
+    sde = sd.VPSDE()
+    model = TARGET.model(sde)
+    if isinstance(solver, sd.UniPC):
+        k = solver.predictor_order - (0 if solver.corrector else 1)
+    else:
+        k = int(solver.order) - 1
+    x = torch.randn(4, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    coefs = _to_device(solver.init(sde, sd.grids.log_snr(sde, 6)), x)
+    state = solver.init_state(x, coefs)
+    for i in range(6):
+        assert _storage_bytes(state) == 2 * (k + 1) * x.nbytes, i
+        state = solver.step(model, state, i, coefs, generator=torch.Generator().manual_seed(i), noise=i < 5)
+    assert state["x"].untyped_storage().nbytes() == x.nbytes
+    out = sd.sample(sde, model, x_T=x, solver=solver, steps=6, generator=torch.Generator().manual_seed(1))
+    assert out.untyped_storage().nbytes() == x.nbytes
+
+
+class _Fixed:
+    """A noise source (``draw(x)``) handing out given tensors in turn."""
+
+    def __init__(self, zs):
+        self.zs = list(zs)
+
+    def draw(self, x):
+        return self.zs.pop(0)
+
+
+@pytest.mark.parametrize("solver", _RING_SOLVERS, ids=repr)
+def test_a_state_of_x_and_its_history_steps_as_the_ring_state(solver):
+    """A state written as ``{"x": x_i, "hist": (x0_hat at the previous points, newest last)}`` (or ``{"x"}``
+    alone at step 0) steps to the same x_{i+1} as the solver's own ring state, at every step of an 8-step
+    solve into sigma = 0 (warm-up, lower-order final steps, the step into zero), float64, to 1e-13 of
+    the largest magnitude (the partial sums are only summed in another order)."""
+    sde = sd.DiscreteVPSDE.from_schedule("linear", t_min=0.0)
+    model = _exact_model(sde, "x0")
+    grid = sd.grids.log_snr(sde, 8)
+    x = torch.randn(5, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    zs = torch.randn(8, 5, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    coefs = _to_device(solver.init(sde, grid), x)
+    state, xs, ms = solver.init_state(x, coefs), [x], []
+    for i in range(8):
+        ms.append(model.x0(state["x"], float(grid[i])))
+        state = solver.step(model, state, i, coefs, generator=_Fixed([zs[i]]), noise=i < 7)
+        xs.append(state["x"])
+    for i in range(8):
+        given = {"x": xs[i], "hist": tuple(ms[:i])} if i else {"x": xs[0]}
+        out = solver.step(model, given, i, coefs, generator=_Fixed([zs[i]]), noise=i < 7)["x"]
+        scale = float(xs[i + 1].abs().max())
+        assert float((out - xs[i + 1]).abs().max()) <= 1e-13 * scale, i
+
+
+def test_the_stochastic_step_draws_noise_by_default():
+    """``step``'s documented default is ``noise=True`` (``noise=False`` asks for the noiseless mean): the SDE
+    variant called without it draws, as with ``noise=True`` and the same generator."""
+    sde = sd.VPSDE()
+    model = TARGET.model(sde)
+    solver = sd.DPMSolverPP(2, stochastic=True)
+    x = torch.randn(4, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    coefs = _to_device(solver.init(sde, sd.grids.log_snr(sde, 4)), x)
+    for i in range(4):  # the last step too
+        state = solver.init_state(x, coefs) if i == 0 else {"x": x, "hist": (model.x0(x, 0.5),) * i}
+        default = solver.step(model, state, i, coefs, generator=torch.Generator().manual_seed(5))["x"]
+        drawn = solver.step(model, state, i, coefs, generator=torch.Generator().manual_seed(5), noise=True)["x"]
+        mean = solver.step(model, state, i, coefs, noise=False)["x"]
+        assert torch.equal(default, drawn) and float((default - mean).abs().max()) > 1e-3, i
+
+
+def test_dpm_solver_stage_times_are_log_snr_fractions_of_each_step():
+    """``DPMSolver.stage_times`` (the hook a subclass overrides): shape (n, order - 1), float64, the log-SNR
+    at fractions 1/2, or 1/3 and 2/3, of each step (to 1e-12); order 1 has none."""
+    sde = sd.VPSDE()
+    grid = sd.grids.log_snr(sde, 7)
+    lam = sde._log_snr(grid)
+    for k, fr in ((1, []), (2, [0.5]), (3, [1 / 3, 2 / 3])):
+        st = sd.DPMSolver(k).stage_times(sde, grid)
+        assert st.shape == (7, k - 1) and st.dtype == torch.float64, k
+        for j, r in enumerate(fr):
+            want = lam[:-1] + r * (lam[1:] - lam[:-1])
+            torch.testing.assert_close(sde._log_snr(st[:, j]), want, rtol=1e-12, atol=1e-12)
+
+
+def _system(n):
+    entry = st.floats(-1.0, 1.0, allow_nan=False, allow_subnormal=False)
+    rows = st.lists(st.tuples(st.lists(entry, min_size=n, max_size=n), st.sampled_from([1e-12, 1e-6, 1.0, 1e6])),
+                    min_size=n, max_size=n)  # fmt: skip
+    return st.tuples(rows, st.lists(entry, min_size=n, max_size=n))
+
+
+@settings(max_examples=30, deadline=None)
+@given(system=st.integers(1, 3).flatmap(_system))
+@example(system=([([1.0, 1.0], 1.0), ([1e-17, 1.0], 1.0)], [2.0, 1.0]))
+@example(system=([([1.0, 1.0, 1.0], 1.0), ([-1e-5, -2.0, 1.0], 1.0), ([1e-10, 4.0, 1.0], 1.0)], [0.5, 0.2, 0.1]))
+def test_unipc_small_systems_are_solved_with_partial_pivoting(system):
+    """``_solve`` (UniPC's order conditions, at most 3 x 3) is Gaussian elimination with partial pivoting:
+    backward stable whatever the row order and scaling, residual within 16 n eps (|M| |x| + |y|) in the
+    max norm; e.g. [[1, 1], [1e-17, 1]] x = (2, 1) (solution ~(1, 1)), where taking the last row as the pivot
+    returns (0, 1), and UniPC's corrector system for a step 2e5 times longer than the one before it
+    (points r = -1e-5, -2, 1)."""
+    import numpy as np
+
+    from sdesolve.solvers.exponential import _solve
+
+    rows, y = system
+    M = [[v * scale for v in row] for row, scale in rows]
+    A, b = np.array(M), np.array(y)
+    if abs(np.linalg.det(A)) <= 1e-6 * np.prod(np.abs(A).max(axis=1)):
+        return  # (near-)singular: not a system UniPC poses
+    x = np.array(_solve(M, y))
+    res = np.abs(A @ x - b).max()
+    n = len(y)
+    assert res <= 16 * n * np.finfo(float).eps * (np.abs(A).sum(axis=1).max() * np.abs(x).max() + np.abs(b).max()), (
+        M, y, x.tolist(), res)  # fmt: skip

@@ -55,7 +55,8 @@ float64 on the host from the process' ``_log_snr``, ``_log_alpha``, ``_log_sigma
 x0 for x0 networks) and the whole history into precomputed weights on a ring of partial sums
 (``_Exponential._ring_coefficients``): a step is one network call and two fused multiply-adds
 (three with noise), as many kernels as DDIM's, whatever the order. The price is memory: the state
-holds 2 (K + 1) arrays of x's size (K = order - 1 for DPM-Solver++, the predictor order for UniPC). Which terms a step uses (its order) is a host list fixed at
+holds 2 (K + 1) arrays of x's size (K = order - 1 for DPM-Solver++, UniPC's predictor order, one less
+without its corrector). Which terms a step uses (its order) is a host list fixed at
 ``init``: no host-device synchronization and no data-dependent branching, so the loop can be
 captured by :class:`~sdesolve.GraphSampler`. Multistep history lives in the state dict.
 
