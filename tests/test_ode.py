@@ -679,7 +679,7 @@ def test_per_sample_step_into_sigma_zero_names_the_sample_whose_first_evaluation
 
 @pytest.mark.parametrize("proc", list(ZERO_END))
 def test_shared_step_into_sigma_zero_below_sqrt_tol_is_the_two_half_step_from_t0_itself(proc):
-    """A grid [t0, 0] with r(t0) < sqrt(tol) (t0 = 0.0035: r = 0.0217 on VP, 0.0210 on DDPM, 5.0e-4 on
+    """A grid [t0, 0] with r(t0) < sqrt(tol) (t0 = 0.0007: r = 0.0087 on VP, 0.0084 on DDPM, 7.5e-5 on
     subVP; tol = 1e-3): the batch-shared step into sigma = 0 starts at t0 itself, not at t(r(t0)), which
     differs from t0 in the last place here: no integration, two evaluations, and the answer is the two-half
     constant-eps step in (r, y) = (sigma/alpha, x/alpha) written out with the exact eps of the Gaussian,
@@ -687,7 +687,7 @@ def test_shared_step_into_sigma_zero_below_sqrt_tol_is_the_two_half_step_from_t0
     budget: max_nfe = 2 suffices, 1 stops before the step (t0, 0 evaluations); NaN at the first
     evaluation is named with t0 and its count (whole messages)."""
     sde = ZERO_END[proc]()
-    t0 = 0.0035
+    t0 = 0.0007
     r = float(sde.sigma_over_alpha(torch.tensor(t0, dtype=F64)))
     assert r < math.sqrt(1e-3) and float(sde.t_of_sigma_over_alpha(torch.tensor(r, dtype=F64))) != t0
     x_T = TARGET_4D.marginal_sample(6, t0, sde, generator=torch.Generator().manual_seed(5)).to(F64)
