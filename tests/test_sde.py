@@ -1088,3 +1088,25 @@ def test_the_bisection_inverts_a_strictly_increasing_schedule_that_is_flat_in_fl
         lam = sde.log_snr(t)
         back = sde.t_of_log_snr(lam)
     torch.testing.assert_close(back, t, rtol=0, atol=1e-6)
+
+
+def test_the_bisections_monotonicity_check_sees_a_dip_below_float32_resolution():
+    """The bisection checks at its 257 times that the log-SNR never rises, in float64: a user's schedule
+    gamma = -10 + 15 t^4 that dips by 1e-7 around t = 2/256 (where it rises about 5e-8 per check interval,
+    and float32 sees -10 at every check time near there) has no inverse and is refused; without the dip it
+    is inverted."""
+    from sdesolve.sde.vdm import GammaSchedule
+
+    class Quartic(GammaSchedule):
+        def __init__(self, dip):
+            super().__init__()
+            self.dip = dip
+
+        def forward(self, t):
+            return -10.0 + 15.0 * t**4 - self.dip * torch.exp(-(((t - 2.0 / 256) * 512.0) ** 2))
+
+    with pytest.raises(ValueError, match=r"has no inverse of its log-SNR: the log-SNR is not strictly decreasing"):
+        sd.VDMSDE(Quartic(1e-7)).t_of_log_snr(0.0)
+    sde = sd.VDMSDE(Quartic(0.0))
+    t = torch.tensor([0.3, 0.7, 0.95], dtype=F64)
+    torch.testing.assert_close(sde.t_of_log_snr(sde.log_snr(t)), t, rtol=0, atol=1e-12)
