@@ -84,7 +84,8 @@ def test_philox_reproduces_random123_known_answers():
         ),
     ]
     for ctr, key, want in kat:
-        assert philox4x32(ctr, key) == want
+        got = philox4x32(ctr, key)
+        assert got == want and all(type(w) is int for w in got)  # ints for ints
         t = [torch.tensor([v, 0], dtype=torch.int64) for v in ctr]  # a batch of two counters
         k = [torch.tensor(v, dtype=torch.int64) for v in key]
         got = philox4x32(t, k)
@@ -151,6 +152,76 @@ def test_counter_noise_of_a_sample_depends_on_its_key_alone():
     assert not torch.equal(full, counter_normal(keys, (2, 3), 7, stream=1, dtype=torch.float64))
     # an odd element count uses the first of the last pair
     assert torch.equal(counter_normal(keys, (5,), 7, dtype=torch.float64), full.reshape(5, 6)[:, :5])
+
+
+def _box_muller_of_philox(keys, n, draw, stream):
+    """counter_normal's documented definition, computed another way: the four Philox4x32-10 words of
+    counter (j, draw, stream, 0) under key (k0, k1) by philox4x32 on Python ints (the function the
+    Random123 vectors pin), the two 53-bit integers exactly in Python, u1 = (m1 + 1) 2^-53 in (0, 1],
+    u2 = m2 2^-53 in [0, 1) (exact in float64), then elements 2j, 2j + 1 = sqrt(-2 log u1)
+    (cos, sin)(2 pi u2)."""
+    P = (n + 1) // 2
+    m1 = torch.empty(len(keys), P, dtype=torch.float64)
+    m2 = torch.empty(len(keys), P, dtype=torch.float64)
+    for i, (k0, k1) in enumerate(keys.tolist()):
+        for j in range(P):
+            w0, w1, w2, w3 = philox4x32((j, draw, stream, 0), (k0, k1))
+            m1[i, j] = float(((w0 >> 5) << 26) + (w1 >> 6) + 1)
+            m2[i, j] = float(((w2 >> 5) << 26) + (w3 >> 6))
+    u1, u2 = m1 * 2.0**-53, m2 * 2.0**-53
+    assert (u1 > 0).all() and (u1 <= 1).all() and (u2 >= 0).all() and (u2 < 1).all()
+    r, theta = torch.sqrt(-2.0 * torch.log(u1)), (2.0 * math.pi) * u2
+    z = torch.empty(len(keys), 2 * P, dtype=torch.float64)
+    z[:, 0::2], z[:, 1::2] = r * torch.cos(theta), r * torch.sin(theta)
+    return z[:, :n]
+
+
+@pytest.mark.parametrize("n,draw,stream", [(7, 0, 0), (6, 5, 1), (3, 2**32 - 1, 0)])
+def test_counter_normal_is_box_muller_of_the_documented_philox_words(n, draw, stream):
+    """Element e of sample i is the Box-Muller output of pair e // 2 of Philox4x32-10 at counter
+    (e // 2, draw, stream, 0) under sample i's key, bit for bit, in every dtype asked (the float64
+    value rounded once); the extreme keys 0 and 2^32 - 1 included."""
+    keys = torch.cat(
+        [
+            draw_keys(torch.Generator().manual_seed(n), 6, "cpu"),
+            torch.tensor([[0, 0], [2**32 - 1, 2**32 - 1], [0, 2**32 - 1]], dtype=torch.int64),
+        ]
+    )
+    want = _box_muller_of_philox(keys, n, draw, stream)
+    got = counter_normal(keys, (n,), draw, stream, dtype=torch.float64)
+    assert got.dtype == torch.float64 and torch.equal(got, want)
+    got = counter_normal(keys, (1, n), draw, stream)  # float32 by default
+    assert got.dtype == torch.float32 and torch.equal(got, want.float().reshape(-1, 1, n))
+    got = counter_normal(keys, (n,), draw, stream, dtype=torch.float16)
+    assert got.dtype == torch.float16 and torch.equal(got, want.half())
+    # round keys given (as a solve computes them once) or not: the same numbers
+    from sdesolve.graph import _round_keys
+
+    rk = _round_keys(keys.T.unsqueeze(-1))
+    assert torch.equal(counter_normal(keys, (n,), draw, stream, torch.float64, round_keys=rk), want)
+
+
+def test_counter_noise_source_draws_counter_normal_in_order():
+    """CounterNoise's k-th draw since its last reset is counter_normal(keys, event, k) of the first
+    B keys (B the batch of the state it is given), in the state's dtype; count is the number of draws."""
+    keys = draw_keys([torch.Generator().manual_seed(s) for s in range(5)], 5, "cpu")
+    x64, x32 = torch.zeros(5, 2, 3, dtype=torch.float64), torch.zeros(5, 2, 3)
+    src = CounterNoise(keys)
+    assert src.count == 0
+    for k in range(3):
+        z = src.draw(x64)
+        assert z.dtype == torch.float64 and torch.equal(z, counter_normal(keys, (2, 3), k, dtype=torch.float64))
+        assert src.count == k + 1
+    z = src.draw(x32)
+    assert z.dtype == torch.float32 and torch.equal(z, counter_normal(keys, (2, 3), 3, dtype=torch.float32))
+    # a smaller batch takes the first keys, and back to the whole batch (the round keys follow)
+    assert torch.equal(src.draw(x64[:2]), counter_normal(keys[:2], (2, 3), 4, dtype=torch.float64))
+    assert torch.equal(src.draw(x64), counter_normal(keys, (2, 3), 5, dtype=torch.float64))
+    assert torch.equal(src.draw(x64[:3]), counter_normal(keys[:3], (2, 3), 6, dtype=torch.float64))
+    src.reset()
+    assert src.count == 0
+    assert torch.equal(src.draw(x64[:1]), counter_normal(keys[:1], (2, 3), 0, dtype=torch.float64))
+    assert src.count == 1
 
 
 SPLIT_SOLVERS = {
