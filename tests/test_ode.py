@@ -678,14 +678,15 @@ def test_per_sample_step_into_sigma_zero_names_the_sample_whose_first_evaluation
 
 
 @pytest.mark.parametrize("proc", list(ZERO_END))
-def test_shared_step_into_sigma_zero_below_sqrt_tol_is_the_two_half_step_from_t0_itself(proc):
+def test_step_into_sigma_zero_below_sqrt_tol_is_the_two_half_step_from_t0_itself(proc):
     """A grid [t0, 0] with r(t0) < sqrt(tol) (t0 = 0.0007: r = 0.0087 on VP, 0.0084 on DDPM, 7.5e-5 on
-    subVP; tol = 1e-3): the batch-shared step into sigma = 0 starts at t0 itself, not at t(r(t0)), which
-    differs from t0 in the last place here: no integration, two evaluations, and the answer is the two-half
-    constant-eps step in (r, y) = (sigma/alpha, x/alpha) written out with the exact eps of the Gaussian,
-    ``r (y - m) / (v + r^2)``: y_m = y - (r/2) eps(y, r), y_0 = y_m - (r/2) eps(y_m, r/2) (1e-13). The
-    budget: max_nfe = 2 suffices, 1 stops before the step (t0, 0 evaluations); NaN at the first
-    evaluation is named with t0 and its count (whole messages)."""
+    subVP; tol = 1e-3): the step into sigma = 0, batch-shared or per sample, starts at t0 itself, not at
+    t(r(t0)), which differs from t0 in the last place here: no integration, two evaluations (each sample's
+    too), and the answer is the two-half constant-eps step in (r, y) = (sigma/alpha, x/alpha) written out
+    with the exact eps of the Gaussian, ``r (y - m) / (v + r^2)``: y_m = y - (r/2) eps(y, r),
+    y_0 = y_m - (r/2) eps(y_m, r/2) (1e-13). The shared solve's budget: max_nfe = 2 suffices, 1 stops
+    before the step (t0, 0 evaluations); NaN at its first evaluation is named with t0 and its count
+    (whole messages)."""
     sde = ZERO_END[proc]()
     t0 = 0.0007
     r = float(sde.sigma_over_alpha(torch.tensor(t0, dtype=F64)))
@@ -700,11 +701,12 @@ def test_shared_step_into_sigma_zero_below_sqrt_tol_is_the_two_half_step_from_t0
     y = x_T / float(sde.alpha(torch.tensor(t0, dtype=F64)))
     y_m = y - (r / 2) * eps(y, r)
     want = y_m - (r / 2) * eps(y_m, r / 2)  # alpha(0) = 1
-    for max_nfe in (10_000, 2):
-        solver = ODE("dopri5", rtol=1e-3, atol=1e-3, max_nfe=max_nfe)
-        x = sd.sample(sde, model, x_T=x_T, solver=solver, grid=[t0, 0.0])
-        torch.testing.assert_close(x, want, rtol=1e-13, atol=1e-13)
-        assert solver.last_nfe == 2
+    for per_sample in (False, True):
+        for max_nfe in (10_000, 2):
+            solver = ODE("dopri5", rtol=1e-3, atol=1e-3, max_nfe=max_nfe, per_sample=per_sample)
+            x = sd.sample(sde, model, x_T=x_T, solver=solver, grid=[t0, 0.0])
+            torch.testing.assert_close(x, want, rtol=1e-13, atol=1e-13)
+            assert solver.last_nfe == 2 and (not per_sample or solver.last_nfe_per_sample.tolist() == [2] * 6)
     with pytest.raises(sd.AdaptiveSolveError) as err:
         sd.sample(sde, model, x_T=x_T, solver=ODE("dopri5", rtol=1e-3, atol=1e-3, max_nfe=1), grid=[t0, 0.0])
     assert (err.value.t, err.value.nfe) == (t0, 0)
