@@ -616,6 +616,34 @@ def test_per_sample_step_into_sigma_zero_retries_each_sample_as_the_batch_shared
     assert float((x - TARGET_4D.flow(x_T, t0, 0.0, sde)).abs().max()) < 6e-3
 
 
+#: a target narrower than r = sqrt(tol): the constant-eps step's error there is a fixed fraction of x - m
+NARROW_2D = sd.Gaussian(torch.tensor([0.0, 0.5], dtype=F64), torch.tensor([0.02, 0.03], dtype=F64))
+
+
+@pytest.mark.parametrize("proc", list(ZERO_END))
+def test_per_sample_step_into_sigma_zero_shrinks_at_most_tenfold_as_the_shared_step_does(proc):
+    """A target of std 0.02-0.03 (below r_b = sqrt(tol) = 0.032) and a sample 100-200 std off: its first
+    two-half check fails by a ratio near 250 (measured 248-290 under the RMS and the max norm; atol = 1e-3,
+    rtol = 1e-4), where the shrink 0.9 / sqrt(ratio) = 0.06 is clamped to 0.1. Each sample of the batch
+    equals that sample solved alone by the batch-shared step, which clamps the same way (1e-13), with its
+    own NFE; the answers are within 6 atol of the exact flow."""
+    sde = ZERO_END[proc]()
+    t0 = _start_at_r(sde, 0.045)
+    x_T = NARROW_2D.marginal_sample(4, t0, sde, generator=torch.Generator().manual_seed(3)).to(F64)
+    x_T[0] = torch.tensor([3.0, -4.0], dtype=F64)
+    x_T[1] = torch.tensor([0.5, 1.0], dtype=F64)
+    model = _eps_model_refusing_sigma_zero(sde, NARROW_2D)
+    per = ODE("dopri5", rtol=1e-4, atol=1e-3, per_sample=True)
+    x = sd.sample(sde, model, x_T=x_T, solver=per, grid=[t0, 0.0])
+    own = per.last_nfe_per_sample.tolist()
+    for i in range(4):
+        shared = ODE("dopri5", rtol=1e-4, atol=1e-3)
+        xi = sd.sample(sde, model, x_T=x_T[i : i + 1], solver=shared, grid=[t0, 0.0])
+        torch.testing.assert_close(x[i], xi[0], rtol=1e-13, atol=1e-13, msg=f"sample {i}")
+        assert own[i] == shared.last_nfe, (i, own)
+    assert float((x - NARROW_2D.flow(x_T, t0, 0.0, sde)).abs().max()) < 6e-3
+
+
 @pytest.mark.parametrize("proc", list(ZERO_END))
 def test_per_sample_step_into_sigma_zero_stops_at_max_nfe_as_the_shared_step_does(proc):
     """max_nfe equal to the batch's NFE is enough; one less stops before the last two-half try, at the
