@@ -289,6 +289,19 @@ def test_counter_noise_is_the_same_on_cuda_and_cpu():
 
 
 @pytest.mark.gpu
+def test_draw_keys_from_cuda_generators_are_on_the_device():
+    """Keys drawn from CUDA generators (one for the batch, or one per sample) are int64 32-bit words on
+    the device, and a batch of one from generator s is the key a list draws from generator s."""
+    one = draw_keys(torch.Generator("cuda").manual_seed(3), 4, "cuda")
+    listed = draw_keys([torch.Generator("cuda").manual_seed(s) for s in range(4)], 4, "cuda")
+    for keys in (one, listed):
+        assert keys.device.type == "cuda" and keys.dtype == torch.int64 and keys.shape == (4, 2)
+        assert int(keys.min()) >= 0 and int(keys.max()) < 2**32
+    alone = draw_keys(torch.Generator("cuda").manual_seed(3), 1, "cuda")
+    assert torch.equal(alone, listed[3:4])
+
+
+@pytest.mark.gpu
 @pytest.mark.parametrize("per_sample", [False, True], ids=["one-generator", "generator-list"])
 def test_memory_does_not_grow_with_steps(per_sample):
     """The captured solve holds no steps x B x event block: 1000 DDPM steps at batch 64 x 3x32x32
@@ -325,6 +338,41 @@ def test_graph_sampler_samples_the_gaussian_law():
     assert ((x.mean(0) - TARGET.mean).abs() <= 5 * se_mean + 0.02 * TARGET.std).all()
     rel_std = (x.std(0) / TARGET.std - 1).abs()
     assert (rel_std <= 5 / math.sqrt(2 * n) + 0.02).all()
+
+
+def test_default_device_and_warmup():
+    """Without ``device`` the sampler runs on the current CUDA device when there is one (captured),
+    else on the CPU (the plain loop); warmup=1, the documented least, is accepted."""
+    sde = sd.VPSDE()
+    model = TARGET.model(sde)
+    gs = sd.GraphSampler(sde, model, (4, 3), solver=sd.DDIM(), steps=3, warmup=1)
+    cuda = torch.cuda.is_available()
+    assert gs.device == (torch.device("cuda", torch.cuda.current_device()) if cuda else torch.device("cpu"))
+    assert gs.use_graph is cuda and (gs._graph is not None) is cuda
+    x_T = torch.randn(4, 3, generator=torch.Generator().manual_seed(0)).to(gs.device)
+    torch.testing.assert_close(gs(x_T), sd.sample(sde, model, solver=sd.DDIM(), steps=3, x_T=x_T))
+
+
+@pytest.mark.gpu
+def test_device_resolution_on_a_cuda_machine():
+    """device="cuda" names the current device with its index (the default generator of that device
+    drives generator=None); device="cpu" stays on the CPU without a graph even where CUDA exists."""
+    sde = sd.VPSDE()
+    model = TARGET.model(sde)
+    index = torch.cuda.current_device()
+    for device in (None, "cuda"):
+        gs = sd.GraphSampler(sde, model, (8, 3), solver=sd.DDPM(), steps=5, device=device)
+        assert gs.device == torch.device("cuda", index) and gs.use_graph and gs._graph is not None
+        torch.cuda.manual_seed(5)
+        a = gs()  # the default CUDA generator, continued as sample() continues it
+        b = gs()
+        torch.cuda.manual_seed(5)
+        ref = [sd.sample(sde, model, (8, 3), solver=sd.DDPM(), steps=5, device=gs.device) for _ in range(2)]
+        torch.testing.assert_close(a, ref[0], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(b, ref[1], rtol=1e-5, atol=1e-5)
+    gs = sd.GraphSampler(sde, model, (8, 3), solver=sd.DDPM(), steps=5, device="cpu")
+    assert gs.device == torch.device("cpu") and not gs.use_graph and gs._graph is None
+    assert gs(generator=torch.Generator().manual_seed(0)).device.type == "cpu"
 
 
 def test_nfe_counts_and_bad_input():
