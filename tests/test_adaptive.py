@@ -693,7 +693,8 @@ def test_log_snr_budget_error_names_the_process_time(per_sample):
 def test_per_sample_log_snr_solve_on_cuda_copies_nothing_to_the_device_per_evaluation(proc):
     """On a GPU the per-sample solve in u = log(sigma/alpha) takes its ends, clamps and coefficients on
     the device: no host tensor is copied to the device per evaluation (a few per solve at most: its
-    ends), the host is read about once per step (the three flags), and the answer is the CPU solve's."""
+    ends), the host is read about once per step (the three flags), and the answer is the CPU solve's.
+    The batch-shared solve in u on the device meets its tolerance too."""
     import warnings
 
     from torch.utils._python_dispatch import TorchDispatchMode
@@ -736,3 +737,8 @@ def test_per_sample_log_snr_solve_on_cuda_copies_nothing_to_the_device_per_evalu
     assert syncs <= steps + 20, (syncs, steps)
     cpu = sd.sample(sde, model, x_T=x_T.cpu(), solver=solver)
     torch.testing.assert_close(x.cpu(), cpu, rtol=1e-9, atol=1e-9)
+    # the batch-shared solve in u on the device: its host ends and clamps meet device times (0-d)
+    shared = ODE("dopri5", rtol=1e-6, atol=1e-6, time_variable="log_snr")
+    xs = sd.sample(sde, model, x_T=x_T, solver=shared)
+    exact = TARGET_4.flow(x_T.cpu(), sde.T, sde.t_min, sde)
+    assert xs.device == x_T.device and float(((xs.cpu() - exact).abs() / (1 + exact.abs())).max()) < 20e-6
