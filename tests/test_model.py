@@ -567,3 +567,26 @@ def test_guided_inputs_are_built_once_per_batch_size():
         assert seen[-1][1].shape == (2 * B,)
     ys = [y for _, y in seen]
     assert ys[1] is ys[0] and ys[2] is not ys[0] and ys[3] is not ys[2]
+
+
+def test_guided_nested_and_multi_dimensional_inputs_are_the_two_models_combined():
+    """diffusers-style nested inputs (``added_cond_kwargs``) and per-sample inputs of more than one dimension,
+    given as 1 row or B rows in either half, and a shared value bound only on the conditional side: the
+    guided output equals ``u + w (c - u)`` of the unconditional and the conditional models called alone."""
+    B, w = 3, 2.5
+
+    def emb_net(x, t, emb, added, scale):
+        s = emb.sum(1) + added["text_embeds"].sum(1) + added["time_ids"].sum(1)
+        return x * scale * s.to(x.dtype)[:, None]
+
+    cond = {
+        "emb": torch.arange(B * 4.0).reshape(B, 4),
+        "added": {"text_embeds": torch.ones(1, 5), "time_ids": torch.tensor([[1.0, 2.0, 3.0]] * B)},
+        "scale": 0.5,
+    }
+    uncond = {"emb": torch.full((1, 4), -1.0), "added": {"text_embeds": torch.zeros(B, 5)}}
+    m = ScoreModel(emb_net, sd.VPSDE(), model_kwargs=cond)
+    x = torch.randn(B, 2, dtype=F64)
+    c = m.eps(x, 0.3)
+    u = m.with_kwargs(emb=uncond["emb"], added={**cond["added"], **uncond["added"]}).eps(x, 0.3)
+    torch.testing.assert_close(m.guided(w, uncond).eps(x, 0.3), u + w * (c - u), rtol=1e-13, atol=0)

@@ -54,6 +54,15 @@ class _CallNet:
         return "eps"
 
 
+class _NoEq:
+    """A value that cannot be compared (its ``==`` raises), like a numpy array of several elements."""
+
+    def __eq__(self, other):
+        raise RuntimeError("no comparison")
+
+    __hash__ = object.__hash__
+
+
 def _guided_str():
     """A guided model whose network (an nn.Module taking a label) returns a string."""
 
@@ -368,6 +377,46 @@ CASES = [
         lambda: _guided_str().eps(_x(), 0.5),
         TypeError,
         r"^the network _StrNetKw must return a tensor or an output holding one .*, got str$",
+    ),
+    Case(
+        "guided-cond-rows",
+        lambda: _mk(class_labels=torch.zeros(2)).guided(3.0, {"class_labels": torch.zeros(1)}).eps(_x(), 0.5),
+        ValueError,
+        r"^model_kwargs\['class_labels'\] has 2 rows \(its leading dimension\) but x has batch size 3",
+    ),
+    Case(
+        "guided-nested-uncond-rows",
+        lambda: (
+            _mk(added={"text_embeds": torch.zeros(3, 4)})
+            .guided(3.0, {"added": {"text_embeds": torch.zeros(2, 4)}})
+            .eps(_x(), 0.5)
+        ),
+        ValueError,
+        r"^uncond_kwargs\['added'\]\['text_embeds'\] has 2 rows \(its leading dimension\) but x has batch size 3",
+    ),
+    Case(
+        "guided-nested-against-number",
+        lambda: _mk(added={"text_embeds": torch.zeros(3, 4)}).guided(3.0, {"added": 0}).eps(_x(), 0.5),
+        ValueError,
+        r"^uncond_kwargs\['added'\] \(0\) and model_kwargs\['added'\] \(.*\) differ but are not both per-sample",
+    ),
+    Case(
+        "guided-number-against-nested",
+        lambda: _mk(added=0).guided(3.0, {"added": {"text_embeds": torch.zeros(3, 4)}}).eps(_x(), 0.5),
+        ValueError,
+        r"^uncond_kwargs\['added'\] \(.*\) and model_kwargs\['added'\] \(0\) differ but are not both per-sample",
+    ),
+    Case(
+        "guided-0d-tensor-against-number",
+        lambda: _mk(scale=1.0).guided(3.0, {"scale": torch.tensor(1.0)}).eps(_x(), 0.5),
+        ValueError,
+        r"^uncond_kwargs\['scale'\] \(.*\) and model_kwargs\['scale'\] \(1.0\) differ but are not both per-sample",
+    ),
+    Case(
+        "guided-values-not-comparable",
+        lambda: _mk(opt=_NoEq()).guided(3.0, {"opt": _NoEq()}).eps(_x(), 0.5),
+        ValueError,
+        r"^uncond_kwargs\['opt'\] \(.*\) and model_kwargs\['opt'\] \(.*\) differ but are not both per-sample",
     ),
     # as_model(model, sde)
     Case(
