@@ -87,11 +87,13 @@ class SubVPSDE(_LinearBeta):
         # a = alpha^2 solves e^lam (1 - a)^2 = a; the root in (0, 1) is
         # a = 2 e^lam / (2 e^lam + 1 + sqrt(4 e^lam + 1)).
         # Evaluated without overflow: for lam < 0 with e = e^lam <= 1 as written; for lam >= 0
-        # divided through by e^lam, with u = e^-lam <= 1: a = 2 / (2 + u + sqrt(4u + u^2)).
+        # divided through by e^lam, with u = e^-lam <= 1: a = 2 / (2 + u + sqrt(4u + u^2)), so
+        # log a = -log1p((u + sqrt(4u + u^2)) / 2), exact to round-off as t -> 0 (log(2 + w) - log 2 lost
+        # up to 7 digits of t there: 2e-9 relative at t = 1e-6).
         e = torch.exp(torch.clamp(lam, max=0.0))
         u = torch.exp(torch.clamp(-lam, max=0.0))
         log_a_neg = math.log(2.0) + lam - torch.log(2.0 * e + 1.0 + torch.sqrt(4.0 * e + 1.0))
-        log_a_pos = math.log(2.0) - torch.log(2.0 + u + torch.sqrt(4.0 * u + u * u))
+        log_a_pos = -torch.log1p(0.5 * (u + torch.sqrt(4.0 * u + u * u)))
         log_a = torch.where(lam < 0, log_a_neg, log_a_pos)
         return self._t_of_half_int_beta(-0.5 * log_a)
 
@@ -116,12 +118,13 @@ class CosineVPSDE(VariancePreservingSDE):
         self._cos0, self._sin0, self._tan0 = math.cos(theta0), math.sin(theta0), math.tan(theta0)
         self.t_min = check_t_min(t_min, 1.0)  # alpha(1) = 0: every T lies below 1
         lam_t_min = float(self._log_snr(torch.tensor(self.t_min, dtype=torch.float64)))
-        if not self.log_snr_min < lam_t_min:
+        self.T = float(self._t_of_log_snr(torch.tensor(self.log_snr_min, dtype=torch.float64)))
+        # a log_snr_min within round-off of lam_t_min can still give T = t_min (t_min = 0.5: up to 16 ulps below)
+        if not (self.log_snr_min < lam_t_min and self.t_min < self.T):
             raise ValueError(
                 f"log_snr_min must be below the log-SNR at t_min={self.t_min:g}, which is {lam_t_min:.6g} "
                 f"(s={self.s:g}), got {log_snr_min!r}"
             )
-        self.T = float(self._t_of_log_snr(torch.tensor(self.log_snr_min, dtype=torch.float64)))
 
     def _theta(self, t: Tensor) -> Tensor:
         return 0.5 * math.pi * (t + self.s) / (1.0 + self.s)
