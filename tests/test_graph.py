@@ -353,6 +353,38 @@ def test_default_device_and_warmup():
     torch.testing.assert_close(gs(x_T), sd.sample(sde, model, solver=sd.DDIM(), steps=3, x_T=x_T))
 
 
+@pytest.mark.parametrize("generator", ["one", "list"])
+def test_a_grid_below_T_takes_x_T_as_sample_does(generator):
+    """A grid starting at t < T solves from the given x_T (the state at grid[0]), as sample() does
+    for a deterministic solver and as its own plain loop does for a stochastic one; without x_T it is
+    an error, whatever the generator."""
+    sde = sd.VPSDE()
+    model = TARGET.model(sde)
+    grid = torch.linspace(0.5, sde.t_min, 6, dtype=torch.float64)
+    x_T = torch.randn(4, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    gens = (
+        (lambda: torch.Generator().manual_seed(0))
+        if generator == "one"
+        else (lambda: [torch.Generator().manual_seed(s) for s in range(4)])
+    )
+    kw = dict(grid=grid, device="cpu", dtype=torch.float64)
+    gs = sd.GraphSampler(sde, model, (4, 3), solver=sd.DDIM(), **kw)
+    torch.testing.assert_close(gs(x_T, generator=gens()), sd.sample(sde, model, solver=sd.DDIM(), grid=grid, x_T=x_T))
+    with pytest.raises(ValueError, match=r"^x_T is required: the grid starts at t = 0.5 < T = 1; pass x_T"):
+        gs(generator=gens())
+    gs = sd.GraphSampler(sde, model, (4, 3), solver=sd.DDPM(), **kw)
+    if generator == "one":
+        ref = sd.sample(sde, model, solver=sd.DDPM(), grid=grid, x_T=x_T, generator=gens())
+        assert torch.equal(gs(x_T, generator=gens()), ref)
+    else:  # the start state is x_T, not the keys' prior draw: the solver's steps from x_T
+        keys = draw_keys(gens(), 4, "cpu")
+        coefs = _to_device(sd.DDPM().init(sde, gs.grid), x_T)
+        src, state = CounterNoise(keys), sd.DDPM().init_state(x_T, coefs)
+        for i in range(5):
+            state = sd.DDPM().step(model, state, i, coefs, generator=src, noise=i < 4)
+        assert torch.equal(gs(x_T, generator=gens()), state["x"])
+
+
 @pytest.mark.gpu
 def test_device_resolution_on_a_cuda_machine():
     """device="cuda" names the current device with its index (the default generator of that device
