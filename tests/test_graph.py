@@ -386,6 +386,37 @@ def test_a_grid_below_T_takes_x_T_as_sample_does(generator):
 
 
 @pytest.mark.gpu
+def test_without_graph_safe_generators_one_generator_draws_per_sample_keys(monkeypatch):
+    """A PyTorch without CUDAGraph.register_generator_state (before 2.4; emulated by hiding the
+    method from graph.py's probe): the captured sampler draws B keys from the one generator
+    (draw_keys' batch path) and runs on the counter noise: the prior draw of the keys, then the
+    solver's steps with CounterNoise, as the eager reference computes them."""
+    import builtins
+
+    import sdesolve.graph as graph_module
+
+    def probe(obj, name):
+        return False if name == "register_generator_state" else builtins.hasattr(obj, name)
+
+    monkeypatch.setattr(graph_module, "hasattr", probe, raising=False)
+    sde = sd.VPSDE()
+    model = sd.Gaussian(torch.zeros(3, dtype=torch.float64), 0.5).model(sde)
+    steps, shape, solver = 5, (6, 3), sd.DDPM()
+    gs = sd.GraphSampler(sde, model, shape, solver=solver, steps=steps, device="cuda", dtype=torch.float64)
+    assert gs._graph is not None and not gs._graph_safe_rng
+    out = gs(generator=torch.Generator("cuda").manual_seed(4))
+
+    keys = draw_keys(torch.Generator("cuda").manual_seed(4), shape[0], "cuda")
+    x = counter_normal(keys, shape[1:], 0, stream=1, dtype=torch.float64) * sde.prior_std
+    coefs = _to_device(solver.init(sde, gs.grid), x)
+    src, state = CounterNoise(keys), solver.init_state(x, coefs)
+    for i in range(steps):
+        state = solver.step(model, state, i, coefs, generator=src, noise=i < steps - 1)
+    torch.testing.assert_close(out, state["x"], rtol=1e-12, atol=1e-12)
+    assert src.count == gs.n_noise == steps - 1
+
+
+@pytest.mark.gpu
 def test_device_resolution_on_a_cuda_machine():
     """device="cuda" names the current device with its index (the default generator of that device
     drives generator=None); device="cpu" stays on the CPU without a graph even where CUDA exists."""
