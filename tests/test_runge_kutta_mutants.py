@@ -6,6 +6,10 @@ one sum), and per nonzero weight ``a`` of A and b one update ``y + a k``, which 
 kernel gives the bits of the product followed by the sum: heun's and midpoint's 1/2, rk3's -1 and 2), and
 a product then a sum otherwise (rk3's and rk4's 1/6, 1/3, 2/3, whose fused form would round once instead
 of twice and change the bits that `test_overhead.py` pins).
+
+A step into sigma = 0 ends at ``x = alpha(0) y``: alpha(0) is 1 on every built-in process, but a user's
+process may start from scaled data (``check_sde`` asks only alpha(0) > 0), and its alpha(0) must reach the
+float64 state unrounded.
 """
 
 import math
@@ -16,9 +20,11 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import sdesolve as sd
-from sdesolve.model import ScoreModel
+from sdesolve.model import ScoreModel, convert
 from sdesolve.solvers.base import _to_device
 from sdesolve.solvers.runge_kutta import TABLEAUX
+
+F64 = torch.float64
 
 
 class _Ops(TorchDispatchMode):
@@ -66,3 +72,60 @@ def test_a_step_adds_power_of_two_multiples_in_one_kernel(method, pred):
     assert names["mul"] == 2 * stages + len(unfused), (method, names)
     assert names["add"] + names["sub"] == stages + len(entries), (method, names)
     assert set(out) == {"x"} and torch.isfinite(out["x"]).all()
+
+
+class ScaledVP(sd.LinearSDE):
+    """A user's process from scaled data: ``x_t = k (alpha_VP(t) x0 + sigma_VP(t) eps)`` with k = 0.9, so
+    alpha(0) = 0.9, sigma(0) = 0 (t_min = 0) and sigma / alpha is VP's; f, g^2 and the inverse of the
+    log-SNR come from the base class."""
+
+    t_min = 0.0
+    prior_std = 0.9
+
+    def _log_alpha(self, t):
+        return math.log(0.9) - 0.25 * t * t * 19.9 - 0.05 * t
+
+    def _log_sigma(self, t):
+        return math.log(0.9) + 0.5 * torch.log(-torch.expm1(-0.5 * t * t * 19.9 - 0.1 * t))
+
+
+#: the steps into sigma = 0 written out (c, A, b): Ralston's second order (heun), Heun's third order (rk3, rk4)
+_RALSTON = ([0.0, 2 / 3], [[], [2 / 3]], [1 / 4, 3 / 4])
+_HEUN3 = ([0.0, 1 / 3, 2 / 3], [[], [1 / 3], [0.0, 2 / 3]], [1 / 4, 0.0, 3 / 4])
+
+
+@pytest.mark.parametrize("method", ["heun", "rk3", "rk4"])
+def test_a_step_into_sigma_zero_ends_at_alpha_zero_times_y_in_float64(method):
+    """One float64 step from t_i to t = 0 on ScaledVP against the tableau written out in (r, y) =
+    (sigma / alpha, x / alpha): for a Gaussian target N(m, v) the exact eps is ``r (y - m) / (v + r^2)``,
+    ``y_next = y - r_i sum_j b_j eps_j`` and ``x_next = alpha(0) y_next = 0.9 y_next`` to 1e-12 (0.9 in
+    float32 is 2.6e-8 off), for eps, score, x0 and v networks. (euler and midpoint have no stage at c = 1:
+    their last step is an ordinary one.)"""
+    from sdesolve.solvers.base import _to_device
+
+    sde = ScaledVP()
+    target = sd.Gaussian(torch.tensor([0.7, -0.4, 0.2, 1.5], dtype=F64), torch.tensor([0.5, 1.2, 0.8, 0.05], dtype=F64))
+    m, v = target.mean, target.std**2
+    c, A, b = {"heun": _RALSTON, "rk3": _HEUN3, "rk4": _HEUN3}[method]
+    assert float(sde.alpha(torch.zeros(1, dtype=F64))[0]) == 0.9 and float(sde.sigma(torch.zeros(1, dtype=F64))[0]) == 0
+    for t_i in (0.02, 0.3, 1.0):
+        grid = torch.tensor([t_i, 0.0], dtype=F64)
+        a_i, s_i = torch.exp(sde._log_alpha(grid[:1])), torch.exp(sde._log_sigma(grid[:1]))
+        x = target.marginal_sample(8, t_i, sde, generator=torch.Generator().manual_seed(1)).to(F64)
+        y, r = x / a_i, s_i / a_i
+        es: list[torch.Tensor] = []
+        for j in range(len(c)):
+            r_j, y_j = (1.0 - c[j]) * r, y - r * sum(a * e for a, e in zip(A[j], es))
+            es.append(r_j * (y_j - m) / (v + r_j**2))
+        want = 0.9 * (y - r * sum(b_j * e for b_j, e in zip(b, es)))
+        for pred in ("eps", "score", "x0", "v"):
+
+            def net(x, t, pred=pred):
+                a, s = torch.exp(sde._log_alpha(t.to(F64)))[:, None], torch.exp(sde._log_sigma(t.to(F64)))[:, None]
+                return convert(target.marginal_score(x, t.to(F64), sde), x, a, s, "score", pred)
+
+            solver = sd.ODE(method)
+            coefs = _to_device(solver.init(sde, grid), x)
+            assert coefs["into_zero"] == [True]
+            out = solver.step(ScoreModel(net, sde, prediction=pred, time_input=lambda t: t), {"x": x}, 0, coefs)
+            torch.testing.assert_close(out["x"], want, rtol=1e-12, atol=1e-12, msg=f"{pred} at t_i={t_i}")
