@@ -466,6 +466,24 @@ def test_non_finite_values_are_reported_with_their_step():
     gs = sd.GraphSampler(sde, score, (4, 3), solver=sd.EulerMaruyama(), steps=10, device="cpu")
     with pytest.raises(sd.NonFiniteError, match="first appeared at step 6, from t = 0.4006"):
         gs(generator=torch.Generator().manual_seed(0))
+    with pytest.raises(sd.NonFiniteError, match="first appeared at step 6, from t = 0.4006"):
+        gs(generator=[torch.Generator().manual_seed(s) for s in range(4)])  # per-sample keys: the same record
+    # check_finite=False: the NaN comes back unannounced, as asked
+    gs = sd.GraphSampler(sde, score, (4, 3), solver=sd.EulerMaruyama(), steps=10, device="cpu", check_finite=False)
+    assert gs(generator=[torch.Generator().manual_seed(s) for s in range(4)]).isnan().all()
+
+
+def test_a_generator_list_draws_the_prior_at_the_prior_std():
+    """With a list of generators the start state is counter_normal(keys, stream 1) x prior_std: on VE
+    (prior_std = sigma_max = 50) the deterministic map of that x_T is sample()'s."""
+    sde = sd.VESDE(sigma_max=50.0)
+    model = TARGET.model(sde)
+    gens = [torch.Generator().manual_seed(s) for s in range(5)]
+    gs = sd.GraphSampler(sde, model, (5, 3), solver=sd.DDIM(), steps=8, device="cpu", dtype=torch.float64)
+    out = gs(generator=gens)
+    keys = draw_keys([torch.Generator().manual_seed(s) for s in range(5)], 5, "cpu")
+    x_T = counter_normal(keys, (3,), 0, stream=1, dtype=torch.float64) * 50.0
+    torch.testing.assert_close(out, sd.sample(sde, model, solver=sd.DDIM(), steps=8, x_T=x_T), rtol=0, atol=1e-12)
 
 
 @pytest.mark.gpu
