@@ -78,3 +78,22 @@ def test_cosine_log_snr_min_must_lie_strictly_below_the_log_snr_at_t_min(t_min):
     assert 0 not in accepted
     assert (1 in accepted) == (t_min != 0.5), accepted
     assert accepted == list(range(accepted[0], 61)), accepted  # refused only within round-off of lambda(t_min)
+
+
+@pytest.mark.gpu
+def test_a_ddpm_process_cast_with_its_model_answers_device_times_from_float64_knots():
+    """``ScoreModel(net, sde).to("cuda", torch.float16)`` casts the process's buffers too; alpha and f at
+    device times must still come from the float64 knots: equal to the host answers and to the schedule's
+    closed form, alpha_k^2 = prod_{i <= k} (1 - beta_i), to 1e-14 (float16 knots: 1e-3 off at t = 1).
+    Also for a process cast to float32 without moving (its device times then use a cached float64 copy)."""
+    betas = torch.linspace(1e-4, 0.02, 1000, dtype=F64)
+    log_alpha_knots = 0.5 * torch.cumsum(torch.log1p(-betas), 0)
+    k = torch.tensor([0, 1, 17, 500, 998, 999])
+    t = (k + 1.0).to(F64) / 1000  # the knots t_k = (k + 1) / N
+    for cast in (lambda m: m.to("cuda", torch.float16), lambda m: m.to(torch.float32)):
+        sde = sd.DiscreteVPSDE.from_schedule("linear", 1000)
+        cast(sd.ScoreModel(torch.nn.Linear(2, 2), sde))
+        assert sde.alphas_cumprod.dtype != F64  # the cast reached the process
+        for tt in (t, t.cuda()):
+            torch.testing.assert_close(sde.alpha(tt).cpu(), torch.exp(log_alpha_knots[k]), rtol=1e-14, atol=0.0)
+            torch.testing.assert_close(sde.f(tt).cpu(), sde.f(t), rtol=1e-14, atol=0.0)

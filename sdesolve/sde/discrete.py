@@ -134,10 +134,12 @@ class DiscreteVPSDE(VariancePreservingSDE):
         if t.device.type == "cpu":
             return self._knots_host
         L = self._log_alpha_knots
-        if L.device == t.device:
+        if L.device == t.device and L.dtype == torch.float64:
             return L
-        # The module was not moved to t's device: copy the knots there once and keep them
-        # (a copy per call would be a transfer inside every sampling step, and CUDA-graph capture forbids it).
+        # The module was not moved to t's device, or was cast with the model it belongs to (``.half()``,
+        # ``.to(torch.float32)``: the buffer lost the knots' digits): copy the float64 knots there once and
+        # keep them (a copy per call would be a transfer inside every sampling step, and CUDA-graph capture
+        # forbids it).
         cached = self._knots_on.get(t.device)
         if cached is None:
             cached = self._knots_on[t.device] = self._knots_host.to(t.device)
