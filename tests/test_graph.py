@@ -427,8 +427,10 @@ def test_device_resolution_on_a_cuda_machine():
         gs = sd.GraphSampler(sde, model, (8, 3), solver=sd.DDPM(), steps=5, device=device)
         assert gs.device == torch.device("cuda", index) and gs.use_graph and gs._graph is not None
         torch.cuda.manual_seed(5)
+        nfe0 = model.nfe
         a = gs()  # the default CUDA generator, continued as sample() continues it
         b = gs()
+        assert model.nfe == nfe0 + 2 * gs.nfe  # each replay counts its evaluations on the model
         torch.cuda.manual_seed(5)
         ref = [sd.sample(sde, model, (8, 3), solver=sd.DDPM(), steps=5, device=gs.device) for _ in range(2)]
         torch.testing.assert_close(a, ref[0], rtol=1e-5, atol=1e-5)
@@ -436,6 +438,33 @@ def test_device_resolution_on_a_cuda_machine():
     gs = sd.GraphSampler(sde, model, (8, 3), solver=sd.DDPM(), steps=5, device="cpu")
     assert gs.device == torch.device("cpu") and not gs.use_graph and gs._graph is None
     assert gs(generator=torch.Generator().manual_seed(0)).device.type == "cpu"
+    # a generator of the other device is refused, by name, before anything runs
+    gs_cuda = sd.GraphSampler(sde, model, (8, 3), solver=sd.DDPM(), steps=5, device="cuda")
+    with pytest.raises(
+        ValueError, match=r"^generator is on cpu but the samples are on cuda:\d+; pass a generator on cuda"
+    ):
+        gs_cuda(generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match=r"^generator\[1\] is on cpu but the samples are on cuda:\d+"):
+        gs_cuda(generator=[torch.Generator("cuda"), torch.Generator()] + [torch.Generator("cuda")] * 6)
+    with pytest.raises(
+        ValueError, match=r"^generator is on cuda:\d+ but the samples are on cpu; pass a generator on cpu"
+    ):
+        gs(generator=torch.Generator("cuda").manual_seed(0))
+
+
+@pytest.mark.parametrize("solver", [sd.DDPM(), sd.EulerMaruyama(), sd.PredictorCorrector()], ids=repr)
+def test_denoise_false_is_samples_denoise_false(solver):
+    """denoise=False: the last step keeps its noise-free update only as sample(denoise=False) does
+    (one generator: the same samples), and differs from the default denoised output."""
+    sde = sd.VPSDE()
+    model = TARGET.model(sde)
+    kw = dict(solver=solver, steps=6, device="cpu", dtype=torch.float64)
+    gs = sd.GraphSampler(sde, model, (5, 3), denoise=False, **kw)
+    got = gs(generator=torch.Generator().manual_seed(1))
+    ref = sd.sample(sde, model, (5, 3), generator=torch.Generator().manual_seed(1), denoise=False, **kw)
+    assert torch.equal(got, ref)
+    on = sd.GraphSampler(sde, model, (5, 3), **kw)(generator=torch.Generator().manual_seed(1))
+    assert not torch.allclose(got, on)
 
 
 def test_nfe_counts_and_bad_input():
