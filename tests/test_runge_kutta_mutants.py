@@ -129,3 +129,20 @@ def test_a_step_into_sigma_zero_ends_at_alpha_zero_times_y_in_float64(method):
             assert coefs["into_zero"] == [True]
             out = solver.step(ScoreModel(net, sde, prediction=pred, time_input=lambda t: t), {"x": x}, 0, coefs)
             torch.testing.assert_close(out["x"], want, rtol=1e-12, atol=1e-12, msg=f"{pred} at t_i={t_i}")
+
+
+@pytest.mark.parametrize("method", list(TABLEAUX))
+@pytest.mark.parametrize("t_min", [1e-3, 0.0])
+def test_per_grid_coefficients_are_host_float64_with_one_entry_per_step(method, t_min):
+    """``Solver.init``'s contract (per-step coefficients, float64, on the host) for every key of every method,
+    on a grid that ends at sigma > 0 and one that steps into sigma = 0: a 1-d float64 CPU tensor of n
+    entries for n steps (the flag ``into_zero``: a host list of n booleans, True only for the last step
+    when sigma(t_min) = 0 and the method has a stage at c = 1)."""
+    sde = sd.VPSDE(t_min=t_min)
+    n = 6
+    coefs = sd.ODE(method).init(sde, sd.grids.uniform(sde, n))
+    into_zero = coefs.pop("into_zero")
+    meets_zero = t_min == 0.0 and TABLEAUX[method].c[-1] == 1.0
+    assert into_zero == [False] * (n - 1) + [meets_zero]
+    for key, value in coefs.items():
+        assert (value.dim(), value.numel(), value.dtype, value.device.type) == (1, n, F64, "cpu"), key
