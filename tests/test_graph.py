@@ -446,10 +446,24 @@ def test_device_resolution_on_a_cuda_machine():
         gs_cuda(generator=torch.Generator().manual_seed(0))
     with pytest.raises(ValueError, match=r"^generator\[1\] is on cpu but the samples are on cuda:\d+"):
         gs_cuda(generator=[torch.Generator("cuda"), torch.Generator()] + [torch.Generator("cuda")] * 6)
+    with pytest.raises(ValueError, match=r"^x_T must be a tensor of shape \(8, 3\), dtype torch.float32 on cuda:\d+"):
+        gs_cuda(torch.zeros(8, 3))  # right shape and dtype, other device
     with pytest.raises(
         ValueError, match=r"^generator is on cuda:\d+ but the samples are on cpu; pass a generator on cpu"
     ):
         gs(generator=torch.Generator("cuda").manual_seed(0))
+
+
+def test_samples_without_event_dimensions():
+    """shape (B,): a batch of scalars, with x_T of shape (B,) or the prior draw, as sample() does."""
+    sde = sd.VPSDE()
+    model = sd.Gaussian(torch.tensor(1.5, dtype=torch.float64), 0.5).model(sde)
+    kw = dict(solver=sd.DDIM(), steps=5, dtype=torch.float64)
+    gs = sd.GraphSampler(sde, model, (6,), device="cpu", **kw)
+    x_T = torch.linspace(-2.0, 2.0, 6, dtype=torch.float64)
+    torch.testing.assert_close(gs(x_T), sd.sample(sde, model, x_T=x_T, **kw), rtol=0, atol=1e-12)
+    ref = sd.sample(sde, model, (6,), generator=torch.Generator().manual_seed(0), **kw)
+    assert torch.equal(gs(generator=torch.Generator().manual_seed(0)), ref)
 
 
 @pytest.mark.parametrize("solver", [sd.DDPM(), sd.EulerMaruyama(), sd.PredictorCorrector()], ids=repr)

@@ -23,7 +23,22 @@ def _below_T(**kw):
     return run
 
 
+def _call_1d(*args, **kw):
+    """Call a sampler of shape (3,) (no event dimensions) with ``args``, ``kw``."""
+
+    def run():
+        return GraphSampler(_SDE, lambda x, t: -x, (3,), solver=DDPM(), steps=3, device="cpu")(*args, **kw)
+
+    return run
+
+
 CASES = [
+    Case(
+        "graph-call-x_T-0d",
+        _call_1d(torch.tensor(1.0)),
+        ValueError,
+        r"^x_T must have a batch dimension: shape \(B, \*event\), got shape \(\)$",
+    ),
     Case(
         "graph-call-x_T-missing-below-T",
         _below_T(generator=torch.Generator().manual_seed(0)),
