@@ -489,6 +489,9 @@ def test_nfe_counts_and_bad_input():
     assert model.nfe == 0  # building it evaluated nothing on the caller's count
     gs(generator=torch.Generator().manual_seed(0))
     assert model.nfe == gs.nfe
+    # a model that has already been called: the count is the solve's alone, and the caller's is kept
+    gs2 = sd.GraphSampler(sde, model, (4, 3), solver=sd.PLMS(), steps=10, device="cpu")
+    assert gs2.nfe == sd.PLMS().nfe(10) and model.nfe == gs.nfe
     with pytest.raises(ValueError, match="x_T must be a tensor of shape"):
         gs(torch.zeros(5, 3))
     with pytest.raises(ValueError, match="adaptive"):
