@@ -512,8 +512,10 @@ def test_non_finite_values_are_reported_with_their_step():
     gs = sd.GraphSampler(sde, score, (4, 3), solver=sd.EulerMaruyama(), steps=10, device="cpu")
     with pytest.raises(sd.NonFiniteError, match="first appeared at step 6, from t = 0.4006"):
         gs(generator=torch.Generator().manual_seed(0))
+    # per-sample keys on a fresh sampler (its record written by this solve alone): the same report
+    gs = sd.GraphSampler(sde, score, (4, 3), solver=sd.EulerMaruyama(), steps=10, device="cpu")
     with pytest.raises(sd.NonFiniteError, match="first appeared at step 6, from t = 0.4006"):
-        gs(generator=[torch.Generator().manual_seed(s) for s in range(4)])  # per-sample keys: the same record
+        gs(generator=[torch.Generator().manual_seed(s) for s in range(4)])
     # check_finite=False: the NaN comes back unannounced, as asked
     gs = sd.GraphSampler(sde, score, (4, 3), solver=sd.EulerMaruyama(), steps=10, device="cpu", check_finite=False)
     assert gs(generator=[torch.Generator().manual_seed(s) for s in range(4)]).isnan().all()
