@@ -32,7 +32,20 @@ def _call_1d(*args, **kw):
     return run
 
 
+def _ancestral_on_subvp():
+    from sdesolve import AncestralPredictor, PredictorCorrector, SubVPSDE
+
+    sde = SubVPSDE()
+    GraphSampler(sde, lambda x, t: -x, (3, 2), solver=PredictorCorrector(AncestralPredictor()), steps=3, device="cpu")
+
+
 CASES = [
+    Case(
+        "graph-solver-not-for-the-process",
+        _ancestral_on_subvp,
+        ValueError,
+        r"^AncestralPredictor applies to variance-preserving processes .*; SubVPSDE is neither\.",
+    ),
     Case(
         "graph-call-x_T-0d",
         _call_1d(torch.tensor(1.0)),
