@@ -1510,3 +1510,63 @@ def test_pc_step_kernel_count(name, make, bound):
     (34, 29), reverse diffusion + ULA 8 (18, 16), the predictor alone 5 (9). Each is a kernel launch on a GPU;
     results are bitwise those of PC_FOLDED and differ from PC_PINNED's by rounding only (tests above)."""
     assert _step_kernels(make(), sd.VPSDE()) <= bound
+
+
+# ---- issue 14: mutation survivors of the Langevin corrector's core, killed against hand-computed steps ----
+
+
+@pytest.mark.parametrize("proc", ["vp", "ve"])
+@pytest.mark.parametrize("D", [2, 16])
+def test_folded_ula_step_by_hand_without_per_solve_keys(proc, D):
+    """One ULA step of the sigma rule on an eps network, called with the corrector's own ``init`` coefficients only
+    (no per-solve ``_lc_*`` keys: the step computes sqrt(2 eps) itself) against the hand-computed step on a
+    Gaussian: ``x + eps s + sqrt(2 eps) z`` with ``eps = 2 a_i^2 snr^2 sigma_i^2``, ``a_i = alpha_i / alpha_{i+1}``
+    and the exact score ``s = -(x - alpha_i m) / (alpha_i^2 v + sigma_i^2)``, z the generator's first draw."""
+    sde = PROCESSES[proc]()
+    target = sd.Gaussian(torch.full((D,), 0.7, dtype=torch.float64), torch.full((D,), 0.5, dtype=torch.float64))
+    net = _eps_network(target.model(sde), sde)
+    grid = sd.grids.uniform(sde, 6)
+    corr = LangevinCorrector(snr=0.3, metropolis=False)
+    c = dict(PredictorCorrector(ReverseDiffusionPredictor(), corr).init(sde, grid))
+    c = {k: v for k, v in c.items() if not k.startswith("_lc_")}
+    i = 2
+    x = torch.randn(64, D, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    out = corr(net, x, i, c, generator=torch.Generator().manual_seed(7))
+    t_i, t_j = grid[i].double(), grid[i + 1].double()
+    alpha, sigma = sde.alpha(t_i).double(), sde.sigma(t_i).double()
+    a = alpha / sde.alpha(t_j).double()
+    eps = 2.0 * a**2 * 0.3**2 * sigma**2
+    s = -(x - alpha * 0.7) / (alpha**2 * 0.25 + sigma**2)
+    z = torch.randn(64, D, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+    want = x + eps * s + torch.sqrt(2.0 * eps) * z
+    torch.testing.assert_close(out, want, rtol=1e-10, atol=1e-10)
+
+
+def test_mala_acceptance_is_computed_in_float32_for_float16_states():
+    """MALA's log ratio ``eps (|s|^2 - |s'|^2) / 4`` is summed in float32 for a float16 state: with s = 0 at x and
+    s' = 300 at the proposal, |s'|^2 = 9e4 overflows float16 (65504), yet log r = -0.09 exactly in float32, so each
+    sample is accepted with probability exp(-0.09) = 0.914 (checked within 5 standard errors over 4000 samples);
+    a float16 sum would give log r = -inf and accept none."""
+    from sdesolve.solvers.predictor_corrector import _mala_step
+
+    sde = sd.VESDE()
+    model = sd.ScoreModel(lambda x, t: torch.full_like(x, 300.0), sde, prediction="score", time_input=lambda t: t)
+    n = 4000
+    x = torch.zeros(n, 1, dtype=torch.float16)
+    t = torch.tensor(0.5, dtype=torch.float64)
+    alpha, sigma = torch.tensor(1.0, dtype=torch.float16), sde.sigma(t).to(torch.float16)
+    eps = torch.tensor(1e-6)
+    quarter = torch.tensor(1e-6)  # log r = 1e-6 * (0 - 300^2) = -0.09
+    _, _, accept = _mala_step(
+        model,
+        x,
+        torch.zeros_like(x),
+        t,
+        alpha,
+        sigma,
+        (eps, torch.sqrt(2 * eps), quarter),
+        torch.Generator().manual_seed(3),
+    )
+    p = math.exp(-0.09)
+    rate = accept.double().mean().item()
+    assert abs(rate - p) < 5 * math.sqrt(p * (1 - p) / n), (rate, p)
