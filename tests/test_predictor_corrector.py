@@ -1570,3 +1570,36 @@ def test_mala_acceptance_is_computed_in_float32_for_float16_states():
     p = math.exp(-0.09)
     rate = accept.double().mean().item()
     assert abs(rate - p) < 5 * math.sqrt(p * (1 - p) / n), (rate, p)
+
+
+@pytest.mark.parametrize("pred", ["rd", "em"])
+@pytest.mark.parametrize("D", [4, 64])
+def test_grid_predictor_takes_the_given_eps_and_draws_noise_by_default(pred, D):
+    """A grid predictor handed the eps network's output at (x, t_i) uses it and never calls the network (a network
+    that raises): the step equals the one that evaluates the network itself, bitwise, with the same noise; by
+    default it draws its noise (the step differs from noise=False by exactly ``noise_i z`` with z the generator's
+    first draw, nonzero) and returns no x0 (None) unless asked."""
+    sde = sd.VPSDE()
+    target = sd.Gaussian(torch.full((D,), 0.7), torch.full((D,), 0.5))
+    net = _eps_network(target.model(sde), sde)
+
+    def boom(x, t):
+        raise AssertionError("the network was called although its output was given")
+
+    raising = sd.ScoreModel(boom, sde, prediction="eps", time_input=lambda t: t)
+    grid = sd.grids.uniform(sde, 5)
+    predictor = PREDICTORS[pred]()
+    c = predictor.init(sde, grid)
+    i = 1
+    x = torch.randn(32, D, generator=torch.Generator().manual_seed(0))
+    t_eval, at = c["tp_eval"][i], (c["p_alpha"][i], c["p_sigma"][i])
+    y = (c["p_scale"][i] * x).to(x.dtype) if "p_scale" in c else x
+    e = sd.model.view_at(net, y, t_eval, "eps", at)
+    given, x0 = predictor(raising, x, i, c, generator=torch.Generator().manual_seed(5), eps=e)
+    assert x0 is None
+    own, _ = predictor(net, x, i, c, generator=torch.Generator().manual_seed(5), noise=True)
+    assert torch.equal(given, own)
+    quiet, _ = predictor(net, x, i, c, generator=torch.Generator().manual_seed(5), noise=False)
+    z = torch.randn(32, D, generator=torch.Generator().manual_seed(5))
+    torch.testing.assert_close(own - quiet, c["p_noise"][i] * z)
+    assert c["p_noise"][i] > 0
