@@ -1603,3 +1603,28 @@ def test_grid_predictor_takes_the_given_eps_and_draws_noise_by_default(pred, D):
     z = torch.randn(32, D, generator=torch.Generator().manual_seed(5))
     torch.testing.assert_close(own - quiet, c["p_noise"][i] * z)
     assert c["p_noise"][i] > 0
+
+
+class _OwnCorrect(LangevinCorrector):
+    """A corrector subclass with its own ``correct`` (the same step): the sampler then calls ``correct`` itself."""
+
+    def correct(self, model, x, i, c, *, generator=None):
+        return super().correct(model, x, i, c, generator=generator)
+
+
+@pytest.mark.parametrize("pred", ["rd", "em_song"])
+@pytest.mark.parametrize("D", [2, 16])
+def test_subclassed_corrector_gives_the_same_chain(pred, D):
+    """A corrector that overrides ``correct`` goes through the sampler's general path: with the same generator it
+    must give bitwise the samples of the plain Langevin corrector (the model, the generator and the score reuse
+    are passed through as in the fast path: the score at t_i is handed on only to a predictor evaluating at t_i)."""
+    sde = sd.VPSDE()
+    target = sd.Gaussian(torch.full((D,), 0.7), torch.full((D,), 0.5))
+    model = target.model(sde)
+    x_T = target.marginal_sample(16, sde.T, sde, generator=torch.Generator().manual_seed(0))
+    runs = []
+    for corr in (LangevinCorrector(), _OwnCorrect()):
+        solver = PredictorCorrector(PREDICTORS[pred](), corr)
+        runs.append(sd.sample(sde, model, x_T=x_T, solver=solver, steps=4, generator=torch.Generator().manual_seed(9)))
+    assert torch.isfinite(runs[0]).all()
+    assert torch.equal(runs[0], runs[1])
