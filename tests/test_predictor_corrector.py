@@ -1628,3 +1628,26 @@ def test_subclassed_corrector_gives_the_same_chain(pred, D):
         runs.append(sd.sample(sde, model, x_T=x_T, solver=solver, steps=4, generator=torch.Generator().manual_seed(9)))
     assert torch.isfinite(runs[0]).all()
     assert torch.equal(runs[0], runs[1])
+
+
+@pytest.mark.parametrize("eps", [False, True])
+def test_reused_score_saves_the_predictors_network_call(eps):
+    """Euler-Maruyama at t_i after the Metropolis corrector reuses the corrector's last score (or the eps network's
+    output, folded): the sampler calls the network exactly ``solver.nfe(steps, sde)`` times, n_steps + 1 per step."""
+    sde = sd.VPSDE()
+    target = sd.Gaussian(torch.full((4,), 0.7), torch.full((4,), 0.5))
+    inner = target.model(sde)
+    calls = []
+
+    def net(x, t):
+        calls.append(1)
+        if eps:
+            sigma = torch.exp(sde._log_sigma(t.to(torch.float64))).reshape((-1,) + (1,) * (x.dim() - 1))
+            return -sigma.to(x.dtype) * inner.score(x, t)
+        return inner.score(x, t)
+
+    model = sd.ScoreModel(net, sde, prediction="eps" if eps else "score", time_input=lambda t: t)
+    solver = PredictorCorrector(PREDICTORS["em_song"](), LangevinCorrector())
+    x_T = target.marginal_sample(8, sde.T, sde, generator=torch.Generator().manual_seed(0))
+    sd.sample(sde, model, x_T=x_T, solver=solver, steps=5, generator=torch.Generator().manual_seed(1))
+    assert len(calls) == solver.nfe(5, sde) == 5 * 2
