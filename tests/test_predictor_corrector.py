@@ -1651,3 +1651,30 @@ def test_reused_score_saves_the_predictors_network_call(eps):
     x_T = target.marginal_sample(8, sde.T, sde, generator=torch.Generator().manual_seed(0))
     sd.sample(sde, model, x_T=x_T, solver=solver, steps=5, generator=torch.Generator().manual_seed(1))
     assert len(calls) == solver.nfe(5, sde) == 5 * 2
+
+
+class _NoCorrection(LangevinCorrector):
+    """A Langevin subclass whose ``correct`` leaves the state alone (and draws nothing)."""
+
+    def correct(self, model, x, i, c, *, generator=None):
+        return x, None, None
+
+
+def test_overridden_correct_is_the_one_the_sampler_calls():
+    """A Langevin subclass that overrides ``correct`` (here: no correction) is run through its own ``correct``, not
+    the built-in step: its samples are bitwise those of the predictor alone with the same generator."""
+    sde = sd.VPSDE()
+    target = sd.Gaussian(torch.full((4,), 0.7), torch.full((4,), 0.5))
+    x_T = target.marginal_sample(8, sde.T, sde, generator=torch.Generator().manual_seed(0))
+    runs = [
+        sd.sample(
+            sde,
+            target.model(sde),
+            x_T=x_T,
+            solver=PredictorCorrector(ReverseDiffusionPredictor(), corr),
+            steps=4,
+            generator=torch.Generator().manual_seed(2),
+        )
+        for corr in (_NoCorrection(), None)
+    ]
+    assert torch.equal(runs[0], runs[1])
