@@ -156,11 +156,6 @@ def _view_coefs(sde: LinearSDE, t: Tensor, prefix: str) -> dict[str, Tensor]:
     return {f"t{prefix}eval": t.clone(), f"{prefix}alpha": vc["alpha"], f"{prefix}sigma": vc["sigma"]}
 
 
-def _score(model: ScoreModel, x: Tensor, t: Tensor, alpha: Tensor, sigma: Tensor) -> Tensor:
-    """The score at ``(x, t)``; ``alpha``, ``sigma`` are the process' coefficients at t (in x's dtype)."""
-    return view_at(model, x, t, "score", (alpha, sigma))
-
-
 def _transition(sde: LinearSDE, grid: Tensor) -> tuple[Tensor, Tensor]:
     """``(a_i, G_i^2)`` of every interval: ``x_{t_i} | x_{t_{i+1}} ~ N(a_i x, G_i^2 I)`` (float64)."""
     log_a, G2 = sde._transition(grid[:-1], grid[1:])
