@@ -793,19 +793,18 @@ def _advance_in_log_snr(
     t0_, t1_ = (torch.as_tensor(v, dtype=torch.float64, device=dev) for v in (t0, t1))
     lo, hi = torch.minimum(t0_, t1_), torch.maximum(t0_, t1_)
 
-    ends: list[Tensor] = []  # (lo, hi, t0, t1, u0, u1) on the state's device: copied once per piece, not per call
+    u0, u1 = torch.log(sde._sigma_over_alpha(t0_)), torch.log(sde._sigma_over_alpha(t1_))
+    # on the state's device, copied once per piece (not per call)
+    lo_d, hi_d, t0_d, t1_d, u0_d, u1_d = torch.stack((lo, hi, t0_, t1_, u0, u1)).to(x.device).unbind(0)
 
     def t_of(u: Tensor) -> Tensor:  # clamp: rounding of the round trip; the ends map to t0 and t1 exactly
-        lo_, hi_, t0d, t1d, u0d, u1d = ends
-        t = torch.minimum(torch.maximum(sde._t_of_sigma_over_alpha(torch.exp(u)), lo_), hi_)
-        return torch.where(u == u0d, t0d, torch.where(u == u1d, t1d, t))
+        t = torch.minimum(torch.maximum(sde._t_of_sigma_over_alpha(torch.exp(u)), lo_d), hi_d)
+        return torch.where(u == u0_d, t0_d, torch.where(u == u1_d, t1_d, t))
 
     def velocity(u: Tensor, y: Tensor) -> Tensor:
         t = t_of(u)
         return bcast(torch.exp(u).to(y.dtype), y) * eps_at(bcast(torch.exp(sde._log_alpha(t)).to(y.dtype), y) * y, t)
 
-    u0, u1 = torch.log(sde._sigma_over_alpha(t0_)), torch.log(sde._sigma_over_alpha(t1_))
-    ends.extend(torch.stack((lo, hi, t0_, t1_, u0, u1)).to(x.device).unbind(0))
     a0, a1 = torch.exp(-sde._log_alpha(t0_)), torch.exp(sde._log_alpha(t1_))
     if fns.per is None:  # numbers: the batch-shared solve
         u0, u1, a0, a1 = float(u0), float(u1), float(a0), float(a1)  # type: ignore[assignment]

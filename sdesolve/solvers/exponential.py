@@ -94,8 +94,9 @@ if TYPE_CHECKING:
 __all__ = ["DPMSolver", "DPMSolverPP", "UniPC"]
 
 
-def _half_log_snr(sde: LinearSDE, grid: Tensor) -> list[float]:
-    """``l = lambda / 2 = log(alpha / sigma)`` at each grid time, as host floats (+inf where sigma = 0)."""
+def _half_log_snr(sde: LinearSDE, grid: Tensor) -> list:
+    """``l = lambda / 2 = log(alpha / sigma)`` at each time of ``grid`` (any shape), as nested host floats
+    (+inf where sigma = 0)."""
     return (0.5 * sde._log_snr(grid)).tolist()
 
 
@@ -540,7 +541,7 @@ class DPMSolver(Solver):
         # round onto its ends (times a few ulps apart)
         orders = [1 if (z or not l_s[i] > l_t[i]) else k for i, z in enumerate(into_zero)]
         la_stage = sde._log_alpha(stages).tolist()  # (n, k - 1), all steps at once
-        l_stage: list[list[float]] = (0.5 * sde._log_snr(stages)).tolist()
+        l_stage: list[list[float]] = _half_log_snr(sde, stages)
         for i in range(n):
             h = l_s[i] - l_t[i]
             if orders[i] > 1:
