@@ -154,18 +154,21 @@ class DiscreteVPSDE(VariancePreservingSDE):
     def _log_alpha(self, t: Tensor) -> Tensor:
         L = self._knots(t)
         k, w = self._segment(t)
-        return L[k] + w * (L[k + 1] - L[k])
+        # take, not L[k]: indexing with a 0-d device tensor reads it on the host (a synchronization)
+        lo = L.take(k)
+        return lo + w * (L.take(k + 1) - lo)
 
     def _f(self, t: Tensor) -> Tensor:
         L = self._knots(t)
         k, _ = self._segment(t)
-        return (L[k + 1] - L[k]) * self.num_train_timesteps
+        return (L.take(k + 1) - L.take(k)) * self.num_train_timesteps
 
     def _t_of_log_alpha(self, target: Tensor) -> Tensor:
         L = self._knots(target)
         neg = -L  # increasing
         j = torch.searchsorted(neg, -target).clamp(1, L.numel() - 1)
-        w = (target - L[j - 1]) / (L[j] - L[j - 1])
+        lo = L.take(j - 1)
+        w = (target - lo) / (L.take(j) - lo)
         return (j - 1 + w) / self.num_train_timesteps
 
     def network_time(self, t: Tensor) -> Tensor:
