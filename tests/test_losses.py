@@ -818,6 +818,31 @@ def test_antithetic_times_are_one_uniform_offset_on_the_lattice_of_i_over_b(batc
     assert kstest(offsets, "uniform").pvalue > 1e-3
 
 
+def test_drawn_times_are_float64_uniforms_not_float32_ones():
+    """The times a loss draws are float64 uniforms, not float32 draws widened: a float32 uniform is a
+    multiple of 2^-24, and a time built from it alone (VDM's antithetic t_0 = u; DSM's
+    t_min + (T - t_min) u) is a float32 number, which a float64 draw is with probability about 2^-29.
+    Every one of 8 antithetic offsets and 16 DSM times drawn here is off float32's grid."""
+
+    def off_float32(t):
+        return bool((t.float().double() != t).all())
+
+    gen = torch.Generator().manual_seed(3)
+    t0 = torch.stack([sample_times(5, generator=gen)[0] for _ in range(8)])
+    assert t0.dtype == F64 and off_float32(t0)
+    seen = []
+
+    def score(x, t):
+        seen.append(t)
+        return -x
+
+    sde = VPSDE()
+    dsm_loss(ScoreModel(score, sde), DATA.sample(16, generator=gen), generator=gen)
+    (t,) = seen
+    assert t.dtype == F64 and t.shape == (16,) and bool(((t >= sde.t_min) & (t <= sde.T)).all())
+    assert off_float32(t)
+
+
 def test_iid_and_discrete_times_come_from_the_generator_and_lie_on_the_grid():
     """antithetic=False: B uniforms drawn from the generator (the same seed gives the same times, another
     seed others; a list of B generators gives example i the time generator i gives alone), U(0, 1) by
@@ -967,6 +992,22 @@ def test_the_discrete_loss_decides_sigma_at_zero_in_float64():
     want = 0.5 * 2 * torch.expm1(torch.log(1e-60 + t) - torch.log(1e-60 + (t - 0.5))) * ((eps - 0.5 * z) ** 2).sum(-1)
     assert bool(torch.isfinite(got).all()) and float(got[0]) > 1e59
     torch.testing.assert_close(got, want, rtol=1e-12, atol=0)
+
+
+@pytest.mark.gpu
+def test_a_host_generator_for_integers_on_the_gpu_is_refused_by_name():
+    """vdm_reconstruction_loss checks its generator against the data's device before drawing: a CPU
+    generator (alone or in a list) with integers on the GPU is a ValueError naming both devices, even where
+    the noise is given and the generator would never draw; a CUDA generator draws on the GPU."""
+    sde = VDMSDE()
+    k = torch.randint(0, 17, (4, 3), device="cuda")
+    msg = r"^generator(\[0\])? is on cpu but the samples are on cuda(:0)?; pass a generator on cuda"
+    for gen in (torch.Generator().manual_seed(0), [torch.Generator().manual_seed(i) for i in range(4)]):
+        for noise in (None, torch.zeros(4, 3, device="cuda")):
+            with pytest.raises(ValueError, match=msg):
+                vdm_reconstruction_loss(sde, k, 17, generator=gen, noise=noise)
+    out = vdm_reconstruction_loss(sde, k, 17, generator=torch.Generator("cuda").manual_seed(0))
+    assert out.device.type == "cuda" and out.shape == (4,) and bool(torch.isfinite(out).all())
 
 
 @pytest.mark.gpu
