@@ -164,6 +164,38 @@ def test_torchdiffeq_fixed_step_method_takes_exactly_the_asked_steps(grad):
     assert errs[1] < 1e-4 and errs[0] / errs[1] > 4.0, errs
 
 
+def _heun3_on(dev, steps=10):
+    """log p of GAUSS by torchdiffeq's deprecated heun3, with the network's parameters and the data on
+    ``dev``; the (state, time) devices the network saw, and the answer."""
+    sde = sd.VPSDE()
+    net = _GaussianScoreNet(sde).to(dev)
+    seen = set()
+
+    def score(x, t):
+        seen.add((x.device.type, t.device.type))
+        return net(x, t)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        res = log_likelihood(
+            sde, sd.ScoreModel(score, sde, prediction="score"), _data(sde).to(dev), method="heun3", steps=steps,
+            divergence="exact", prior_logp=lambda z: GAUSS.marginal_log_prob(z.cpu(), sde.T, sde).to(z.device),
+        )  # fmt: skip
+    return seen, res
+
+
+@pytest.mark.gpu
+def test_torchdiffeq_fixed_steps_on_the_gpu_give_the_cpu_answer():
+    """torchdiffeq's fixed-step path with the data and the network on the GPU: the step grid is handed to
+    torchdiffeq on the data's device; every evaluation sees device states and times, the NFE is 3 a step,
+    and the answer, on the GPU, equals the CPU solve (the same float64 steps; 1e-12)."""
+    seen_cpu, cpu = _heun3_on("cpu")
+    seen, gpu = _heun3_on("cuda")
+    assert seen_cpu == {("cpu", "cpu")} and seen == {("cuda", "cuda")}, seen
+    assert gpu.logp.device.type == "cuda" and gpu.nfe == cpu.nfe == 30
+    torch.testing.assert_close(gpu.logp.cpu(), cpu.logp, rtol=0, atol=1e-12)
+
+
 # ------------------------------------------------------------------ _on_grid: is float data on a level grid?
 @pytest.mark.parametrize(("lo", "hi", "levels"), [(0.0, 1.0, 256), (-1.0, 1.0, 256), (0.0, 255.0, 256), (0.0, 1.0, 5)])
 def test_on_grid_accepts_every_level_and_refuses_points_between(lo, hi, levels):
