@@ -47,7 +47,7 @@ import torch
 from torch import Tensor
 
 from .._validate import check_real
-from ..model import ScoreModel, view_at, view_coefficients
+from ..model import ScoreModel, predicts_eps, view_at, view_coefficients
 from .base import GeneratorLike, Solver, randn_like, steps_into_zero
 
 if TYPE_CHECKING:
@@ -208,6 +208,9 @@ class EulerAncestral(Solver):
         c["a"] = alpha_next * (down / r_t) / c["alpha"]
         c["b"] = alpha_next * (1.0 - down / r_t)
         c["c"] = alpha_next * self.s_noise * up
+        # the same step from an eps network's output, D = (x - sigma eps) / alpha folded in (no conversion)
+        c["a_eps"] = c["a"] + c["b"] * c["x0_x"]
+        c["b_eps"] = c["b"] * c["x0_eps"]
         c["draws"] = [bool(v) for v in r_s > 0]
         return c
 
@@ -223,8 +226,14 @@ class EulerAncestral(Solver):
         need_x0: bool = False,
     ) -> dict:
         x = state["x"]
-        d = view_at(model, x, coefs["t"][i], "x0", (coefs["alpha"][i], coefs["sigma"][i]))
-        x_next = torch.addcmul(coefs["a"][i] * x, coefs["b"][i], d)
+        at_t = (coefs["alpha"][i], coefs["sigma"][i])
+        if predicts_eps(model):  # the eps form: one multiply and one multiply-add, as DDIM
+            e = view_at(model, x, coefs["t"][i], "eps", at_t)
+            x_next = torch.addcmul(coefs["a_eps"][i] * x, coefs["b_eps"][i], e)
+            d = torch.addcmul(coefs["x0_x"][i] * x, coefs["x0_eps"][i], e) if need_x0 else None
+        else:
+            d = view_at(model, x, coefs["t"][i], "x0", at_t)
+            x_next = torch.addcmul(coefs["a"][i] * x, coefs["b"][i], d)
         if noise and self.stochastic and coefs["draws"][i]:
             x_next = torch.addcmul(x_next, coefs["c"][i], randn_like(x, generator))
         out = {"x": x_next}
