@@ -227,6 +227,7 @@ class EulerAncestral(Solver):
     ) -> dict:
         x = state["x"]
         at_t = (coefs["alpha"][i], coefs["sigma"][i])
+        d: Tensor | None
         if predicts_eps(model):  # the eps form: one multiply and one multiply-add, as DDIM
             e = view_at(model, x, coefs["t"][i], "eps", at_t)
             x_next = torch.addcmul(coefs["a_eps"][i] * x, coefs["b_eps"][i], e)
