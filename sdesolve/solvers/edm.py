@@ -238,6 +238,6 @@ class EulerAncestral(Solver):
         if noise and self.stochastic and coefs["draws"][i]:
             x_next = torch.addcmul(x_next, coefs["c"][i], randn_like(x, generator))
         out = {"x": x_next}
-        if need_x0:
+        if need_x0 and d is not None:
             out["x0"] = d
         return out
