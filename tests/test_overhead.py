@@ -201,9 +201,12 @@ PINNED = "f7b9ac92e21410540f4ee3fc3f43a60bdc1cfe56"
 #: output; float64: 2.5e-15 relative). These solvers are pinned bitwise to faeeb11 (7e3b4a1's step; UniPC's
 #: small rho systems solved in Python there: one float64 ulp in one case; its DPMSolver bitwise PINNED's),
 #: and test_repinned_solvers_agree_with_pinned_in_float64 ties them to PINNED to 1e-12 relative.
+#: Re-pinned again with EulerMaruyama (every term one addcmul) and EulerAncestral (an eps network's D folded into
+#: the coefficients): fewer kernels per step (issue 12 item 5, 19f322a), rounding moved, pinned to b1bb2da, where
+#: the exponential solvers are bitwise faeeb11's.
 REPINNED = (
-    "faeeb115bf7fdd9f8a409e1010d5fe1da72bcfb2",
-    ("dpmpp1", "dpmpp2", "dpmpp3", "dpmpp2-sde", "unipc", "unipc3-bh1"),
+    "b1bb2dadadbeac10d16de2c09edb392c45ecc503",
+    ("dpmpp1", "dpmpp2", "dpmpp3", "dpmpp2-sde", "unipc", "unipc3-bh1", "em", "euler-a"),
 )
 
 
@@ -371,3 +374,36 @@ def test_record_is_non_finite_exactly_when_the_state_is(device, dtype):
     record64 = new_record(2, device)  # GraphSampler's float64 record takes states of any dtype
     record_step(record64, 1, x)
     assert bool(torch.isfinite(record64[1])) and float(record64[1]) == float(big)
+
+
+# ----------------------------------------------------------------------------- folded network views
+@pytest.mark.parametrize("proc", ["vp", "ve", "discrete0"])
+@pytest.mark.parametrize("solver", [sd.EulerAncestral(), sd.EulerAncestral(eta=0.0), sd.EulerMaruyama()], ids=repr)
+def test_the_folded_eps_step_is_the_step_of_every_other_view(solver, proc):
+    """EulerAncestral takes an eps network's output straight into precomputed coefficients (D folded in),
+    EulerMaruyama g^2/sigma: the same exact Gaussian seen as an eps, x0, v and score network gives the same
+    samples and x0 previews in float64, to 1e-12 of their scale (a wrong folded coefficient moves them by O(1))."""
+    sde = {"vp": sd.VPSDE(), "ve": sd.VESDE(), "discrete0": sd.DiscreteVPSDE.from_schedule("linear", t_min=0.0)}[proc]
+    if isinstance(solver, sd.EulerMaruyama) and float(sde.t_min) == 0.0:
+        sde = sd.DiscreteVPSDE.from_schedule("linear")  # a score solver stops at t_min > 0
+    target = sd.Gaussian(
+        torch.tensor([0.5, -1.0, 2.0], dtype=torch.float64), torch.tensor([0.3, 1.0, 0.7], dtype=torch.float64)
+    )
+    score = target.model(sde)
+
+    def view(pred):
+        def net(x, t):
+            return score.predict(x, t, pred) if pred != "score" else score(x, t)
+
+        return sd.ScoreModel(net, sde, prediction=pred, time_input=lambda t: t)
+
+    outs = {}
+    for pred in ("eps", "x0", "v", "score"):
+        previews = []
+        x = sd.sample(sde, view(pred), (6, 3), solver=solver, steps=6, dtype=torch.float64,
+                      generator=torch.Generator().manual_seed(3), callback=lambda d, acc=previews: acc.append(d["x0"]))  # fmt: skip
+        outs[pred] = (x, torch.stack(previews))
+    ref_x, ref_p = outs["x0" if not isinstance(solver, sd.EulerMaruyama) else "score"]
+    for pred, (x, p) in outs.items():
+        torch.testing.assert_close(x, ref_x, rtol=0, atol=1e-12 * float(ref_x.abs().max()), msg=pred)
+        torch.testing.assert_close(p, ref_p, rtol=0, atol=1e-12 * float(ref_p.abs().max()), msg=pred)
