@@ -1,0 +1,26 @@
+# A mutation run on the GPU host (16 cores) over a tree made here (see README.md). From the project root, with
+# the tree's source as .whl/tree_src.tar.gz (a folder "tree/" holding the project at HEAD, its pyproject.toml
+# as the run needs it) and its meta + stats as .whl/tree_meta.tgz (mutants/**/*.meta, mutants/mutmut-stats.json):
+#   MM_LIMIT=500 bash tools/mutation/device_run.sh 'sdesolve.model.*' ...
+# MM_BASELINE=1 also runs the selected tests once on the unmutated code, beside the mutants (baseline.txt).
+# Brings back $OUT/results.txt, $OUT/mm.log and $OUT/resume.tgz (the meta files: untar them over the tree here).
+. .whl/setup.sh || exit 1
+export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
+R=$PWD
+tar -xzf .whl/tree_src.tar.gz -C /tmp && cd /tmp/tree || exit 1
+tar -xzf "$R/.whl/tree_meta.tgz"
+mkdir -p /tmp/tree_orig && cp -r /tmp/tree/sdesolve /tmp/tree_orig/  # what the tests' subprocesses import
+if [ -n "$MM_BASELINE" ]; then
+  mkdir -p /tmp/base && tar -xzf "$R/.whl/tree_src.tar.gz" -C /tmp/base
+  (cd /tmp/base/tree && PYTHONPATH=/tmp/site:/tmp/base/tree timeout "${MM_LIMIT:-500}" python -m pytest -q -p no:cacheprovider -rf \
+     -m "not slow and not gpu" --ignore=tests/test_notebooks.py --ignore=tests/test_compile.py \
+     --ignore=tests/test_distributed.py tests/ > "$OUT/baseline.txt" 2>&1) &
+fi
+export PYTHONPATH=/tmp/site:/tmp/tree_orig
+START=$(date +%s)
+timeout "${MM_LIMIT:-500}" python "$R/tools/mutation/noclean.py" run --max-children "${MM_CHILDREN:-16}" "$@" > "$OUT/mm.log" 2>&1
+echo "mutmut rc=$? after $(( $(date +%s) - START )) s" >> "$OUT/mm.log"
+timeout 60 mutmut results --all true > "$OUT/results.txt" 2>&1
+tar -czf "$OUT/resume.tgz" $(find mutants -name "*.meta") 2>/dev/null
+awk -F': ' '{print $2}' "$OUT/results.txt" | sort | uniq -c
+wait
