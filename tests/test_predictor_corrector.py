@@ -28,7 +28,7 @@ from helpers import (
 from helpers import PROCESSES as _PROCESSES
 
 import sdesolve as sd
-from sdesolve.solvers.base import NonFiniteError, run_steps
+from sdesolve.solvers.base import NonFiniteError, randn_like, run_steps
 from sdesolve.solvers.predictor_corrector import (
     AncestralPredictor,
     AnnealedLangevinCorrector,
@@ -1678,3 +1678,135 @@ def test_overridden_correct_is_the_one_the_sampler_calls():
         for corr in (_NoCorrection(), None)
     ]
     assert torch.equal(runs[0], runs[1])
+
+
+class _OwnCall(LangevinCorrector):
+    """A Langevin subclass with its own ``__call__`` (the same step): the sampler then calls ``correct``, which calls
+    it."""
+
+    def __call__(self, model, x, i, c, *, generator=None):
+        return super().__call__(model, x, i, c, generator=generator)
+
+
+class _Delegating(Corrector):
+    """A user corrector written on the base class (``init`` and ``__call__`` only), delegating to an unadjusted
+    Langevin corrector: the sampler reaches it through the base class's ``correct``."""
+
+    def __init__(self, inner):
+        super().__init__(inner.snr, inner.n_steps)
+        self.inner = inner
+
+    def init(self, sde, grid):
+        return self.inner.init(sde, grid)
+
+    def __call__(self, model, x, i, c, *, generator=None):
+        return self.inner(model, x, i, c, generator=generator)
+
+
+@pytest.mark.parametrize("D", [2, 16])
+def test_unadjusted_corrector_subclasses_give_the_samples_of_the_plain_corrector(D):
+    """Unadjusted (ULA) Langevin correctors reached through ``correct`` -- a subclass overriding ``correct`` or
+    ``__call__``, and a user corrector written on :class:`Corrector` that calls one -- are handed the sampler's
+    model, state, step, coefficients and generator: with the same generator their samples are bitwise those of the
+    plain ``LangevinCorrector(metropolis=False)`` (run by the sampler's own fast path), on an eps network (the
+    folded sigma-rule step) and a score network, and they are the plain corrector's own ULA chain: the global
+    generator's state does not matter."""
+    sde = sd.VPSDE()
+    target = sd.Gaussian(torch.full((D,), 0.7, dtype=torch.float64), torch.full((D,), 0.5, dtype=torch.float64))
+    x_T = target.marginal_sample(16, sde.T, sde, generator=torch.Generator().manual_seed(0)).float()
+    for model in (target.model(sde), _eps_network(target.model(sde), sde)):
+        runs = []
+        for k, corr in enumerate(
+            (
+                LangevinCorrector(snr=0.3, n_steps=2, metropolis=False),
+                _OwnCorrect(snr=0.3, n_steps=2, metropolis=False),
+                _OwnCall(snr=0.3, n_steps=2, metropolis=False),
+                _Delegating(LangevinCorrector(snr=0.3, n_steps=2, metropolis=False)),
+            )
+        ):
+            torch.manual_seed(100 + k)  # draws from the global generator would differ from run to run
+            solver = PredictorCorrector(ReverseDiffusionPredictor(), corr)
+            runs.append(
+                sd.sample(sde, model, x_T=x_T, solver=solver, steps=20, generator=torch.Generator().manual_seed(9))
+            )
+        assert runs[0].abs().max() < 5.0  # a sane chain (the target is N(0.7, 0.5) per coordinate)
+        for k, run in enumerate(runs[1:], 1):
+            assert torch.equal(runs[0], run), (model.prediction, k)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("rule", ["sample", "batch"])
+@pytest.mark.parametrize("D", [4, 64])
+def test_norm_rule_step_of_a_low_precision_state_is_the_exact_step_rounded_once(dtype, rule, D):
+    """The norm rules' Langevin step of a float16 / bfloat16 state, ``x + eps s + sqrt(2 eps) z`` with
+    ``eps = k_i (|z| / |s|)^2`` per sample (``"sample"``) or with batch-mean norms (``"batch"``), is computed from
+    float32 norms and float32 arithmetic and rounded once to the state's dtype: every entry lies within half an
+    ulp of the step computed in float64 from the same x, s and z (plus the float32 round-off, 1e-5 of the terms).
+    Norms or a step taken in the state's own dtype are off by up to 2^-11 (float16) / 2^-8 (bfloat16) of the
+    increment before the final rounding, which moves many entries by an ulp."""
+    sde = sd.VESDE()
+    grid = sd.grids.uniform(sde, 6)
+    corr = LangevinCorrector(snr=0.5, step_rule=rule)
+    c = PredictorCorrector(ReverseDiffusionPredictor(), corr).init(sde, grid)
+    model = sd.ScoreModel(lambda x, t: -0.25 * x, sde, prediction="score", time_input=lambda t: t)  # exact s
+    i, B = 2, 32
+    x = (2.0 * torch.randn(B, D, generator=torch.Generator().manual_seed(1), dtype=torch.float64)).to(dtype)
+    out = corr(model, x, i, c, generator=torch.Generator().manual_seed(7))
+    assert out.dtype == dtype
+    z = randn_like(x, torch.Generator().manual_seed(7)).double()
+    xd = x.double()
+    s = -0.25 * xd
+    zn, sn = z.norm(dim=1), s.norm(dim=1)
+    if rule == "batch":
+        zn, sn = zn.mean(), sn.mean()
+    eps = (c["c_k"][i] * (zn / sn) ** 2).reshape(-1, 1)
+    want = xd + eps * s + torch.sqrt(2.0 * eps) * z
+    assert (eps * s).abs().max() > 0.5 and (torch.sqrt(2.0 * eps) * z).abs().max() > 0.5  # the step is not negligible
+    ulp = torch.finfo(dtype).eps * torch.exp2(torch.floor(torch.log2(want.abs().clamp_min(2.0**-14))))
+    slack = 1e-5 * (xd.abs() + (eps * s).abs() + (torch.sqrt(2.0 * eps) * z).abs())
+    err = (out.double() - want).abs()
+    assert (err <= 0.5 * ulp + slack).all(), (err / ulp).max()
+
+
+class _OwnPredictor(Predictor):
+    """A user predictor written on :class:`Predictor` (no ``takes_score``, no ``score`` argument): reverse
+    diffusion, by delegation."""
+
+    def __init__(self):
+        super().__init__()
+        self.inner = ReverseDiffusionPredictor()
+
+    def init(self, sde, grid):
+        return self.inner.init(sde, grid)
+
+    def __call__(self, model, x, i, c, *, generator=None, noise=True, need_x0=False):
+        return self.inner(model, x, i, c, generator=generator, noise=noise, need_x0=need_x0)
+
+
+class _NeverTakesScore(EulerMaruyamaPredictor):
+    """Euler-Maruyama at t_i (``"song"``) that declines the corrector's score: it evaluates the network itself."""
+
+    def takes_score(self, sde):
+        return False
+
+
+def test_nfe_of_user_predictors_is_the_count_of_network_calls():
+    """With the Metropolis corrector (3 calls a step unless the predictor takes the corrector's score):
+    a predictor written on :class:`Predictor` takes no score (the base ``takes_score`` is False; it is never handed
+    one) on any process, so ``nfe(5)`` needs no process and is 15; a grid predictor that overrides ``takes_score``
+    may decide per process, so ``nfe(5)`` without sde is a ValueError, and with it the count, 15 here. Both counted
+    on the model in a solve on VP and VE."""
+    cases = [
+        (PredictorCorrector(_OwnPredictor(), LangevinCorrector()), 15),
+        (PredictorCorrector(_NeverTakesScore(discretization="song"), LangevinCorrector()), None),
+    ]
+    for solver, without in cases:
+        for sde in (sd.VPSDE(), sd.VESDE()):
+            model = TARGET.model(sde)
+            sd.sample(sde, model, (3, 2), solver=solver, steps=5, generator=torch.Generator().manual_seed(0))
+            assert model.nfe == 15 == solver.nfe(5, sde) == 5 * solver.nfe_on(sde), (solver, sde)
+        if without is None:
+            with pytest.raises(ValueError, match=r"sde is needed.*nfe\(n_steps, sde\)"):
+                solver.nfe(5)
+        else:
+            assert solver.nfe(5) == without
