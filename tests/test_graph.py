@@ -417,6 +417,56 @@ def test_without_graph_safe_generators_one_generator_draws_per_sample_keys(monke
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("graph_safe", [True, False], ids=["graph-safe-generators", "before-torch-2.4"])
+@pytest.mark.parametrize("solver", [sd.DDIM(), sd.DDPM()], ids=repr)
+def test_each_loop_is_captured_once_and_replayed_by_every_later_call(monkeypatch, graph_safe, solver):
+    """A capture costs warm-up solves, a graph's memory pool and a synchronization: the sampler captures
+    the one-generator loop at construction and the per-sample (counter) loop at the first call with a
+    generator list, each once. Without graph-safe generators (PyTorch < 2.4, emulated as above) the
+    capture at construction is the counter loop, and it serves every call: one capture in all. Every
+    replay of the counter loop gives the plain loop's samples for the same keys."""
+    import builtins
+
+    import sdesolve.graph as graph_module
+
+    if not graph_safe:
+
+        def probe(obj, name):
+            return False if name == "register_generator_state" else builtins.hasattr(obj, name)
+
+        monkeypatch.setattr(graph_module, "hasattr", probe, raising=False)
+    captures = []
+    capture = graph_module.capture_cuda_graph
+
+    def counted(fn, **kwargs):
+        captures.append(len(kwargs.get("generators", ())))
+        return capture(fn, **kwargs)
+
+    monkeypatch.setattr(graph_module, "capture_cuda_graph", counted)
+    sde = sd.VPSDE()
+    model = sd.Gaussian(torch.zeros(3, dtype=torch.float64), 0.5).model(sde)
+    kw = dict(solver=solver, steps=5, device="cuda", dtype=torch.float64)
+    gs = sd.GraphSampler(sde, model, (4, 3), **kw)
+    plain = sd.GraphSampler(sde, model, (4, 3), use_graph=False, **kw)
+    assert gs._graph_safe_rng is graph_safe and captures == [1 if graph_safe and gs.n_noise else 0]
+
+    def gens(seed):
+        return [torch.Generator("cuda").manual_seed(seed + i) for i in range(4)]
+
+    x_T = torch.randn(4, 3, dtype=torch.float64, device="cuda", generator=torch.Generator("cuda").manual_seed(9))
+    for call in range(3):
+        gs(generator=torch.Generator("cuda").manual_seed(call))
+        torch.cuda.manual_seed(call)
+        a = gs()
+        if graph_safe:  # the default CUDA generator draws the prior and the noise, as in sample()
+            torch.cuda.manual_seed(call)
+            torch.testing.assert_close(a, sd.sample(sde, model, (4, 3), **kw), rtol=0, atol=1e-12)
+        torch.testing.assert_close(gs(generator=gens(10 * call)), plain(generator=gens(10 * call)), rtol=0, atol=1e-12)
+        torch.testing.assert_close(gs(x_T, generator=gens(call)), plain(x_T, generator=gens(call)), rtol=0, atol=1e-12)
+    assert len(captures) == (2 if graph_safe else 1), captures
+
+
+@pytest.mark.gpu
 def test_device_resolution_on_a_cuda_machine():
     """device="cuda" names the current device with its index (the default generator of that device
     drives generator=None); device="cpu" stays on the CPU without a graph even where CUDA exists."""
