@@ -689,7 +689,9 @@ def _solve_fixed(func: Callable[[Tensor, Tensor], Tensor], y0: Tensor, u0: float
                 if a != 0.0:
                     yj = yj + (h * a) * k
             uj = grid[i + 1] if cj == 1.0 else u + cj * h
-            ks.append(func(torch.tensor(uj, dtype=torch.float64, device=y.device), yj))
+            # filled on the device: torch.tensor(uj, device=...) copies a host scalar, one
+            # host-device synchronization per evaluation on a GPU
+            ks.append(func(torch.full((), uj, dtype=torch.float64, device=y.device), yj))
         for bj, k in zip(tab.b, ks):
             if bj != 0.0:
                 y = y + (h * bj) * k

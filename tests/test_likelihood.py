@@ -664,3 +664,103 @@ def test_cuda_graph_gives_the_eager_answer(divergence):
         ode = graph.delta_logp.double() + target.marginal_log_prob(graph.z.double(), sde.T, sde)
         d = target.dim
         assert float(((ode - exact).abs() / (d * math.log(2))).max()) < 1e-3
+
+
+def _standing_still(x, t):
+    """The score of N(0, I) under VP at every t: the probability flow f x - g^2/2 s = 0 (to round-off)."""
+    return -x
+
+
+@pytest.mark.parametrize(
+    "device,cuda_graph",
+    [
+        ("cpu", False),
+        pytest.param("cuda", False, marks=pytest.mark.gpu),
+        pytest.param("cuda", True, marks=pytest.mark.gpu),
+    ],
+    ids=["cpu", "cuda", "cuda-graph"],
+)
+def test_fixed_step_solve_synchronizes_per_solve_not_per_evaluation(device, cuda_graph):
+    """The fixed-step solve's stage times are filled on x's device: building each from a host scalar
+    (``torch.tensor(u, device=...)``, or a host tensor moved by the dynamics) is one host-device
+    synchronization per evaluation on a GPU. On CUDA the synchronizations of a solve do not grow with
+    its steps (rk4: 8 and 32 evaluations), eager or captured; the answer is the exact one everywhere
+    (a flow that stands still: log p(x) = log N(x; 0, I), no change in the latent)."""
+    import warnings
+
+    sde = VPSDE()
+    model = sdesolve.ScoreModel(_standing_still, sde, prediction="score")
+    x = torch.randn(4, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0)).to(device)
+    exact = -0.5 * x.cpu().pow(2).sum(1) - 1.5 * math.log(2 * math.pi)
+    kw = dict(divergence="exact", method="rk4", cuda_graph=cuda_graph, return_latent=True)
+    syncs = {}
+    for steps in (2, 2, 8):  # the first solve warms up
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            if device == "cuda":
+                torch.cuda.synchronize()
+                torch.cuda.set_sync_debug_mode("warn")
+            try:
+                r = log_likelihood(sde, model, x, steps=steps, **kw)
+            finally:
+                if device == "cuda":
+                    torch.cuda.set_sync_debug_mode(0)
+        syncs[steps] = sum("synchroniz" in str(w.message) for w in caught)
+        assert r.nfe == 4 * steps and r.logp.device == x.device
+        torch.testing.assert_close(r.logp.cpu(), exact, rtol=0, atol=1e-12)
+        torch.testing.assert_close(r.z, x, rtol=0, atol=1e-14)  # zero up to the round-off of f and g^2 / 2
+        torch.testing.assert_close(r.delta_logp.cpu(), torch.zeros(4, dtype=torch.float64), rtol=0, atol=1e-13)
+    assert syncs[8] == syncs[2], syncs
+
+
+@pytest.mark.gpu
+def test_cuda_graph_counts_the_evaluations_and_is_captured_again_once(monkeypatch):
+    """The captured dynamics count on the model what the eager solve counts (warm-up, capture and the
+    checks are not evaluations of the solve). A capture whose check fails is taken again, once: the
+    second is used (the eager answer); a second failure raises instead of integrating wrong dynamics,
+    after two captures, not three."""
+    import sdesolve.likelihood as lik
+
+    sde = VPSDE()
+    x = GAUSS.marginal_sample(4, sde.t_min, sde, generator=torch.Generator().manual_seed(3)).double().cuda()
+    model = GAUSS.model(sde)
+    kw = dict(divergence="exact", method="rk4", steps=4, prior_logp=_exact_pT(GAUSS, sde))
+    n0 = model.nfe
+    eager = log_likelihood(sde, model, x, **kw)
+    n_eager = model.nfe - n0
+    assert n_eager == eager.nfe == 16
+    captures = []
+    capture = lik.capture_cuda_graph
+
+    def counted(fn, **kwargs):
+        captures.append(kwargs.get("warmup"))
+        return capture(fn, **kwargs)
+
+    monkeypatch.setattr(lik, "capture_cuda_graph", counted)
+    n0 = model.nfe
+    graph = log_likelihood(sde, model, x, cuda_graph=True, **kw)
+    assert len(captures) == 1 and graph.nfe == eager.nfe and model.nfe - n0 == n_eager
+    torch.testing.assert_close(graph.logp, eager.logp, rtol=0, atol=1e-10)
+
+    reproduces, checks = lik._GraphedDynamics._reproduces, []
+
+    def fails_first(self, func, u, y):
+        checks.append(u)
+        return len(checks) > 1 and reproduces(self, func, u, y)
+
+    monkeypatch.setattr(lik._GraphedDynamics, "_reproduces", fails_first)
+    captures.clear()
+    n0 = model.nfe
+    again = log_likelihood(sde, model, x, cuda_graph=True, **kw)
+    assert len(captures) == 2 and len(checks) == 3 and model.nfe - n0 == n_eager
+    torch.testing.assert_close(again.logp, eager.logp, rtol=0, atol=1e-10)
+
+    monkeypatch.setattr(lik._GraphedDynamics, "_reproduces", lambda self, func, u, y: False)
+    captures.clear()
+    with pytest.raises(
+        RuntimeError,
+        match=r"^cuda_graph=True: the captured dynamics do not reproduce an eager evaluation \(after a "
+        r"re-capture\); pass cuda_graph=False$",
+    ):
+        log_likelihood(sde, model, x, cuda_graph=True, **kw)
+    assert len(captures) == 2
