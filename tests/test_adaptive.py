@@ -742,3 +742,78 @@ def test_per_sample_log_snr_solve_on_cuda_copies_nothing_to_the_device_per_evalu
     xs = sd.sample(sde, model, x_T=x_T, solver=shared)
     exact = TARGET_4.flow(x_T.cpu(), sde.T, sde.t_min, sde)
     assert xs.device == x_T.device and float(((xs.cpu() - exact).abs() / (1 + exact.abs())).max()) < 20e-6
+
+
+def _gaussian_eps_on_device(sde, var):
+    """The exact eps of N(0, diag(var)) data, sigma x / (alpha^2 var + sigma^2), from the process's hooks
+    at the network's time and ``var`` on the state's device (no host tensor: every copy is the solver's)."""
+
+    def net(x, t):
+        t64 = t.to(torch.float64)
+        a2 = torch.exp(2.0 * sde._log_alpha(t64))[:, None]
+        s = torch.exp(sde._log_sigma(t64))[:, None]
+        return (s * x / (a2 * var + s * s)).to(x.dtype)
+
+    return sd.ScoreModel(net, sde, prediction="eps", time_input=lambda t: t)
+
+
+@pytest.mark.gpu
+def test_per_sample_step_into_sigma_zero_copies_each_host_vector_to_the_device_once_a_round(monkeypatch):
+    """Each round of the per-sample step into sigma = 0 computes its times and DDIM coefficients on the
+    host and copies each host vector it needs (t_b, the start, t_m, the coefficients, the flags) to the
+    device once: no host tensor is copied twice within a round (a second blocking transfer; e.g. t_b
+    handed on as the host vector and copied by ``advance`` and again by ``eps_at``). Rounds are counted
+    by the three DDIM steps each takes. Six samples of N(0, diag(var)) at sigma/alpha = 0.045, var down to
+    0.05^2 (three rounds on the CPU, retries for some samples only); the answer is the CPU solve's, and
+    the exact flow's (a scaling) within 10 tol."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    ddim, steps = ad._ddim_step, [0]
+
+    def counted(*args, **kwargs):
+        out = ddim(*args, **kwargs)
+        steps[0] += 1
+        return out
+
+    class HostToDevice(TorchDispatchMode):
+        """Records (round, source) of each copy of a host tensor onto the device; keeps the sources alive
+        so that no storage is reused."""
+
+        def __init__(self):
+            super().__init__()
+            self.copies = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            if func is torch.ops.aten._to_copy.default:
+                src, dst = args[0], out
+            elif func is torch.ops.aten.copy_.default:
+                src, dst = args[1], args[0]
+            else:
+                return out
+            if isinstance(src, torch.Tensor) and src.device.type == "cpu" and dst.device.type == "cuda":
+                self.copies.append((steps[0] // 3, src.data_ptr(), src))
+            return out
+
+    monkeypatch.setattr(ad, "_ddim_step", counted)
+    sde, tol = sd.VPSDE(t_min=0.0), 1e-3
+    var = torch.tensor([0.25, 1.0, 0.0025, 4.0], dtype=torch.float64)
+    t0 = float(sde.t_of_sigma_over_alpha(torch.tensor(0.045, dtype=torch.float64)))
+    a0, s0 = float(sde.alpha(t0)), float(sde.sigma(t0))
+    x_T = torch.sqrt(a0 * a0 * var + s0 * s0) * torch.randn(
+        6, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(3)
+    )
+    x_T[:2] *= 3.0
+    solver = ODE("dopri5", rtol=tol, atol=tol, per_sample=True)
+    cpu = sd.sample(sde, _gaussian_eps_on_device(sde, var), x_T=x_T, solver=solver, grid=[t0, 0.0])
+    model = _gaussian_eps_on_device(sde, var.cuda())
+    steps[0] = 0
+    with HostToDevice() as h2d:
+        x = sd.sample(sde, model, x_T=x_T.cuda(), solver=solver, grid=[t0, 0.0])
+    rounds = steps[0] // 3
+    assert rounds >= 2 and steps[0] == 3 * rounds, steps  # some samples retried
+    keys = [(r, p) for r, p, _ in h2d.copies]
+    assert h2d.copies and len(set(keys)) == len(keys), sorted(k for k in keys if keys.count(k) > 1)
+    torch.testing.assert_close(x.cpu(), cpu, rtol=1e-12, atol=1e-12)
+    exact = x_T * torch.sqrt(var / (a0 * a0 * var + s0 * s0))  # the flow of Gaussian data: a scaling
+    assert float(((cpu - exact).abs() / (1.0 + exact.abs())).max()) < 10 * tol
