@@ -1224,7 +1224,7 @@ def _pc_reference_outputs():
 #: per solver name, (sum, sum of |.|) in float64 of its outputs at PC_FOLDED (a check without git history; at
 #: PC_PINNED they agreed to the same 1e-6: the folded conversion's rounding moves them by less)
 _PC_CHECKSUMS: dict[str, tuple[float, float]] = {
-    "default": (-122157.37153446523, 446479.01970026275),
+    "default": (-73305.79768192617, 347080.79118463775),  # its float16 / bfloat16 chains left out (below)
     "em-song-mala2": (8459.011445508913, 143826.43827316744),
     "em-ula2": (2257.752377374676, 146059.8372346551),
     "anc-annealed": (3379.336786267281, 76292.92677993514),
@@ -1243,10 +1243,16 @@ def pc_reference_outputs():
 
 def test_pc_outputs_match_the_stored_checksums(pc_reference_outputs):
     """The predictor-corrector outputs sum to PC_FOLDED's checksums: to 1e-6 relative of the sum of |.| (float32
-    kernels of other machines may round differently in the last bit; a changed formula moves them by far more)."""
+    kernels of other machines may round differently in the last bit; a changed formula moves them by far more).
+
+    The float16 / bfloat16 chains are left out: rounding of the half-precision network and steps moves a chain
+    by O(1) through the Metropolis accept/reject (computing the network in float32 and rounding once moved
+    their sums by up to 4 %; torch 2.11 on the H200 moved the "default" sum by 2.3 % on them), so a stored
+    sum holds only for one torch build. test_pc_outputs_are_bitwise_those_of_the_pinned_commit checks them
+    bitwise, on this machine, against PC_FOLDED's."""
     sums: dict[str, list[float]] = {k: [0.0, 0.0] for k in _PC_CHECKSUMS}
     for key, value in pc_reference_outputs.items():
-        if key.endswith("/nfe"):
+        if key.endswith("/nfe") or key.split("/")[3] in ("float16", "bfloat16"):
             continue
         acc = sums[key.split("/")[1]]
         acc[0] += float(value.double().sum())
