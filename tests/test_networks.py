@@ -266,6 +266,17 @@ def test_select_indexes_every_per_sample_input(index, rows):
     assert m.nfe == 1
 
 
+def test_select_with_an_empty_list_selects_no_rows():
+    """An empty list selects no sample, as ``x[[]]`` does: every per-sample input keeps its trailing shape with
+    0 rows (the list becomes an integer index even when it has no element to infer the dtype from)."""
+    kw = _kwargs_tree()
+    s = ScoreModel(lambda x, t, **k: x, sd.VPSDE(), model_kwargs=kw).select([])
+    for got, full in ((s.model_kwargs["labels"], kw["labels"]), (s.model_kwargs["emb"], kw["emb"]),
+                      (s.model_kwargs["nested"]["inner"], kw["nested"]["inner"])):  # fmt: skip
+        assert got.shape == (0, *full.shape[1:]) and got.dtype == full.dtype
+    assert s.model_kwargs["shared"] is kw["shared"]
+
+
 @pytest.mark.parametrize("solver", [sd.DDIM(), sd.ODE("heun"), sd.PLMS(), sd.DPMSolverPP()], ids=repr)
 def test_mixed_labels_give_each_sample_its_class_alone(solver):
     """A batch of mixed labels = each class sampled alone on its own rows of x_T (deterministic solvers)."""
