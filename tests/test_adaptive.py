@@ -21,6 +21,7 @@ from helpers import PROCESSES as REGISTRY
 from helpers import loglog_slope
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import sdesolve as sd
 from sdesolve.solvers import adaptive as ad
@@ -688,6 +689,27 @@ def test_log_snr_budget_error_names_the_process_time(per_sample):
     assert ("to t = 0.001;" if per_sample else "from t = 1 to t = 0.001;") in str(info.value)
 
 
+class _HostToDevice(TorchDispatchMode):
+    """Records each copy of a host tensor onto the device (``to``/``copy_``) as (tag(), source pointer, source);
+    keeps the sources alive so that no storage is reused."""
+
+    def __init__(self, tag=lambda: None):
+        super().__init__()
+        self.tag, self.copies = tag, []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if func is torch.ops.aten._to_copy.default:
+            src, dst = args[0], out
+        elif func is torch.ops.aten.copy_.default:
+            src, dst = args[1], args[0]
+        else:
+            return out
+        if isinstance(src, torch.Tensor) and src.device.type == "cpu" and dst.device.type == "cuda":
+            self.copies.append((self.tag(), src.data_ptr(), src))
+        return out
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("proc", ["VP", "discrete"])
 def test_per_sample_log_snr_solve_on_cuda_copies_nothing_to_the_device_per_evaluation(proc):
@@ -697,34 +719,13 @@ def test_per_sample_log_snr_solve_on_cuda_copies_nothing_to_the_device_per_evalu
     The batch-shared solve in u on the device meets its tolerance too."""
     import warnings
 
-    from torch.utils._python_dispatch import TorchDispatchMode
-
-    class HostToDevice(TorchDispatchMode):
-        """Counts the copies of a host tensor onto the device (``to``/``copy_``)."""
-
-        def __init__(self):
-            super().__init__()
-            self.n = 0
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            out = func(*args, **(kwargs or {}))
-            if func is torch.ops.aten._to_copy.default:
-                src, dst = args[0], out
-            elif func is torch.ops.aten.copy_.default:
-                src, dst = args[1], args[0]
-            else:
-                return out
-            if isinstance(src, torch.Tensor) and src.device.type == "cpu" and dst.device.type == "cuda":
-                self.n += 1
-            return out
-
     sde = LOG_SNR[proc]()
     x_T = _mixed_batch(TARGET_4, sde).cuda()
     model = TARGET_4.model(sde)
     solver = ODE("dopri5", rtol=1e-6, atol=1e-6, per_sample=True, time_variable="log_snr")
     sd.sample(sde, model, x_T=x_T, solver=solver)  # warm-up: the device caches of the target and process
     torch.cuda.synchronize()
-    with warnings.catch_warnings(record=True) as caught, HostToDevice() as h2d:
+    with warnings.catch_warnings(record=True) as caught, _HostToDevice() as h2d:
         warnings.simplefilter("always")
         torch.cuda.set_sync_debug_mode("warn")
         try:
@@ -733,7 +734,7 @@ def test_per_sample_log_snr_solve_on_cuda_copies_nothing_to_the_device_per_evalu
             torch.cuda.set_sync_debug_mode("default")
     syncs = sum("synchroniz" in str(w.message) for w in caught)
     steps = solver.last_nfe / 6  # dopri5: 6 new evaluations per attempted step (FSAL)
-    assert h2d.n <= 10, (h2d.n, solver.last_nfe)
+    assert len(h2d.copies) <= 10, (len(h2d.copies), solver.last_nfe)
     assert syncs <= steps + 20, (syncs, steps)
     cpu = sd.sample(sde, model, x_T=x_T.cpu(), solver=solver)
     torch.testing.assert_close(x.cpu(), cpu, rtol=1e-9, atol=1e-9)
@@ -766,34 +767,12 @@ def test_per_sample_step_into_sigma_zero_copies_each_host_vector_to_the_device_o
     by the three DDIM steps each takes. Six samples of N(0, diag(var)) at sigma/alpha = 0.045, var down to
     0.05^2 (three rounds on the CPU, retries for some samples only); the answer is the CPU solve's, and
     the exact flow's (a scaling) within 10 tol."""
-    from torch.utils._python_dispatch import TorchDispatchMode
-
     ddim, steps = ad._ddim_step, [0]
 
     def counted(*args, **kwargs):
         out = ddim(*args, **kwargs)
         steps[0] += 1
         return out
-
-    class HostToDevice(TorchDispatchMode):
-        """Records (round, source) of each copy of a host tensor onto the device; keeps the sources alive
-        so that no storage is reused."""
-
-        def __init__(self):
-            super().__init__()
-            self.copies = []
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            out = func(*args, **(kwargs or {}))
-            if func is torch.ops.aten._to_copy.default:
-                src, dst = args[0], out
-            elif func is torch.ops.aten.copy_.default:
-                src, dst = args[1], args[0]
-            else:
-                return out
-            if isinstance(src, torch.Tensor) and src.device.type == "cpu" and dst.device.type == "cuda":
-                self.copies.append((steps[0] // 3, src.data_ptr(), src))
-            return out
 
     monkeypatch.setattr(ad, "_ddim_step", counted)
     sde, tol = sd.VPSDE(t_min=0.0), 1e-3
@@ -808,7 +787,7 @@ def test_per_sample_step_into_sigma_zero_copies_each_host_vector_to_the_device_o
     cpu = sd.sample(sde, _gaussian_eps_on_device(sde, var), x_T=x_T, solver=solver, grid=[t0, 0.0])
     model = _gaussian_eps_on_device(sde, var.cuda())
     steps[0] = 0
-    with HostToDevice() as h2d:
+    with _HostToDevice(tag=lambda: steps[0] // 3) as h2d:  # each copy tagged by its round
         x = sd.sample(sde, model, x_T=x_T.cuda(), solver=solver, grid=[t0, 0.0])
     rounds = steps[0] // 3
     assert rounds >= 2 and steps[0] == 3 * rounds, steps  # some samples retried

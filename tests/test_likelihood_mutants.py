@@ -164,9 +164,9 @@ def test_torchdiffeq_fixed_step_method_takes_exactly_the_asked_steps(grad):
     assert errs[1] < 1e-4 and errs[0] / errs[1] > 4.0, errs
 
 
-def _heun3_on(dev, steps=10):
-    """log p of GAUSS by torchdiffeq's deprecated heun3, with the network's parameters and the data on
-    ``dev``; the (state, time) devices the network saw, and the answer."""
+def _log_p_on(dev, **kwargs):
+    """log p of GAUSS under VP with the network's parameters and the data on ``dev`` (``kwargs``: the solve's
+    method and options); the (state, time) devices the network saw, and the answer."""
     sde = sd.VPSDE()
     net = _GaussianScoreNet(sde).to(dev)
     seen = set()
@@ -175,13 +175,18 @@ def _heun3_on(dev, steps=10):
         seen.add((x.device.type, t.device.type))
         return net(x, t)
 
+    res = log_likelihood(
+        sde, sd.ScoreModel(score, sde, prediction="score"), _data(sde).to(dev), divergence="exact",
+        prior_logp=lambda z: GAUSS.marginal_log_prob(z.cpu(), sde.T, sde).to(z.device), **kwargs,
+    )  # fmt: skip
+    return seen, res
+
+
+def _heun3_on(dev, steps=10):
+    """log p of GAUSS by torchdiffeq's deprecated heun3 on ``dev`` (:func:`_log_p_on`)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        res = log_likelihood(
-            sde, sd.ScoreModel(score, sde, prediction="score"), _data(sde).to(dev), method="heun3", steps=steps,
-            divergence="exact", prior_logp=lambda z: GAUSS.marginal_log_prob(z.cpu(), sde.T, sde).to(z.device),
-        )  # fmt: skip
-    return seen, res
+        return _log_p_on(dev, method="heun3", steps=steps)
 
 
 @pytest.mark.gpu
@@ -381,27 +386,8 @@ def test_exact_trace_takes_the_callers_chunk_size(chunk_size, passes):
 
 
 def _scipy_on(dev):
-    """log p of GAUSS through the scipy backend with the network's parameters on ``dev``; the devices of
-    the states the network saw, and the answer."""
-    sde = sd.VPSDE()
-    net = _GaussianScoreNet(sde).to(dev)
-    seen = set()
-
-    def score(x, t):
-        seen.add((x.device.type, t.device.type))
-        return net(x, t)
-
-    res = log_likelihood(
-        sde,
-        sd.ScoreModel(score, sde, prediction="score"),
-        _data(sde).to(dev),
-        method="scipy-RK45",
-        divergence="exact",
-        rtol=1e-8,
-        atol=1e-8,
-        prior_logp=lambda z: GAUSS.marginal_log_prob(z.cpu(), sde.T, sde).to(z.device),
-    )
-    return seen, res
+    """log p of GAUSS through the scipy backend on ``dev`` (:func:`_log_p_on`)."""
+    return _log_p_on(dev, method="scipy-RK45", rtol=1e-8, atol=1e-8)
 
 
 @pytest.mark.gpu
