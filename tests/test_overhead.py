@@ -201,12 +201,12 @@ PINNED = "f7b9ac92e21410540f4ee3fc3f43a60bdc1cfe56"
 #: output; float64: 2.5e-15 relative). These solvers are pinned bitwise to faeeb11 (7e3b4a1's step; UniPC's
 #: small rho systems solved in Python there: one float64 ulp in one case; its DPMSolver bitwise PINNED's),
 #: and test_repinned_solvers_agree_with_pinned_in_float64 ties them to PINNED to 1e-12 relative.
-#: Re-pinned again with EulerMaruyama (every term one addcmul) and EulerAncestral (an eps network's D folded into
-#: the coefficients): fewer kernels per step (issue 12 item 5, 19f322a), rounding moved, pinned to b1bb2da, where
-#: the exponential solvers are bitwise faeeb11's.
+#: Re-pinned again with EulerMaruyama (every term one addcmul), EulerAncestral (an eps network's D folded into
+#: the coefficients) and VDMAncestral (mean and noise one addcmul each): fewer kernels per step (issue 12 item 5,
+#: 19f322a, 00c7c7c), rounding moved, pinned to 00c7c7c, where the exponential solvers are bitwise faeeb11's.
 REPINNED = (
-    "b1bb2dadadbeac10d16de2c09edb392c45ecc503",
-    ("dpmpp1", "dpmpp2", "dpmpp3", "dpmpp2-sde", "unipc", "unipc3-bh1", "em", "euler-a"),
+    "00c7c7cba4a3b0c3fd36fa9393bed16886bda1cc",
+    ("dpmpp1", "dpmpp2", "dpmpp3", "dpmpp2-sde", "unipc", "unipc3-bh1", "em", "euler-a", "vdm"),
 )
 
 
