@@ -796,3 +796,39 @@ def test_per_sample_step_into_sigma_zero_copies_each_host_vector_to_the_device_o
     torch.testing.assert_close(x.cpu(), cpu, rtol=1e-12, atol=1e-12)
     exact = x_T * torch.sqrt(var / (a0 * a0 * var + s0 * s0))  # the flow of Gaussian data: a scaling
     assert float(((cpu - exact).abs() / (1.0 + exact.abs())).max()) < 10 * tol
+
+
+@pytest.mark.parametrize("per_sample", [False, True], ids=["shared", "per-sample"])
+def test_time_variable_t_takes_the_first_step_and_carries_it_across_grid_pieces(per_sample):
+    """In t, ``options["first_step"]`` is the first step: dopri5's second evaluation is at T - h0 / 5
+    (c_2 = 1/5; no starting-step evaluation), for every sample. The shared solve is ``integrate`` of the
+    process's probability-flow drift with the same first step and norm (bitwise, same NFE); with a
+    callback on a 3-piece grid it carries the step size from piece to piece: the same answer and NFE as
+    ``_integrate`` chained by hand, each piece starting from the step the last one proposed. Both within
+    20 tol of the exact Gaussian flow."""
+    sde, h0, tol = sd.VPSDE(), 0.01, 1e-6
+    x_T = _x_T(TARGET_3, sde, n=4)
+    model, times = _guarded(TARGET_3, sde)
+    solver = ODE("dopri5", rtol=tol, atol=tol, options={"first_step": h0}, per_sample=per_sample, time_variable="t")
+    x = sd.sample(sde, model, x_T=x_T, solver=solver)
+    assert times[0] == (1.0, 1.0) and times[1] == pytest.approx((1.0 - 0.2 * h0,) * 2, rel=1e-15, abs=0), times[:2]
+    assert float((x - TARGET_3.flow(x_T, sde.T, sde.t_min, sde)).abs().max()) < 20 * tol
+    if per_sample:
+        return
+    flow = sde.probability_flow(TARGET_3.model(sde))
+
+    def drift(t, y):
+        return flow.drift(y, t)
+
+    ref, nfe = ad.integrate(drift, x_T, 1.0, float(sde.t_min), rtol=tol, atol=tol, norm=ad.max_abs_norm, first_step=h0)
+    assert torch.equal(x, ref) and solver.last_nfe == nfe
+    grid = torch.tensor([1.0, 0.5, 0.1, float(sde.t_min)], dtype=torch.float64)
+    seen = []
+    x = sd.sample(sde, model, x_T=x_T, solver=solver, grid=grid, callback=seen.append)
+    y, h, n = x_T, h0, 0
+    for t0, t1 in zip(grid[:-1].tolist(), grid[1:].tolist()):
+        y, n, h = ad._integrate(
+            drift, y, t0, t1, ad.TABLEAUX["dopri5"], tol, tol, 10**6, ad.max_abs_norm, h, "dopri5", n
+        )
+    assert torch.equal(x, y) and solver.last_nfe == n and len(seen) == 3
+    assert float((x - TARGET_3.flow(x_T, sde.T, sde.t_min, sde)).abs().max()) < 20 * tol
