@@ -454,3 +454,111 @@ def test_attributes():
     assert sd.EulerAncestral().stochastic and not sd.EulerAncestral(0.0).stochastic
     assert sd.EDMHeun().default_grid == sd.EulerAncestral().default_grid == "karras"
     assert repr(sd.EDMHeun(s_churn=2.0)).startswith("EDMHeun(s_churn=2.0")
+
+
+# ----------------------------------------------------------------------------- the churn range, steps' outputs, kernels
+def test_churn_applies_on_both_ends_of_its_range_and_at_the_churned_noise_level():
+    """gamma_i > 0 where S_tmin <= sigma_i <= S_tmax, both ends included (Karras et al. Alg. 2, k-diffusion's
+    sample_heun): S_tmin and S_tmax set to grid sigmas exactly churn steps 2 to 4 and no other. Every churned
+    step evaluates the network first at sigma~ = sigma_i (1 + gamma), i.e. at t_of_sigma_over_alpha(sigma~),
+    even for a churn far below float32's resolution (gamma = 1e-8: that time is 1e-9 above t_i on VE), and
+    the step's x0 is the exact denoiser there (the Gaussian's posterior mean at the churned point)."""
+    sde = sd.VESDE(sigma_min=0.002, sigma_max=80.0)
+    grid = sd.grids.karras(sde, 6)
+    r = sde._sigma_over_alpha(grid)
+    inclusive = sd.EDMHeun(s_churn=1.2, s_tmin=float(r[4]), s_tmax=float(r[2])).init(sde, grid)
+    assert inclusive["draws"] == [False, False, True, True, True, False]
+    torch.testing.assert_close(
+        inclusive["churn"][2:5], r[2:5] * math.sqrt((1.0 + 0.2) ** 2 - 1.0), rtol=1e-13, atol=0
+    )  # gamma = 1.2 / 6
+    target = sd.Gaussian(torch.tensor([0.5, -1.0, 2.0], dtype=torch.float64), torch.tensor([0.3, 1.0, 0.7]).double())
+    model = target.model(sde)
+    x = target.marginal_sample(3, float(grid[1]), sde, generator=torch.Generator().manual_seed(4))
+    z = torch.randn(x.shape, generator=torch.Generator().manual_seed(5), dtype=x.dtype)
+
+    class Given:  # a noise source handing the step z
+        def draw(self, like):
+            return z
+
+    for gamma in (1e-8, 0.25):
+        solver = sd.EDMHeun(s_churn=6 * gamma)
+        coefs = solver.init(sde, grid)
+        assert coefs["draws"] == [False] + [True] * 5  # the first step starts at sigma(T): capped, no churn
+        seen = []
+
+        def score(x, t, seen=seen):
+            seen.append(t[0].item())
+            return model.score(x, t)
+
+        for i in range(1, 5):
+            seen.clear()
+            out = solver.step(
+                sd.ScoreModel(score, sde, prediction="score"), {"x": x}, i, coefs, generator=Given(), need_x0=True
+            )
+            want = float(sde.t_of_sigma_over_alpha(r[i] * (1.0 + gamma)))
+            assert want > float(grid[i]) and seen[0] == pytest.approx(want, rel=1e-14, abs=0), (gamma, i, seen[0])
+            x_churned = x + float(r[i]) * math.sqrt((1.0 + gamma) ** 2 - 1.0) * z  # alpha = 1 on VE
+            torch.testing.assert_close(
+                out["x0"], model.x0(x_churned, torch.full((3,), want, dtype=torch.float64)), rtol=1e-12, atol=1e-12
+            )
+
+
+@pytest.mark.parametrize("pred", ["eps", "x0"])
+@pytest.mark.parametrize("solver", [sd.EDMHeun(), sd.EDMHeun(s_churn=10.0), sd.EulerAncestral()], ids=repr)
+def test_a_step_returns_the_x0_preview_only_when_asked(solver, pred):
+    """``step`` with the Solver interface's default (need_x0=False) returns the state alone, whatever the
+    network predicts; asked, also x0 = the exact denoiser at the step's first evaluation (the Gaussian's
+    posterior mean at (x, t_i); the step taken with noise=False), and the same x bitwise."""
+    sde = sd.VPSDE()
+    target = sd.Gaussian(torch.tensor([0.5, -1.0, 2.0], dtype=torch.float64), torch.tensor([0.3, 1.0, 0.7]).double())
+    exact = target.model(sde)
+    model = sd.ScoreModel(lambda x, t: exact.predict(x, t, pred), sde, prediction=pred, time_input=lambda t: t)
+    grid = sd.grids.karras(sde, 5)
+    coefs = solver.init(sde, grid)
+    x = target.marginal_sample(4, float(grid[2]), sde, generator=torch.Generator().manual_seed(0))
+    plain = solver.step(model, {"x": x}, 2, coefs, noise=False)
+    asked = solver.step(model, {"x": x}, 2, coefs, noise=False, need_x0=True)
+    assert sorted(plain) == ["x"] and sorted(asked) == ["x", "x0"] and torch.equal(plain["x"], asked["x"])
+    t = grid[2].expand(4)
+    torch.testing.assert_close(asked["x0"], exact.x0(x, t), rtol=1e-12, atol=1e-12)
+    drawn = solver.step(model, {"x": x}, 2, coefs, generator=torch.Generator().manual_seed(1))
+    assert sorted(drawn) == ["x"]
+
+
+@pytest.mark.parametrize("need_x0", [False, True])
+def test_an_euler_ancestral_step_of_an_eps_network_is_two_kernels_outside_the_network(need_x0):
+    """EulerAncestral takes an eps network's output straight into its folded coefficients: one multiply and
+    one multiply-add outside the network (two more for the x0 preview, only when asked; a draw and one more
+    multiply-add with noise); no conversion to x0 (which would be two more). The count a GPU pays per step."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from sdesolve.model import view_at
+    from sdesolve.solvers.base import _to_device
+
+    views = {"select", "view", "slice", "expand", "unbind", "alias", "as_strided", "unsqueeze", "squeeze"}
+
+    class Kernels(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.names = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func.__name__.split(".")[0] not in views:
+                self.names.append(func.__name__.split(".")[0])
+            return func(*args, **(kwargs or {}))
+
+    sde = sd.DiscreteVPSDE.from_schedule("linear", t_min=0.0)
+    model = sd.ScoreModel(lambda x, t: 0.5 * torch.tanh(x), sde, prediction="eps")
+    solver, x = sd.EulerAncestral(), torch.randn(4, 3, 2, 2)
+    coefs = _to_device(solver.init(sde, sd.grids.karras(sde, 6)), x)
+    with Kernels() as net:
+        view_at(model, x, coefs["t"][1], "eps", (coefs["alpha"][1], coefs["sigma"][1]))
+    with Kernels() as ops:
+        solver.step(model, {"x": x}, 1, coefs, noise=False, need_x0=need_x0)
+    assert ops.names[: len(net.names)] == net.names
+    assert ops.names[len(net.names) :] == ["mul", "addcmul"] * (2 if need_x0 else 1), ops.names
+    with Kernels() as ops:
+        solver.step(model, {"x": x}, 1, coefs, generator=torch.Generator().manual_seed(0), need_x0=need_x0)
+    extra = ops.names[len(net.names) :]
+    assert extra[: 2 + 2 * need_x0] == ["mul", "addcmul"] * (1 + need_x0) and extra[-1] == "addcmul", extra
+    assert len(extra) <= 2 + 2 * need_x0 + 3, extra  # the draw (one or two kernels) and its multiply-add
