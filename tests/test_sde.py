@@ -956,8 +956,14 @@ def _first_float32_beyond(value, bound):
 
 @pytest.mark.parametrize(
     "make",
-    [sd.VPSDE, sd.VESDE, lambda: sd.VDMSDE(sd.FixedLinearGamma(-3.0, 0.75))],
-    ids=["vp", "ve", "vdm-log-snr-below-1"],
+    # the VDM processes: |log_snr(T)| < 1, then |log_snr(0)| < 2 too (the tolerance is relative to max(1, |end|))
+    [
+        sd.VPSDE,
+        sd.VESDE,
+        lambda: sd.VDMSDE(sd.FixedLinearGamma(-3.0, 0.75)),
+        lambda: sd.VDMSDE(sd.FixedLinearGamma(-1.5, 0.75)),
+    ],
+    ids=["vp", "ve", "vdm-log-snr-below-1", "vdm-log-snr-of-0-below-2"],
 )
 def test_log_snr_outside_the_process_by_four_ulps_of_the_callers_dtype_is_its_end(make):
     """``t_of_log_snr`` accepts a log-SNR up to 4 units of the caller's dtype's epsilon (relative to
