@@ -248,3 +248,26 @@ def test_step_into_sigma_zero_never_evaluates_there(warm_start, steps):
             tm = 0.5 * (t[i] + t[i + 1])
             e = eps(_transfer(sde, xs[i], e, t[i], tm), tm)
         torch.testing.assert_close(xs[-1], _transfer(sde, xs[i], e, t[i], 0.0), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("warm_start", ["lower_order", "prk"])
+def test_step_forms_the_x0_preview_only_when_asked(warm_start):
+    """``step``'s default is the Solver interface's ``need_x0=False``: called without it a PLMS step returns
+    the state and its eps history alone; with ``need_x0=True`` also the model's denoised estimate at (x, t_i),
+    the Gaussian's posterior mean (1e-12), with the same next state bitwise. Warm-up and multistep steps."""
+    from sdesolve.solvers.base import _to_device
+
+    sde = VPSDE()
+    model = TARGET.model(sde)
+    solver = PLMS(warm_start=warm_start)
+    grid = grids.uniform(sde, 6)
+    x = TARGET.sample(8, generator=torch.Generator().manual_seed(0)).double()
+    coefs = _to_device(solver.init(sde, grid), x)
+    state = solver.init_state(x, coefs)
+    for i in range(6):
+        plain = solver.step(model, state, i, coefs)
+        asked = solver.step(model, state, i, coefs, need_x0=True)
+        assert "x0" not in plain and set(asked) == set(plain) | {"x0"}, i
+        assert torch.equal(plain["x"], asked["x"])
+        torch.testing.assert_close(asked["x0"], model.x0(state["x"], grid[i]), rtol=1e-12, atol=1e-12)
+        state = plain
