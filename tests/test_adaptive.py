@@ -832,3 +832,21 @@ def test_time_variable_t_takes_the_first_step_and_carries_it_across_grid_pieces(
         )
     assert torch.equal(x, y) and solver.last_nfe == n and len(seen) == 3
     assert float((x - TARGET_3.flow(x_T, sde.T, sde.t_min, sde)).abs().max()) < 20 * tol
+
+
+@pytest.mark.parametrize("per_sample", [False, True], ids=["shared", "per-sample"])
+def test_integrate_takes_the_first_step(per_sample):
+    """``integrate(..., first_step=h0)`` starts with that step: the second evaluation of dopri5 is at
+    t0 + h0 / 5 (c_2 = 1/5; without first_step the starting-step choice evaluates at t0 + h0_auto first),
+    for every sample; dy/dt = -y lands within 10 tol of exp(-1)."""
+    h0, tol, seen = 0.03, 1e-8, []
+
+    def fn(t, y):
+        seen.append(t.reshape(-1).tolist())
+        return -y
+
+    y0 = torch.ones(3, 4, dtype=torch.float64)
+    y1, nfe = ad.integrate(fn, y0, 0.0, 1.0, rtol=tol, atol=tol, first_step=h0, per_sample=per_sample)
+    width = 3 if per_sample else 1
+    assert seen[0] == [0.0] * width and seen[1] == pytest.approx([0.2 * h0] * width, rel=1e-15, abs=0), seen[:2]
+    assert float((y1 - math.exp(-1.0)).abs().max()) < 10 * tol and nfe == len(seen)

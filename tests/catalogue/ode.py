@@ -156,7 +156,14 @@ CASES = [
         "ode-integrate-max-nfe-exceeded",
         _int(t1=50.0, rtol=1e-10, atol=1e-10, max_nfe=7),
         AdaptiveSolveError,
-        r"stopped at t = [\d.]+ after 7 evaluations \(max_nfe=7\)",
+        r"^the adaptive solve \(dopri5, rtol=1e-10, atol=1e-10\) stopped at t = [\d.]+ after 7 evaluations "
+        r"\(max_nfe=7\), integrating from t = 0 to t = 50; raise max_nfe",
+    ),
+    Case(
+        "ode-integrate-atol-inf",
+        _int(atol=float("inf")),
+        ValueError,
+        r"^atol must be a finite positive number, got inf$",
     ),
     # --- per-sample solves (each sample its own steps)
     Case(
@@ -171,7 +178,7 @@ CASES = [
         "ode-integrate-per-sample-norm",
         _int(per_sample=True, norm=lambda e: e.abs().max()),
         ValueError,
-        r"norm must be None with per_sample=True",
+        r"^norm must be None with per_sample=True \(each sample's error is its own RMS\)$",
     ),
     Case(
         "ode-integrate-per-sample-0d",
@@ -183,7 +190,8 @@ CASES = [
         "ode-integrate-per-sample-max-nfe",
         _int(per_sample=True, t1=50.0, rtol=1e-10, atol=1e-10, max_nfe=7),
         AdaptiveSolveError,
-        r"stopped at t = [\d.]+ after 7 evaluations \(max_nfe=7\) \(sample 0\)",
+        r"^the adaptive solve \(dopri5, per sample, rtol=1e-10, atol=1e-10\) stopped at t = [\d.]+ after 7 "
+        r"evaluations \(max_nfe=7\) \(sample 0\), integrating to t = 50; raise max_nfe",
     ),
     Case(
         "ode-integrate-per-sample-nan",
