@@ -710,9 +710,9 @@ def test_step_into_sigma_zero_below_sqrt_tol_is_the_two_half_step_from_t0_itself
     """A grid [t0, 0] with r(t0) < sqrt(tol) (t0 = 0.0007: r = 0.0087 on VP, 0.0084 on DDPM, 7.5e-5 on
     subVP; tol = 1e-3): the step into sigma = 0, batch-shared or per sample, starts at t0 itself, not at
     t(r(t0)), which differs from t0 in the last place here: no integration, two evaluations (each sample's
-    too), and the answer is the two-half constant-eps step in (r, y) = (sigma/alpha, x/alpha) written out
-    with the exact eps of the Gaussian, ``r (y - m) / (v + r^2)``: y_m = y - (r/2) eps(y, r),
-    y_0 = y_m - (r/2) eps(y_m, r/2) (1e-13). The shared solve's budget: max_nfe = 2 suffices, 1 stops
+    too; in u = log r and in t, where a start at t(r(t0)) would cost steps), and the answer is the two-half
+    constant-eps step in (r, y) = (sigma/alpha, x/alpha) written out with the exact eps of the Gaussian,
+    ``r (y - m) / (v + r^2)``: y_m = y - (r/2) eps(y, r), y_0 = y_m - (r/2) eps(y_m, r/2) (1e-13). The shared solve's budget: max_nfe = 2 suffices, 1 stops
     before the step (t0, 0 evaluations); NaN at its first evaluation is named with t0 and its count
     (whole messages)."""
     sde = ZERO_END[proc]()
@@ -730,8 +730,8 @@ def test_step_into_sigma_zero_below_sqrt_tol_is_the_two_half_step_from_t0_itself
     y_m = y - (r / 2) * eps(y, r)
     want = y_m - (r / 2) * eps(y_m, r / 2)  # alpha(0) = 1
     for per_sample in (False, True):
-        for max_nfe in (10_000, 2):
-            solver = ODE("dopri5", rtol=1e-3, atol=1e-3, max_nfe=max_nfe, per_sample=per_sample)
+        for max_nfe, tv in ((10_000, "auto"), (2, "auto"), (2, "t")):
+            solver = ODE("dopri5", rtol=1e-3, atol=1e-3, max_nfe=max_nfe, per_sample=per_sample, time_variable=tv)
             x = sd.sample(sde, model, x_T=x_T, solver=solver, grid=[t0, 0.0])
             torch.testing.assert_close(x, want, rtol=1e-13, atol=1e-13)
             assert solver.last_nfe == 2 and (not per_sample or solver.last_nfe_per_sample.tolist() == [2] * 6)
