@@ -712,9 +712,9 @@ def test_step_into_sigma_zero_below_sqrt_tol_is_the_two_half_step_from_t0_itself
     t(r(t0)), which differs from t0 in the last place here: no integration, two evaluations (each sample's
     too; in u = log r and in t, where a start at t(r(t0)) would cost steps), and the answer is the two-half
     constant-eps step in (r, y) = (sigma/alpha, x/alpha) written out with the exact eps of the Gaussian,
-    ``r (y - m) / (v + r^2)``: y_m = y - (r/2) eps(y, r), y_0 = y_m - (r/2) eps(y_m, r/2) (1e-13). The shared solve's budget: max_nfe = 2 suffices, 1 stops
-    before the step (t0, 0 evaluations); NaN at its first evaluation is named with t0 and its count
-    (whole messages)."""
+    ``r (y - m) / (v + r^2)``: y_m = y - (r/2) eps(y, r), y_0 = y_m - (r/2) eps(y_m, r/2) (1e-13). The
+    shared solve's budget: max_nfe = 2 suffices, 1 stops before the step (t0, 0 evaluations); NaN at its
+    first evaluation is named with t0 and its count (whole messages)."""
     sde = ZERO_END[proc]()
     t0 = 0.0007
     r = float(sde.sigma_over_alpha(torch.tensor(t0, dtype=F64)))
