@@ -18,7 +18,7 @@ import torch
 
 import sdesolve as sd
 from sdesolve import VPSDE, Gaussian, bits_per_dim, log_likelihood
-from sdesolve.likelihood import _on_grid, _range_hint
+from sdesolve.likelihood import _on_grid, _range_hint, _TimeMap
 
 F64 = torch.float64
 GAUSS = Gaussian(torch.tensor([0.5, -0.3, 0.8], dtype=F64), torch.tensor([0.3, 0.6, 0.2], dtype=F64))
@@ -613,3 +613,20 @@ def test_bits_per_dim_takes_continuous_data_up_to_a_millionth_of_the_range_outsi
     lp = log_likelihood(sde, _unit_score, x32.double(), generator=torch.Generator().manual_seed(8), **_BPD_KW).logp
     assert got.dtype == F64
     torch.testing.assert_close(got, -lp / (3 * math.log(2.0)) + 7.0, rtol=0, atol=0)
+
+
+def test_fixed_steps_in_log_snr_evaluate_at_the_grid_points_themselves():
+    """A fixed-step solve in u = log-SNR time takes each step's last stage (c = 1) at the next grid point
+    itself, not at ``u_i + 1.0 h``: on a log-SNR grid ``u_0 + (u_1 - u_0)`` is not ``u_1`` in float64 (it is
+    on the linspace grids in t that earlier checks tried). Every evaluation time of Heun's method, 1 to 7
+    steps, equals the time map of the grid's own points, bitwise (kills ``_solve_fixed`` 37, 42)."""
+    sde = sd.VPSDE(t_min=1e-3)
+    x = _data(sde, n=1)
+    tmap = _TimeMap(sde, "log_snr", float(sde.t_min))
+    for n in (1, 2, 3, 5, 7):
+        grid = torch.linspace(tmap.u0, tmap.u1, n + 1, dtype=F64)
+        net = _TimedScore(sde)
+        log_likelihood(sde, net, x, divergence="exact", method="heun", steps=n, time_variable="log_snr")
+        times = torch.cat([t.reshape(-1)[:1] for t in net.times])
+        want = torch.stack([tmap(grid[i + c].reshape(1))[0][0] for i in range(n) for c in (0, 1)])
+        assert torch.equal(times, want), (n, float((times - want).abs().max()))
