@@ -17,7 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sdesolve.sde.base import _derivative
-from sdesolve.sde.vdm import VDMSDE, FixedLinearGamma, LearnedMonotoneGamma, LearnedScalarGamma
+from sdesolve.sde.vdm import VDMSDE, FixedLinearGamma, GammaSchedule, LearnedMonotoneGamma, LearnedScalarGamma
 
 F64 = torch.float64
 
@@ -395,3 +395,31 @@ def test_a_schedule_on_the_gpu_serves_host_times_on_the_host():
                     assert got.device.type == ("cpu" if isinstance(ask, torch.Tensor) else dev.type)
                     assert got.dtype == F64
                     torch.testing.assert_close(got.cpu(), want, rtol=1e-6, atol=1e-6)
+
+
+class _PlainGamma(torch.nn.Module):
+    """A gamma(t) written as a plain module, not a GammaSchedule: gamma'(t) = 16.1 + t."""
+
+    def forward(self, t):
+        return -10.0 + 16.1 * t + 0.5 * t * t
+
+
+class _Float32Derivative(GammaSchedule):
+    """A schedule whose own ``derivative`` answers in float32."""
+
+    def forward(self, t):
+        return -10.0 + 16.1 * t
+
+    def derivative(self, t):
+        return torch.full(t.shape, 16.1, dtype=torch.float32)
+
+
+def test_gamma_prime_of_a_plain_module_and_of_a_schedules_own_derivative():
+    """VDMSDE's gamma'(t): a plain module's is its autograd derivative (to 1e-14 of the closed form); a
+    GammaSchedule's is its own ``derivative``, handed on in float64 (a float32 answer widened exactly)."""
+    t = torch.tensor([0.1, 0.5, 0.9], dtype=torch.float64)
+    torch.testing.assert_close(VDMSDE(_PlainGamma())._gamma_prime(t), 16.1 + t, rtol=1e-14, atol=0)
+    g = VDMSDE(_Float32Derivative())._gamma_prime(t)
+    assert g.dtype == torch.float64 and torch.equal(
+        g, torch.full_like(t, float(torch.tensor(16.1, dtype=torch.float32)))
+    )
