@@ -341,3 +341,22 @@ def test_step_into_sigma_zero_on_discrete_ddpm():
         )
         assert min(seen) > 0.0
         torch.testing.assert_close(out, steps[-1]["x0"], rtol=1e-14, atol=1e-14)
+
+
+def test_step_forms_the_x0_preview_only_when_asked():
+    """``step``'s default is the Solver interface's ``need_x0=False``: called without it a VDMAncestral step
+    returns the state alone; with ``need_x0=True`` also the denoised estimate at (x, t_i), the Gaussian's
+    posterior mean (1e-12), with the same next state bitwise for the same generator."""
+    sde = sd.VDMSDE()
+    target = sd.Gaussian(torch.tensor([0.5, -1.0], dtype=torch.float64), torch.tensor([0.3, 1.0], dtype=torch.float64))
+    model = target.model(sde)
+    solver = sd.VDMAncestral()
+    grid = sd.grids.uniform(sde, 6)
+    x = target.marginal_sample(8, 1.0, sde, generator=torch.Generator().manual_seed(0)).double()
+    coefs = _to_device(solver.init(sde, grid), x)
+    for i in range(5):
+        plain = solver.step(model, {"x": x}, i, coefs, generator=torch.Generator().manual_seed(i))
+        asked = solver.step(model, {"x": x}, i, coefs, generator=torch.Generator().manual_seed(i), need_x0=True)
+        assert set(plain) == {"x"} and set(asked) == {"x", "x0"}, i
+        assert torch.equal(plain["x"], asked["x"])
+        torch.testing.assert_close(asked["x0"], model.x0(x, grid[i]), rtol=1e-12, atol=1e-12)

@@ -423,3 +423,10 @@ def test_gamma_prime_of_a_plain_module_and_of_a_schedules_own_derivative():
     assert g.dtype == torch.float64 and torch.equal(
         g, torch.full_like(t, float(torch.tensor(16.1, dtype=torch.float32)))
     )
+
+
+def test_equal_gamma_endpoints_are_refused():
+    """gamma_min = gamma_max is no schedule (the log-SNR would not decrease): refused by name, as gamma_min > gamma_max is."""
+    for lo, hi in ((5.0, 5.0), (6.0, 5.0)):
+        with pytest.raises(ValueError, match=rf"^gamma_min must be < gamma_max, got gamma_min={lo}, gamma_max={hi}$"):
+            FixedLinearGamma(lo, hi)
