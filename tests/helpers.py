@@ -291,3 +291,22 @@ def bitwise_changes(ref: dict, now: dict) -> list:
         elif got != value:
             changed.append((key, got, value))
     return changed
+
+
+def check_x0_preview_only_when_asked(solver, sde, model, x: Tensor, grid: Tensor, *, keys=("x",), chain=False):
+    """``solver.step``'s default is the Solver interface's ``need_x0=False``: at every step of ``grid`` a call
+    without it returns the state alone (``keys``); with ``need_x0=True`` also the model's denoised estimate at
+    (x, t_i) (1e-12 of ``model.x0``), with the same next state bitwise for the same generator. Each step starts
+    from ``solver.init_state(x)``, or with ``chain`` from the previous step's state (multistep history)."""
+    from sdesolve.solvers.base import _to_device
+
+    coefs = _to_device(solver.init(sde, grid), x)
+    state = solver.init_state(x, coefs)
+    for i in range(grid.numel() - 1):
+        plain = solver.step(model, state, i, coefs, generator=torch.Generator().manual_seed(i))
+        asked = solver.step(model, state, i, coefs, generator=torch.Generator().manual_seed(i), need_x0=True)
+        assert set(plain) == set(keys) and set(asked) == set(keys) | {"x0"}, (i, sorted(plain), sorted(asked))
+        assert torch.equal(plain["x"], asked["x"]), i
+        torch.testing.assert_close(asked["x0"], model.x0(state["x"], grid[i]), rtol=1e-12, atol=1e-12)
+        if chain:
+            state = plain

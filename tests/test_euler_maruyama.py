@@ -9,7 +9,15 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import MIXTURE_2D, TARGET_2D, chain_moments, check_moments, loglog_slope, mmd_two_sample
+from helpers import (
+    MIXTURE_2D,
+    TARGET_2D,
+    chain_moments,
+    check_moments,
+    check_x0_preview_only_when_asked,
+    loglog_slope,
+    mmd_two_sample,
+)
 from helpers import PROCESSES as _PROCESSES
 
 import sdesolve as sd
@@ -261,17 +269,6 @@ def test_step_forms_the_x0_preview_only_when_asked():
     """``step``'s documented default is ``need_x0=False`` (the Solver interface's): called without it the step
     returns the state alone; with ``need_x0=True`` it also returns the model's denoised estimate at (x, t_i), the
     Gaussian's posterior mean E[x0 | x_t] (1e-12), and the same next state bitwise."""
-    from sdesolve.solvers.base import _to_device
-
     sde = sd.VPSDE()
-    model = TARGET.model(sde)
-    em = sd.EulerMaruyama()
-    grid = sd.grids.uniform(sde, 5)
     x = torch.randn(8, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
-    coefs = _to_device(em.init(sde, grid), x)
-    for i in range(5):
-        plain = em.step(model, {"x": x}, i, coefs, generator=torch.Generator().manual_seed(i))
-        asked = em.step(model, {"x": x}, i, coefs, generator=torch.Generator().manual_seed(i), need_x0=True)
-        assert set(plain) == {"x"} and set(asked) == {"x", "x0"}, i
-        assert torch.equal(plain["x"], asked["x"])
-        torch.testing.assert_close(asked["x0"], model.x0(x, grid[i]), rtol=1e-12, atol=1e-12)
+    check_x0_preview_only_when_asked(sd.EulerMaruyama(), sde, TARGET.model(sde), x, sd.grids.uniform(sde, 5))

@@ -22,7 +22,7 @@ import math
 
 import pytest
 import torch
-from helpers import PROCESSES, check_moments, fit_slope
+from helpers import PROCESSES, check_moments, check_x0_preview_only_when_asked, fit_slope
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -835,15 +835,5 @@ def test_dpm_solver_step_forms_the_x0_preview_only_when_asked(order):
     the step returns the state alone; with ``need_x0=True`` it also returns the model's denoised estimate at
     (x, t_i), the Gaussian's posterior mean E[x0 | x_t] (1e-12), and the same next state bitwise."""
     sde = sd.VPSDE()
-    model = TARGET.model(sde)
-    solver = sd.DPMSolver(order)
-    grid = sd.grids.log_snr(sde, 4)
     x = torch.randn(4, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
-    coefs = _to_device(solver.init(sde, grid), x)
-    state = solver.init_state(x, coefs)
-    for i in range(4):
-        plain = solver.step(model, state, i, coefs)
-        asked = solver.step(model, state, i, coefs, need_x0=True)
-        assert set(plain) == {"x"} and set(asked) == {"x", "x0"}, i
-        assert torch.equal(plain["x"], asked["x"])
-        torch.testing.assert_close(asked["x0"], model.x0(x, grid[i]), rtol=1e-12, atol=1e-12)
+    check_x0_preview_only_when_asked(sd.DPMSolver(order), sde, TARGET.model(sde), x, sd.grids.log_snr(sde, 4))

@@ -13,7 +13,7 @@ import math
 
 import pytest
 import torch
-from helpers import FLOW_PROCESSES, TARGET_3D, fit_slope
+from helpers import FLOW_PROCESSES, TARGET_3D, check_x0_preview_only_when_asked, fit_slope
 
 from sdesolve import DDIM, PLMS, VESDE, VPSDE, CosineVPSDE, DiscreteVPSDE, ScoreModel, grids, sample
 
@@ -255,19 +255,8 @@ def test_step_forms_the_x0_preview_only_when_asked(warm_start):
     """``step``'s default is the Solver interface's ``need_x0=False``: called without it a PLMS step returns
     the state and its eps history alone; with ``need_x0=True`` also the model's denoised estimate at (x, t_i),
     the Gaussian's posterior mean (1e-12), with the same next state bitwise. Warm-up and multistep steps."""
-    from sdesolve.solvers.base import _to_device
-
     sde = VPSDE()
-    model = TARGET.model(sde)
-    solver = PLMS(warm_start=warm_start)
-    grid = grids.uniform(sde, 6)
     x = TARGET.sample(8, generator=torch.Generator().manual_seed(0)).double()
-    coefs = _to_device(solver.init(sde, grid), x)
-    state = solver.init_state(x, coefs)
-    for i in range(6):
-        plain = solver.step(model, state, i, coefs)
-        asked = solver.step(model, state, i, coefs, need_x0=True)
-        assert "x0" not in plain and set(asked) == set(plain) | {"x0"}, i
-        assert torch.equal(plain["x"], asked["x"])
-        torch.testing.assert_close(asked["x0"], model.x0(state["x"], grid[i]), rtol=1e-12, atol=1e-12)
-        state = plain
+    check_x0_preview_only_when_asked(
+        PLMS(warm_start=warm_start), sde, TARGET.model(sde), x, grids.uniform(sde, 6), keys=("x", "eps"), chain=True
+    )

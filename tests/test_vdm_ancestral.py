@@ -16,7 +16,7 @@ import math
 
 import pytest
 import torch
-from helpers import fit_slope, processes
+from helpers import check_x0_preview_only_when_asked, fit_slope, processes
 from hypothesis import given
 from hypothesis import strategies as st
 from scipy import stats
@@ -349,14 +349,5 @@ def test_step_forms_the_x0_preview_only_when_asked():
     posterior mean (1e-12), with the same next state bitwise for the same generator."""
     sde = sd.VDMSDE()
     target = sd.Gaussian(torch.tensor([0.5, -1.0], dtype=torch.float64), torch.tensor([0.3, 1.0], dtype=torch.float64))
-    model = target.model(sde)
-    solver = sd.VDMAncestral()
-    grid = sd.grids.uniform(sde, 6)
     x = target.marginal_sample(8, 1.0, sde, generator=torch.Generator().manual_seed(0)).double()
-    coefs = _to_device(solver.init(sde, grid), x)
-    for i in range(5):
-        plain = solver.step(model, {"x": x}, i, coefs, generator=torch.Generator().manual_seed(i))
-        asked = solver.step(model, {"x": x}, i, coefs, generator=torch.Generator().manual_seed(i), need_x0=True)
-        assert set(plain) == {"x"} and set(asked) == {"x", "x0"}, i
-        assert torch.equal(plain["x"], asked["x"])
-        torch.testing.assert_close(asked["x0"], model.x0(x, grid[i]), rtol=1e-12, atol=1e-12)
+    check_x0_preview_only_when_asked(sd.VDMAncestral(), sde, target.model(sde), x, sd.grids.uniform(sde, 6))
