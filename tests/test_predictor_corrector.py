@@ -823,6 +823,29 @@ def test_ancestral_rejects(proc):
         sd.sample(sde, TARGET.model(sde), (4, 2), solver=PredictorCorrector(AncestralPredictor(), None), steps=5)
 
 
+class _UnflaggedVP(sd.LinearSDE):
+    """alpha^2 + sigma^2 = 1 in the numbers, but without the ``variance_preserving`` flag."""
+
+    def _log_alpha(self, t):
+        return -0.5 * t
+
+    def _log_sigma(self, t):
+        return 0.5 * torch.log(-torch.expm1(-t))
+
+
+def test_ancestral_needs_the_vp_flag_and_takes_a_vp_process_with_small_log_alpha_as_vp():
+    """The VP formulas need the flag as well as the numbers; a VP process whose |log alpha| < 1 on [0, T] is VP, not VE."""
+    with pytest.raises(ValueError, match="AncestralPredictor applies to variance-preserving"):
+        AncestralPredictor().init(_UnflaggedVP(), torch.linspace(1.0, 1e-3, 6, dtype=torch.float64))
+    sde = sd.VDMSDE(sd.FixedLinearGamma(-3.0, 0.75))  # log alpha(T) = -0.5 log(1 + e^-0.75) = -0.19
+    assert float(sde.log_alpha(sde.T)) > -1.0
+    grid = sd.grids.uniform(sde, 8)
+    c = AncestralPredictor().init(sde, grid)
+    a = sde.alpha(grid[:-1]) / sde.alpha(grid[1:])  # forward t_{i+1} -> t_i: DDPM's beta_i = 1 - a_i^2
+    torch.testing.assert_close(c["p_noise"] ** 2, 1 - a**2, rtol=1e-12, atol=0)
+    torch.testing.assert_close(c["tp_eval"], 0.5 * (grid[:-1] + grid[1:]), rtol=0, atol=0)  # VP's "auto"
+
+
 def test_ancestral_formulas_match_ddpm_and_smld():
     """On the discrete DDPM grid, beta_i is the schedule's beta; on VE the noise is the SMLD posterior std."""
     sde = sd.DiscreteVPSDE.from_schedule("linear", 1000)
