@@ -1,0 +1,529 @@
+"""Build the cases of the GPU-only mutant pass: ``trees.tgz`` and ``cases.txt`` for ``gpu_run.py``.
+
+Every GPU-only row of the ledgers in ``notes/mutation.md`` is listed below (``ROWS``) with the mutant tree its
+numbers were given in. Each mutant is renumbered into the mutant tree of HEAD (``--tree``, a ``mutmut``
+``mutants/`` directory generated from HEAD's source) by its edit: the lines the mutant removes and adds in its
+function (``tools/mutation``'s remap idea: mutmut numbers the mutants of a function in order, so an unchanged
+function keeps its numbers, a changed one does not). ``graph.py`` is not a mutmut module: its mutants come from
+``--graph-tree`` (a tree generated with graph.py in ``[tool.mutmut]``), usable only while each function's
+source there equals HEAD's (checked; a changed function's rows are written ``stale:`` and not run).
+
+Run from the repository root::
+
+    python tools/mutation/gpu_build.py --tree /path/to/head/mutants \\
+        --graph-tree /path/to/graph/mutants --from gmL=/path/to/gmL/mutants --from mmt=... \\
+        --last /path/to/last/gpu_mut.tsv --out .whl/gpu_mut
+
+``--last`` (the table of the previous pass) drops the mutants it killed (matched by their edit, so a kill
+counts whatever the tree it was numbered in) and sorts the rest: mutants never checked on a device first,
+then re-checks (survivors that have a new test since); the slow inductor cases lead. Outputs in ``--out``: ``trees.tgz`` (``base/`` =
+HEAD's sdesolve, tests, pyproject.toml; ``overlay/head/`` = the mutated modules), ``cases.txt`` (read by
+``gpu_run.py``), ``ledger.tsv`` (mutant, group, status, tests, ledger, source number) and the estimated
+job-seconds of the pass (from ``--last``'s seconds column, by test set).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import csv
+import difflib
+import io
+import os
+import re
+import subprocess
+import sys
+import tarfile
+
+# ---------------------------------------------------------------- test node ids
+T_GRAPH = "tests/test_graph.py"
+G_REPLAY = f"{T_GRAPH}::test_cuda_graph_replay_equals_the_plain_loop_without_sync"
+G_SPLITS = f"{T_GRAPH}::test_generator_lists_make_splits_bitwise_equal_in_the_cuda_graph"
+G_DEVRES = f"{T_GRAPH}::test_device_resolution_on_a_cuda_machine"
+G_NOSAFE = f"{T_GRAPH}::test_without_graph_safe_generators_one_generator_draws_per_sample_keys"
+G_MEM = f"{T_GRAPH}::test_memory_does_not_grow_with_steps"
+G_ONCE = f"{T_GRAPH}::test_each_loop_is_captured_once_and_replayed_by_every_later_call"  # hN's T1
+C_INDUCTOR = "tests/test_compile.py::test_inductor_step_on_cuda"
+SDE_HOST = "tests/test_sde.py::test_a_ddpm_process_left_on_the_host_answers_device_times_on_the_device"
+SDE_MOVE = "tests/test_sde.py::test_marginal_prob_and_reverse_drift_move_host_times_to_the_device_of_x"
+SDE_CUDA = "tests/test_sde.py::test_cuda_coefficients_and_targets"
+SDE_CAST = "tests/test_sde_mutants.py::test_a_ddpm_process_cast_with_its_model_answers_device_times_from_float64_knots"
+L_NOSYNC = "tests/test_losses.py::test_losses_on_cuda_without_host_device_synchronization"
+L_HOSTGEN = "tests/test_losses.py::test_a_host_generator_for_integers_on_the_gpu_is_refused_by_name"
+ODE_PS = "tests/test_ode.py::test_per_sample_step_into_sigma_zero_on_cuda_is_the_cpu_solve"
+AD_COPIES = "tests/test_adaptive.py::test_per_sample_log_snr_solve_on_cuda_copies_nothing_to_the_device_per_evaluation"
+AD_ROUND = (  # hN's T4
+    "tests/test_adaptive.py::test_per_sample_step_into_sigma_zero_copies_each_host_vector_to_the_device_once_a_round"
+)
+LM_FIXED = "tests/test_likelihood_mutants.py::test_fixed_steps_and_a_trace_that_ignores_x_on_the_gpu"
+LM_ADJ = "tests/test_likelihood_mutants.py::test_adjoint_on_the_gpu_gives_the_cpu_answer"
+LM_TDQ = "tests/test_likelihood_mutants.py::test_torchdiffeq_fixed_steps_on_the_gpu_give_the_cpu_answer"
+LM_SCIPY = "tests/test_likelihood_mutants.py::test_scipy_backend_on_the_gpu_evaluates_the_network_on_the_gpu"
+LK_CUDA = "tests/test_likelihood.py::test_cuda_agrees_with_cpu"
+LK_SYNC = "tests/test_likelihood.py::test_fixed_step_solve_synchronizes_per_solve_not_per_evaluation"  # hN's T2
+LK_NFE = "tests/test_likelihood.py::test_cuda_graph_counts_the_evaluations_and_is_captured_again_once"  # hN's T3
+LK_GRAPH = [
+    "tests/test_likelihood.py::test_cuda_graph_gives_the_eager_answer",
+    "tests/test_likelihood.py::test_cuda_graph_refuses_the_hutchinson_divergence",
+    LK_NFE,
+]
+PC_REC = (
+    "tests/test_predictor_corrector.py::test_pc_records_on_cuda_stay_on_the_device_without_a_synchronization_per_step"
+)
+
+GRAPHED = "xǁ_GraphedDynamicsǁ*"  # every mutant of the class's methods
+
+# ---------------------------------------------------------------- the ledgers' GPU-only rows
+# (area, source tree, module, mangled function, numbers in the source tree, tests, ledger)
+# source trees (paths given with --from): gmL = 9dbda3e (graph.py in [tool.mutmut]), mm9 = 9dbda3e,
+# mmt = 21c5fca (run 2), mmH / mmH12 = 5b204f1, mmK = 75e6f27; "head" = --tree itself
+ROWS: list[tuple[str, str, str, str, str, list[str], str]] = [
+    # graph.py (ledger hF; hN: the 6 survivors, T1 added to the sets whose baseline failed)
+    (
+        "graph",
+        "gmL",
+        "sdesolve/graph.py",
+        "x_draw_keys",
+        "24, 30",
+        [f"{T_GRAPH}::test_draw_keys_from_cuda_generators_are_on_the_device"],
+        "hF",
+    ),
+    ("graph", "gmL", "sdesolve/graph.py", "xǁGraphSamplerǁ_fill", "10, 15", [G_NOSAFE], "hF"),
+    ("graph", "gmL", "sdesolve/graph.py", "xǁGraphSamplerǁ_fill", "11", [G_REPLAY], "hF"),
+    ("graph", "gmL", "sdesolve/graph.py", "xǁGraphSamplerǁ_fill", "37, 41", [G_DEVRES, G_ONCE], "hF/hN"),
+    ("graph", "gmL", "sdesolve/graph.py", "xǁGraphSamplerǁ_run", "10, 19-23, 25-28", [G_REPLAY], "hF"),
+    ("graph", "gmL", "sdesolve/graph.py", "xǁGraphSamplerǁ_run", "11-13", [G_ONCE], "hF/hN"),
+    ("graph", "gmL", "sdesolve/graph.py", "xǁGraphSamplerǁ_run", "24, 29, 30", [G_DEVRES, G_ONCE], "hF/hN"),
+    ("graph", "gmL", "sdesolve/graph.py", "xǁGraphSamplerǁ__call__", "4, 7, 20", [G_DEVRES, G_ONCE], "hF/hN"),
+    ("graph", "gmL", "sdesolve/graph.py", "xǁGraphSamplerǁ_mode", "3", [G_REPLAY], "hF"),
+    (
+        "graph",
+        "gmL",
+        "sdesolve/graph.py",
+        "xǁGraphSamplerǁ_build",
+        "3, 6, 10, 13, 17, 37, 39-46, 48-51, 53, 54",
+        [G_REPLAY, G_SPLITS],
+        "hF",
+    ),
+    ("graph", "gmL", "sdesolve/graph.py", "xǁGraphSamplerǁ_build", "52", [G_ONCE, G_NOSAFE], "hF/hN"),
+    ("graph", "gmL", "sdesolve/graph.py", "xǁGraphSamplerǁ_build", "34", [G_MEM, G_DEVRES], "hF/hN"),
+    ("graph", "gmL", "sdesolve/graph.py", "xǁGraphSamplerǁ_capture", "1-31", [T_GRAPH], "hF/hN"),
+    (
+        "graph",
+        "gmL",
+        "sdesolve/graph.py",
+        "xǁGraphSamplerǁ__init__",
+        "35, 38, 40, 41, 46-51, 53-55",
+        [G_DEVRES, G_ONCE],
+        "hF/hN",
+    ),
+    ("graph", "gmL", "sdesolve/graph.py", "xǁGraphSamplerǁ__init__", "61, 62, 72, 73, 104", [G_REPLAY], "hF"),
+    # likelihood._GraphedDynamics: every mutant (61 in gmL; hN: T3 with the CUDA-graph tests)
+    ("graphed_dynamics", "head", "sdesolve/likelihood.py", GRAPHED, "*", LK_GRAPH, "hL/hN"),
+    ("graphed_dynamics", "mmK", "sdesolve/likelihood.py", "x__log_likelihood", "37-48", LK_GRAPH, "hO"),
+    # likelihood.py, outside the CUDA graph
+    ("likelihood", "mmK", "sdesolve/likelihood.py", "x__solve_fixed", "53, 57", [LK_SYNC], "hO/lead"),
+    ("likelihood", "mmK", "sdesolve/likelihood.py", "x__exact_trace", "42, 45, 63, 67", [LK_CUDA], "hO"),
+    ("likelihood", "mmK", "sdesolve/likelihood.py", "x__log_likelihood", "33, 36", [LK_CUDA], "hO"),
+    ("likelihood", "mmK", "sdesolve/likelihood.py", "x__augmented_dynamics", "62", [LK_CUDA], "hO"),
+    ("likelihood", "mmt", "sdesolve/likelihood.py", "x__hutchinson_trace", "44, 47", [LM_FIXED], "hC/lead"),
+    ("likelihood", "mmt", "sdesolve/likelihood.py", "x__draw_probes", "12", [LK_CUDA], "hC/lead"),
+    ("likelihood", "mmt", "sdesolve/likelihood.py", "x_bits_per_dim", "42", [LK_CUDA], "hC/lead"),
+    (
+        "likelihood",
+        "mmt",
+        "sdesolve/likelihood.py",
+        "x__solve_torchdiffeq",
+        "4, 7, 22, 24",
+        [LM_ADJ, LM_TDQ],
+        "run2/hL",
+    ),
+    ("likelihood", "mmH12", "sdesolve/likelihood.py", "x__solve_scipy", "3, 5, 38, 40", [LM_SCIPY], "run2/hL"),
+    # solvers
+    (
+        "solvers",
+        "mmH",
+        "sdesolve/solvers/adaptive.py",
+        "x__advance_in_log_snr",
+        "2, 4, 5, 9, 12",
+        [AD_COPIES, ODE_PS],
+        "hB/hN",
+    ),
+    (
+        "solvers",
+        "mmH",
+        "sdesolve/solvers/adaptive.py",
+        "x__step_into_zero_per_sample",
+        "67",
+        [AD_ROUND, ODE_PS],
+        "run2/hN/hO",
+    ),
+    # 81, 141: hN sorts them equivalent (the one copy moves into the callee); run to see them survive T4
+    (
+        "solvers",
+        "mmH",
+        "sdesolve/solvers/adaptive.py",
+        "x__step_into_zero_per_sample",
+        "81, 141",
+        [AD_ROUND],
+        "run2/hN",
+    ),
+    (
+        "solvers",
+        "mmH",
+        "sdesolve/solvers/adaptive.py",
+        "x__step_into_zero_per_sample",
+        "146, 148, 180, 203",
+        [ODE_PS],
+        "run2/hN/hO",
+    ),
+    ("solvers", "mmt", "sdesolve/solvers/adaptive.py", "x__ddim_step", "42, 44", [ODE_PS], "hB/hO"),
+    (
+        "solvers",
+        "mmK",
+        "sdesolve/solvers/predictor_corrector.py",
+        "xǁPredictorCorrectorǁinit_state",
+        "29, 32, 41, 44",
+        [PC_REC],
+        "hO",
+    ),
+    (
+        "solvers",
+        "mm9",
+        "sdesolve/solvers/base.py",
+        "x_draw",
+        "15, 27, 31, 38, 42, 49, 54",
+        ["tests/test_sample.py::test_draws_are_made_on_the_device_asked_for"],
+        "hD",
+    ),
+    (
+        "solvers",
+        "mm9",
+        "sdesolve/solvers/base.py",
+        "x_randn_like",
+        "6",
+        ["tests/test_sample.py::test_draws_are_made_on_the_device_asked_for"],
+        "hD",
+    ),
+    # processes
+    ("sde", "mm9", "sdesolve/sde/discrete.py", "xǁDiscreteVPSDEǁ_knots", "1, 4-10", [SDE_HOST, SDE_CAST], "hG/hN"),
+    ("sde", "mmH", "sdesolve/sde/discrete.py", "xǁDiscreteVPSDEǁ_knots", "5, 6, 7", [SDE_HOST, SDE_CAST], "hK"),
+    (
+        "sde",
+        "mm9",
+        "sdesolve/sde/discrete.py",
+        "xǁDiscreteVPSDEǁ__init__",
+        "77, 82, 83, 86",
+        [SDE_CUDA, SDE_HOST],
+        "sorted one by one",
+    ),
+    ("sde", "mm9", "sdesolve/sde/reverse.py", "xǁ_Reverseǁ_coefs", "13", [SDE_MOVE], "hG/lead"),
+    ("sde", "mmt", "sdesolve/sde/base.py", "xǁLinearSDEǁdrift", "13, 15", [SDE_MOVE], "run2/hL"),
+    ("sde", "mmt", "sdesolve/sde/base.py", "xǁLinearSDEǁmarginal_prob", "18, 20, 29, 31", [SDE_MOVE], "run2/hL"),
+    (
+        "sde",
+        "mmt",
+        "sdesolve/sde/base.py",
+        "xǁLinearSDEǁ_t_of_log_snr",
+        "42, 47",
+        ["tests/test_sde.py::test_the_bisection_inverse_of_a_process_on_the_gpu_runs_on_the_gpu"],
+        "hC/hL",
+    ),
+    ("sde", "mmt", "sdesolve/sde/base.py", "xǁLinearSDEǁprior_sample", "23, 25, 29, 33", [SDE_CUDA], "hC"),
+    (
+        "sde",
+        "mmt",
+        "sdesolve/sde/vdm.py",
+        "x__schedule_time",
+        "5, 7, 20, 24",
+        ["tests/test_vdm_schedules.py::test_a_schedule_on_the_gpu_serves_host_times_on_the_host"],
+        "hC/hL",
+    ),
+    # losses
+    (
+        "losses",
+        "mmt",
+        "sdesolve/losses.py",
+        "x_sample_times",
+        "47, 48",
+        ["tests/test_losses.py::test_sample_times_follow_a_cuda_generator_to_its_device"],
+        "hA/hL",
+    ),
+    (
+        "losses",
+        "mmt",
+        "sdesolve/losses.py",
+        "x_sample_times",
+        "53",
+        ["tests/test_losses.py::test_sample_times_follow_a_cuda_generator_to_its_device", L_NOSYNC],
+        "hA/hL",
+    ),
+    ("losses", "mmt", "sdesolve/losses.py", "x_vdm_prior_loss", "8, 12", [L_NOSYNC], "run2/hL"),
+    ("losses", "mmt", "sdesolve/losses.py", "x_vdm_reconstruction_loss", "13, 16", [L_HOSTGEN, L_NOSYNC], "run2/hL"),
+    ("losses", "mmt", "sdesolve/losses.py", "x_vdm_reconstruction_loss", "40, 43, 61, 63", [L_NOSYNC], "run2/hL"),
+    ("losses", "mmt", "sdesolve/losses.py", "x_dsm_loss", "90, 104", [L_NOSYNC], "run2"),
+    # slow: inductor compiles (hD expects them equivalent: a CPU token never read); run last
+    ("inductor", "mm9", "sdesolve/solvers/base.py", "xǁCompiledStepǁ_draws", "41, 43", [C_INDUCTOR], "hD/lead"),
+    ("inductor", "mm9", "sdesolve/solvers/base.py", "xǁCompiledStepǁ__call__", "15", [C_INDUCTOR], "hD/lead"),
+]
+# GPU tests run once unmutated although no case of this pass uses them (hN's list of the tests its sorting
+# relies on); cases that do use a test run it unmutated as their baseline anyway
+UNMUTATED = [[G_NOSAFE], [LM_FIXED], [AD_COPIES], [LK_SYNC], [PC_REC]]
+# not run: model._select_tree 13, 15 (equivalent on the CPU; the device kill's test was never identified)
+
+
+def rng(spec: str) -> list[int]:
+    out: list[int] = []
+    for part in spec.replace(" ", "").split(","):
+        a, _, b = part.partition("-")
+        out += list(range(int(a), int(b or a) + 1))
+    return out
+
+
+def git(repo: str, *args: str) -> str:
+    return subprocess.run(["git", "-C", repo, *args], capture_output=True, text=True, check=True).stdout
+
+
+# ---------------------------------------------------------------- mutants of a tree, by edit
+_cache: dict[str, dict[str, dict[str, list[str]]]] = {}
+
+
+def functions(path: str) -> dict[str, dict[str, list[str]]]:
+    """{mangled: {"orig" | "<n>": unparsed source lines}} of one mutated module (cached)."""
+    if path not in _cache:
+        out: dict[str, dict[str, list[str]]] = {}
+        pat = re.compile(r"^(x\w*?)__mutmut_(orig|\d+)$")
+        for node in ast.walk(ast.parse(open(path, encoding="utf-8").read())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                m = pat.match(node.name)
+                if m:
+                    node.name = "f"
+                    node.decorator_list = []
+                    out.setdefault(m.group(1), {})[m.group(2)] = ast.unparse(node).splitlines()
+        _cache[path] = out
+    return _cache[path]
+
+
+def edit(orig: list[str], mut: list[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    rem, add = [], []
+    for ln in difflib.ndiff(orig, mut):
+        if ln.startswith("- "):
+            rem.append(ln[2:].strip())
+        elif ln.startswith("+ "):
+            add.append(ln[2:].strip())
+    return tuple(rem), tuple(add)
+
+
+def signature(path: str, mangled: str, n: int) -> tuple:
+    f = functions(path)[mangled]
+    return (mangled, edit(f["orig"], f[str(n)]))
+
+
+def head_function(src: str, mangled: str) -> list[str] | None:
+    """HEAD's function, unparsed as ``functions`` does (its ``__mutmut_orig`` form)."""
+    tree = ast.parse(src)
+    body = tree.body
+    name = mangled[2:]
+    if mangled.startswith("xǁ"):
+        _, cls, name = mangled.split("ǁ")
+        body = next((n.body for n in tree.body if isinstance(n, ast.ClassDef) and n.name == cls), [])
+    for node in body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == name:
+            node.name = "f"
+            node.decorator_list = []
+            return ast.unparse(node).splitlines()
+    return None
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--repo", default=".", help="the repository (HEAD is what the pass checks)")
+    ap.add_argument("--tree", required=True, help="mutmut mutants/ directory generated from HEAD's source")
+    ap.add_argument("--graph-tree", required=True, help="mutants/ directory whose graph.py is mutated")
+    ap.add_argument(
+        "--from",
+        dest="trees",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="a tree the ledgers numbered mutants in (gmL, mm9, mmt, mmH, mmH12, mmK)",
+    )
+    ap.add_argument("--last", default=None, help="the previous pass's gpu_mut.tsv: its kills are left out")
+    ap.add_argument("--out", default=".whl/gpu_mut")
+    ap.add_argument("--default-seconds", type=float, default=18.0, help="a case's estimate with no history")
+    args = ap.parse_args()
+    repo = os.path.abspath(args.repo)
+    trees = dict(t.split("=", 1) for t in args.trees)
+    trees["head"] = args.tree
+    trees["graph"] = args.graph_tree
+    head_src = {}
+
+    def hsrc(module: str) -> str:
+        if module not in head_src:
+            head_src[module] = git(repo, "show", f"HEAD:{module}")
+        return head_src[module]
+
+    # the HEAD tree must be HEAD's source: its mutated modules' originals equal HEAD's functions
+    problems: list[str] = []
+
+    # kills of the last pass, as signatures (the tree column names the tree of the number)
+    killed: set[tuple] = set()
+    last_rows: dict[tuple, str] = {}
+    seconds: dict[str, list[float]] = {}
+    if args.last:
+        for r in csv.DictReader(open(args.last, encoding="utf-8"), delimiter="\t"):
+            t = r["tree"].removeprefix("stale:").split("-")[0]
+            mod, _, name = r["mutant"].rpartition(".")
+            mangled, _, n = name.rpartition("__mutmut_")
+            module = mod.replace(".", "/") + ".py"
+            if float(r["seconds"] or 0) > 0 and r["verdict"] in ("killed", "survived"):
+                seconds.setdefault(r["tests"], []).append(float(r["seconds"]))
+            if t not in trees or not os.path.exists(os.path.join(trees[t], module)):
+                continue
+            try:
+                sig = (module, *signature(os.path.join(trees[t], module), mangled, int(n)))
+            except KeyError:
+                continue
+            last_rows[sig] = r["verdict"]
+            if r["verdict"] == "killed" and not r["tree"].startswith("stale:"):
+                killed.add(sig)
+
+    def estimate(tests: list[str]) -> float:
+        key = " ".join(tests)
+        if key in seconds:
+            return sum(seconds[key]) / len(seconds[key])
+        parts = [sum(v) / len(v) for k, v in seconds.items() if k in tests]  # a set of one known test
+        return max(parts) + 3.0 * (len(tests) - 1) if parts else args.default_seconds
+
+    cases: list[dict] = []
+    seen: set[str] = set()
+    overlay: set[tuple[str, str]] = set()
+    for area, src, module, mangled, spec, tests, ledger in ROWS:
+        is_graph = module == "sdesolve/graph.py"
+        dst = "graph" if is_graph else "head"
+        dpath = os.path.join(trees[dst], module)
+        spath = os.path.join(trees["graph" if is_graph and src == "gmL" else src], module)
+        fns = functions(spath)
+        if mangled == GRAPHED:
+            pairs = [
+                (m, int(n)) for m, v in fns.items() if m.startswith("xǁ_GraphedDynamicsǁ") for n in v if n != "orig"
+            ]
+        else:
+            pairs = [(mangled, n) for n in rng(spec)]
+        for m, n in pairs:
+            sig = (module, *signature(spath, m, n))
+            dfns = functions(dpath)
+            if m not in dfns:
+                problems.append(f"{module} {m}: not in {dst}'s tree")
+                continue
+            hf = head_function(hsrc(module), m)
+            stale = hf is None or hf != dfns[m]["orig"]
+            matches = [int(k) for k, v in dfns[m].items() if k != "orig" and edit(dfns[m]["orig"], v) == sig[2]]
+            if not matches:
+                problems.append(f"{src} {m} {n}: no mutant of the same edit in {dst}'s tree: {sig[2]}")
+                continue
+            if len(matches) > 1:
+                problems.append(f"{src} {m} {n}: the same edit at {matches} in {dst}'s tree: all taken")
+            for k in matches:
+                name = f"{module[:-3].replace('/', '.')}.{m}__mutmut_{k}"
+                if name in seen:
+                    continue
+                seen.add(name)
+                dsig = (module, *signature(dpath, m, k))
+                if dsig in killed:
+                    continue
+                before = last_rows.get(dsig)
+                status = "recheck" if before == "survived" else "new"
+                if area == "inductor":
+                    status = "slow"
+                cases.append(
+                    dict(
+                        name=name,
+                        area=area,
+                        status=status,
+                        tests=tests,
+                        ledger=ledger,
+                        src=f"{src}:{n}" + (f" ({before})" if before else ""),
+                        tree="stale:head" if stale else "head",
+                        seconds=estimate(tests),
+                    )
+                )
+                if not stale:
+                    overlay.add((dst, module))
+    # the order of the pass: never checked first (by area, as listed; the few slow ones, inductor compiles, at
+    # the very front: the longest first keeps the tail short, as every baseline runs before any case), then
+    # the re-checks
+    order = {"slow": 0, "new": 1, "recheck": 2}
+    cases.sort(key=lambda c: order[c["status"]])
+
+    # every test node exists at HEAD
+    for tests in [c["tests"] for c in cases] + UNMUTATED:
+        for t in tests:
+            f, _, fn = t.partition("::")
+            if fn and not re.search(rf"^def {re.escape(fn)}\(", hsrc(f), re.M):
+                problems.append(f"test {t} does not exist at HEAD")
+    # the modules laid over HEAD must be HEAD's (their other functions too)
+    for dst, module in sorted(overlay):
+        tree_root = os.path.dirname(os.path.abspath(trees[dst]))
+        plain = os.path.join(tree_root, module)
+        if dst == "head" and os.path.exists(plain) and open(plain, encoding="utf-8").read() != hsrc(module):
+            problems.append(f"{module}: the HEAD tree's source differs from HEAD's")
+        if dst == "graph":
+            for m, v in functions(os.path.join(trees[dst], module)).items():
+                if head_function(hsrc(module), m) != v["orig"]:
+                    problems.append(f"{module} {m}: changed since the graph tree (its mutants there are stale)")
+
+    os.makedirs(args.out, exist_ok=True)
+    arch = subprocess.run(
+        ["git", "-C", repo, "archive", "--format=tar", "--prefix=base/", "HEAD", "sdesolve", "tests", "pyproject.toml"],
+        capture_output=True,
+        check=True,
+    ).stdout
+    with tarfile.open(os.path.join(args.out, "trees.tgz"), "w:gz", compresslevel=9) as out:
+        with tarfile.open(fileobj=io.BytesIO(arch)) as src_tar:
+            for mem in src_tar.getmembers():
+                out.addfile(mem, src_tar.extractfile(mem) if mem.isfile() else None)
+        for dst, module in sorted(overlay):
+            out.add(os.path.join(trees[dst], module), arcname=f"overlay/head/{module}")
+    head = git(repo, "rev-parse", "--short", "HEAD").strip()
+    with open(os.path.join(args.out, "cases.txt"), "w", encoding="utf-8") as f:
+        f.write(
+            f"# built by tools/mutation/gpu_build.py at {head}; read by tools/mutation/gpu_run.py\n"
+            "# tree  mutant  tests...   (tree head: HEAD's sdesolve and tests with the mutated modules over them;\n"
+            "#   'stale:head': the function differs from HEAD's, not run; mutant '-': the tests run once unmutated)\n"
+        )
+        group = None
+        for c in cases:
+            g = f"{c['status']}-{c['area']}"
+            if g != group:
+                f.write(f"## group {g}\n")
+                group = g
+            f.write(f"{c['tree']}  {c['name']}  {' '.join(c['tests'])}\n")
+        f.write("## group unmutated\n")
+        for tests in UNMUTATED:
+            f.write(f"head  -  {' '.join(tests)}\n")
+    with open(os.path.join(args.out, "ledger.tsv"), "w", encoding="utf-8") as f:
+        f.write("mutant\tgroup\tstatus\test_seconds\ttests\tledger\tsource\n")
+        for c in cases:
+            f.write(
+                f"{c['name']}\t{c['area']}\t{c['status']}\t{c['seconds']:.0f}\t{' '.join(c['tests'])}\t{c['ledger']}\t{c['src']}\n"
+            )
+    sets = {(c["tree"], " ".join(c["tests"])): c["seconds"] for c in cases} | {
+        ("head", " ".join(t)): estimate(t) for t in UNMUTATED
+    }
+    by: dict[str, list[int]] = {}
+    for c in cases:
+        by.setdefault(c["area"], [0, 0, 0])[order[c["status"]]] += 1
+    print(f"cases: {len(cases)} (slow / new / recheck by area: {by})")
+    print(
+        f"estimated job-seconds: cases {sum(c['seconds'] for c in cases):.0f}, baselines {sum(sets.values()):.0f} "
+        f"({len(sets)} sets), probes about the same again"
+    )
+    print(f"trees.tgz {os.path.getsize(os.path.join(args.out, 'trees.tgz'))} bytes; overlay {sorted(overlay)}")
+    for p in problems:
+        print("  note:", p)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
