@@ -15,6 +15,7 @@ import warnings
 
 import pytest
 import torch
+from helpers import UserVP
 
 import sdesolve as sd
 from sdesolve import VPSDE, Gaussian, bits_per_dim, log_likelihood
@@ -630,3 +631,122 @@ def test_fixed_steps_in_log_snr_evaluate_at_the_grid_points_themselves():
         times = torch.cat([t.reshape(-1)[:1] for t in net.times])
         want = torch.stack([tmap(grid[i + c].reshape(1))[0][0] for i in range(n) for c in (0, 1)])
         assert torch.equal(times, want), (n, float((times - want).abs().max()))
+
+
+# ------------------------------------------------------------------ dtypes: the answer does not depend on torch's default
+_TRACE_DTYPES = [torch.float16, torch.bfloat16, torch.float32, F64]
+
+
+@pytest.mark.parametrize("default", [torch.float32, F64])
+@pytest.mark.parametrize("dtype", _TRACE_DTYPES, ids=str)
+def test_exact_trace_answers_in_the_dtype_of_x_whatever_the_default_dtype(dtype, default):
+    """``exact_trace`` of x in float16, bfloat16, float32 or float64, under torch's default dtype float32 or
+    float64: the score and the trace come back in x's dtype, the trace of s(x) = -3 x is -3 D exactly (D = 5,
+    chunks of 2: three backward passes whose partial sums are exact in every dtype)."""
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(default)
+    try:
+        x = torch.randn(3, 5, generator=torch.Generator().manual_seed(1), dtype=F64).to(dtype)
+        for chunk in (2, None):
+            s, tr = sd.likelihood.exact_trace(lambda v: -3.0 * v, x, chunk_size=chunk)
+            assert s.dtype == tr.dtype == dtype, (s.dtype, tr.dtype)
+            assert torch.equal(tr, torch.full((3,), -15.0, dtype=dtype))
+    finally:
+        torch.set_default_dtype(before)
+
+
+def _ll(sde, model, x, **kw):
+    return log_likelihood(
+        sde, model, x, method="rk4", steps=16, time_variable="log_snr", generator=torch.Generator().manual_seed(5), **kw
+    )
+
+
+@pytest.mark.parametrize("divergence", ["exact", "hutchinson"])
+def test_float32_log_likelihood_is_the_same_under_a_float64_default_dtype(divergence):
+    """Users often set ``torch.set_default_dtype(torch.float64)``: float32 data must still integrate in
+    float32 and give the bitwise answer of the float32 default, in float32 (the log-density, its two parts
+    and the latent); with the exact divergence within 2e-3 of the exact log p (16 RK4 steps in log-SNR time:
+    measured 8e-4)."""
+    sde = sd.VPSDE()
+    x = _data(sde, n=3).float()
+    kw = dict(divergence=divergence, return_latent=True, prior_logp=_exact_prior(sde))
+    ref = _ll(sde, GAUSS.model(sde), x, **kw)
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(F64)
+    try:
+        got = _ll(sde, GAUSS.model(sde), x, **kw)
+    finally:
+        torch.set_default_dtype(before)
+    for name in ("logp", "prior_logp", "delta_logp", "z"):
+        a, b = getattr(got, name), getattr(ref, name)
+        assert a.dtype == torch.float32 and torch.equal(a, b), name
+    if divergence == "exact":
+        exact = GAUSS.marginal_log_prob(x.double(), sde.t_min, sde)
+        assert float((ref.logp.double() - exact).abs().max()) < 2e-3
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("divergence", ["exact", "hutchinson"])
+def test_half_precision_data_integrate_as_their_float32_values(dtype, divergence):
+    """float16 / bfloat16 data integrate in float32 (at least float32): the answer is bitwise that of the
+    same values given in float32, with the same generator — Gaussian Hutchinson probes too are drawn in
+    float32 (drawn in the data's dtype they would be other numbers; Rademacher signs are the same in both)."""
+    sde = sd.VPSDE()
+    x = _data(sde, n=3).to(dtype)
+    kw = dict(divergence=divergence, return_latent=True)
+    if divergence == "hutchinson":
+        kw["probe"] = "gaussian"
+    got, ref = _ll(sde, GAUSS.model(sde), x, **kw), _ll(sde, GAUSS.model(sde), x.float(), **kw)
+    for name in ("logp", "delta_logp", "z"):
+        a, b = getattr(got, name), getattr(ref, name)
+        assert a.dtype == torch.float32 and torch.equal(a, b), name
+
+
+class _Float64OnlyVP(UserVP):
+    """A user's VP process (only its marginal coefficients, ``tests/helpers.py``) that records the dtype of
+    every time its formulas are asked at: the base class promises them float64 tensors."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = set()
+
+    def _log_alpha(self, t):
+        self.seen.add(t.dtype)
+        return super()._log_alpha(t)
+
+    def _log_sigma(self, t):
+        self.seen.add(t.dtype)
+        return super()._log_sigma(t)
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(method="heun", steps=3, time_variable="t"),
+        dict(method="heun", steps=3, time_variable="log_snr"),
+        dict(method="heun", steps=3, time_variable="log_snr", divergence="hutchinson", probe="gaussian"),
+        dict(method="bosh3", time_variable="log_snr", rtol=1e-3, atol=1e-3),
+        dict(method="heun3", steps=3, time_variable="t"),
+        dict(method="heun3", steps=3, time_variable="log_snr"),
+        dict(method="scipy-RK23", time_variable="log_snr", rtol=1e-3, atol=1e-3),
+    ],
+    ids=lambda kw: "-".join(str(v) for v in kw.values()),
+)
+def test_float32_data_ask_a_user_process_for_float64_times_only(kw):
+    """float32 data through every backend (fixed steps, the embedded pair, torchdiffeq's fixed grid in float32
+    time, scipy), in t and in log-SNR time, exact and Hutchinson divergence: the process' own formulas
+    (``_log_alpha``, ``_log_sigma``: "float64 tensors in") are only ever asked at float64 times — the ends of
+    the log-SNR range, the time map of torchdiffeq's float32 u, the drift's integral for the probes' form —
+    and the answer is float32, that of the built-in VPSDE (the same process in closed form) to 1e-4."""
+    sde = _Float64OnlyVP()
+    x = GAUSS.marginal_sample(3, sde.t_min, sd.VPSDE(), generator=torch.Generator().manual_seed(2)).float()
+    kw = {"divergence": "exact", **kw}
+    out = []
+    for proc in (sde, sd.VPSDE()):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # torchdiffeq's fixed-step methods are deprecated
+            out.append(log_likelihood(proc, GAUSS.model(proc), x, prior_logp=_exact_prior(proc),
+                                      generator=torch.Generator().manual_seed(0), **kw))  # fmt: skip
+    assert sde.seen == {F64}, sde.seen
+    assert out[0].logp.dtype == torch.float32
+    torch.testing.assert_close(out[0].logp, out[1].logp, rtol=1e-4, atol=1e-4)
