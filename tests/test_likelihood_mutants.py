@@ -750,3 +750,176 @@ def test_float32_data_ask_a_user_process_for_float64_times_only(kw):
     assert sde.seen == {F64}, sde.seen
     assert out[0].logp.dtype == torch.float32
     torch.testing.assert_close(out[0].logp, out[1].logp, rtol=1e-4, atol=1e-4)
+
+
+# ------------------------------------------------------------------ the time map keeps the network inside [t_min, T]
+def _times_of(sde, x, **kw):
+    """Every process time the network of GAUSS is evaluated at (float64, as the solve hands it over)."""
+    seen = []
+
+    class Net(torch.nn.Module):  # one parameter, for the adjoint
+        def __init__(self):
+            super().__init__()
+            self.one = torch.nn.Parameter(torch.ones((), dtype=x.dtype))
+
+        def forward(self, z, t):
+            seen.append(t.detach().reshape(-1).clone())
+            return GAUSS.marginal_score(z, t, sde).to(z.dtype) * self.one
+
+    model = sd.ScoreModel(Net(), sde, prediction="score", time_input=lambda t: t, time_dtype=F64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # torchdiffeq's fixed-step methods are deprecated
+        log_likelihood(sde, model, x, divergence="exact", time_variable="log_snr", **kw)
+    return torch.cat(seen)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, F64], ids=str)
+def test_log_snr_solves_evaluate_the_network_inside_t_min_T(dtype):
+    """In log-SNR time the integration variable u runs between u(t_min) and u(T), and t(u) is the inverse
+    log-SNR, which gives back t_min only to round-off — below it about half the time (VP at t_min = 1e-3 by
+    2e-19), and above T where torchdiffeq's float32 u(T) rounds up. The network is evaluated only inside
+    [t_min, T], first at t_min (and last at T where the method has a stage there; to float32 rounding of u),
+    with fixed steps, the embedded pair, torchdiffeq's fixed grid and its adjoint (whose float32 u(T) is
+    above the float64 one for VP: t(u) is 2.3e-8 beyond T there)."""
+    for sde in (sd.VPSDE(), sd.SubVPSDE(), sd.CosineVPSDE()):
+        x = GAUSS.marginal_sample(2, sde.t_min, sde, generator=torch.Generator().manual_seed(1)).to(dtype)
+        for kw in (dict(method="heun", steps=3), dict(method="bosh3", rtol=1e-3, atol=1e-3),
+                   dict(method="heun3", steps=3), dict(method="bosh3", grad="adjoint", rtol=1e-3, atol=1e-3)):  # fmt: skip
+            t = _times_of(sde, x, **kw)
+            assert float(t.min()) >= sde.t_min and float(t.max()) <= sde.T, (type(sde).__name__, kw)
+            assert abs(float(t[0]) - sde.t_min) <= 1e-6 * sde.t_min
+            if kw["method"] != "heun3":  # torchdiffeq's Heun3 has no stage at the step's end
+                assert abs(float(t[-1]) - sde.T) <= 1e-6
+
+
+@pytest.mark.parametrize(("B", "D", "passes"), [(2**22 + 1, 2, 2), (1, 4097, 2), (1, 4095, 1), (3, 5, 1)])
+def test_exact_trace_default_chunk_keeps_the_basis_block_under_2_to_the_24_entries(B, D, passes):
+    """Without ``chunk_size`` the basis block (chunk x B x D) is kept to at most 2^24 entries: chunk =
+    max(1, min(D, 2^24 // (B D))). B D = 2^23 + 2 takes one basis vector a pass (2 passes for D = 2);
+    B = 1, D = 4097 takes chunks of 4095 (2 passes), D = 4095 one pass; a small batch one pass. The trace
+    of s = x^2 is 2 sum x (float32 sums in another order: 1e-6 of the sum of |x|)."""
+    x = torch.randn(B, D, generator=torch.Generator().manual_seed(0))
+    _CountedSquare.backward_passes = 0
+    _, tr = sd.likelihood.exact_trace(_CountedSquare.apply, x)
+    assert _CountedSquare.backward_passes == passes
+    assert float((tr - 2.0 * x.sum(1)).abs().max()) <= 1e-6 * float(x.abs().sum(1).max())
+
+
+def test_log_likelihood_takes_the_callers_chunk_size():
+    """``log_likelihood(..., chunk_size=c)`` reaches the exact divergence: with D = 7 each evaluation takes
+    ceil(7 / c) backward passes (7, 4, 1 for c = 1, 2, None), and the answer is the same for every c."""
+    sde = sd.VPSDE()
+    x = torch.randn(2, 7, dtype=F64, generator=torch.Generator().manual_seed(1))
+
+    def score(z, t):
+        return -_CountedSquare.apply(z) / 7.0
+
+    out = []
+    for chunk, passes in ((1, 7), (2, 4), (None, 1)):
+        _CountedSquare.backward_passes = 0
+        res = log_likelihood(sde, score, x, divergence="exact", method="heun", steps=2, chunk_size=chunk)
+        assert _CountedSquare.backward_passes == passes * res.nfe, chunk
+        out.append(res.logp)
+    torch.testing.assert_close(out[0], out[2], rtol=1e-14, atol=1e-14)
+    torch.testing.assert_close(out[1], out[2], rtol=1e-14, atol=1e-14)
+
+
+# ------------------------------------------------------------------ the dtype the network sees, and the dtype it answers in
+def test_a_parameter_free_score_sees_the_integration_dtype_even_on_a_process_with_float64_buffers():
+    """A plain callable score of float32 data on DDPM's process (``DiscreteVPSDE`` holds float64 buffers, its
+    knots): the network is not a module of the process, so it sees float32 states (the integration dtype),
+    not the dtype of the process' buffers; the answer is within 2e-3 of the float64 solve (16 RK4 steps)."""
+    sde = sd.DiscreteVPSDE(betas=torch.linspace(1e-4, 0.02, 1000, dtype=F64))
+    target = Gaussian(torch.tensor([0.5, -0.3], dtype=F64), torch.tensor([0.3, 0.6], dtype=F64))
+    x = target.marginal_sample(3, sde.t_min, sde, generator=torch.Generator().manual_seed(2))
+    seen = set()
+
+    def score(z, t):
+        seen.add(z.dtype)
+        return target.marginal_score(z.double(), t, sde).to(z.dtype)
+
+    got = _ll(sde, score, x.float(), divergence="exact")
+    ref = _ll(sde, score, x.double(), divergence="exact")
+    assert seen == {torch.float32, F64} and got.logp.dtype == torch.float32
+    seen.clear()
+    _ll(sde, score, x.float(), divergence="exact")
+    assert seen == {torch.float32}
+    torch.testing.assert_close(got.logp.double(), ref.logp, rtol=0, atol=2e-3)
+
+
+@pytest.mark.parametrize("per_sample", [False, True])
+def test_a_float64_network_on_float32_data_answers_in_float32(per_sample):
+    """A network with float64 parameters and float32 data: the network computes in its own float64 (it is
+    handed float64 states and times), its score is brought back to the integration dtype, so the whole solve, its
+    latent and its log-density stay float32 — with batch-shared steps and with each sample's own adaptive
+    steps (per-sample coefficients (B,) in float64 must not promote the state either); the answer is the
+    float64 solve's within 1e-4 (a float32 solve at rtol = atol = 1e-5)."""
+    sde = sd.VPSDE()
+    x = _data(sde, n=3)
+    net = _GaussianScoreNet(sde)
+    kw = dict(divergence="exact", method="dopri5", per_sample=per_sample, return_latent=True, rtol=1e-5, atol=1e-5)
+    got = log_likelihood(sde, net, x.float(), **kw)
+    ref = log_likelihood(sde, net, x, **kw)
+    assert {t.dtype for t in net.times} == {F64}
+    assert got.logp.dtype == got.delta_logp.dtype == got.z.dtype == torch.float32
+    torch.testing.assert_close(got.logp.double(), ref.logp, rtol=0, atol=1e-4)
+
+
+# ------------------------------------------------------------------ the adaptive solve's errors and options
+@pytest.mark.parametrize("time_variable", ["t", "log_snr"])
+def test_a_per_sample_solve_stopped_at_max_nfe_names_a_time_the_network_was_evaluated_at(time_variable):
+    """``per_sample=True`` stopped by ``max_nfe``: the error's t is the process time of the stopped sample's
+    last state, bitwise one of the times its network evaluations were at (the time map of the float64 u,
+    not of a float32 rounding of it), in [t_min, T]."""
+    sde = sd.VPSDE()
+    x = _data(sde, n=2)
+    seen = []
+
+    def net(z, t):
+        seen.append(t.detach().reshape(-1).clone())
+        return GAUSS.marginal_score(z, t, sde)
+
+    model = sd.ScoreModel(net, sde, prediction="score", time_input=lambda t: t, time_dtype=F64)
+    with pytest.raises(sd.solvers.adaptive.AdaptiveSolveError) as err:
+        log_likelihood(sde, model, x, per_sample=True, max_nfe=20, method="bosh3", divergence="exact",
+                       time_variable=time_variable)  # fmt: skip
+    assert err.value.t in set(torch.cat(seen).tolist()), err.value.t
+    assert sde.t_min < err.value.t < sde.T
+
+
+@pytest.mark.parametrize("method", ["bosh3", "dopri5"])
+def test_nan_from_the_model_in_a_shared_adaptive_solve_names_the_method_and_t_min(method):
+    """A model that answers NaN: the batch-shared adaptive solve stops at its first evaluation, at t_min,
+    naming its method (the whole message)."""
+    sde = sd.VPSDE()
+    x = _data(sde, n=2)
+    model = sd.ScoreModel(lambda z, t: z * math.nan, sde, prediction="score")
+    want = (
+        rf"^the adaptive solve \({method}\) got NaN or inf from the vector field at t = 0\.001 \(evaluation 1\); "
+        r"check the model's output there$"
+    )
+    for tv in ("t", "log_snr"):
+        with pytest.raises(sd.solvers.adaptive.NonFiniteError, match=want):
+            log_likelihood(sde, model, x, method=method, divergence="exact", time_variable=tv)
+
+
+def test_the_callers_error_norm_reaches_the_adaptive_solve():
+    """``solver_options={"norm": ...}`` is the norm of the adaptive solve's error test: a norm recording its
+    calls is called at each step (and gives the default's answer and NFE when it is the default RMS norm);
+    the max norm, stricter than the RMS over the 3 x 3 entries here, takes more evaluations."""
+    from sdesolve.solvers.adaptive import max_abs_norm, rms_norm
+
+    sde = sd.VPSDE()
+    x = _data(sde, n=3)
+    calls = []
+
+    def recorded(e):
+        calls.append(e.shape)
+        return rms_norm(e)
+
+    kw = dict(divergence="exact", method="bosh3", rtol=1e-4, atol=1e-4)
+    default = log_likelihood(sde, GAUSS.model(sde), x, **kw)
+    own = log_likelihood(sde, GAUSS.model(sde), x, solver_options={"norm": recorded}, **kw)
+    assert len(calls) >= own.nfe // 3 and torch.equal(own.logp, default.logp) and own.nfe == default.nfe
+    strict = log_likelihood(sde, GAUSS.model(sde), x, solver_options={"norm": max_abs_norm}, **kw)
+    assert strict.nfe > default.nfe, (strict.nfe, default.nfe)
