@@ -923,3 +923,52 @@ def test_the_callers_error_norm_reaches_the_adaptive_solve():
     assert len(calls) >= own.nfe // 3 and torch.equal(own.logp, default.logp) and own.nfe == default.nfe
     strict = log_likelihood(sde, GAUSS.model(sde), x, solver_options={"norm": max_abs_norm}, **kw)
     assert strict.nfe > default.nfe, (strict.nfe, default.nfe)
+
+
+# ------------------------------------------------------------------ Hutchinson's linear part: probed only for a contracting drift
+class _Expanding(sd.LinearSDE):
+    """alpha = exp(0.05 t) grows (f = 0.05 > 0), sigma^2 = t (g^2 = 1 - 0.1 t > 0): c = int f dt > 0."""
+
+    def _log_alpha(self, t):
+        return 0.05 * t
+
+    def _log_sigma(self, t):
+        return 0.5 * torch.log(t)
+
+
+class _DipAndReturn(sd.LinearSDE):
+    """log alpha = -0.4 t (1 - t): alpha dips below 1 and is back at 1 at T = 1 (f = -0.4 (1 - 2t)), sigma^2 =
+    4t (g^2 = 4 + 3.2 t (1 - 2t) >= 0.8): c = log alpha(T) - log alpha(t_min) > 0 although log alpha(t_min) +
+    log alpha(T) < 0."""
+
+    def _log_alpha(self, t):
+        return -0.4 * t * (1.0 - t)
+
+    def _log_sigma(self, t):
+        return 0.5 * torch.log(4.0 * t)
+
+
+@pytest.mark.parametrize("probe", ["gaussian", "rademacher"])
+@pytest.mark.parametrize("proc", [UserVP, sd.VESDE, _Expanding, _DipAndReturn], ids=lambda p: p.__name__)
+def test_hutchinson_probes_the_linear_part_only_where_the_drift_contracts(proc, probe):
+    """The divergence of the drift f x - g^2/2 s is f D - g^2/2 tr(ds/dx); with Gaussian probes the f D part
+    is probed too (f |eps|^2: the lower-variance form) exactly where the drift contracts over the solve,
+    c = log alpha(T) - log alpha(t_min) < 0 (module docstring), else it is f D. With a score that is 0 (its
+    probed trace is 0) the log-density change is that part alone: c mean_k |eps_k|^2 for Gaussian probes on
+    a contracting process (VP), c D otherwise (VE: c = 0; an expanding process; one whose alpha dips and
+    returns, c > 0 with log alpha(t_min) < 0), the probes being the generator's first draw; Heun's steps in t
+    integrate the linear f of these processes exactly (1e-12)."""
+    sde = proc()
+    B, D, n = 3, 4, 2
+    x = torch.randn(B, D, dtype=F64, generator=torch.Generator().manual_seed(1))
+    res = log_likelihood(sde, lambda z, t: 0.0 * z, x, divergence="hutchinson", probe=probe, n_probes=n,
+                         method="heun", steps=4, time_variable="t", generator=torch.Generator().manual_seed(7),
+                         prior_logp=lambda z: torch.zeros(z.shape[0], dtype=z.dtype))  # fmt: skip
+    ends = torch.tensor([sde.t_min, sde.T], dtype=F64)
+    c = float(torch.log(sde.alpha(ends[1]) / sde.alpha(ends[0])))
+    if probe == "gaussian" and c < 0:
+        eps = torch.randn(n, B, D, dtype=F64, generator=torch.Generator().manual_seed(7))
+        lin = eps.pow(2).sum(-1).mean(0)
+    else:
+        lin = torch.full((B,), float(D), dtype=F64)
+    torch.testing.assert_close(res.delta_logp, c * lin, rtol=1e-12, atol=1e-12)
