@@ -846,6 +846,56 @@ def test_ancestral_needs_the_vp_flag_and_takes_a_vp_process_with_small_log_alpha
     torch.testing.assert_close(c["tp_eval"], 0.5 * (grid[:-1] + grid[1:]), rtol=0, atol=0)  # VP's "auto"
 
 
+class _FlaggedSubVP(sd.SubVPSDE):
+    """sub-VP (sigma^2 = (1 - alpha^2)^2, so alpha^2 + sigma^2 - 1 = -alpha^2 (1 - alpha^2), down to -0.25) flagged
+    ``variance_preserving`` by mistake."""
+
+    variance_preserving = True
+
+
+def test_ancestral_needs_the_numbers_as_well_as_the_vp_flag():
+    """A process flagged variance-preserving whose alpha^2 + sigma^2 is not 1 (off by up to 0.25: sub-VP) is
+    refused: the flag is a claim the numbers must bear out (to 1e-9), or DDPM's formulas would sample it wrongly."""
+    sde = _FlaggedSubVP()
+    t = torch.linspace(sde.t_min, sde.T, 65, dtype=torch.float64)
+    dev = sde.alpha(t) ** 2 + sde.sigma(t) ** 2 - 1.0
+    assert -0.25 <= float(dev.min()) < -0.2
+    with pytest.raises(ValueError, match="AncestralPredictor applies to variance-preserving"):
+        AncestralPredictor().init(sde, sd.grids.uniform(sde, 6))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
+@pytest.mark.parametrize(
+    "corrector",
+    [None, LangevinCorrector(metropolis=False), AnnealedLangevinCorrector(0.16, 1), LangevinCorrector()],
+    ids=["none", "ula", "annealed", "mala"],
+)
+def test_records_only_where_they_mean_something(corrector, dtype):
+    """The state's per-step records: ``"acceptance"`` (float64, one fraction per step) only with the Metropolis
+    corrector — an unadjusted corrector accepts every move and records nothing (not a row of zeros) — and
+    ``"corrector_overflow"`` (bool, one flag per step) only for a corrector on a float16/bfloat16 state; data
+    N(0.7, 0.8^2 I) in D = 16 under VP: nearly every proposal accepted, nothing overflows."""
+    from sdesolve.solvers.base import _to_device
+
+    sde, target = sd.VPSDE(), _isotropic(16)
+    solver = PredictorCorrector(ReverseDiffusionPredictor(), corrector)
+    x = target.marginal_sample(32, sde.T, sde, generator=torch.Generator().manual_seed(0)).to(dtype)
+    coefs = _to_device(solver.init(sde, sd.grids.uniform(sde, 6)), x)
+    state = run_steps(solver, target.model(sde), solver.init_state(x, coefs), coefs, 6,
+                      generator=torch.Generator().manual_seed(1))  # fmt: skip
+    metropolis = isinstance(corrector, LangevinCorrector) and corrector.metropolis
+    assert ("acceptance" in state) == metropolis
+    if metropolis:
+        acc = state["acceptance"]
+        assert acc.dtype == torch.float64 and acc.shape == (6,) and 0.9 < float(acc.min()) <= float(acc.max()) <= 1.0
+    low = corrector is not None and dtype is torch.float16
+    assert ("corrector_overflow" in state) == low
+    if low:
+        record = state["corrector_overflow"]
+        assert record.dtype == torch.bool and record.shape == (6,) and not bool(record.any())
+    assert state["x"].dtype == dtype and bool(torch.isfinite(state["x"]).all())
+
+
 def test_ancestral_formulas_match_ddpm_and_smld():
     """On the discrete DDPM grid, beta_i is the schedule's beta; on VE the noise is the SMLD posterior std."""
     sde = sd.DiscreteVPSDE.from_schedule("linear", 1000)
@@ -1485,7 +1535,7 @@ def test_precomputed_langevin_steps_are_the_per_step_ones(dtype, metropolis):
         assert torch.equal(a["x"], b["x"]) and torch.equal(a["x0"], b["x0"])
 
 
-def _step_kernels(solver, sde):
+def _step_kernels(solver, sde, prediction="eps", dtype=torch.float32):
     """aten operations one PC step dispatches besides the network's own (views and selects excluded)."""
     from torch.utils._python_dispatch import TorchDispatchMode
 
@@ -1509,11 +1559,11 @@ def _step_kernels(solver, sde):
         finally:
             mode.mute = False
 
-    x = torch.randn(4, 3, 8, 8)
+    x = torch.randn(4, 3, 8, 8).to(dtype)
     coefs = _to_device(solver.init(sde, sd.grids.uniform(sde, 10)), x)
     state = solver.init_state(x, coefs)
     times = [v for k, v in coefs.items() if k.startswith("t") and isinstance(v, torch.Tensor)]
-    model = with_time_tables(sd.ScoreModel(net, sde, prediction="eps"), times, x)
+    model = with_time_tables(sd.ScoreModel(net, sde, prediction=prediction), times, x)
     g = torch.Generator().manual_seed(0)
     state = solver.step(model, state, 0, coefs, generator=g)
     with mode:
@@ -1539,6 +1589,26 @@ def test_pc_step_kernel_count(name, make, bound):
     (34, 29), reverse diffusion + ULA 8 (18, 16), the predictor alone 5 (9). Each is a kernel launch on a GPU;
     results are bitwise those of PC_FOLDED and differ from PC_PINNED's by rounding only (tests above)."""
     assert _step_kernels(make(), sd.VPSDE()) <= bound
+
+
+@pytest.mark.parametrize(
+    "name, make, prediction, dtype, bound",
+    [
+        ("default", lambda: PredictorCorrector(), "score", torch.float32, 20),
+        ("rd-ula", lambda: PredictorCorrector(ReverseDiffusionPredictor(), LangevinCorrector(metropolis=False)),
+         "score", torch.float32, 8),
+        ("default", lambda: PredictorCorrector(), "eps", torch.float16, 60),
+        ("rd-ula", lambda: PredictorCorrector(ReverseDiffusionPredictor(), LangevinCorrector(metropolis=False)),
+         "score", torch.float16, 38),
+    ],
+)  # fmt: skip
+def test_pc_step_kernel_count_unfolded(name, make, prediction, dtype, bound):
+    """The steps the sigma rule does not fold into an eps network's coefficients (a score network; a float16
+    state, whose update runs in float32) also take eps, sqrt(2 eps) and eps / 4 from the per-solve keys of
+    ``init_state``, not as 0-d device products each step (3 kernels more; 4 with a float16 state): one eager
+    step dispatches at most 20 / 8 operations besides the network's (float32, default and reverse diffusion +
+    ULA), 60 / 38 with float16 states (measured equal)."""
+    assert _step_kernels(make(), sd.VPSDE(), prediction, dtype) <= bound
 
 
 # ---- issue 14: mutation survivors of the Langevin corrector's core, killed against hand-computed steps ----
