@@ -1959,4 +1959,6 @@ def test_pc_records_on_cuda_stay_on_the_device_without_a_synchronization_per_ste
         else:
             assert "corrector_overflow" not in state
         assert state["x"].device == x_T.device and bool(torch.isfinite(state["x"]).all())
-    assert syncs[4] == syncs[12], syncs
+    # no synchronization per step: 12 steps make no more than 4 (on the H200, 2026-11-29: {4: 1, 12: 0}, a one-off
+    # in the first measured solve; a record kept on the host would add a copy per step)
+    assert syncs[12] <= syncs[4], syncs
