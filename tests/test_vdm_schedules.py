@@ -425,6 +425,28 @@ def test_gamma_prime_of_a_plain_module_and_of_a_schedules_own_derivative():
     )
 
 
+class _Float32Gamma(GammaSchedule):
+    """A schedule that answers in float32 (as a float32 learned schedule does), its derivative too."""
+
+    def forward(self, t):
+        return (-10.0 + 16.1 * t).float()
+
+    def derivative(self, t):
+        return torch.full(t.shape, 16.1, dtype=torch.float32)
+
+
+def test_a_float32_schedule_feeds_the_float64_formulas_its_value_widened():
+    """VDMSDE's alpha and sigma come from gamma in float64: a schedule answering in float32 gives
+    alpha^2 = sigmoid(-g), sigma^2 = sigmoid(g) of its float32 value g widened exactly (to 1e-15), not
+    formulas evaluated in float32 (off by ~1e-8)."""
+    t = torch.tensor([0.1, 0.5, 0.9], dtype=torch.float64)
+    sde = VDMSDE(_Float32Gamma())
+    g = (-10.0 + 16.1 * t).float().double()
+    torch.testing.assert_close(sde.alpha(t), torch.sqrt(torch.sigmoid(-g)), rtol=1e-15, atol=0)
+    torch.testing.assert_close(sde.sigma(t), torch.sqrt(torch.sigmoid(g)), rtol=1e-15, atol=0)
+    torch.testing.assert_close(sde.log_snr(t), -g, rtol=0, atol=0)
+
+
 def test_equal_gamma_endpoints_are_refused():
     """gamma_min = gamma_max is no schedule (the log-SNR would not decrease): refused by name, as gamma_min > gamma_max is."""
     for lo, hi in ((5.0, 5.0), (6.0, 5.0)):
