@@ -28,6 +28,8 @@ import re
 import sys
 import time
 
+# a collection error is a kill when the mutated function raised it: every test of the file errors
+KILLS = ("killed", "collection-error")
 LEFT_OUT = ("tests/test_notebooks.py", "tests/test_compile.py", "tests/test_distributed.py")
 
 
@@ -41,18 +43,28 @@ def _unchecked(mutants: str) -> dict[str, str]:
     return out
 
 
-def _tests_for(name: str, stats: dict, budget: float) -> list[str]:
+def _tests_for(name: str, stats: dict, budget: float, max_files: int) -> list[str]:
+    """The fastest tests covering ``name``'s function, from at most ``max_files`` files, within ``budget`` seconds."""
     func = re.sub(r"__mutmut_\d+$", "", name)
     tests = [t for t in stats["tests_by_mangled_function_name"].get(func, ()) if not t.startswith(LEFT_OUT)]
     tests.sort(key=lambda t: stats["duration_by_test"].get(t, 1e9))
-    chosen, total = [], 0.0
+    chosen, files, total = [], set(), 0.0
     for t in tests:
-        d = stats["duration_by_test"].get(t, 1e9)
+        d, file = stats["duration_by_test"].get(t, 1e9), t.split("::")[0]
+        if file not in files and len(files) == max_files:
+            continue
         if chosen and total + d > budget:
             break
+        files.add(file)
         chosen.append(t)
         total += d
     return chosen
+
+
+def _raised_in_mutant(name: str, log: str) -> bool:
+    """Whether pytest stopped at collection (rc 2 or 4) on an exception raised in the mutated function itself."""
+    text = open(log, errors="replace").read()
+    return f"in {name.rpartition('.')[2]}\n" in text  # a traceback line: "sdesolve/model.py:257: in <mutant>"
 
 
 def _child(name: str, tests: list[str], log: str) -> None:
@@ -72,6 +84,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--mutants", default="mutants")
     ap.add_argument("--budget", type=float, default=10.0, help="seconds of recorded test time per mutant")
+    ap.add_argument("--files", type=int, default=3, help="test files per mutant at most (collection is the cost)")
     ap.add_argument("--timeout", type=float, default=120.0, help="wall seconds per mutant")
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--limit", type=float, default=1e9, help="stop launching after this many seconds")
@@ -85,7 +98,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.apply:
         todo = _unchecked(args.mutants)
-        kills = [line.split("\t")[0] for line in open(args.apply) if line.split("\t")[1:2] == ["killed"]]
+        kills = [line.split("\t")[0] for line in open(args.apply) if line.split("\t")[1] in KILLS]
         _record(todo, [n for n in kills if n in todo])
         print(f"{sum(n in todo for n in kills)} kills recorded ({len(kills)} in {args.apply})")
         return
@@ -93,11 +106,20 @@ def main() -> None:
     stats = json.load(open(os.path.join(args.mutants, "mutmut-stats.json")))
     todo = {n: os.path.abspath(m) for n, m in _unchecked(args.mutants).items()}
     args.out, args.logs = os.path.abspath(args.out), os.path.abspath(args.logs)
-    names = [n for n in todo if re.search(args.only, n)]
+    seen = set()
+    if os.path.exists(args.out):  # resume: what an earlier pass into the same --out already ran
+        seen = {line.split("\t")[0] for line in open(args.out)}
+    names = [n for n in todo if re.search(args.only, n) and n not in seen]
     os.makedirs(args.logs, exist_ok=True)
     os.chdir(args.mutants)
     sys.path.insert(0, os.getcwd())
-    import scipy.stats  # noqa: F401  (imported once, before the forks)
+    try:  # library imports only: test modules are imported in each child, under its mutant
+        import diffusers  # noqa: F401
+    except ImportError:
+        pass
+    import hypothesis  # noqa: F401  (imported once, before the forks)
+    import pytest  # noqa: F401
+    import scipy.stats  # noqa: F401
     import torch  # noqa: F401
 
     import sdesolve  # noqa: F401
@@ -107,7 +129,7 @@ def main() -> None:
         while names or running:
             while names and len(running) < args.jobs and time.time() - start < args.limit:
                 name = names.pop(0)
-                tests = _tests_for(name, stats, args.budget)
+                tests = _tests_for(name, stats, args.budget, args.files)
                 if not tests:
                     continue
                 pid = os.fork()
@@ -126,10 +148,12 @@ def main() -> None:
             name, t0, n = running.pop(pid)
             rc = os.waitstatus_to_exitcode(status)
             verdict = "killed" if rc == 1 else "passed-subset" if rc == 0 else f"other rc={rc}"
+            if rc in (2, 4) and _raised_in_mutant(name, os.path.join(args.logs, name + ".log")):
+                verdict = "collection-error"
             out.write(f"{name}\t{verdict}\t{time.time() - t0:.1f}\t{n}\n")
             out.flush()
             done.append((name, verdict))
-    kills = {n for n, v in done if v == "killed"}
+    kills = {n for n, v in done if v in KILLS}
     print(f"{len(done)} run, {len(kills)} killed, {len(done) - len(kills)} left for mutmut")
     if args.write:
         _record(todo, sorted(kills))
