@@ -725,3 +725,65 @@ def test_dry_run_on_one_sample_or_the_full_batch():
     assert seen.count(1) == 2 and set(seen) == {1, 4}  # per sampler: one try on one sample, then the full batch
     with pytest.raises(RuntimeError, match="only takes a batch of 4"):  # a real error still comes through
         sd.GraphSampler(sde, fixed_batch, (5, 3), solver=sd.DDPM(), steps=6, device="cpu")
+
+
+def _counted_gaussian_score(sde, device, calls):
+    """TARGET's exact score under ``sde`` from tensors on ``device`` (capturable: no host tensor), counting
+    its Python calls in ``calls[0]``."""
+    m, v = TARGET.mean.to(device), (TARGET.std**2).to(device)
+
+    def score(x, t):
+        calls[0] += 1
+        t64 = t.to(torch.float64)
+        a = torch.exp(sde._log_alpha(t64)).to(x.dtype).unsqueeze(-1)
+        s2 = torch.exp(2.0 * sde._log_sigma(t64)).to(x.dtype).unsqueeze(-1)
+        return -(x - a * m) / (a * a * v + s2)
+
+    return score
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+@pytest.mark.parametrize("warmup", [1, 3])
+@pytest.mark.parametrize("solver", [sd.DDIM(), sd.DDPM()], ids=repr)
+def test_the_model_counts_the_solves_alone_and_each_capture_warms_up_as_asked(device, warmup, solver):
+    """The model's ``nfe`` sees the solves' evaluations alone: nothing for building the sampler (its dry
+    run, warm-up solves and capture), ``gs.nfe`` per call, the first call with a generator list (which
+    captures the per-sample loop) included. The network itself runs the dry run (one solve); with a graph
+    (CUDA) each capture runs ``warmup`` warm-up solves and the captured one, and a replay calls no Python;
+    without one every call runs the loop."""
+    sde, calls = sd.VPSDE(), [0]
+    model = sd.ScoreModel(_counted_gaussian_score(sde, device, calls), sde, prediction="score")
+    gs = sd.GraphSampler(sde, model, (4, 3), solver=solver, steps=5, device=device, warmup=warmup)
+    n, graph = gs.nfe, gs.use_graph
+    assert n == 5 and graph is (device == "cuda")
+    capture = (warmup + 1) * n if graph else 0
+    assert (calls[0], model.nfe) == (n + capture, 0)
+    gs(generator=torch.Generator(device).manual_seed(0))
+    assert (calls[0], model.nfe) == (n + capture + (0 if graph else n), n)
+    before = calls[0]
+    per_sample_capture = graph and gs._graph_safe_rng  # else the construction captured the per-sample loop
+    gs(generator=[torch.Generator(device).manual_seed(s) for s in range(4)])
+    assert (calls[0] - before, model.nfe) == (capture if per_sample_capture else (0 if graph else n), 2 * n)
+    before = calls[0]
+    gs(generator=[torch.Generator(device).manual_seed(s) for s in range(4)])
+    assert (calls[0] - before, model.nfe) == (0 if graph else n, 3 * n)
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+def test_non_finite_values_are_reported_with_their_step_from_every_loop(device):
+    """The check of every call reads the record written by the loop it ran: in a CUDA graph too (the
+    captured loops write it), with one generator and with per-sample keys; a call with finite values after
+    one with NaN reports nothing (the record is rewritten by each solve)."""
+    sde = sd.VPSDE()
+
+    def score(x, t):  # NaN below t = 0.5 where x != 0 (a solve from x_T = 0 stays at 0: finite)
+        return torch.where((t[:, None] < 0.5) & (x != 0.0), torch.full_like(x, float("nan")), -x)
+
+    # DDIM's default grid: t_4 = 0.49344 is the first time below 0.5
+    gs = sd.GraphSampler(sde, score, (4, 3), solver=sd.DDIM(), steps=10, device=device)
+    zeros = torch.zeros(4, 3, device=device)
+    one = torch.Generator(device).manual_seed(0)
+    for generator in (one, [torch.Generator(device).manual_seed(s) for s in range(4)]):
+        with pytest.raises(sd.NonFiniteError, match=r"first appeared at step 4, from t = 0\.49344 to t = 0\.304631;"):
+            gs(generator=generator)
+        assert gs(zeros, generator=generator).eq(0.0).all()
