@@ -235,15 +235,15 @@ def test_torchdiffeq_gets_its_times_on_the_data_device_and_copies_nothing_per_st
     """torchdiffeq's paths (grad="adjoint"; the deprecated fixed-step heun3) are handed their times on the
     data's device: torchdiffeq warns when it has to move them ("t is not on the same device as y0"), and
     a fixed-step grid left on the host hands each evaluation a host time that the dynamics copy to the
-    device (a blocking copy per evaluation). No warning; 40 heun3 steps copy no more host tensors than 20;
+    device (a blocking copy per evaluation). No warning about devices; 40 heun3 steps copy no more host tensors than 20;
     log p within the methods' error of the exact marginal (adjoint at 1e-6: 1.2e-6 measured; heun3 at 20
     and 40 steps: 2.3e-3 and 1.9e-4)."""
     res, exact, warned, _ = _torchdiffeq_log_p(device, grad="adjoint", rtol=1e-6, atol=1e-6)
-    assert warned == [] and res.logp.device.type == device
+    assert [w for w in warned if "device" in w] == [] and res.logp.device.type == device
     assert float((res.logp.detach().cpu() - exact).abs().max()) < 2e-5
     copies = {}
     for steps in (20, 40):
         res, exact, warned, copies[steps] = _torchdiffeq_log_p(device, method="heun3", steps=steps)
-        assert warned == [] and res.nfe == 3 * steps
+        assert [w for w in warned if "device" in w] == [] and res.nfe == 3 * steps
         assert float((res.logp.cpu() - exact).abs().max()) < 5e-3
     assert len(copies[40]) == len(copies[20]), copies
