@@ -640,6 +640,17 @@ def test_coefficient_names_are_checked():
     with pytest.raises(ValueError, match=r"corrector's coefficient names must start with 'c_'.*'zero'"):
         PredictorCorrector(ReverseDiffusionPredictor(), Bad(0.1, 1)).init(sd.VPSDE(), sd.grids.uniform(sd.VPSDE(), 3))
 
+    class BadPredictor(ReverseDiffusionPredictor):
+        def init(self, sde, grid):
+            return {"c_mul": torch.ones(grid.numel() - 1, dtype=torch.float64)}
+
+    with pytest.raises(
+        ValueError,
+        match=r"^the predictor's coefficient names must start with 'p_' \(times with 'tp_'\) and be new; "
+        r"BadPredictor.init returned 'c_mul'$",
+    ):
+        PredictorCorrector(BadPredictor(), None).init(sd.VPSDE(), sd.grids.uniform(sd.VPSDE(), 3))
+
 
 # --------------------------------------------------------------------------- output laws in D dimensions
 def _mixture(D):
@@ -1535,7 +1546,7 @@ def test_precomputed_langevin_steps_are_the_per_step_ones(dtype, metropolis):
         assert torch.equal(a["x"], b["x"]) and torch.equal(a["x0"], b["x0"])
 
 
-def _step_kernels(solver, sde, prediction="eps", dtype=torch.float32):
+def _step_kernels(solver, sde, prediction="eps", dtype=torch.float32, need_x0=False):
     """aten operations one PC step dispatches besides the network's own (views and selects excluded)."""
     from torch.utils._python_dispatch import TorchDispatchMode
 
@@ -1567,7 +1578,7 @@ def _step_kernels(solver, sde, prediction="eps", dtype=torch.float32):
     g = torch.Generator().manual_seed(0)
     state = solver.step(model, state, 0, coefs, generator=g)
     with mode:
-        solver.step(model, state, 1, coefs, generator=g)
+        solver.step(model, state, 1, coefs, generator=g, need_x0=need_x0)
     return mode.n
 
 
@@ -1609,6 +1620,53 @@ def test_pc_step_kernel_count_unfolded(name, make, prediction, dtype, bound):
     step dispatches at most 20 / 8 operations besides the network's (float32, default and reverse diffusion +
     ULA), 60 / 38 with float16 states (measured equal)."""
     assert _step_kernels(make(), sd.VPSDE(), prediction, dtype) <= bound
+
+
+@pytest.mark.parametrize("pred", ["rd", "rd_song", "em", "ancestral"])
+def test_pc_step_kernel_count_with_the_x0_preview(pred):
+    """Asked for the x0 preview, a grid predictor's step adds two operations (one multiply, one fused
+    multiply-add: ``addcmul``) in float32 / float64, with a score and with an eps network: default corrector
+    20 -> 22, predictor alone 5 -> 7 (measured)."""
+    for corrector, base in (("default", 20), (None, 5)):
+        for prediction in ("eps", "score"):
+            solver = PredictorCorrector(PREDICTORS[pred](), corrector)
+            assert _step_kernels(solver, sd.VPSDE(), prediction, need_x0=True) <= base + 2, (corrector, prediction)
+
+
+def test_stochastic_says_whether_the_samples_depend_on_the_generator():
+    """``solver.stochastic`` (the Solver interface's flag): True where a solve draws noise — a reverse-SDE
+    predictor, with or without a corrector, or a probability-flow predictor with a corrector — and False only
+    for a probability-flow predictor alone; two generators give different samples exactly when it is True."""
+    sde = sd.VPSDE()
+    x_T = TARGET.marginal_sample(8, sde.T, sde, generator=torch.Generator().manual_seed(0))
+    for pf, corrector, want in (
+        (False, None, True),
+        (False, "default", True),
+        (True, "default", True),
+        (True, None, False),
+    ):
+        solver = PredictorCorrector(ReverseDiffusionPredictor(probability_flow=pf), corrector)
+        a, b = (sd.sample(sde, TARGET.model(sde), x_T=x_T, solver=solver, steps=4,
+                          generator=torch.Generator().manual_seed(s)) for s in (1, 2))  # fmt: skip
+        assert solver.stochastic is want and (not torch.equal(a, b)) is want, (pf, corrector)
+
+
+def test_pc_step_draws_noise_by_default():
+    """Called with the Solver interface's defaults, the step draws noise (``noise=True``): the same state as
+    ``noise=True`` with the same generator, not the noiseless mean of ``noise=False``; with and without a
+    corrector."""
+    from sdesolve.solvers.base import _to_device
+
+    sde = sd.VPSDE()
+    x = TARGET.marginal_sample(8, 0.5, sde, generator=torch.Generator().manual_seed(0))
+    for corrector in (None, "default"):
+        solver = PredictorCorrector(ReverseDiffusionPredictor(), corrector)
+        coefs = _to_device(solver.init(sde, sd.grids.uniform(sde, 4)), x)
+        state = solver.init_state(x, coefs)
+        out = {n: solver.step(TARGET.model(sde), dict(state), 1, coefs, generator=torch.Generator().manual_seed(3),
+                              **kw)["x"] for n, kw in (("default", {}), ("noise", {"noise": True}),
+                                                        ("mean", {"noise": False}))}  # fmt: skip
+        assert torch.equal(out["default"], out["noise"]) and not torch.equal(out["default"], out["mean"])
 
 
 # ---- issue 14: mutation survivors of the Langevin corrector's core, killed against hand-computed steps ----
