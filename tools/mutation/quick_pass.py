@@ -110,6 +110,9 @@ def main() -> None:
     if os.path.exists(args.out):  # resume: what an earlier pass into the same --out already ran
         seen = {line.split("\t")[0] for line in open(args.out)}
     names = [n for n in todo if re.search(args.only, n) and n not in seen]
+    if args.names:  # e.g. a second pass, with more tests, over what the first did not kill
+        wanted = {line.split()[0] for line in open(args.names) if line.strip()}
+        names = [n for n in names if n in wanted]
     os.makedirs(args.logs, exist_ok=True)
     os.chdir(args.mutants)
     sys.path.insert(0, os.getcwd())
