@@ -93,6 +93,9 @@ def main() -> None:
     ap.add_argument("--write", action="store_true", help="record the kills in the .meta files")
     ap.add_argument("--only", default="", help="a regular expression the mutant names must match")
     ap.add_argument(
+        "--names", default="", help="a file whose lines start with the mutant names to run (an earlier --out)"
+    )
+    ap.add_argument(
         "--apply", default="", help="record the kills of an earlier --out file in the .meta files, run nothing"
     )
     args = ap.parse_args()
