@@ -19,6 +19,7 @@ from contextlib import contextmanager
 
 import torch
 from torch import Tensor
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import sdesolve as sd
 
@@ -310,3 +311,34 @@ def check_x0_preview_only_when_asked(solver, sde, model, x: Tensor, grid: Tensor
         torch.testing.assert_close(asked["x0"], model.x0(state["x"], grid[i]), rtol=1e-12, atol=1e-12)
         if chain:
             state = plain
+
+
+class DeviceTransfers(TorchDispatchMode):
+    """While ``on``: each host tensor copied to a CUDA device (``_to_copy`` / ``copy_``) as ``(tag(), source)``,
+    the source kept alive so that no storage is reused, and each CUDA value the host reads (``item`` /
+    ``_local_scalar_dense``, or a copy to the host) by op name. ``tag`` labels a copy (a solver's round, say)."""
+
+    def __init__(self, tag=lambda: None, on: bool = True):
+        super().__init__()
+        self.tag, self.on, self.copies, self.reads = tag, on, [], []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if not self.on:
+            return out
+        if func in (torch.ops.aten._local_scalar_dense.default, torch.ops.aten.item.default):
+            if args[0].device.type == "cuda":
+                self.reads.append(str(func))
+            return out
+        if func is torch.ops.aten._to_copy.default:
+            src, dst = args[0], out
+        elif func is torch.ops.aten.copy_.default:
+            src, dst = args[1], args[0]
+        else:
+            return out
+        if isinstance(src, Tensor) and src.device.type != dst.device.type:
+            if dst.device.type == "cuda":
+                self.copies.append((self.tag(), src))
+            elif src.device.type == "cuda":
+                self.reads.append(str(func))
+        return out

@@ -18,10 +18,9 @@ import numpy as np
 import pytest
 import torch
 from helpers import PROCESSES as REGISTRY
-from helpers import loglog_slope
+from helpers import DeviceTransfers, loglog_slope
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from torch.utils._python_dispatch import TorchDispatchMode
 
 import sdesolve as sd
 from sdesolve.solvers import adaptive as ad
@@ -689,27 +688,6 @@ def test_log_snr_budget_error_names_the_process_time(per_sample):
     assert ("to t = 0.001;" if per_sample else "from t = 1 to t = 0.001;") in str(info.value)
 
 
-class _HostToDevice(TorchDispatchMode):
-    """Records each copy of a host tensor onto the device (``to``/``copy_``) as (tag(), source pointer, source);
-    keeps the sources alive so that no storage is reused."""
-
-    def __init__(self, tag=lambda: None):
-        super().__init__()
-        self.tag, self.copies = tag, []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        if func is torch.ops.aten._to_copy.default:
-            src, dst = args[0], out
-        elif func is torch.ops.aten.copy_.default:
-            src, dst = args[1], args[0]
-        else:
-            return out
-        if isinstance(src, torch.Tensor) and src.device.type == "cpu" and dst.device.type == "cuda":
-            self.copies.append((self.tag(), src.data_ptr(), src))
-        return out
-
-
 @pytest.mark.gpu
 @pytest.mark.parametrize("proc", ["VP", "discrete"])
 def test_per_sample_log_snr_solve_on_cuda_copies_nothing_to_the_device_per_evaluation(proc):
@@ -725,7 +703,7 @@ def test_per_sample_log_snr_solve_on_cuda_copies_nothing_to_the_device_per_evalu
     solver = ODE("dopri5", rtol=1e-6, atol=1e-6, per_sample=True, time_variable="log_snr")
     sd.sample(sde, model, x_T=x_T, solver=solver)  # warm-up: the device caches of the target and process
     torch.cuda.synchronize()
-    with warnings.catch_warnings(record=True) as caught, _HostToDevice() as h2d:
+    with warnings.catch_warnings(record=True) as caught, DeviceTransfers() as h2d:
         warnings.simplefilter("always")
         torch.cuda.set_sync_debug_mode("warn")
         try:
@@ -787,11 +765,11 @@ def test_per_sample_step_into_sigma_zero_copies_each_host_vector_to_the_device_o
     cpu = sd.sample(sde, _gaussian_eps_on_device(sde, var), x_T=x_T, solver=solver, grid=[t0, 0.0])
     model = _gaussian_eps_on_device(sde, var.cuda())
     steps[0] = 0
-    with _HostToDevice(tag=lambda: steps[0] // 3) as h2d:  # each copy tagged by its round
+    with DeviceTransfers(tag=lambda: steps[0] // 3) as h2d:  # each copy tagged by its round
         x = sd.sample(sde, model, x_T=x_T.cuda(), solver=solver, grid=[t0, 0.0])
     rounds = steps[0] // 3
     assert rounds >= 2 and steps[0] == 3 * rounds, steps  # some samples retried
-    keys = [(r, p) for r, p, _ in h2d.copies]
+    keys = [(r, src.data_ptr()) for r, src in h2d.copies]
     assert h2d.copies and len(set(keys)) == len(keys), sorted(k for k in keys if keys.count(k) > 1)
     torch.testing.assert_close(x.cpu(), cpu, rtol=1e-12, atol=1e-12)
     exact = x_T * torch.sqrt(var / (a0 * a0 * var + s0 * s0))  # the flow of Gaussian data: a scaling
@@ -852,36 +830,6 @@ def test_integrate_takes_the_first_step(per_sample):
     assert float((y1 - math.exp(-1.0)).abs().max()) < 10 * tol and nfe == len(seen)
 
 
-class _PieceCost(TorchDispatchMode):
-    """While ``on``: the host tensors copied to a CUDA device (``_to_copy``/``copy_``, by shape) and the
-    CUDA values read by the host (``item``/``_local_scalar_dense``, or a copy to the host)."""
-
-    def __init__(self):
-        super().__init__()
-        self.on, self.copies, self.reads = False, [], []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        if not self.on:
-            return out
-        if func in (torch.ops.aten._local_scalar_dense.default, torch.ops.aten.item.default):
-            if args[0].device.type == "cuda":
-                self.reads.append(str(func))
-            return out
-        if func is torch.ops.aten._to_copy.default:
-            src, dst = args[0], out
-        elif func is torch.ops.aten.copy_.default:
-            src, dst = args[1], args[0]
-        else:
-            return out
-        if isinstance(src, torch.Tensor) and src.device.type != dst.device.type:
-            if dst.device.type == "cuda":
-                self.copies.append(tuple(src.shape))
-            else:
-                self.reads.append(str(func))
-        return out
-
-
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
 @pytest.mark.parametrize("per_sample", [False, True], ids=["shared", "per-sample"])
 def test_a_log_snr_piece_copies_its_ends_to_the_device_once_and_reads_nothing_back(monkeypatch, device, per_sample):
@@ -892,7 +840,7 @@ def test_a_log_snr_piece_copies_its_ends_to_the_device_once_and_reads_nothing_ba
     nothing back from it (ends computed on the device and read back as floats, or host ends copied piece by
     piece, would). Four pieces (a callback on a 5-time grid); the answer is the CPU solve's (1e-9) and the
     exact flow's within 20 tol."""
-    cost, pieces = _PieceCost(), [0]
+    cost, pieces = DeviceTransfers(on=False), [0]
     advance, integrate = ad._advance_in_log_snr, ad._Fns.integrate
 
     def piece(*args, **kwargs):

@@ -16,7 +16,7 @@ import warnings
 
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
+from helpers import DeviceTransfers
 
 import sdesolve as sd
 import sdesolve.likelihood as lik
@@ -190,26 +190,6 @@ def test_a_replay_is_accepted_to_a_ten_thousandth_of_its_largest_entry(dev, y, r
 
 
 # ------------------------------------------------------------------ torchdiffeq on the GPU
-class _HostToDevice(TorchDispatchMode):
-    """Records the host tensors copied to a CUDA device (``_to_copy`` / ``copy_`` from a host tensor)."""
-
-    def __init__(self):
-        super().__init__()
-        self.copies = []
-
-    def __torch_dispatch__(self, func, types_, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        if func is torch.ops.aten._to_copy.default:
-            src, dst = args[0], out
-        elif func is torch.ops.aten.copy_.default:
-            src, dst = args[1], args[0]
-        else:
-            return out
-        if isinstance(src, torch.Tensor) and src.device.type == "cpu" and dst.device.type == "cuda":
-            self.copies.append(tuple(src.shape))
-        return out
-
-
 def _torchdiffeq_log_p(device, **kwargs):
     """log p of GAUSS under VP through torchdiffeq on ``device`` (data, network and prior there), with the
     warnings raised and the host tensors copied to the device during the solve."""
@@ -220,14 +200,14 @@ def _torchdiffeq_log_p(device, **kwargs):
     model = sd.ScoreModel(lambda xx, t: target.marginal_score(xx, t, sde), sde, prediction="score")
     if kwargs.get("grad") == "adjoint":
         x = x.requires_grad_(True)
-    with warnings.catch_warnings(record=True) as caught, _HostToDevice() as h2d:
+    with warnings.catch_warnings(record=True) as caught, DeviceTransfers() as h2d:
         warnings.simplefilter("always")
         warnings.simplefilter("ignore", DeprecationWarning)  # heun3 is deprecated (by name)
         res = log_likelihood(
             sde, model, x, divergence="exact", prior_logp=lambda z: target.marginal_log_prob(z, sde.T, sde), **kwargs
         )
     exact = GAUSS.marginal_log_prob(x.detach().cpu(), sde.t_min, sde)
-    return res, exact, [str(w.message) for w in caught], h2d.copies
+    return res, exact, [str(w.message) for w in caught], [tuple(src.shape) for _, src in h2d.copies]
 
 
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
