@@ -18,6 +18,7 @@ import torch
 from helpers import (
     MIXTURE_2D,
     TARGET_2D,
+    UserVP,
     bitwise_changes,
     chain_moments,
     check_moments,
@@ -834,14 +835,10 @@ def test_ancestral_rejects(proc):
         sd.sample(sde, TARGET.model(sde), (4, 2), solver=PredictorCorrector(AncestralPredictor(), None), steps=5)
 
 
-class _UnflaggedVP(sd.LinearSDE):
+class _UnflaggedVP(UserVP):
     """alpha^2 + sigma^2 = 1 in the numbers, but without the ``variance_preserving`` flag."""
 
-    def _log_alpha(self, t):
-        return -0.5 * t
-
-    def _log_sigma(self, t):
-        return 0.5 * torch.log(-torch.expm1(-t))
+    variance_preserving = False
 
 
 def test_ancestral_needs_the_vp_flag_and_takes_a_vp_process_with_small_log_alpha_as_vp():
