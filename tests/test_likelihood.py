@@ -454,6 +454,7 @@ def _grad_of_logp(grad_mode, rtol):
     return g, target.marginal_score(x, sde.t_min, sde), xr
 
 
+@pytest.mark.filterwarnings("error")  # the step-size control reads no tensor that carries the graph
 def test_gradients_flow_with_grad_true_and_none_without():
     """grad=True: d log p_{t_min}(x) / dx is the score of p_{t_min} (exact for the target)."""
     g, score, xr = _grad_of_logp(True, 1e-6)

@@ -310,7 +310,7 @@ def _integrate(
             _underflow(name, when(t), count[0], failed_non_finite)
         y_new, err, k_last = _rk_step(call, t, t_new, y, k0, tab)
         scale = atol + rtol * torch.maximum(y.abs(), y_new.abs())
-        ratio = float(norm(err / scale))  # the one host synchronization per step
+        ratio = float(norm((err / scale).detach()))  # the one host synchronization per step
         failed_non_finite = not math.isfinite(ratio)
         accepted = ratio <= 1.0
         if accepted:
@@ -565,12 +565,12 @@ def _initial_step(
     span: float,
 ) -> float:
     """Hairer, Nørsett & Wanner's starting step size (II.4, p. 169): one evaluation inside the span."""
-    scale = atol + rtol * y.abs()
-    d0, d1 = float(norm(y / scale)), float(norm(k0 / scale))
+    scale = atol + rtol * y.detach().abs()  # the step size needs no graph (grad=True solves carry one)
+    d0, d1 = float(norm(y.detach() / scale)), float(norm(k0.detach() / scale))
     h0 = 0.01 * d0 / d1 if d0 >= 1e-5 and d1 >= 1e-5 else 1e-6
     h0 = min(h0, span)
     k1 = call(t + direction * h0, y + (direction * h0) * k0)
-    d2 = float(norm((k1 - k0) / scale)) / h0
+    d2 = float(norm((k1 - k0).detach() / scale)) / h0
     if not math.isfinite(d2):
         return h0  # the trial point was bad; let the step control shrink from h0
     if max(d1, d2) <= 1e-15:
