@@ -12,11 +12,13 @@ Run from the repository root::
 
     python tools/mutation/gpu_build.py --tree /path/to/head/mutants \\
         --graph-tree /path/to/graph/mutants --from gmL=/path/to/gmL/mutants --from mmt=... \\
-        --last /path/to/last/gpu_mut.tsv --out .whl/gpu_mut
+        --from t85=/path/to/previous/head/mutants --last-head t85 \\
+        --last /path/to/older/gpu_mut.tsv --last /path/to/last/gpu_mut.tsv --out .whl/gpu_mut
 
-``--last`` (the table of the previous pass) drops the mutants it killed (matched by their edit, so a kill
-counts whatever the tree it was numbered in) and sorts the rest: mutants never checked on a device first,
-then re-checks (survivors that have a new test since); the slow inductor cases lead. Outputs in ``--out``: ``trees.tgz`` (``base/`` =
+``--last`` (the tables of the previous passes, oldest first; their tree ``head`` is ``--last-head``'s) drops the
+mutants any of them killed (matched by their edit, so a kill counts whatever the tree it was numbered in) and
+sorts the rest: mutants never checked on a device first, then re-checks (survivors, now with other tests), then
+repeats (survivors, with the tests they survived), the slow inductor cases last. Outputs in ``--out``: ``trees.tgz`` (``base/`` =
 HEAD's sdesolve, tests, pyproject.toml; ``overlay/head/`` = the mutated modules), ``cases.txt`` (read by
 ``gpu_run.py``), ``ledger.tsv`` (mutant, group, status, tests, ledger, source number) and the estimated
 job-seconds of the pass (from ``--last``'s seconds column, by test set).
@@ -70,13 +72,27 @@ LK_GRAPH = [
 PC_REC = (
     "tests/test_predictor_corrector.py::test_pc_records_on_cuda_stay_on_the_device_without_a_synchronization_per_step"
 )
+# the fifth session's GPU tests (ledgers hR, hP; not run on a device before the sixth session)
+T_LG = "tests/test_likelihood_graph.py"
+G1A = f"{T_LG}::test_a_network_that_outputs_zero_is_captured_and_its_flow_stands_still"
+G1B = f"{T_LG}::test_the_capture_is_checked_at_the_data_and_at_half_of_it"
+G1C = f"{T_LG}::test_a_replay_is_accepted_to_a_ten_thousandth_of_its_largest_entry"
+G1D = f"{T_LG}::test_torchdiffeq_gets_its_times_on_the_data_device_and_copies_nothing_per_step"
+G2_COUNT = f"{T_GRAPH}::test_the_model_counts_the_solves_alone_and_each_capture_warms_up_as_asked"
+G2_NAN = f"{T_GRAPH}::test_non_finite_values_are_reported_with_their_step_from_every_loop"
+G3 = "tests/test_adaptive.py::test_a_log_snr_piece_copies_its_ends_to_the_device_once_and_reads_nothing_back"
+LK_ZEROS = "tests/test_likelihood.py::test_cuda_graph_takes_a_flow_that_stands_exactly_still_on_data_with_zeros"
+LK_1PCT = "tests/test_likelihood.py::test_cuda_graph_refuses_a_replay_one_percent_off"
 
 GRAPHED = "xǁ_GraphedDynamicsǁ*"  # every mutant of the class's methods
 
 # ---------------------------------------------------------------- the ledgers' GPU-only rows
 # (area, source tree, module, mangled function, numbers in the source tree, tests, ledger)
 # source trees (paths given with --from): gmL = 9dbda3e (graph.py in [tool.mutmut]), mm9 = 9dbda3e,
-# mmt = 21c5fca (run 2), mmH / mmH12 = 5b204f1, mmK = 75e6f27; "head" = --tree itself
+# mmt = 21c5fca (run 2), mmH / mmH12 = 5b204f1, mmK = 75e6f27, t85 = 8533364 (ledger hR, the fifth session's
+# pass); "head" = --tree itself. A mutant takes the tests of the first row that names it: the rows with a test
+# written for a few mutants come before a row that takes a whole function or class. Tests in the order to run
+# (pytest -x stops at the first failure): the one expected to kill first.
 ROWS: list[tuple[str, str, str, str, str, list[str], str]] = [
     # graph.py (ledger hF; hN: the 6 survivors, T1 added to the sets whose baseline failed)
     (
@@ -107,6 +123,9 @@ ROWS: list[tuple[str, str, str, str, str, list[str], str]] = [
     ),
     ("graph", "gmL", "sdesolve/graph.py", "xǁGraphSamplerǁ_build", "52", [G_ONCE, G_NOSAFE], "hF/hN"),
     ("graph", "gmL", "sdesolve/graph.py", "xǁGraphSamplerǁ_build", "34", [G_MEM, G_DEVRES], "hF/hN"),
+    # hR's G2: the survivors of the fifth session's pass (with the whole file), each with the test written for it
+    ("graph", "gmL", "sdesolve/graph.py", "xǁGraphSamplerǁ_capture", "19, 23, 24", [G2_COUNT], "hR"),
+    ("graph", "gmL", "sdesolve/graph.py", "xǁGraphSamplerǁ_capture", "28", [G2_NAN], "hR"),
     ("graph", "gmL", "sdesolve/graph.py", "xǁGraphSamplerǁ_capture", "1-31", [T_GRAPH], "hF/hN"),
     (
         "graph",
@@ -118,7 +137,38 @@ ROWS: list[tuple[str, str, str, str, str, list[str], str]] = [
         "hF/hN",
     ),
     ("graph", "gmL", "sdesolve/graph.py", "xǁGraphSamplerǁ__init__", "61, 62, 72, 73, 104", [G_REPLAY], "hF"),
-    # likelihood._GraphedDynamics: every mutant (61 in gmL; hN: T3 with the CUDA-graph tests)
+    # likelihood._GraphedDynamics: the survivors of the fifth session's pass with hR's G1 and hP's tests, the
+    # ones it did not reach with hN's T3 (12: equivalent, hN), then every other mutant (61) with the CUDA-graph tests
+    (
+        "graphed_dynamics",
+        "t85",
+        "sdesolve/likelihood.py",
+        "xǁ_GraphedDynamicsǁ_reproduces",
+        "14",
+        [G1A, G1C, LK_ZEROS],
+        "hR/hP",
+    ),
+    ("graphed_dynamics", "t85", "sdesolve/likelihood.py", "xǁ_GraphedDynamicsǁ_reproduces", "19, 20", [G1C], "hR"),
+    (
+        "graphed_dynamics",
+        "t85",
+        "sdesolve/likelihood.py",
+        "xǁ_GraphedDynamicsǁ_reproduces",
+        "21",
+        [G1C, LK_1PCT],
+        "hR/hP",
+    ),
+    (
+        "graphed_dynamics",
+        "t85",
+        "sdesolve/likelihood.py",
+        "xǁ_GraphedDynamicsǁ__init__",
+        "33",
+        [G1B, LK_ZEROS],
+        "hR/hP",
+    ),
+    ("graphed_dynamics", "t85", "sdesolve/likelihood.py", "xǁ_GraphedDynamicsǁ__init__", "34", [G1B], "hR"),
+    ("graphed_dynamics", "gmL", "sdesolve/likelihood.py", "xǁ_GraphedDynamicsǁ__init__", "4, 9, 13", [LK_NFE], "hN"),
     ("graphed_dynamics", "head", "sdesolve/likelihood.py", GRAPHED, "*", LK_GRAPH, "hL/hN"),
     ("graphed_dynamics", "mmK", "sdesolve/likelihood.py", "x__log_likelihood", "37-48", LK_GRAPH, "hO"),
     # likelihood.py, outside the CUDA graph
@@ -134,10 +184,12 @@ ROWS: list[tuple[str, str, str, str, str, list[str], str]] = [
         "mmt",
         "sdesolve/likelihood.py",
         "x__solve_torchdiffeq",
-        "4, 7, 22, 24",
-        [LM_ADJ, LM_TDQ],
-        "run2/hL",
+        "4, 7",
+        [G1D, LM_ADJ],
+        "run2/hL/hR/hP",
     ),
+    # 22, 24: hP sorts them equivalent on the GPU (the same values), hR kills them by the copies per step (G1d)
+    ("likelihood", "mmt", "sdesolve/likelihood.py", "x__solve_torchdiffeq", "22, 24", [G1D], "run2/hL/hR"),
     ("likelihood", "mmH12", "sdesolve/likelihood.py", "x__solve_scipy", "3, 5, 38, 40", [LM_SCIPY], "run2/hL"),
     # solvers
     (
@@ -146,9 +198,12 @@ ROWS: list[tuple[str, str, str, str, str, list[str], str]] = [
         "sdesolve/solvers/adaptive.py",
         "x__advance_in_log_snr",
         "2, 4, 5, 9, 12",
-        [AD_COPIES, ODE_PS],
-        "hB/hN",
+        [G3],
+        "hB/hN/hR",
     ),
+    ("solvers", "t85", "sdesolve/solvers/adaptive.py", "x__advance_in_log_snr", "3", [G3], "hR"),
+    # 29: hR sorts it equivalent (host 0-d ends taken as scalars); to survive both
+    ("solvers", "t85", "sdesolve/solvers/adaptive.py", "x__advance_in_log_snr", "29", [G3, AD_COPIES], "hR"),
     (
         "solvers",
         "mmH",
@@ -348,7 +403,20 @@ def main() -> int:
         metavar="NAME=PATH",
         help="a tree the ledgers numbered mutants in (gmL, mm9, mmt, mmH, mmH12, mmK)",
     )
-    ap.add_argument("--last", default=None, help="the previous pass's gpu_mut.tsv: its kills are left out")
+    ap.add_argument(
+        "--last",
+        action="append",
+        default=[],
+        help="a previous pass's gpu_mut.tsv, oldest first (repeat): the kills of any are left out, the verdict of "
+        "the latest that ran a mutant sorts it",
+    )
+    ap.add_argument(
+        "--last-head",
+        default="head",
+        metavar="NAME",
+        help="the --from tree that the tables' tree 'head' means (the tree of HEAD when that pass was built; "
+        "default: --tree); graph.py's 'head' rows are --graph-tree's",
+    )
     ap.add_argument("--out", default=".whl/gpu_mut")
     ap.add_argument("--default-seconds", type=float, default=18.0, help="a case's estimate with no history")
     args = ap.parse_args()
@@ -369,22 +437,30 @@ def main() -> int:
     # kills of the last pass, as signatures (the tree column names the tree of the number)
     killed: set[tuple] = set()
     last_rows: dict[tuple, str] = {}
+    last_tests: dict[tuple, str] = {}
     seconds: dict[str, list[float]] = {}
-    if args.last:
-        for r in csv.DictReader(open(args.last, encoding="utf-8"), delimiter="\t"):
+    for last in args.last:
+        for r in csv.DictReader(open(last, encoding="utf-8"), delimiter="\t"):
             t = r["tree"].removeprefix("stale:").split("-")[0]
             mod, _, name = r["mutant"].rpartition(".")
             mangled, _, n = name.rpartition("__mutmut_")
             module = mod.replace(".", "/") + ".py"
+            if t == "head":  # graph.py is mutated only in the graph tree
+                t = "graph" if module == "sdesolve/graph.py" else args.last_head
             if float(r["seconds"] or 0) > 0 and r["verdict"] in ("killed", "survived"):
                 seconds.setdefault(r["tests"], []).append(float(r["seconds"]))
             if t not in trees or not os.path.exists(os.path.join(trees[t], module)):
+                problems.append(f"{last}: {r['mutant']} in tree {t!r}: no such tree or module (not matched)")
                 continue
             try:
                 sig = (module, *signature(os.path.join(trees[t], module), mangled, int(n)))
             except KeyError:
+                problems.append(f"{last}: {r['mutant']} not in tree {t!r} (not matched)")
                 continue
+            if r["verdict"] in ("not-reached", "baseline-failed", "stale") and sig in last_rows:
+                continue  # an earlier pass's verdict stands
             last_rows[sig] = r["verdict"]
+            last_tests[sig] = r["tests"]
             if r["verdict"] == "killed" and not r["tree"].startswith("stale:"):
                 killed.add(sig)
 
@@ -433,7 +509,10 @@ def main() -> int:
                 if dsig in killed:
                     continue
                 before = last_rows.get(dsig)
-                status = "recheck" if before == "survived" else "new"
+                status = "new"
+                if before == "survived":  # again with the same tests: a repeat (a test's body may have changed)
+                    same = last_tests.get(dsig) == " ".join(tests)
+                    status = "repeat" if same else "recheck"
                 if area == "inductor":
                     status = "slow"
                 cases.append(
@@ -450,10 +529,10 @@ def main() -> int:
                 )
                 if not stale:
                     overlay.add((dst, module))
-    # the order of the pass: never checked first (by area, as listed; the few slow ones, inductor compiles, at
-    # the very front: the longest first keeps the tail short, as every baseline runs before any case), then
-    # the re-checks
-    order = {"slow": 0, "new": 1, "recheck": 2}
+    # the order of the pass (every baseline runs before any case): never checked on a device first (by area, as
+    # listed), then the re-checks (survivors, now with another test), the repeats (survivors, with the tests they
+    # survived: only a changed test body can kill them), the slow ones (inductor compiles, ~95 s each) last
+    order = {"new": 0, "recheck": 1, "repeat": 2, "slow": 3}
     cases.sort(key=lambda c: order[c["status"]])
 
     # every test node exists at HEAD
@@ -513,8 +592,8 @@ def main() -> int:
     }
     by: dict[str, list[int]] = {}
     for c in cases:
-        by.setdefault(c["area"], [0, 0, 0])[order[c["status"]]] += 1
-    print(f"cases: {len(cases)} (slow / new / recheck by area: {by})")
+        by.setdefault(c["area"], [0] * len(order))[order[c["status"]]] += 1
+    print(f"cases: {len(cases)} ({' / '.join(order)} by area: {by})")
     print(
         f"estimated job-seconds: cases {sum(c['seconds'] for c in cases):.0f}, baselines {sum(sets.values()):.0f} "
         f"({len(sets)} sets), probes about the same again"
