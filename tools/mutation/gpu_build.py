@@ -419,6 +419,14 @@ def main() -> int:
     )
     ap.add_argument("--out", default=".whl/gpu_mut")
     ap.add_argument("--default-seconds", type=float, default=18.0, help="a case's estimate with no history")
+    ap.add_argument(
+        "--baselines",
+        action="append",
+        default=[],
+        help="a previous pass's baselines.tsv (repeat): each test set's unmutated seconds, for the schedule estimate",
+    )
+    ap.add_argument("--jobs", type=int, default=14, help="gpu_run.py's --jobs, for the schedule estimate")
+    ap.add_argument("--limit", type=float, default=420.0, help="gpu_run.py's --limit, for the schedule estimate")
     args = ap.parse_args()
     repo = os.path.abspath(args.repo)
     trees = dict(t.split("=", 1) for t in args.trees)
@@ -596,9 +604,47 @@ def main() -> int:
     print(f"cases: {len(cases)} ({' / '.join(order)} by area: {by})")
     print(
         f"estimated job-seconds: cases {sum(c['seconds'] for c in cases):.0f}, baselines {sum(sets.values()):.0f} "
-        f"({len(sets)} sets), probes about the same again"
+        f"({len(sets)} sets); gpu_run.py's probes say nothing here (--no-probe): adaptive.py calls a trampolined "
+        "function at import, so every probe fails collecting"
     )
     print(f"trees.tgz {os.path.getsize(os.path.join(args.out, 'trees.tgz'))} bytes; overlay {sorted(overlay)}")
+    # gpu_run.py's schedule with these estimates: every baseline first (order of first use), each case once its
+    # own baseline is done, --jobs at a time, nothing launched in the last 5 s of --limit. A baseline's seconds are
+    # the earlier passes' where the set ran unmutated before (they start together: slower than a case), otherwise
+    # 1.3 times the set's case estimate, at least 25 s
+    known: dict[str, float] = {}
+    for b in args.baselines:
+        for r in csv.DictReader(open(b, encoding="utf-8"), delimiter="\t"):
+            if r["kind"] == "baseline" and float(r["seconds"] or 0) > 0:
+                known[r["tests"]] = float(r["seconds"])
+    runnable = [c for c in cases if not c["tree"].startswith("stale:")]
+    jobs_q: list[tuple[str, str, float, str]] = []  # (kind, name, seconds, set)
+    for key in dict.fromkeys([" ".join(c["tests"]) for c in runnable] + [" ".join(t) for t in UNMUTATED]):
+        guess = max(25.0, 1.3 * next((c["seconds"] for c in runnable if " ".join(c["tests"]) == key), 18.0))
+        jobs_q.append(("baseline", key, known.get(key, guess), key))
+    jobs_q += [("case", c["name"], c["seconds"], " ".join(c["tests"])) for c in runnable]
+    now, running, ready, ends = 0.0, [], set(), {}
+    while jobs_q or running:
+        while len(running) < args.jobs and now < args.limit - 5:
+            pick = next((j for j in jobs_q if j[0] == "baseline" or j[3] in ready), None)
+            if pick is None:
+                break
+            jobs_q.remove(pick)
+            running.append((now + pick[2], pick))
+        if not running:
+            break
+        running.sort()
+        now, done = running.pop(0)
+        if done[0] == "baseline":
+            ready.add(done[3])
+        ends[done[1]] = now
+    cut = [c["name"] for c in runnable if ends.get(c["name"], float("inf")) > args.limit]
+    last = max((ends[c["name"]] for c in runnable if c["name"] in ends), default=0.0)
+    print(
+        f"schedule estimate, --jobs {args.jobs} --limit {args.limit:.0f}: the last case ends at {last:.0f} s; "
+        f"{len(runnable) - len(cut)} of {len(runnable)} runnable cases within the limit"
+        + (f"; cut: {' '.join(cut)}" if cut else "")
+    )
     for p in problems:
         print("  note:", p)
     return 0
