@@ -93,7 +93,9 @@ def main() -> None:
     ap.add_argument("--write", action="store_true", help="record the kills in the .meta files")
     ap.add_argument("--only", default="", help="a regular expression the mutant names must match")
     ap.add_argument(
-        "--names", default="", help="a file whose lines start with the mutant names to run (an earlier --out)"
+        "--names",
+        default="",
+        help="a file whose lines start with the mutant names to run, in its order (an earlier --out)",
     )
     ap.add_argument(
         "--apply", default="", help="record the kills of an earlier --out file in the .meta files, run nothing"
@@ -113,9 +115,10 @@ def main() -> None:
     if os.path.exists(args.out):  # resume: what an earlier pass into the same --out already ran
         seen = {line.split("\t")[0] for line in open(args.out)}
     names = [n for n in todo if re.search(args.only, n) and n not in seen]
-    if args.names:  # e.g. a second pass, with more tests, over what the first did not kill
-        wanted = {line.split()[0] for line in open(args.names) if line.strip()}
-        names = [n for n in names if n in wanted]
+    if args.names:  # e.g. a second pass, with more tests, over what the first did not kill; in the file's order
+        wanted = [line.split()[0] for line in open(args.names) if line.strip()]
+        have = set(names)
+        names = [n for n in dict.fromkeys(wanted) if n in have]
     os.makedirs(args.logs, exist_ok=True)
     os.chdir(args.mutants)
     sys.path.insert(0, os.getcwd())
