@@ -33,12 +33,15 @@ KILLS = ("killed", "collection-error")
 LEFT_OUT = ("tests/test_notebooks.py", "tests/test_compile.py", "tests/test_distributed.py")
 
 
-def _unchecked(mutants: str) -> dict[str, str]:
-    """Mutant name -> its .meta file, for every mutant without a result."""
+NO_TESTS = 33  # mutmut's exit code for a mutant whose function no selected test calls
+
+
+def _unchecked(mutants: str, no_tests: bool = False) -> dict[str, str]:
+    """Mutant name -> its .meta file, for every mutant without a result (and, with ``no_tests``, "no tests")."""
     out = {}
     for meta in sorted(glob.glob(os.path.join(mutants, "**", "*.py.meta"), recursive=True)):
         for name, code in json.load(open(meta))["exit_code_by_key"].items():
-            if code is None:
+            if code is None or (no_tests and code == NO_TESTS):
                 out[name] = meta
     return out
 
@@ -100,16 +103,23 @@ def main() -> None:
     ap.add_argument(
         "--apply", default="", help="record the kills of an earlier --out file in the .meta files, run nothing"
     )
+    ap.add_argument(
+        "--tests",
+        nargs="+",
+        default=None,
+        help="run these tests for every mutant instead of its covering ones (tests mutmut's selection leaves out, "
+        "e.g. tests/test_compile.py), over the unchecked mutants and those mutmut found no test for",
+    )
     args = ap.parse_args()
     if args.apply:
-        todo = _unchecked(args.mutants)
+        todo = _unchecked(args.mutants, no_tests=True)
         kills = [line.split("\t")[0] for line in open(args.apply) if line.split("\t")[1] in KILLS]
         _record(todo, [n for n in kills if n in todo])
         print(f"{sum(n in todo for n in kills)} kills recorded ({len(kills)} in {args.apply})")
         return
 
     stats = json.load(open(os.path.join(args.mutants, "mutmut-stats.json")))
-    todo = {n: os.path.abspath(m) for n, m in _unchecked(args.mutants).items()}
+    todo = {n: os.path.abspath(m) for n, m in _unchecked(args.mutants, no_tests=args.tests is not None).items()}
     args.out, args.logs = os.path.abspath(args.out), os.path.abspath(args.logs)
     seen = set()
     if os.path.exists(args.out):  # resume: what an earlier pass into the same --out already ran
@@ -138,7 +148,7 @@ def main() -> None:
         while names or running:
             while names and len(running) < args.jobs and time.time() - start < args.limit:
                 name = names.pop(0)
-                tests = _tests_for(name, stats, args.budget, args.files)
+                tests = args.tests or _tests_for(name, stats, args.budget, args.files)
                 if not tests:
                     continue
                 pid = os.fork()
