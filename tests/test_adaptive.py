@@ -874,3 +874,74 @@ def test_a_log_snr_piece_copies_its_ends_to_the_device_once_and_reads_nothing_ba
     torch.testing.assert_close(x.cpu(), cpu, rtol=1e-9, atol=1e-9)
     exact = TARGET_4.flow(x_T, sde.T, sde.t_min, sde)
     assert float(((cpu - exact).abs() / (1.0 + exact.abs())).max()) < 20 * tol
+
+
+# ----------------------------------------------------------------------- the options, the float32 retry into sigma = 0
+@pytest.mark.parametrize("options", [{}, {"first_step": None}], ids=["empty", "first_step-None"])
+def test_options_without_a_first_step_choose_the_first_step_as_none_does(options):
+    """``options={}`` and ``options={"first_step": None}`` leave the first step to Hairer et al.'s choice, as
+    ``options=None`` does: the same samples bitwise and the same NFE, within 20 tol of the exact Gaussian flow
+    (the mutant of ``_check_options`` that reads ``out["first_step"]`` of a dict without it, or checks None as a
+    step size, raises instead)."""
+    sde, tol = sd.VPSDE(), 1e-6
+    x_T = _x_T(TARGET_3, sde, n=4)
+    model = TARGET_3.model(sde)
+    ref = ODE("dopri5", rtol=tol, atol=tol, options=None)
+    solver = ODE("dopri5", rtol=tol, atol=tol, options=options)
+    assert solver.options == options
+    x, want = sd.sample(sde, model, x_T=x_T, solver=solver), sd.sample(sde, model, x_T=x_T, solver=ref)
+    assert torch.equal(x, want) and solver.last_nfe == ref.last_nfe
+    assert float((x - TARGET_3.flow(x_T, sde.T, sde.t_min, sde)).abs().max()) < 20 * tol
+
+
+def test_float32_per_sample_retries_into_sigma_zero_shrink_r_b_by_the_float64_rule(monkeypatch):
+    """The per-sample step into sigma = 0 shrinks a failed sample's r_b by the batch-shared step's rule,
+    ``r_b * max(0.1, min(0.5, 0.9 / sqrt(ratio)))`` in float64, also for a float32 state whose error ratio is a
+    float32 number: each retried sample's next evaluation is at t(r_b) of that float64 product (to 1e-13). The
+    ratios are read where the step computes them (its norm); a shrink rounded to float32 moves r_b by up to
+    6e-8 relative. VP into t = 0 from r(t0) = 0.045 > sqrt(tol) (tol = 1e-3), the eps of a 4-d Gaussian seen by a
+    float32 network at float64 times; two samples pushed out 3x so that only some retry."""
+    import sys
+
+    sde, tol = sd.VPSDE(t_min=0.0), 1e-3
+    t0 = float(sde.t_of_sigma_over_alpha(torch.tensor(0.045, dtype=torch.float64)))
+    x_T = TARGET_4.marginal_sample(6, t0, sde, generator=torch.Generator().manual_seed(3)).float()
+    x_T[:2] *= 3.0
+    seen: list[torch.Tensor] = []
+
+    def net(x, t):
+        seen.append(t.detach().clone())
+        sigma = torch.exp(sde._log_sigma(t.to(torch.float64)))
+        return (-sigma[:, None] * TARGET_4.marginal_score(x.double(), t, sde)).to(x.dtype)
+
+    model = sd.ScoreModel(net, sde, prediction="eps", time_input=lambda t: t, time_dtype=torch.float64)
+    ratios: list[torch.Tensor] = []
+    per_sample_norm = ad._per_sample_norm
+
+    def recording(norm):
+        f = per_sample_norm(norm)
+
+        def g(err):
+            out = f(err)
+            if "_step_into_zero_per_sample" in sys._getframe(1).f_code.co_name:
+                ratios.append(out.detach().clone())
+            return out
+
+        return g
+
+    monkeypatch.setattr(ad, "_per_sample_norm", recording)
+    solver = ODE("dopri5", rtol=tol, atol=tol, per_sample=True)
+    x = sd.sample(sde, model, x_T=x_T, solver=solver, grid=[t0, 0.0])
+    assert len(ratios) >= 2 and ratios[0].dtype == torch.float32
+    q = ratios[0].double()
+    retried = [i for i in range(6) if float(q[i]) > 1.0]
+    inside = [i for i in retried if 0.1 < 0.9 / math.sqrt(float(q[i])) < 0.5]  # shrinks the clamp leaves alone
+    assert 0 < len(retried) < 6 and inside, q
+    r_b0 = math.sqrt(tol)
+    want = torch.tensor([r_b0 * max(0.1, min(0.5, 0.9 / math.sqrt(float(q[i])))) for i in retried], dtype=torch.float64)
+    t_want = sde._t_of_sigma_over_alpha(want)
+    times = torch.stack([t for t in seen if t.shape == (6,)])  # every evaluation of the batch, (n, 6)
+    for j, i in enumerate(retried):
+        nearest = float(((times[:, i] - t_want[j]) / t_want[j]).abs().min())
+        assert nearest < 1e-13, (i, nearest)
+    assert float((x.double() - TARGET_4.flow(x_T.double(), t0, 0.0, sde)).abs().max()) < 6 * tol
