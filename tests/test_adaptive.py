@@ -945,3 +945,24 @@ def test_float32_per_sample_retries_into_sigma_zero_shrink_r_b_by_the_float64_ru
         nearest = float(((times[:, i] - t_want[j]) / t_want[j]).abs().min())
         assert nearest < 1e-13, (i, nearest)
     assert float((x.double() - TARGET_4.flow(x_T.double(), t0, 0.0, sde)).abs().max()) < 6 * tol
+
+
+@pytest.mark.parametrize(
+    "first_step",
+    [1, np.float32(0.05), torch.tensor(0.05, dtype=torch.float64)],
+    ids=["int", "numpy-float32", "tensor-0d"],
+)
+def test_options_hold_the_checked_first_step_as_a_python_float(first_step):
+    """``options["first_step"]`` given as an int, a NumPy scalar or a 0-d tensor is kept as the checked Python
+    float under its own key, and nothing else: the solve equals the one given that float (bitwise, same NFE),
+    within 20 tol of the exact Gaussian flow (the mutants of ``_check_options`` that store the checked value
+    under another key keep the raw value and an extra key)."""
+    solver = ODE("dopri5", rtol=1e-6, atol=1e-6, options={"first_step": first_step})
+    h0 = float(first_step)
+    assert solver.options == {"first_step": h0} and type(solver.options["first_step"]) is float
+    sde = sd.VPSDE()
+    x_T = _x_T(TARGET_3, sde, n=4)
+    ref = ODE("dopri5", rtol=1e-6, atol=1e-6, options={"first_step": h0})
+    x, want = (sd.sample(sde, TARGET_3.model(sde), x_T=x_T, solver=s) for s in (solver, ref))
+    assert torch.equal(x, want) and solver.last_nfe == ref.last_nfe
+    assert float((x - TARGET_3.flow(x_T, sde.T, sde.t_min, sde)).abs().max()) < 20 * 1e-6
