@@ -485,6 +485,45 @@ row("tree", PC, "xǁ_GridPredictorǁ__call__", "111, 130", EQ,
     "relative). The float16 outputs differ only where the float32 value sits that close to a float16 rounding "
     "midpoint: 2 (111) and 11 (130) of 1e6 random entries; mean error against float64 5.144e-8 for both. Neither "
     "order of rounding is the method's; a test could only pin one")
+row("tree", AD, "x__check_options", "20, 21", KN,
+    "hU (48193e2): test_adaptive.py::test_options_hold_the_checked_first_step_as_a_python_float[int, numpy-float32, "
+    "tensor-0d] "
+    "(the checked float stored under another key: the raw value kept and an extra key)")
+row("tree", AD, "x__rk_step", "41, 47", EQ,
+    "hU: `bj != 1.0` / `ej != 1.0`: no weight b_j or error weight e_j of the adaptive tableaux (dopri5, bosh3, "
+    "fehlberg2, adaptive_heun, dopri8) is 1.0, so every term is added, the zero ones as (h * 0) * k = 0 (a stage "
+    "with a zero weight that is not finite feeds the later stages through A anyway)")
+row("tree", AD, "x__rk_step", "49", EQ,
+    "hU: `err - (h e_j) k_j`: the error estimate comes out negated; its only reader, `_integrate`, takes "
+    "norm(err / scale), and the norms (rms, max abs, a user's) are even")
+row("tree", SB, "x_log_sigmoid", "7", EQ,
+    "hU: softplus threshold 51 for 50: they differ only for -x in (50, 51], where log1p(exp(-x)) = -x + e^x "
+    "(e^x < 2e-22) rounds to -x in every dtype; checked bitwise on 100001 points of [-51, -50] in float64, float32, "
+    "float16, bfloat16")
+MO = "sdesolve.model"
+row("tree", MO, "xǁScoreModelǁ__init__", "49", EQ,
+    "hU: `_batch_checked = ''`: read only in `_kwargs_for` as `!= batch` (an int), true for '' as for None; "
+    "`_replace` resets it to None")
+row("tree", MO, "xǁScoreModelǁ__init__", "50", EQ,
+    "hU: `_time_tables = None`: read only by `_table_row` as `if not tables: return None`, None as falsy as {}; "
+    "`_replace` (every copy, with_time_tables' included) sets {} or the tables")
+row("tree", MO, "xǁScoreModelǁ_kwargs_for", "1", EQ,
+    "hU: `or`: without model_kwargs the check runs over an empty dict once per batch size (no rows, nothing raised, "
+    "the same {} returned): host cost only")
+row("tree", MO, "xǁScoreModelǁ_kwargs_for", "11", EQ,
+    "hU: `_batch_checked = None`: the shape check of the bound inputs runs every call instead of once per batch size; "
+    "it reads shapes only (no device value, no synchronization) and raises for the same inputs: host cost only")
+row("tree", MO, "xǁScoreModelǁnetwork_time_dtype", "5, 6", EQ,
+    "hU: `bits > 32` / `>= 33`: they differ from `>= 32` only at 32 bits, float32, where x.dtype is torch.float32, "
+    "the other branch's answer (16 and 64 bits unchanged)")
+row("tree", MO, "xǁScoreModelǁ_net_in", "10", EQ,
+    "hU: always `out.to(x.dtype)`: `.to` of a tensor already in that dtype returns the tensor itself (no copy)")
+row("tree", MO, "xǁScoreModelǁ_table_row", "9", EQ,
+    "hU: `tables.get(id(None))` for a time that is no view: the tables are keyed by ids of live float64 time "
+    "vectors, never None's id: None, as the original's")
+row("tree", MO, "xǁ_Counterǁ__init__", "6, 8", EQ,
+    "hU (as hD's `_Counter.__setstate__` 7, 9): equivalent in practice: the in-graph count `traced` in float32 "
+    "counts network calls inside compiled graphs exactly up to 2^24 of them; eager calls never touch it")
 # fmt: on
 
 
@@ -769,6 +808,9 @@ def main() -> int:
     status = read_meta(args.tree)
     quick: dict[str, tuple[str, str]] = {}
     for qf in args.quick:
+        if not os.path.exists(qf):
+            print(f"  no quick-pass table {qf}", file=sys.stderr)
+            continue
         for r in csv.reader(open(qf, encoding="utf-8"), delimiter="\t"):
             if len(r) > 1:
                 quick[r[0]] = (r[1], r[3] if len(r) > 3 else "?")
