@@ -966,3 +966,52 @@ def test_options_hold_the_checked_first_step_as_a_python_float(first_step):
     x, want = (sd.sample(sde, TARGET_3.model(sde), x_T=x_T, solver=s) for s in (solver, ref))
     assert torch.equal(x, want) and solver.last_nfe == ref.last_nfe
     assert float((x - TARGET_3.flow(x_T, sde.T, sde.t_min, sde)).abs().max()) < 20 * 1e-6
+
+
+def _hairer_first_steps(y0, f, rtol, atol, order, span):
+    """Hairer, Norsett & Wanner II.4 (p. 169) for a constant field f: the trial step h0 and the first step."""
+    rms = lambda v: math.sqrt(sum(e * e for e in v) / len(v))  # noqa: E731
+    scale = [atol + rtol * abs(e) for e in y0]
+    d0, d1 = rms([e / s for e, s in zip(y0, scale)]), rms([e / s for e, s in zip(f, scale)])
+    h0 = min(0.01 * d0 / d1 if d0 >= 1e-5 and d1 >= 1e-5 else 1e-6, span)
+    d2 = 0.0  # a constant field: k1 - k0 = 0
+    h1 = max(1e-6, h0 * 1e-3) if max(d1, d2) <= 1e-15 else (0.01 / max(d1, d2)) ** (1.0 / order)
+    return h0, min(100.0 * h0, h1, span)  # the first step also ends at the end of the span
+
+
+@pytest.mark.parametrize(
+    ("ys", "fs", "tol"),
+    [
+        ([1.0, 2.0, -1.0], [0.0, 0.0, 0.0], (1e-6, 1e-6)),
+        ([0.0, 0.0, 0.0], [1.0, -1.0, 0.5], (1e-6, 1e-6)),
+        ([1e-7, 2e-7, -1e-7], [1.0, -1.0, 0.5], (1e-6, 1e-6)),
+        ([1.0, 2.0, -1.0], [1e-7, -1e-7, 5e-8], (1e-6, 1e-6)),
+        ([1e-5 / 2], [1.0], (1e-12, 0.5)),
+        ([2.0**-15], [1e-5 / 2], (1e-12, 0.5)),
+        ([0.0], [1e-15 / 2], (1e-12, 0.5)),
+    ],
+    ids=["zero-field", "zero-state", "tiny-state", "tiny-field", "d0-at-1e-5", "d1-at-1e-5", "d1-at-1e-15"],
+)
+def test_the_starting_step_is_hairers_in_each_of_its_branches(ys, fs, tol):
+    """dopri5 (order 5, c_2 = 1/5) on dy/dt = f (constant) from y0 over [0, 1]: the trial evaluation of the
+    starting-step choice is at h0 = 0.01 d0 / d1 (1e-6 when d0 or d1 < 1e-5; at most the span), the first step's
+    second stage at h / 5 with h = min(100 h0, h1, span), h1 = (0.01 / max(d1, d2))^(1/5), or max(1e-6, 1e-3 h0) when
+    max(d1, d2) <= 1e-15 (Hairer, Norsett & Wanner II.4), to 1e-12. The fields take each branch: a zero field
+    (d1 = d2 = 0), a zero state (d0 = 0), a state below atol (d0 ~ 0.1), a field below atol (d1 ~ 0.05), and d0,
+    d1 exactly at 1e-5 and d1 exactly at 1e-15, where the rule takes the formula, resp. the 1e-3 h0 floor
+    (rtol = 1e-12, atol = 0.5: the scale of these small states is 0.5 exactly, the RMS of one entry the entry
+    itself). y(1) = y0 + f, exact for dopri5 to rounding."""
+    rtol, atol = tol
+    times: list[float] = []
+
+    def fn(t, y):
+        times.append(float(t))
+        return torch.tensor(fs, dtype=torch.float64)
+
+    y1, _ = ad.integrate(fn, torch.tensor(ys, dtype=torch.float64), 0.0, 1.0, rtol=rtol, atol=atol)
+    h0, h = _hairer_first_steps(ys, fs, rtol, atol, 5, 1.0)
+    assert times[0] == 0.0
+    assert times[1] == pytest.approx(h0, rel=1e-12, abs=0), (times[:3], h0, h)
+    assert times[2] == pytest.approx(0.2 * h, rel=1e-12, abs=0), (times[:3], h0, h)
+    want = torch.tensor([a + b for a, b in zip(ys, fs)], dtype=torch.float64)
+    torch.testing.assert_close(y1, want, rtol=1e-12, atol=1e-12)
