@@ -489,6 +489,10 @@ row("tree", AD, "x__check_options", "20, 21", KN,
     "hU (48193e2): test_adaptive.py::test_options_hold_the_checked_first_step_as_a_python_float[int, numpy-float32, "
     "tensor-0d] "
     "(the checked float stored under another key: the raw value kept and an extra key)")
+row("tree", AD, "x__initial_step", "13, 17-22, 50-59", KN,
+    "hU (87ca105): test_adaptive.py::test_the_starting_step_is_hairers_in_each_of_its_branches (the trial evaluation at "
+    "h0 and the first step's second stage at h / 5 against Hairer II.4 to 1e-12, for a zero field, a zero state, a "
+    "state and a field below atol, d0, d1 exactly at 1e-5 and d1 exactly at 1e-15; each mutant fails 1 to 3 cases)")
 row("tree", AD, "x__rk_step", "41, 47", EQ,
     "hU: `bj != 1.0` / `ej != 1.0`: no weight b_j or error weight e_j of the adaptive tableaux (dopri5, bosh3, "
     "fehlberg2, adaptive_heun, dopri8) is 1.0, so every term is added, the zero ones as (h * 0) * k = 0 (a stage "
