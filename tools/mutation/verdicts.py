@@ -493,6 +493,14 @@ row("tree", AD, "x__initial_step", "13, 17-22, 50-59", KN,
     "hU (87ca105): test_adaptive.py::test_the_starting_step_is_hairers_in_each_of_its_branches (the trial evaluation at "
     "h0 and the first step's second stage at h / 5 against Hairer II.4 to 1e-12, for a zero field, a zero state, a "
     "state and a field below atol, d0, d1 exactly at 1e-5 and d1 exactly at 1e-15; each mutant fails 1 to 3 cases)")
+row("tree", AD, "x__integrate", "18", EQ,
+    "hU: `t1 >= t0`: `_integrate` returns before this line when t0 == t1, and for t0 != t1 `>=` and `>` agree")
+row("tree", AD, "x__integrate", "106, 123, 172", EQ,
+    "hU: equivalent in practice: `>` for `>=` / `<` for `<=`: they differ only when h equals |t1 - t| (1 - 4 eps), "
+    "resp. 8 eps max(|t|, 1), or the float64 error ratio is exactly 1.0")
+row("tree", AD, "x__integrate", "113", EQ,
+    "hU: equivalent in practice: `1 - 5 eps` for `1 - 4 eps` in the last-step test: they differ only when the "
+    "proposed step falls in [1 - 5 eps, 1 - 4 eps) times the remaining span, a window one float64 ulp wide")
 row("tree", AD, "x__rk_step", "41, 47", EQ,
     "hU: `bj != 1.0` / `ej != 1.0`: no weight b_j or error weight e_j of the adaptive tableaux (dopri5, bosh3, "
     "fehlberg2, adaptive_heun, dopri8) is 1.0, so every term is added, the zero ones as (h * 0) * k = 0 (a stage "
