@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 
 import numpy as np
 import pytest
@@ -901,8 +902,6 @@ def test_float32_per_sample_retries_into_sigma_zero_shrink_r_b_by_the_float64_ru
     ratios are read where the step computes them (its norm); a shrink rounded to float32 moves r_b by up to
     6e-8 relative. VP into t = 0 from r(t0) = 0.045 > sqrt(tol) (tol = 1e-3), the eps of a 4-d Gaussian seen by a
     float32 network at float64 times; two samples pushed out 3x so that only some retry."""
-    import sys
-
     sde, tol = sd.VPSDE(t_min=0.0), 1e-3
     t0 = float(sde.t_of_sigma_over_alpha(torch.tensor(0.045, dtype=torch.float64)))
     x_T = TARGET_4.marginal_sample(6, t0, sde, generator=torch.Generator().manual_seed(3)).float()
